@@ -1,0 +1,1 @@
+//! Benchmark workloads (shared by `dmabuf bench` and the criterion benches).

@@ -1,0 +1,14 @@
+//! dmabuf-rs: the Linux DMA-BUF buffer-sharing framework as a userspace library.
+//!
+//! Layers, lowest first: [`ww`] (wound/wait mutexes), fences, reservation objects,
+//! buffers, heaps and devices. Lock-order validation comes from the `lockdep` crate.
+//! See `DESIGN.md` for the architecture and the kernel contracts each part keeps.
+
+pub mod bench;
+pub mod error;
+pub mod interrupt;
+pub mod selftest;
+pub mod ww;
+
+pub use error::{Error, Result};
+pub use interrupt::Interrupt;

@@ -1,0 +1,55 @@
+//! The registry of self-test scenarios that `dmabuf selftest` runs: ports of the kernel's
+//! own self-tests, one [`Case`] each.
+
+pub use lockdep::selftest::Case;
+use std::time::{Duration, Instant};
+
+/// Every scenario of every subsystem, in a stable order.
+pub fn cases() -> Vec<Case> {
+    let mut v = lockdep::selftest::cases();
+    v.extend(crate::ww::selftest::cases());
+    v
+}
+
+/// The outcome of one scenario.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The case name.
+    pub name: &'static str,
+    /// `Ok`, or what failed (a panic counts as a failure).
+    pub result: Result<(), String>,
+    /// How long it ran.
+    pub time: Duration,
+}
+
+/// Run one case, turning a panic into a failure.
+pub fn run_case(case: &Case) -> Outcome {
+    let start = Instant::now();
+    let result = match std::panic::catch_unwind(case.run) {
+        Ok(r) => r,
+        Err(p) => Err(panic_text(&p)),
+    };
+    Outcome {
+        name: case.name,
+        result,
+        time: start.elapsed(),
+    }
+}
+
+fn panic_text(p: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        format!("panicked: {s}")
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        format!("panicked: {s}")
+    } else {
+        "panicked".to_string()
+    }
+}
+
+/// Cases whose name contains `filter` (all when `None`).
+pub fn select(filter: Option<&str>) -> Vec<Case> {
+    cases()
+        .into_iter()
+        .filter(|c| filter.is_none_or(|f| c.name.contains(f)))
+        .collect()
+}

@@ -1,0 +1,423 @@
+//! A lock-dependency validator in the manner of the Linux kernel's lockdep.
+//!
+//! Locks are grouped in *classes* ([`LockClass`], usually a `static`). Any lock type is
+//! tracked by calling [`acquire`] before it blocks and [`release`] after it unlocks, naming
+//! its class and an instance id (its address). Lockdep keeps a per-thread stack of held
+//! locks and a global graph of class→class dependencies ("B was taken while A was held"),
+//! and reports, in the shape of the kernel's splats:
+//!
+//! - a possible circular dependency (ABBA, ABC…: a cycle of any length), with the chain of
+//!   acquisition sites that proves it, the first time the closing edge is seen — the
+//!   deadlock itself never has to happen;
+//! - recursive locking (AA) of a class that does not allow it, unless the lock is taken
+//!   under a held *nest lock* ([`Acquire::nest`]), as wound/wait mutexes are under their
+//!   acquire context;
+//! - release of a lock that is not held;
+//! - a thread that exits while holding locks.
+//!
+//! Read locks follow the kernel's rules: a recursive reader ([`Mode::RecursiveRead`]) may
+//! take a lock its thread already holds for read, and a cycle is only a deadlock when it
+//! is *strong*: no edge that ends in a recursive read is followed by an edge that starts
+//! from a lock held shared.
+//!
+//! Validation runs only when the chain of held classes is new (chains are cached by a
+//! hash key as in the kernel), so a program in steady state pays a thread-local lookup.
+//!
+//! Pseudo-locks ("maps") are classes acquired and released without a real lock, to teach
+//! lockdep about cross-release dependencies; see [`LockClass::map_acquire`]. [`prime`]
+//! records an order ahead of time, as the kernel primes `dma_resv` at boot.
+//!
+//! What happens on a report is the user's choice ([`set_on_report`]): panic (the
+//! default), print once per kind-and-classes and carry on, or collect for
+//! [`take_reports`]. [`Capture`] collects the reports of chosen threads only, which is
+//! what tests use. The cargo feature `off` compiles everything out; at run time
+//! [`set_enabled`] or the environment variable `LOCKDEP=off` turns checking off.
+
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::panic::Location;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+pub mod selftest;
+
+/// Number of subclasses a class may be taken with (`0..MAX_SUBCLASSES`), as in the kernel.
+pub const MAX_SUBCLASSES: u8 = 8;
+
+/// A lock class: every lock of one kind shares one, and lockdep reasons about classes,
+/// not instances. Declare classes as statics; [`LockClass::leak`] makes one at run time.
+///
+/// Invariant: a class is identified by its address, so it must never move — hence
+/// `&'static LockClass` everywhere.
+pub struct LockClass {
+    name: &'static str,
+    /// Lazily assigned small id (0 = not registered yet).
+    id: AtomicU32,
+}
+
+impl LockClass {
+    /// A new class named `name` (shown in reports).
+    pub const fn new(name: &'static str) -> Self {
+        LockClass {
+            name,
+            id: AtomicU32::new(0),
+        }
+    }
+
+    /// A class created at run time (the kernel's dynamic lock keys). It lives for the rest
+    /// of the program; use it for objects created in numbers or for isolated tests.
+    pub fn leak(name: impl Into<String>) -> &'static LockClass {
+        let name: &'static str = Box::leak(name.into().into_boxed_str());
+        Box::leak(Box::new(LockClass::new(name)))
+    }
+
+    /// The class name.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The class's registered id, assigning one on first use.
+    #[doc(hidden)]
+    pub fn id(&'static self) -> u32 {
+        let id = self.id.load(Ordering::Acquire);
+        if id != 0 {
+            return id;
+        }
+        imp::register_class(self)
+    }
+
+    #[doc(hidden)]
+    pub fn raw_id_slot(&self) -> &AtomicU32 {
+        &self.id
+    }
+
+    /// Acquire this class as a pseudo-lock for write (the kernel's `lock_map_acquire`).
+    #[track_caller]
+    pub fn map_acquire(&'static self) {
+        acquire(self, self.map_instance(), Acquire::write());
+    }
+
+    /// Acquire this class as a pseudo-lock for recursive read
+    /// (`lock_map_acquire_read`): readers never conflict with each other.
+    #[track_caller]
+    pub fn map_acquire_read(&'static self) {
+        acquire(self, self.map_instance(), Acquire::recursive_read());
+    }
+
+    /// Try-acquire this class as a pseudo-lock (`lock_map_acquire_try`): no deadlock
+    /// check, but later locks depend on it.
+    #[track_caller]
+    pub fn map_acquire_try(&'static self) {
+        acquire(self, self.map_instance(), Acquire::write().trylock());
+    }
+
+    /// Release the pseudo-lock (`lock_map_release`).
+    #[track_caller]
+    pub fn map_release(&'static self) {
+        release(self, self.map_instance());
+    }
+
+    /// The instance id used by the `map_*` calls: the class's own address.
+    pub fn map_instance(&'static self) -> usize {
+        self as *const LockClass as usize
+    }
+}
+
+impl fmt::Debug for LockClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LockClass").field("name", &self.name).finish()
+    }
+}
+
+/// How a lock is held.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Mode {
+    /// Exclusive (a mutex, a write lock).
+    Write,
+    /// Shared, non-recursive (an rwsem reader): a writer queued between two readers
+    /// blocks the second, so it counts as exclusive for the lock being taken.
+    Read,
+    /// Shared and recursive (an rwlock reader): may be retaken while held for read.
+    RecursiveRead,
+}
+
+/// The parameters of one acquisition: subclass, mode, trylock, nest lock.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Acquire {
+    /// Subclass, `0..MAX_SUBCLASSES`: the kernel's `_nested(…, SINGLE_DEPTH_NESTING)`.
+    pub subclass: u8,
+    /// How the lock is held.
+    pub mode: Mode,
+    /// A trylock never blocks, so it is never checked for deadlock; locks taken while
+    /// it is held still depend on it.
+    pub trylock: bool,
+    /// Instance id of a held *nest lock*: several locks of this class taken under it are
+    /// not recursion (the ww acquire context is the nest lock of its mutexes).
+    pub nest: Option<usize>,
+}
+
+impl Acquire {
+    /// Exclusive, subclass 0, blocking, no nest lock.
+    pub const fn write() -> Self {
+        Acquire {
+            subclass: 0,
+            mode: Mode::Write,
+            trylock: false,
+            nest: None,
+        }
+    }
+    /// Non-recursive read.
+    pub const fn read() -> Self {
+        Acquire {
+            mode: Mode::Read,
+            ..Self::write()
+        }
+    }
+    /// Recursive read.
+    pub const fn recursive_read() -> Self {
+        Acquire {
+            mode: Mode::RecursiveRead,
+            ..Self::write()
+        }
+    }
+    /// With a subclass.
+    pub const fn subclass(self, subclass: u8) -> Self {
+        Acquire { subclass, ..self }
+    }
+    /// As a trylock.
+    pub const fn trylock(self) -> Self {
+        Acquire {
+            trylock: true,
+            ..self
+        }
+    }
+    /// Under the nest lock whose instance id is `nest`.
+    pub const fn nest(self, nest: usize) -> Self {
+        Acquire {
+            nest: Some(nest),
+            ..self
+        }
+    }
+}
+
+/// The kind of a report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ReportKind {
+    /// A new dependency closes a cycle in the class graph.
+    CircularDependency,
+    /// A class taken again while held (AA) without nesting allowed.
+    RecursiveLocking,
+    /// Release of a lock this thread does not hold.
+    BadUnlock,
+    /// A thread ended, or a guard was leaked, with locks still held.
+    HeldAtExit,
+    /// `assert_held` / `assert_not_held` failed.
+    AssertHeld,
+    /// A subclass out of range or similar misuse of the lockdep API itself.
+    BadAnnotation,
+    /// A lock-API misuse found by a lock implementation (e.g. wound/wait context rules),
+    /// reported through [`report`].
+    Misuse,
+}
+
+/// One report: its kind, the classes it names, and the full splat text.
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// What was found.
+    pub kind: ReportKind,
+    /// Names of the classes involved, in the order the splat names them.
+    pub classes: Vec<String>,
+    /// The thread that triggered it.
+    pub thread: String,
+    /// The kernel-style splat, with chains and source locations.
+    pub text: String,
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// What lockdep does with a report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OnReport {
+    /// Print the splat and panic (the default).
+    Panic,
+    /// Print each distinct report once (kind and classes) to stderr and carry on.
+    PrintOnce,
+    /// Keep it for [`take_reports`]; print nothing.
+    Collect,
+}
+
+/// Choose what happens on a report, for threads without a [`Capture`] installed.
+pub fn set_on_report(mode: OnReport) {
+    imp::set_on_report(mode)
+}
+
+/// The current report policy.
+pub fn on_report() -> OnReport {
+    imp::on_report()
+}
+
+/// Reports collected under [`OnReport::Collect`] (from threads without a capture), oldest
+/// first; the store is emptied.
+pub fn take_reports() -> Vec<Report> {
+    imp::take_reports()
+}
+
+/// Turn checking on or off at run time. Off, `acquire`/`release` cost one atomic load.
+/// Held-lock stacks are cleared when it is turned off.
+pub fn set_enabled(on: bool) {
+    imp::set_enabled(on)
+}
+
+/// Whether checking is on: compiled in, not switched off by [`set_enabled`], and the
+/// environment variable `LOCKDEP` is not `off` or `0` (read once).
+#[inline]
+pub fn enabled() -> bool {
+    imp::enabled()
+}
+
+/// Record that this thread is about to acquire a lock of `class` (instance `instance`,
+/// usually its address), and validate it. Call it before blocking, so that a deadlock is
+/// reported instead of hanging.
+#[track_caller]
+#[inline]
+pub fn acquire(class: &'static LockClass, instance: usize, how: Acquire) {
+    if enabled() {
+        imp::acquire(class, instance, how, Location::caller())
+    }
+}
+
+/// Record that this thread released the lock `instance` of `class`. A lock that is not
+/// held is reported ([`ReportKind::BadUnlock`]). Locks may be released in any order.
+#[track_caller]
+#[inline]
+pub fn release(class: &'static LockClass, instance: usize) {
+    if enabled() {
+        imp::release(class, instance, Location::caller())
+    }
+}
+
+/// Whether this thread holds a lock of `class` (any instance, any subclass, any mode).
+/// Always false when checking is off.
+pub fn is_held(class: &'static LockClass) -> bool {
+    enabled() && imp::is_held(class, None)
+}
+
+/// Whether this thread holds a lock of `class` in `mode`.
+pub fn is_held_mode(class: &'static LockClass, mode: Mode) -> bool {
+    enabled() && imp::is_held(class, Some(mode))
+}
+
+/// Whether this thread holds the lock instance `instance` of `class`.
+pub fn is_instance_held(class: &'static LockClass, instance: usize) -> bool {
+    enabled() && imp::is_instance_held(class, instance)
+}
+
+/// Report ([`ReportKind::AssertHeld`]) unless this thread holds a lock of `class`.
+#[track_caller]
+pub fn assert_held(class: &'static LockClass) {
+    if enabled() {
+        imp::assert_held(class, true, Location::caller())
+    }
+}
+
+/// Report ([`ReportKind::AssertHeld`]) if this thread holds a lock of `class`.
+#[track_caller]
+pub fn assert_not_held(class: &'static LockClass) {
+    if enabled() {
+        imp::assert_held(class, false, Location::caller())
+    }
+}
+
+/// Teach lockdep that `chain[0]` is taken before `chain[1]`, before `chain[2]`…, as if
+/// one thread had taken them nested in that order (each for write, subclass 0). Any
+/// later acquisition that contradicts the order is reported at once. The kernel does
+/// this at boot for `dma_resv` so that one run of a driver validates it.
+#[track_caller]
+pub fn prime(chain: &[&'static LockClass]) {
+    if enabled() {
+        imp::prime(chain, Location::caller())
+    }
+}
+
+/// Emit a report of `kind` about `classes` through the current policy. Lock
+/// implementations use it for their own misuse checks (e.g. wound/wait context rules);
+/// `detail` becomes the body of the splat, followed by this thread's held locks.
+#[track_caller]
+pub fn report(kind: ReportKind, classes: &[&'static LockClass], detail: &str) {
+    if enabled() {
+        imp::report_external(kind, classes, detail, Location::caller())
+    }
+}
+
+/// The locks this thread holds, innermost last, as text (the kernel's
+/// `lockdep_print_held_locks`).
+pub fn held_locks_text() -> String {
+    imp::held_locks_text()
+}
+
+/// Number of locks this thread holds.
+pub fn held_count() -> usize {
+    if enabled() {
+        imp::held_count()
+    } else {
+        0
+    }
+}
+
+/// Collects the reports of the threads it is installed on, whatever the global policy.
+/// Tests use one per scenario, so concurrent tests never see each other's reports.
+#[derive(Clone, Default)]
+pub struct Capture {
+    inner: std::sync::Arc<parking_lot::Mutex<Vec<Report>>>,
+}
+
+impl Capture {
+    /// A new, empty capture.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Route this thread's reports to the capture until the guard drops (captures nest:
+    /// the innermost wins).
+    pub fn install(&self) -> CaptureGuard {
+        imp::install_capture(self.inner.clone())
+    }
+
+    /// The reports captured so far, oldest first; the capture is emptied.
+    pub fn take(&self) -> Vec<Report> {
+        std::mem::take(&mut *self.inner.lock())
+    }
+
+    /// Number of reports captured so far.
+    pub fn len(&self) -> usize {
+        self.inner.lock().len()
+    }
+
+    /// Whether nothing was captured.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Run `f` on this thread with a fresh capture installed; returns its result and the
+/// reports it raised.
+pub fn capture<R>(f: impl FnOnce() -> R) -> (R, Vec<Report>) {
+    let cap = Capture::new();
+    let r = {
+        let _g = cap.install();
+        f()
+    };
+    (r, cap.take())
+}
+
+/// Uninstalls a [`Capture`] from this thread when dropped.
+pub struct CaptureGuard {
+    _private: imp::CaptureToken,
+}
+
+mod imp;
