@@ -214,6 +214,10 @@ impl<T: ?Sized> WwGuard<'_, T> {
     pub fn unlock(self) {}
 }
 
+impl<T: ?Sized> Drop for WwGuard<'_, T> {
+    fn drop(&mut self) {}
+}
+
 impl<T: ?Sized> Deref for WwGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
