@@ -1,0 +1,4 @@
+//! Heaps: where buffer memory comes from. (So far: the page allocator of the
+//! contiguous heap.)
+
+pub mod buddy;
