@@ -2,3 +2,4 @@
 //! contiguous heap.)
 
 pub mod buddy;
+pub mod memfd;
