@@ -5,6 +5,8 @@
 //! See `DESIGN.md` for the architecture and the kernel contracts each part keeps.
 
 pub mod bench;
+pub mod buf;
+pub mod device;
 pub mod error;
 pub mod heap;
 pub mod interrupt;
