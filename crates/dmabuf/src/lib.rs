@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod buf;
+pub mod debug;
 pub mod device;
 pub mod error;
 pub mod heap;
