@@ -3,3 +3,4 @@
 
 pub mod buddy;
 pub mod memfd;
+pub mod region;
