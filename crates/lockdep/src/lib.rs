@@ -40,6 +40,7 @@ use std::panic::Location;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub mod selftest;
+pub mod sync;
 
 /// Number of subclasses a class may be taken with (`0..MAX_SUBCLASSES`), as in the kernel.
 pub const MAX_SUBCLASSES: u8 = 8;
@@ -417,9 +418,38 @@ pub fn capture<R>(f: impl FnOnce() -> R) -> (R, Vec<Report>) {
     (r, cap.take())
 }
 
-/// Uninstalls a [`Capture`] from this thread when dropped.
+/// Uninstalls a [`Capture`] from this thread when dropped. It belongs to the thread that
+/// installed it (it is not `Send`).
+///
+/// Leaking it (`std::mem::forget`) keeps the capture installed until the thread ends, so
+/// that even the thread's [`ReportKind::HeldAtExit`] report goes to the capture.
 pub struct CaptureGuard {
     _private: imp::CaptureToken,
+}
+
+/// Counters describing lockdep's state, for tests and diagnostics.
+///
+/// All counts are for the whole process except `thread_validations`. With the feature
+/// `off` every field is zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Lock classes registered so far (a class registers on its first acquisition).
+    pub classes: usize,
+    /// Dependency edges (class/subclass → class/subclass) in the graph.
+    pub edges: usize,
+    /// Distinct chains of held locks that were validated clean and are cached.
+    pub chains: usize,
+    /// Full validations run (chain-cache misses), process-wide.
+    pub validations: u64,
+    /// Full validations run by the calling thread.
+    pub thread_validations: u64,
+    /// Splats printed to stderr (by [`OnReport::Panic`] and [`OnReport::PrintOnce`]).
+    pub printed: u64,
+}
+
+/// A snapshot of lockdep's counters (see [`Stats`]).
+pub fn stats() -> Stats {
+    imp::stats()
 }
 
 mod imp;
