@@ -188,6 +188,25 @@ impl Memfd {
         Ok(Memfd { fd, pages, map })
     }
 
+    /// Wrap an existing shared-memory file (e.g. a caller's memfd): map all of it.
+    ///
+    /// Errors: `Invalid` for an empty file or one whose size is not whole pages; OS
+    /// errors from `fstat`/`mmap`.
+    pub fn from_fd(fd: OwnedFd) -> Result<Self> {
+        let size = rustix::fs::fstat(&fd)?.st_size as u64;
+        let p = page_size() as u64;
+        if size == 0 || size % p != 0 {
+            return Err(Error::Invalid("file size is not whole pages"));
+        }
+        let len = usize::try_from(size).map_err(|_| Error::NoMem)?;
+        let map = Mapping::new(fd.as_fd(), len, false)?;
+        Ok(Memfd {
+            fd,
+            pages: len / page_size(),
+            map,
+        })
+    }
+
     /// Size in pages.
     pub fn pages(&self) -> usize {
         self.pages

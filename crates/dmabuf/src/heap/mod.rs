@@ -4,3 +4,4 @@
 pub mod buddy;
 pub mod memfd;
 pub mod region;
+pub mod udmabuf;
