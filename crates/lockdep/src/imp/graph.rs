@@ -83,8 +83,8 @@ pub(crate) fn node_of(id: u32, subclass: u8) -> u32 {
 
 /// One dependency edge.
 ///
-/// Invariant: it joins two different nodes; `types != 0`; the sites are those of the acquisition that
-/// first created the edge.
+/// Invariant: it joins two different nodes; `types != 0`; the sites are those of the
+/// acquisition that first created the edge.
 pub(crate) struct Edge {
     pub(crate) to: u32,
     pub(crate) from_class: &'static LockClass,
