@@ -19,8 +19,8 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::panic::Location;
 
-/// A mutual-exclusion lock whose acquisitions lockdep validates (as [`Mode::Write`]
-/// (crate::Mode::Write)).
+/// A mutual-exclusion lock whose acquisitions lockdep validates, as
+/// [`Mode::Write`](crate::Mode::Write).
 pub struct Mutex<T: ?Sized> {
     class: &'static LockClass,
     inner: parking_lot::Mutex<T>,
