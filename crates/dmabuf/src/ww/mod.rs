@@ -690,6 +690,11 @@ impl<T: ?Sized> WwMutex<T> {
         s & LOCKED != 0 && holder_slot(s) == ctx.slot
     }
 
+    /// How many threads wait for the mutex (tests and diagnostics).
+    pub(crate) fn waiter_count(&self) -> usize {
+        self.waiters.lock().list.len()
+    }
+
     fn guard<'a>(&'a self, ctx: Option<&'a AcquireCtx>) -> WwGuard<'a, T> {
         WwGuard {
             mutex: self,
