@@ -598,17 +598,24 @@ fn wd_older_waiter_kills() -> R {
         );
         wait_for("old to queue", || m.waiter_count() == 1)?;
         // A third, younger, lock-holding context dies at once behind the old waiter.
+        // (On its own thread: this one holds `m` without a context.)
         class.set_stamp_counter(young_stamp + 10);
-        let late = AcquireCtx::new(class);
-        let own = WwMutex::new(class, ());
-        let g = own.lock(&late).map_err(|e| e.to_string())?;
-        let r = m.lock(&late).map(drop);
+        let r = s
+            .spawn(|| -> Result<(), Error> {
+                let late = AcquireCtx::new(class);
+                let own = WwMutex::new(class, ());
+                let g = own.lock(&late)?;
+                let r = m.lock(&late).map(drop);
+                drop(g);
+                late.fini()?;
+                r
+            })
+            .join()
+            .map_err(|_| "late panicked".to_string())?;
         ensure!(
             matches!(r, Err(Error::Deadlock)),
             "behind an older waiter: {r:?}, expected Deadlock"
         );
-        drop(g);
-        late.fini().map_err(|e| e.to_string())?;
         drop(plain);
         let ro = o.join().map_err(|_| "old panicked".to_string())?;
         ensure!(ro.is_ok(), "old waiter: {ro:?}");
