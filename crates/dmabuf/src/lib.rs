@@ -6,6 +6,7 @@
 
 pub mod bench;
 pub mod error;
+pub mod fence;
 pub mod interrupt;
 pub mod selftest;
 pub mod ww;

@@ -27,14 +27,24 @@ pub(crate) fn acquire(
     _at: &'static Location<'static>,
 ) {
 }
-pub(crate) fn release(_class: &'static LockClass, _instance: usize, _at: &'static Location<'static>) {}
+pub(crate) fn release(
+    _class: &'static LockClass,
+    _instance: usize,
+    _at: &'static Location<'static>,
+) {
+}
 pub(crate) fn is_held(_class: &'static LockClass, _mode: Option<Mode>) -> bool {
     false
 }
 pub(crate) fn is_instance_held(_class: &'static LockClass, _instance: usize) -> bool {
     false
 }
-pub(crate) fn assert_held(_class: &'static LockClass, _held: bool, _at: &'static Location<'static>) {}
+pub(crate) fn assert_held(
+    _class: &'static LockClass,
+    _held: bool,
+    _at: &'static Location<'static>,
+) {
+}
 pub(crate) fn prime(_chain: &[&'static LockClass], _at: &'static Location<'static>) {}
 pub(crate) fn report_external(
     _kind: ReportKind,

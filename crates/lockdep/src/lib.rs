@@ -125,7 +125,9 @@ impl LockClass {
 
 impl fmt::Debug for LockClass {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("LockClass").field("name", &self.name).finish()
+        f.debug_struct("LockClass")
+            .field("name", &self.name)
+            .finish()
     }
 }
 

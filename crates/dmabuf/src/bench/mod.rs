@@ -33,7 +33,10 @@ impl std::fmt::Debug for BenchCase {
     }
 }
 
+/// A suite: its name and the function listing its cases.
+pub type Suite = (&'static str, fn() -> Vec<BenchCase>);
+
 /// Every suite's cases, for `dmabuf bench all`.
-pub fn suites() -> Vec<(&'static str, fn() -> Vec<BenchCase>)> {
+pub fn suites() -> Vec<Suite> {
     vec![]
 }
