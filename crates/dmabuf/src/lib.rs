@@ -9,6 +9,7 @@ pub mod buf;
 pub mod debug;
 pub mod device;
 pub mod error;
+pub mod fence;
 pub mod heap;
 pub mod interrupt;
 pub mod selftest;

@@ -1,0 +1,1 @@
+//! sw_sync timelines.
