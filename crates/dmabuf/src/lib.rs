@@ -12,6 +12,7 @@ pub mod error;
 pub mod fence;
 pub mod heap;
 pub mod interrupt;
+pub mod resv;
 pub mod selftest;
 pub mod ww;
 

@@ -1,0 +1,569 @@
+//! Reservation objects (`dma_resv`): a wound/wait lock plus a list of fences, each tagged
+//! with a [`Usage`], that orders every access to a buffer.
+//!
+//! # Locking
+//!
+//! Writers lock the object ([`Resv::lock`] and friends, all taking the global wait-die
+//! class [`RESERVATION_WW_CLASS`]) and mutate through the returned [`ResvGuard`]. The guard
+//! is also the *proof* that the lock is held: calls of other layers that need the lock
+//! take `&ResvGuard` and check that it is the guard of *their* object.
+//!
+//! Readers never lock. The fence list is published as an immutable snapshot
+//! ([`arc_swap`]); a writer builds the next snapshot and publishes it, so an unlocked
+//! reader always sees a consistent list. As in the kernel, an unlocked walk *restarts*
+//! when the list's storage was replaced (a [`ResvGuard::reserve_fences`] that had to
+//! grow, which also prunes signalled fences) — [`UnlockedIter::is_restarted`] marks the
+//! first fence after a (re)start so accumulators can reset. Adding or replacing a fence
+//! within the reserved room does not restart readers.
+//!
+//! # Slots and reservations
+//!
+//! Appending a fence needs a slot reserved under the same lock hold
+//! ([`ResvGuard::reserve_fences`]); reservations die at unlock, and adding past them is
+//! refused (`Error::Invalid` and a lockdep report) instead of corrupting anything.
+//! [`ResvGuard::add_fence`] first tries to overwrite an entry: the first one that is
+//! signalled, or of the same context with an equal-or-weaker usage that the new fence is
+//! later than or the same as. So a READ fence never replaces its own context's WRITE fence.
+
+pub mod exec;
+pub mod selftest;
+
+use crate::error::{Error, Result};
+use crate::fence::{self, array::FenceArray, is_later_or_same, Context, Fence};
+use crate::interrupt::Interrupt;
+use crate::ww::{AcquireCtx, WwClass, WwGuard, WwMutex};
+use arc_swap::ArcSwap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Once};
+use std::time::{Duration, Instant};
+
+/// The wait-die class of every reservation lock (`reservation_ww_class`).
+pub static RESERVATION_WW_CLASS: WwClass =
+    WwClass::wait_die("reservation_ww_class_mutex", "reservation_ww_class_acquire");
+
+/// Teach lockdep, once, that reservation locks are taken before fence waits (waiting for a
+/// fence while holding a reservation lock is legal; taking one inside a signalling
+/// section is not), as the kernel does at boot.
+fn prime_lockdep() {
+    static PRIMED: Once = Once::new();
+    PRIMED.call_once(|| fence::prime_fence_map(RESERVATION_WW_CLASS.lock_class()));
+}
+
+/// How a fence in a reservation object is used, in the kernel's order: a query for a
+/// usage returns every fence of that usage *and the stronger ones* (smaller values).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Usage {
+    /// Memory management (moves, clears): everyone waits, unless pinned.
+    Kernel = 0,
+    /// Implicit-sync writers.
+    Write = 1,
+    /// Implicit-sync readers.
+    Read = 2,
+    /// No implicit sync (preemption, page tables, explicit-sync jobs).
+    Bookkeep = 3,
+}
+
+impl Usage {
+    /// What a new access must wait for (`dma_resv_usage_rw`): a write waits for readers
+    /// and writers (`Read`), a read waits for writers (`Write`).
+    pub fn rw(write: bool) -> Usage {
+        if write {
+            Usage::Read
+        } else {
+            Usage::Write
+        }
+    }
+
+    /// The name `describe` and bufinfo print.
+    pub fn name(self) -> &'static str {
+        match self {
+            Usage::Kernel => "kernel",
+            Usage::Write => "write",
+            Usage::Read => "read",
+            Usage::Bookkeep => "bookkeep",
+        }
+    }
+}
+
+/// One published list of fences. Immutable once published.
+struct Snapshot {
+    /// Identity of the storage: changes when the storage is replaced (grown), which is
+    /// what makes unlocked walks restart.
+    storage: u64,
+    entries: Vec<(Fence, Usage)>,
+}
+
+/// Writer-side state, only touched with the lock held.
+struct Locked {
+    /// Slots the storage has room for.
+    capacity: usize,
+    /// Entries may be appended while `len < reserved_to`; reset to `len` at unlock.
+    reserved_to: usize,
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A reservation object.
+pub struct Resv {
+    id: u64,
+    lock: WwMutex<Locked>,
+    list: ArcSwap<Snapshot>,
+}
+
+impl Default for Resv {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Resv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Resv")
+            .field("id", &self.id)
+            .field("fences", &self.list.load().entries.len())
+            .finish()
+    }
+}
+
+impl Resv {
+    /// An unlocked object with no fences (`dma_resv_init`).
+    pub fn new() -> Self {
+        prime_lockdep();
+        Resv {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            lock: WwMutex::new(
+                &RESERVATION_WW_CLASS,
+                Locked {
+                    capacity: 0,
+                    reserved_to: 0,
+                },
+            ),
+            list: ArcSwap::from_pointee(Snapshot {
+                storage: 0,
+                entries: Vec::new(),
+            }),
+        }
+    }
+
+    /// A unique id of this object (what proofs are checked against).
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    fn guard<'a>(&'a self, g: WwGuard<'a, Locked>) -> ResvGuard<'a> {
+        ResvGuard { resv: self, g }
+    }
+
+    /// Lock within `ctx` (`dma_resv_lock`).
+    ///
+    /// Errors: `Deadlock` (EDEADLK) — drop every lock of `ctx`, then
+    /// [`lock_slow`](Self::lock_slow) this one; `Already` (EALREADY) — `ctx` holds it;
+    /// `Invalid` for a context misuse (see [`crate::ww`]).
+    #[track_caller]
+    pub fn lock<'a>(&'a self, ctx: &'a AcquireCtx) -> Result<ResvGuard<'a>> {
+        Ok(self.guard(self.lock.lock(ctx)?))
+    }
+
+    /// [`lock`](Self::lock), interruptibly: also `Interrupted` (EINTR).
+    #[track_caller]
+    pub fn lock_interruptible<'a>(
+        &'a self,
+        ctx: &'a AcquireCtx,
+        intr: &Interrupt,
+    ) -> Result<ResvGuard<'a>> {
+        Ok(self.guard(self.lock.lock_interruptible(ctx, intr)?))
+    }
+
+    /// Lock after a `Deadlock`, with nothing else of `ctx` held (`dma_resv_lock_slow`).
+    ///
+    /// Errors: `Invalid` when `ctx` still holds locks or saw no `Deadlock`.
+    #[track_caller]
+    pub fn lock_slow<'a>(&'a self, ctx: &'a AcquireCtx) -> Result<ResvGuard<'a>> {
+        Ok(self.guard(self.lock.lock_slow(ctx)?))
+    }
+
+    /// [`lock_slow`](Self::lock_slow), interruptibly.
+    #[track_caller]
+    pub fn lock_slow_interruptible<'a>(
+        &'a self,
+        ctx: &'a AcquireCtx,
+        intr: &Interrupt,
+    ) -> Result<ResvGuard<'a>> {
+        Ok(self.guard(self.lock.lock_slow_interruptible(ctx, intr)?))
+    }
+
+    /// Lock without a context, as a plain mutex (`dma_resv_lock(obj, NULL)`). Never
+    /// mix with context locking of the same objects in one transaction.
+    #[track_caller]
+    pub fn lock_no_ctx(&self) -> ResvGuard<'_> {
+        self.guard(self.lock.lock_no_ctx())
+    }
+
+    /// Try to lock without blocking (`dma_resv_trylock`).
+    #[track_caller]
+    pub fn try_lock(&self) -> Option<ResvGuard<'_>> {
+        self.lock.try_lock(None).map(|g| self.guard(g))
+    }
+
+    /// Whether some thread holds the lock (`dma_resv_is_locked`).
+    pub fn is_locked(&self) -> bool {
+        self.lock.is_locked()
+    }
+
+    /// Whether `ctx` holds the lock (`dma_resv_locking_ctx(obj) == ctx`).
+    pub fn is_locked_by(&self, ctx: &AcquireCtx) -> bool {
+        self.lock.is_locked_by(ctx)
+    }
+
+    /// Number of entries in the published list, signalled ones included.
+    pub fn num_fences(&self) -> usize {
+        self.list.load().entries.len()
+    }
+
+    /// Walk the unsignalled fences of usage `usage` or stronger without the lock
+    /// (`dma_resv_for_each_fence_unlocked`).
+    pub fn iter_unlocked(&self, usage: Usage) -> UnlockedIter<'_> {
+        UnlockedIter {
+            resv: self,
+            usage,
+            snap: None,
+            pos: 0,
+            restarted: false,
+        }
+    }
+
+    /// References to the unsignalled fences of usage `usage` or stronger
+    /// (`dma_resv_get_fences`); a restarted walk starts the collection over.
+    pub fn get_fences(&self, usage: Usage) -> Vec<Fence> {
+        let mut out = Vec::new();
+        let mut it = self.iter_unlocked(usage);
+        while let Some((f, _)) = it.next() {
+            if it.is_restarted() {
+                out.clear();
+            }
+            out.push(f);
+        }
+        out
+    }
+
+    /// One fence standing for all of [`get_fences`](Self::get_fences)
+    /// (`dma_resv_get_singleton`): `None` when there is none, the fence itself when there
+    /// is one, else a new all-signal array (fresh context, seqno 1). Never add the result
+    /// back into a reservation object: add its members.
+    ///
+    /// Errors: `NoMem` in the kernel; here only what array creation reports.
+    pub fn get_singleton(&self, usage: Usage) -> Result<Option<Fence>> {
+        let mut v = self.get_fences(usage);
+        match v.len() {
+            0 => Ok(None),
+            1 => Ok(v.pop()),
+            _ => Ok(Some(FenceArray::create(v, Context::alloc(1)?, 1, false)?)),
+        }
+    }
+
+    /// Whether no unsignalled fence of usage `usage` or stronger remains
+    /// (`dma_resv_test_signaled`).
+    pub fn test_signaled(&self, usage: Usage) -> bool {
+        self.iter_unlocked(usage).next().is_none()
+    }
+
+    /// Wait for every fence of usage `usage` or stronger, each with what is left of
+    /// `timeout` (`dma_resv_wait_timeout`). A zero timeout only polls.
+    ///
+    /// Returns the time left (at least 1 ns when everything had signalled).
+    /// Errors: `TimedOut` (the kernel's 0), `Interrupted` when `intr` fires.
+    #[track_caller]
+    pub fn wait_timeout(
+        &self,
+        usage: Usage,
+        timeout: Duration,
+        intr: Option<&Interrupt>,
+    ) -> Result<Duration> {
+        fence::might_wait();
+        let start = Instant::now();
+        let mut left = timeout;
+        for (f, _) in self.iter_unlocked(usage) {
+            if timeout.is_zero() {
+                return Err(Error::TimedOut);
+            }
+            let r = match intr {
+                Some(i) => f.wait_timeout_interruptible(left, i),
+                None => f.wait_timeout(left),
+            };
+            r?;
+            left = timeout.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                left = fence::MIN_REMAINING;
+            }
+        }
+        Ok(left.max(fence::MIN_REMAINING))
+    }
+
+    /// Pass `deadline_ns` (monotonic) to every unsignalled fence of usage `usage` or
+    /// stronger (`dma_resv_set_deadline`).
+    pub fn set_deadline(&self, usage: Usage, deadline_ns: u64) {
+        for (f, _) in self.iter_unlocked(usage) {
+            f.set_deadline(deadline_ns);
+        }
+    }
+}
+
+/// Holds a reservation object locked; the proof other layers ask for. Unlocks on drop,
+/// and any unused reservations die with it.
+pub struct ResvGuard<'a> {
+    resv: &'a Resv,
+    g: WwGuard<'a, Locked>,
+}
+
+impl std::fmt::Debug for ResvGuard<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResvGuard")
+            .field("resv", &self.resv.id)
+            .finish()
+    }
+}
+
+impl Drop for ResvGuard<'_> {
+    fn drop(&mut self) {
+        // Reservations die at unlock: a missing re-reserve is caught next time.
+        let len = self.resv.list.load().entries.len();
+        self.g.reserved_to = len;
+    }
+}
+
+impl<'a> ResvGuard<'a> {
+    /// The locked object.
+    pub fn resv(&self) -> &'a Resv {
+        self.resv
+    }
+
+    /// Check that this guard is the proof for `resv`.
+    ///
+    /// Errors: `Invalid` when it locks another object.
+    pub fn check(&self, resv: &Resv) -> Result<()> {
+        if std::ptr::eq(self.resv, resv) || self.resv.id == resv.id {
+            Ok(())
+        } else {
+            Err(Error::Invalid("lock proof of another reservation object"))
+        }
+    }
+
+    /// Unlock now (same as dropping the guard).
+    pub fn unlock(self) {}
+
+    /// Make room to append `n` more fences under this lock hold
+    /// (`dma_resv_reserve_fences`). Growing the storage prunes signalled fences and
+    /// makes concurrent unlocked walks restart.
+    ///
+    /// Errors: `Invalid` for `n == 0` (the kernel warns); nothing changes.
+    pub fn reserve_fences(&mut self, n: usize) -> Result<()> {
+        if n == 0 {
+            return Err(Error::Invalid("reserve_fences(0)"));
+        }
+        let cur = self.resv.list.load_full();
+        let len = cur.entries.len();
+        let want = len.checked_add(n).ok_or(Error::NoMem)?;
+        if want > self.g.capacity {
+            let cap = if self.g.capacity == 0 {
+                n.next_power_of_two().max(4)
+            } else {
+                want.max(self.g.capacity.saturating_mul(2))
+            };
+            let entries: Vec<(Fence, Usage)> = cur
+                .entries
+                .iter()
+                .filter(|(f, _)| !f.is_signaled())
+                .cloned()
+                .collect();
+            let pruned = entries.len();
+            self.publish(entries, cur.storage.wrapping_add(1));
+            self.g.capacity = cap;
+            self.g.reserved_to = pruned + n;
+            return Ok(());
+        }
+        self.g.reserved_to = self.g.reserved_to.max(want);
+        Ok(())
+    }
+
+    fn publish(&self, entries: Vec<(Fence, Usage)>, storage: u64) {
+        self.resv
+            .list
+            .store(Arc::new(Snapshot { storage, entries }));
+    }
+
+    /// Add `fence` with `usage` (`dma_resv_add_fence`): overwrite the first entry that is
+    /// signalled, or of the same context with an equal-or-weaker usage that `fence` is
+    /// later than or the same as; else append into a reserved slot. Published at once:
+    /// unlocked readers see it before the unlock.
+    ///
+    /// Errors: `Invalid` when `fence` is a container (add its leaves: see
+    /// [`crate::fence::unwrap`]) or when appending needs a slot that was not reserved
+    /// (also a lockdep `Misuse` report); nothing changes.
+    #[track_caller]
+    pub fn add_fence(&mut self, fence: &Fence, usage: Usage) -> Result<()> {
+        if !matches!(fence.ops().container(), fence::Container::None) {
+            return Err(Error::Invalid(
+                "container fence added to a reservation object; add its leaves",
+            ));
+        }
+        let cur = self.resv.list.load_full();
+        let slot = cur.entries.iter().position(|(old, old_usage)| {
+            (old.context() == fence.context()
+                && *old_usage >= usage
+                && is_later_or_same(fence, old))
+                || old.is_signaled()
+        });
+        let mut entries = cur.entries.clone();
+        match slot {
+            Some(i) => entries[i] = (fence.clone(), usage),
+            None => {
+                if entries.len() >= self.g.reserved_to {
+                    lockdep::report(
+                        lockdep::ReportKind::Misuse,
+                        &[RESERVATION_WW_CLASS.lock_class()],
+                        "dma_resv_add_fence without a reserved slot: call reserve_fences \
+                         under the same lock hold first",
+                    );
+                    return Err(Error::Invalid("add_fence without a reserved slot"));
+                }
+                entries.push((fence.clone(), usage));
+            }
+        }
+        self.publish(entries, cur.storage);
+        Ok(())
+    }
+
+    /// Replace every fence of `context` with `replacement` at `usage`
+    /// (`dma_resv_replace_fences`). Only valid when the old work stops touching the
+    /// buffer once `replacement` signals (e.g. a preemption fence).
+    pub fn replace_fences(&mut self, context: Context, replacement: &Fence, usage: Usage) {
+        let cur = self.resv.list.load_full();
+        if !cur.entries.iter().any(|(f, _)| f.context() == context) {
+            return;
+        }
+        let entries = cur
+            .entries
+            .iter()
+            .map(|(f, u)| {
+                if f.context() == context {
+                    (replacement.clone(), usage)
+                } else {
+                    (f.clone(), *u)
+                }
+            })
+            .collect();
+        self.publish(entries, cur.storage);
+    }
+
+    /// Make this object's fences a copy of `src`'s unsignalled ones, usages kept
+    /// (`dma_resv_copy_fences`; `src` is read without its lock).
+    pub fn copy_fences(&mut self, src: &Resv) {
+        let mut out: Vec<(Fence, Usage)> = Vec::new();
+        let mut it = src.iter_unlocked(Usage::Bookkeep);
+        while let Some(e) = it.next() {
+            if it.is_restarted() {
+                out.clear();
+            }
+            out.push(e);
+        }
+        let storage = self.resv.list.load().storage.wrapping_add(1);
+        let n = out.len();
+        self.publish(out, storage);
+        self.g.capacity = n;
+        self.g.reserved_to = n;
+    }
+
+    /// The fences of usage `usage` or stronger, signalled ones included, with their usage
+    /// (`dma_resv_for_each_fence`, locked).
+    pub fn fences(&self, usage: Usage) -> Vec<(Fence, Usage)> {
+        self.resv
+            .list
+            .load()
+            .entries
+            .iter()
+            .filter(|(_, u)| *u <= usage)
+            .cloned()
+            .collect()
+    }
+
+    /// Slots appendable now without another reservation.
+    pub fn reserved_free(&self) -> usize {
+        self.g
+            .reserved_to
+            .saturating_sub(self.resv.list.load().entries.len())
+    }
+
+    /// The debugfs description (`dma_resv_describe`): one line per fence up to `Read`,
+    /// `\t<usage> fence: <driver> <timeline> seq <n> [un]signalled`.
+    pub fn describe(&self) -> String {
+        let mut s = String::new();
+        for (f, u) in self.fences(Usage::Read) {
+            let _ = writeln!(
+                s,
+                "\t{} fence: {} {} seq {} {}",
+                u.name(),
+                f.driver_name(),
+                f.timeline_name(),
+                f.seqno(),
+                if f.is_signaled() {
+                    "signalled"
+                } else {
+                    "unsignalled"
+                }
+            );
+        }
+        s
+    }
+}
+
+/// An unlocked walk over a reservation object's unsignalled fences; see the module docs
+/// for the restart rule.
+pub struct UnlockedIter<'a> {
+    resv: &'a Resv,
+    usage: Usage,
+    snap: Option<Arc<Snapshot>>,
+    pos: usize,
+    restarted: bool,
+}
+
+impl UnlockedIter<'_> {
+    /// Whether the fence last returned is the first of a (re)started walk
+    /// (`dma_resv_iter_is_restarted`): drop whatever was accumulated before it.
+    pub fn is_restarted(&self) -> bool {
+        self.restarted
+    }
+}
+
+impl Iterator for UnlockedIter<'_> {
+    type Item = (Fence, Usage);
+
+    fn next(&mut self) -> Option<(Fence, Usage)> {
+        let now = self.resv.list.load_full();
+        self.restarted = match &self.snap {
+            None => true,
+            Some(s) => s.storage != now.storage,
+        };
+        if self.restarted {
+            self.pos = 0;
+            self.snap = Some(now);
+        } else if let Some(s) = &self.snap {
+            // Same storage: follow appends and overwrites made since.
+            if !Arc::ptr_eq(s, &now) {
+                self.snap = Some(now);
+            }
+        }
+        let snap = self.snap.as_ref().expect("set above");
+        while self.pos < snap.entries.len() {
+            let (f, u) = &snap.entries[self.pos];
+            self.pos += 1;
+            if *u <= self.usage && !f.is_signaled() {
+                return Some((f.clone(), *u));
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests;
