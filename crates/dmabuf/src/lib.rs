@@ -5,7 +5,11 @@
 //! See `DESIGN.md` for the architecture and the kernel contracts each part keeps.
 
 pub mod bench;
+pub mod buf;
+pub mod debug;
+pub mod device;
 pub mod error;
+pub mod heap;
 pub mod interrupt;
 pub mod selftest;
 pub mod ww;

@@ -250,3 +250,58 @@ impl Graph {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Acquire;
+
+    fn held(class: &'static LockClass, mode: Mode) -> Held {
+        Held {
+            class,
+            node: node_of(class.id(), 0),
+            instance: class.map_instance(),
+            how: Acquire {
+                mode,
+                ..Acquire::write()
+            },
+            at: Location::caller(),
+            key: 0,
+        }
+    }
+
+    #[test]
+    fn dependency_types() {
+        use Mode::*;
+        assert_eq!(dep_type(Write, Write), EN);
+        assert_eq!(dep_type(Write, Read), EN);
+        assert_eq!(dep_type(Write, RecursiveRead), ER);
+        assert_eq!(dep_type(Read, Write), SN);
+        assert_eq!(dep_type(RecursiveRead, Read), SN);
+        assert_eq!(dep_type(RecursiveRead, RecursiveRead), SR);
+        assert_eq!(types_text(EN | SR), "EN|SR");
+    }
+
+    #[test]
+    fn types_accumulate_on_one_edge_and_cycles_are_refused() {
+        let (a, b) = (LockClass::leak("ga"), LockClass::leak("gb"));
+        let mut g = Graph::default();
+        let (aw, ar) = (held(a, Mode::Write), held(a, Mode::RecursiveRead));
+        let (bw, br) = (held(b, Mode::Write), held(b, Mode::RecursiveRead));
+        assert!(matches!(g.add_dep(&ar, &br), AddDep::Added)); // SR
+        assert!(matches!(g.add_dep(&ar, &br), AddDep::Known));
+        // b(S) → a(N) with only SR on a → b: R then S, not strong.
+        assert!(matches!(g.add_dep(&br, &aw), AddDep::Added));
+        assert_eq!(g.edge_count(), 2);
+        // a(E) → b(N) closes b → a → b strongly: refused, nothing recorded.
+        match g.add_dep(&aw, &bw) {
+            AddDep::Cycle(path) => {
+                assert_eq!(path.len(), 1);
+                assert_eq!(path[0].from_class.name(), "gb");
+                assert_eq!(path[0].to_class.name(), "ga");
+            }
+            _ => panic!("expected a cycle"),
+        }
+        assert_eq!(g.edge_count(), 2);
+    }
+}

@@ -848,3 +848,33 @@ pub(crate) fn install_capture(sink: Sink) -> CaptureGuard {
         },
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_keys_depend_on_order_and_mode() {
+        let w = |node, mode| {
+            chain_word(
+                node,
+                &Acquire {
+                    mode,
+                    ..Acquire::write()
+                },
+            )
+        };
+        let ab = chain_mix(chain_mix(CHAIN_SEED, w(8, Mode::Write)), w(16, Mode::Write));
+        let ba = chain_mix(chain_mix(CHAIN_SEED, w(16, Mode::Write)), w(8, Mode::Write));
+        let ab_r = chain_mix(
+            chain_mix(CHAIN_SEED, w(8, Mode::Write)),
+            w(16, Mode::RecursiveRead),
+        );
+        assert_ne!(ab, ba);
+        assert_ne!(ab, ab_r);
+        let try_word = chain_word(16, &Acquire::write().trylock());
+        let nest_word = chain_word(16, &Acquire::write().nest(1));
+        assert_ne!(try_word, w(16, Mode::Write));
+        assert_ne!(nest_word, w(16, Mode::Write));
+    }
+}

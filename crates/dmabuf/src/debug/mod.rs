@@ -1,0 +1,3 @@
+//! Debugging aids. (So far: the ownership tracker.)
+
+pub mod ownership;
