@@ -1050,10 +1050,6 @@ impl<T: ?Sized> Drop for WwGuard<'_, T> {
     }
 }
 
-impl<T: ?Sized> Drop for WwGuard<'_, T> {
-    fn drop(&mut self) {}
-}
-
 impl<T: ?Sized> Deref for WwGuard<'_, T> {
     type Target = T;
     fn deref(&self) -> &T {
