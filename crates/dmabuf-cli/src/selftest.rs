@@ -14,6 +14,9 @@ pub fn main(filter: Option<&str>, list: bool) -> ExitCode {
     // Cases capture their own reports; anything else is printed, never fatal, so one
     // broken case cannot take the run down.
     lockdep::set_on_report(lockdep::OnReport::PrintOnce);
+    // Some cases provoke panics on purpose and catch them; a failing case's panic
+    // message is printed on its FAIL line. Keep the default hook's noise out.
+    std::panic::set_hook(Box::new(|_| {}));
     let width = cases.iter().map(|c| c.name.len()).max().unwrap_or(0);
     let (mut passed, mut failed) = (0usize, 0usize);
     let mut out = std::io::stdout().lock();

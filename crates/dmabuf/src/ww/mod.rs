@@ -103,6 +103,8 @@ pub(crate) mod sync;
 
 #[cfg(all(test, loom))]
 mod loom_tests;
+#[cfg(all(test, not(loom)))]
+mod tests;
 
 use slot::younger;
 use sync::{current, AtomicU64, Mutex, Ordering, Thread};

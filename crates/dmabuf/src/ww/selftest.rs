@@ -354,7 +354,7 @@ fn stress(algo: WwAlgorithm, kind: &str, nthreads: usize, inject: bool) -> R {
         for t in 0..nthreads {
             let (locks, failures, backoffs, rounds) = (&locks, &failures, &backoffs, &rounds);
             s.spawn(move || {
-                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (t as u64 + 1) * 0x1234_5678);
+                let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((t as u64 + 1) * 0x1234_5678));
                 let me = t as u64 + 1;
                 let order = rng.order(STRESS_LOCKS);
                 let one = rng.below(STRESS_LOCKS);
@@ -401,7 +401,7 @@ fn stress(algo: WwAlgorithm, kind: &str, nthreads: usize, inject: bool) -> R {
                         // Lock in a list order; the contended lock moves to the front.
                         "reorder" => {
                             let mut list: Vec<usize> = order.clone();
-                            'retry: loop {
+                            'retry: {
                                 let mut held = Vec::new();
                                 let mut n = 0;
                                 while n < list.len() {
@@ -424,7 +424,7 @@ fn stress(algo: WwAlgorithm, kind: &str, nthreads: usize, inject: bool) -> R {
                                     }
                                     n += 1;
                                 }
-                                break work(&mut held, me);
+                                work(&mut held, me)
                             }
                         }
                         // One lock without context, or a random subset with lock_all.
