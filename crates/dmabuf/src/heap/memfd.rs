@@ -42,6 +42,7 @@ pub fn round_to_pages(len: u64) -> Option<u64> {
 pub struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
+    write: bool,
 }
 
 // SAFETY: the mapping is plain shared memory; every access copies through raw pointers
@@ -54,27 +55,37 @@ impl Mapping {
     /// Map `len` bytes of `fd` from offset 0, shared, read-write. With `populate`, the
     /// pages are faulted in now (`MAP_POPULATE`).
     pub fn new(fd: BorrowedFd<'_>, len: usize, populate: bool) -> Result<Self> {
+        Self::map(fd, 0, len, true, populate)
+    }
+
+    /// Map `len` bytes of `fd` from `offset` (page-aligned), shared; writable when
+    /// `write`.
+    pub fn new_at(fd: BorrowedFd<'_>, offset: usize, len: usize, write: bool) -> Result<Self> {
+        Self::map(fd, offset, len, write, false)
+    }
+
+    fn map(fd: BorrowedFd<'_>, offset: usize, len: usize, write: bool, populate: bool) -> Result<Self> {
         if len == 0 {
             return Err(Error::Invalid("zero-length mapping"));
+        }
+        if offset % page_size() != 0 {
+            return Err(Error::Invalid("mapping offset not page-aligned"));
         }
         let mut flags = MapFlags::SHARED;
         if populate {
             flags |= MapFlags::POPULATE;
         }
+        let mut prot = ProtFlags::READ;
+        if write {
+            prot |= ProtFlags::WRITE;
+        }
         // SAFETY: a fresh mapping chosen by the kernel (null hint), so no existing memory
         // is replaced; the result is owned by the returned `Mapping` and unmapped once.
         let p = unsafe {
-            rustix::mm::mmap(
-                std::ptr::null_mut(),
-                len,
-                ProtFlags::READ | ProtFlags::WRITE,
-                flags,
-                fd,
-                0,
-            )
+            rustix::mm::mmap(std::ptr::null_mut(), len, prot, flags, fd, offset as u64)
         }?;
         let ptr = NonNull::new(p.cast::<u8>()).ok_or(Error::NoMem)?;
-        Ok(Mapping { ptr, len })
+        Ok(Mapping { ptr, len, write })
     }
 
     /// Length in bytes.
@@ -85,6 +96,19 @@ impl Mapping {
     /// Whether the mapping is empty (never: mappings have at least one page).
     pub fn is_empty(&self) -> bool {
         self.len == 0
+    }
+
+    /// Whether the mapping is writable.
+    pub fn is_writable(&self) -> bool {
+        self.write
+    }
+
+    fn check_write(&self) -> Result<()> {
+        if self.write {
+            Ok(())
+        } else {
+            Err(Error::Access("write through a read-only mapping"))
+        }
     }
 
     fn check(&self, offset: usize, len: usize) -> Result<()> {
@@ -116,6 +140,7 @@ impl Mapping {
     ///
     /// Errors: as [`read_at`](Self::read_at); nothing is written.
     pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
+        self.check_write()?;
         self.check(offset, data.len())?;
         // SAFETY: bounds checked as above; the destination is inside the live mapping.
         unsafe {
@@ -128,14 +153,19 @@ impl Mapping {
     ///
     /// Errors: as [`read_at`](Self::read_at); nothing is written.
     pub fn fill(&self, offset: usize, len: usize, byte: u8) -> Result<()> {
+        self.check_write()?;
         self.check(offset, len)?;
         // SAFETY: bounds checked; the range is inside the live mapping.
         unsafe { std::ptr::write_bytes(self.ptr.as_ptr().add(offset), byte, len) };
         Ok(())
     }
 
-    /// Write one byte per page (a store, so each page is faulted in writable).
+    /// Write one byte per page (a store, so each page is faulted in writable); a no-op
+    /// on a read-only mapping.
     pub fn touch_pages(&self) {
+        if !self.write {
+            return;
+        }
         let p = page_size();
         let mut off = 0;
         while off < self.len {

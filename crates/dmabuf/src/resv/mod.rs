@@ -216,6 +216,12 @@ impl Resv {
         self.lock.is_locked_by(ctx)
     }
 
+    /// Whether lockdep knows this thread to hold this object's lock (false with lockdep
+    /// off): for convention checks only.
+    pub fn is_held_by_current_thread(&self) -> bool {
+        self.lock.is_held_by_current_thread()
+    }
+
     /// Number of entries in the published list, signalled ones included.
     pub fn num_fences(&self) -> usize {
         self.list.load().entries.len()

@@ -692,6 +692,12 @@ impl<T: ?Sized> WwMutex<T> {
         s & LOCKED != 0 && holder_slot(s) == ctx.slot
     }
 
+    /// Whether lockdep knows this thread to hold the mutex. Always false with lockdep
+    /// off: use it for diagnostics and convention checks only, never for correctness.
+    pub fn is_held_by_current_thread(&self) -> bool {
+        lockdep::is_instance_held(self.class.lock_class(), self.addr())
+    }
+
     /// How many threads wait for the mutex (tests and diagnostics).
     pub(crate) fn waiter_count(&self) -> usize {
         self.waiters.lock().list.len()

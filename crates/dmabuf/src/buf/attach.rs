@@ -1,0 +1,497 @@
+//! Attachments: a device's link to a buffer, and the mappings made through it.
+//!
+//! An importer is *dynamic* when it passes [`Importer`] callbacks (it can follow the
+//! memory when the exporter moves it), *static* otherwise; an exporter is dynamic when it
+//! implements pin. When the two disagree, the buffer is mapped BIDIRECTIONAL at attach
+//! under the reservation lock (pinned first for a dynamic exporter, so a static importer
+//! keeps it pinned for the attachment's life) and that mapping is cached: later maps of a
+//! compatible direction return it, others fail with `Busy` — the ≤6.14 rule this project
+//! follows. With the exporter's `cache_sgt_mapping`, the first map is cached likewise.
+
+use super::dmabuf::must_not_hold_resv;
+use super::ops::Importer;
+use super::{DmaBuf, Direction, SgTable};
+use crate::device::Device;
+use crate::error::{Error, Result};
+use crate::resv::{ResvGuard, Usage};
+use parking_lot::Mutex;
+use std::any::Any;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+static NEXT_ATT: AtomicU64 = AtomicU64::new(1);
+
+/// State protected by the buffer's reservation lock.
+#[derive(Default)]
+struct AttLocked {
+    cached: Option<(SgTable, Direction)>,
+    cache_pinned: bool,
+    live_maps: usize,
+    pins: usize,
+}
+
+struct AttInner {
+    id: u64,
+    buf: DmaBuf,
+    dev: Arc<Device>,
+    importer: Option<Arc<dyn Importer>>,
+    peer2peer: bool,
+    exporter_data: Mutex<Option<Box<dyn Any + Send + Sync>>>,
+    locked: Mutex<AttLocked>,
+    detached: AtomicBool,
+}
+
+/// A handle to an attachment (`struct dma_buf_attachment`); cheap to clone. The
+/// attachment itself lives until [`AttachGuard`] detaches it.
+#[derive(Clone)]
+pub struct Attachment {
+    inner: Arc<AttInner>,
+}
+
+impl std::fmt::Debug for Attachment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attachment")
+            .field("id", &self.inner.id)
+            .field("buf", &self.inner.buf.ino())
+            .field("device", &self.inner.dev.name())
+            .field("dynamic", &self.is_dynamic())
+            .finish()
+    }
+}
+
+impl DmaBuf {
+    /// Attach `dev` as a static importer (`dma_buf_attach`).
+    ///
+    /// Must not hold a reservation lock. Errors: those of
+    /// [`dynamic_attach`](Self::dynamic_attach).
+    #[track_caller]
+    pub fn attach(&self, dev: &Arc<Device>) -> Result<AttachGuard> {
+        self.dynamic_attach(dev, None)
+    }
+
+    /// Attach `dev`; with `importer` the attachment is dynamic (`dma_buf_dynamic_attach`).
+    /// The exporter's attach runs unlocked, then — when importer and exporter disagree on
+    /// being dynamic — the buffer is pinned (dynamic exporter) and mapped BIDIRECTIONAL
+    /// under the lock and the mapping cached; then the attachment is listed.
+    ///
+    /// Must not hold a reservation lock. Errors: `Invalid` (and a lockdep report) when
+    /// called holding one; the exporter's attach, pin and map errors (e.g. `Busy`), with
+    /// everything undone.
+    #[track_caller]
+    pub fn dynamic_attach(
+        &self,
+        dev: &Arc<Device>,
+        importer: Option<Arc<dyn Importer>>,
+    ) -> Result<AttachGuard> {
+        must_not_hold_resv("dma_buf_dynamic_attach")?;
+        let att = Attachment {
+            inner: Arc::new(AttInner {
+                id: NEXT_ATT.fetch_add(1, Ordering::Relaxed),
+                buf: self.clone(),
+                dev: dev.clone(),
+                peer2peer: importer.as_ref().is_some_and(|i| i.allow_peer2peer()),
+                importer,
+                exporter_data: Mutex::new(None),
+                locked: Mutex::new(AttLocked::default()),
+                detached: AtomicBool::new(false),
+            }),
+        };
+        let ops = self.exporter().clone();
+        ops.attach(self, &att)?;
+        let g = self.resv().lock_no_ctx();
+        if att.is_dynamic() != self.is_dynamic() {
+            if let Err(e) = att.map_at_attach(&g) {
+                drop(g);
+                ops.detach(self, &att);
+                return Err(e);
+            }
+        }
+        self.attach_state_push(&g, &att)?;
+        drop(g);
+        Ok(AttachGuard { att: Some(att) })
+    }
+}
+
+impl Attachment {
+    /// A unique id.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// The buffer.
+    pub fn buf(&self) -> &DmaBuf {
+        &self.inner.buf
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Arc<Device> {
+        &self.inner.dev
+    }
+
+    /// The importer's callbacks, for a dynamic attachment.
+    pub fn importer(&self) -> Option<&Arc<dyn Importer>> {
+        self.inner.importer.as_ref()
+    }
+
+    /// Whether the importer is dynamic.
+    pub fn is_dynamic(&self) -> bool {
+        self.inner.importer.is_some()
+    }
+
+    /// Whether the importer accepts peer-to-peer memory (copied from the importer).
+    pub fn peer2peer(&self) -> bool {
+        self.inner.peer2peer
+    }
+
+    /// The exporter's private data for this attachment (`attach->priv`).
+    pub fn exporter_data(&self) -> parking_lot::MutexGuard<'_, Option<Box<dyn Any + Send + Sync>>> {
+        self.inner.exporter_data.lock()
+    }
+
+    /// Whether two handles name the same attachment.
+    pub fn ptr_eq(a: &Attachment, b: &Attachment) -> bool {
+        Arc::ptr_eq(&a.inner, &b.inner)
+    }
+
+    /// Whether it has been detached.
+    pub fn is_detached(&self) -> bool {
+        self.inner.detached.load(Ordering::Acquire)
+    }
+
+    /// Whether a mapping is cached (made at attach, or the first with
+    /// `cache_sgt_mapping`).
+    pub fn has_cached_mapping(&self) -> bool {
+        self.inner.locked.lock().cached.is_some()
+    }
+
+    fn check(&self, lock: &ResvGuard<'_>) -> Result<()> {
+        self.inner.buf.check_lock(lock)?;
+        if self.is_detached() {
+            return Err(Error::Invalid("attachment is detached"));
+        }
+        Ok(())
+    }
+
+    fn map_at_attach(&self, lock: &ResvGuard<'_>) -> Result<()> {
+        let buf = &self.inner.buf;
+        let ops = buf.exporter();
+        let pinned = buf.is_dynamic();
+        if pinned {
+            ops.pin(lock, self)?;
+        }
+        match ops.map(lock, self, Direction::Bidirectional) {
+            Ok(t) => {
+                let mut l = self.inner.locked.lock();
+                l.cached = Some((t, Direction::Bidirectional));
+                l.cache_pinned = pinned;
+                Ok(())
+            }
+            Err(e) => {
+                if pinned {
+                    ops.unpin(lock, self);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Pin the memory in place (`dma_buf_pin`): dynamic importers only, lock held.
+    ///
+    /// Errors: `Invalid` for a static importer, a detached attachment, or another
+    /// buffer's lock; the exporter's errors.
+    pub fn pin(&self, lock: &ResvGuard<'_>) -> Result<()> {
+        self.check(lock)?;
+        if !self.is_dynamic() {
+            return Err(Error::Invalid("pin by a static importer"));
+        }
+        let buf = &self.inner.buf;
+        if buf.is_dynamic() {
+            buf.exporter().pin(lock, self)?;
+        }
+        self.inner.locked.lock().pins += 1;
+        Ok(())
+    }
+
+    /// Undo one [`pin`](Self::pin) (`dma_buf_unpin`).
+    ///
+    /// Errors: `Invalid` as for pin, or when not pinned; nothing changes.
+    pub fn unpin(&self, lock: &ResvGuard<'_>) -> Result<()> {
+        self.check(lock)?;
+        if !self.is_dynamic() {
+            return Err(Error::Invalid("unpin by a static importer"));
+        }
+        {
+            let mut l = self.inner.locked.lock();
+            if l.pins == 0 {
+                return Err(Error::Invalid("unpin without pin"));
+            }
+            l.pins -= 1;
+        }
+        let buf = &self.inner.buf;
+        if buf.is_dynamic() {
+            buf.exporter().unpin(lock, self);
+        }
+        Ok(())
+    }
+
+    /// Map for the device in `dir` (`dma_buf_map_attachment`), reservation lock held.
+    /// A cached mapping is returned when its direction covers `dir`. A dynamic exporter
+    /// is pinned for a static importer first; a static importer waits (no timeout) for the
+    /// KERNEL fences — moves and clears — before it gets the table; a dynamic importer
+    /// must wait itself.
+    ///
+    /// Errors: `Invalid` for another buffer's lock or a detached attachment; `Busy` when
+    /// a cached mapping's direction does not cover `dir`; the exporter's errors (nothing
+    /// stays mapped or pinned then).
+    pub fn map(&self, lock: &ResvGuard<'_>, dir: Direction) -> Result<SgMapping> {
+        self.check(lock)?;
+        {
+            let mut l = self.inner.locked.lock();
+            if let Some((t, cdir)) = &l.cached {
+                if !cdir.covers(dir) {
+                    return Err(Error::Busy("cached mapping of an incompatible direction"));
+                }
+                let table = t.clone();
+                l.live_maps += 1;
+                return Ok(self.mapping(table, dir, true, false));
+            }
+        }
+        let buf = &self.inner.buf;
+        let ops = buf.exporter();
+        let pin_on_map = buf.is_dynamic() && !self.is_dynamic();
+        if pin_on_map {
+            ops.pin(lock, self)?;
+        }
+        let table = match ops.map(lock, self, dir) {
+            Ok(t) => t,
+            Err(e) => {
+                if pin_on_map {
+                    ops.unpin(lock, self);
+                }
+                return Err(e);
+            }
+        };
+        if !self.is_dynamic() {
+            if let Err(e) = buf.resv().wait_timeout(Usage::Kernel, Duration::MAX, None) {
+                ops.unmap(lock, self, table, dir);
+                if pin_on_map {
+                    ops.unpin(lock, self);
+                }
+                return Err(e);
+            }
+        }
+        let mut l = self.inner.locked.lock();
+        l.live_maps += 1;
+        if buf.caps().cache_sgt_mapping {
+            l.cached = Some((table.clone(), dir));
+            return Ok(self.mapping(table, dir, true, false));
+        }
+        Ok(self.mapping(table, dir, false, pin_on_map))
+    }
+
+    fn mapping(&self, table: SgTable, dir: Direction, cached: bool, pinned: bool) -> SgMapping {
+        SgMapping {
+            att: self.clone(),
+            table: Some(table),
+            dir,
+            cached,
+            pinned,
+        }
+    }
+
+    /// Unmap `m` (`dma_buf_unmap_attachment`), reservation lock held: the exporter's
+    /// unmap, then unpin if the map pinned. Unmapping a cached mapping does nothing.
+    ///
+    /// Errors: `Invalid` for another buffer's lock or a mapping of another attachment;
+    /// the mapping is handed back then.
+    pub fn unmap(&self, lock: &ResvGuard<'_>, mut m: SgMapping) -> std::result::Result<(), (Error, SgMapping)> {
+        if let Err(e) = self.inner.buf.check_lock(lock) {
+            return Err((e, m));
+        }
+        if !Attachment::ptr_eq(&m.att, self) {
+            return Err((Error::Invalid("mapping of another attachment"), m));
+        }
+        let table = m.table.take().expect("live mapping");
+        {
+            let mut l = self.inner.locked.lock();
+            l.live_maps = l.live_maps.saturating_sub(1);
+        }
+        if !m.cached {
+            let ops = self.inner.buf.exporter();
+            ops.unmap(lock, self, table, m.dir);
+            if m.pinned {
+                ops.unpin(lock, self);
+            }
+        }
+        Ok(())
+    }
+
+    /// [`map`](Self::map) taking the lock itself (`dma_buf_map_attachment_unlocked`).
+    ///
+    /// Must not hold a reservation lock.
+    #[track_caller]
+    pub fn map_unlocked(&self, dir: Direction) -> Result<SgMapping> {
+        must_not_hold_resv("dma_buf_map_attachment_unlocked")?;
+        let g = self.inner.buf.resv().lock_no_ctx();
+        self.map(&g, dir)
+    }
+
+    /// [`unmap`](Self::unmap) taking the lock itself
+    /// (`dma_buf_unmap_attachment_unlocked`). Dropping the mapping does the same.
+    ///
+    /// Must not hold a reservation lock.
+    #[track_caller]
+    pub fn unmap_unlocked(&self, m: SgMapping) -> std::result::Result<(), (Error, SgMapping)> {
+        if let Err(e) = must_not_hold_resv("dma_buf_unmap_attachment_unlocked") {
+            return Err((e, m));
+        }
+        let g = self.inner.buf.resv().lock_no_ctx();
+        self.unmap(&g, m)
+    }
+
+    /// Detach (`dma_buf_detach`): unlist and drop the cached mapping (unpinning) under
+    /// the lock, then the exporter's detach, unlocked.
+    ///
+    /// Must not hold a reservation lock. Errors: `Busy` while mappings made through the
+    /// attachment are live (unmap them first); `Invalid` when called holding a
+    /// reservation lock or already detached. The attachment is unchanged on error.
+    #[track_caller]
+    fn detach_inner(&self) -> Result<()> {
+        must_not_hold_resv("dma_buf_detach")?;
+        let buf = &self.inner.buf;
+        let g = buf.resv().lock_no_ctx();
+        {
+            let l = self.inner.locked.lock();
+            if self.is_detached() {
+                return Err(Error::Invalid("attachment already detached"));
+            }
+            if l.live_maps > 0 {
+                return Err(Error::Busy("detach with live mappings"));
+            }
+        }
+        buf.attach_state_remove(&g, self)?;
+        let cached = {
+            let mut l = self.inner.locked.lock();
+            l.cached.take().map(|c| (c, l.cache_pinned))
+        };
+        let ops = buf.exporter().clone();
+        if let Some(((t, d), pinned)) = cached {
+            ops.unmap(&g, self, t, d);
+            if pinned {
+                ops.unpin(&g, self);
+            }
+        }
+        self.inner.detached.store(true, Ordering::Release);
+        drop(g);
+        ops.detach(buf, self);
+        Ok(())
+    }
+}
+
+/// Owns an attachment; detaches it when dropped (or by [`AttachGuard::detach`]).
+pub struct AttachGuard {
+    att: Option<Attachment>,
+}
+
+impl std::ops::Deref for AttachGuard {
+    type Target = Attachment;
+    fn deref(&self) -> &Attachment {
+        self.att.as_ref().expect("attached until drop")
+    }
+}
+
+impl AttachGuard {
+    /// Detach now.
+    ///
+    /// Errors: see [`Attachment`]'s detach rules (`Busy` with live mappings, `Invalid`
+    /// when holding a reservation lock); the guard is handed back then.
+    #[track_caller]
+    pub fn detach(mut self) -> std::result::Result<(), (Error, AttachGuard)> {
+        let att = self.att.as_ref().expect("attached until drop");
+        match att.detach_inner() {
+            Ok(()) => {
+                self.att = None;
+                Ok(())
+            }
+            Err(e) => Err((e, self)),
+        }
+    }
+
+    /// A handle to the attachment.
+    pub fn attachment(&self) -> Attachment {
+        (**self).clone()
+    }
+}
+
+impl Drop for AttachGuard {
+    fn drop(&mut self) {
+        if let Some(att) = self.att.take() {
+            if let Err(e) = att.detach_inner() {
+                tracing::error!("attachment {} dropped without detaching: {e}", att.id());
+            }
+        }
+    }
+}
+
+/// A mapping of an attachment: the device's scatter-gather table. Unmapped (taking the
+/// reservation lock) when dropped, or explicitly with [`Attachment::unmap`].
+pub struct SgMapping {
+    att: Attachment,
+    table: Option<SgTable>,
+    dir: Direction,
+    cached: bool,
+    pinned: bool,
+}
+
+impl std::fmt::Debug for SgMapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SgMapping")
+            .field("att", &self.att.id())
+            .field("dir", &self.dir)
+            .field("cached", &self.cached)
+            .finish()
+    }
+}
+
+impl SgMapping {
+    /// The table.
+    pub fn table(&self) -> &SgTable {
+        self.table.as_ref().expect("live mapping")
+    }
+
+    /// The direction asked for.
+    pub fn direction(&self) -> Direction {
+        self.dir
+    }
+
+    /// Whether this is the attachment's cached mapping.
+    pub fn is_cached(&self) -> bool {
+        self.cached
+    }
+
+    /// The attachment.
+    pub fn attachment(&self) -> &Attachment {
+        &self.att
+    }
+}
+
+impl Drop for SgMapping {
+    fn drop(&mut self) {
+        if self.table.is_none() {
+            return;
+        }
+        let att = self.att.clone();
+        let m = SgMapping {
+            att: att.clone(),
+            table: self.table.take(),
+            dir: self.dir,
+            cached: self.cached,
+            pinned: self.pinned,
+        };
+        if let Err((e, mut m)) = att.unmap_unlocked(m) {
+            tracing::error!("mapping of attachment {} dropped but not unmapped: {e}", att.id());
+            m.table = None;
+        }
+    }
+}

@@ -1,0 +1,125 @@
+//! The exporter's and the importer's callbacks (`struct dma_buf_ops`, `struct
+//! dma_buf_attach_ops`).
+//!
+//! Each callback the kernel calls with the reservation lock held receives the lock's
+//! guard as proof (`lock: &ResvGuard`); those it calls unlocked receive none and may lock.
+//! A locked callback that locks the same reservation object again gets lockdep's
+//! recursive-locking report instead of a hang.
+//!
+//! | callback | lock | required |
+//! |---|---|---|
+//! | [`Exporter::attach`], [`Exporter::detach`] | not held | optional |
+//! | [`Exporter::pin`], [`Exporter::unpin`] | held | both or neither (makes the exporter dynamic) |
+//! | [`Exporter::map`], [`Exporter::unmap`] | held | yes |
+//! | [`Exporter::release`] | not held | yes |
+//! | [`Exporter::begin_cpu_access`], [`Exporter::end_cpu_access`] | not held | optional |
+//! | [`Exporter::mmap`] | not held | optional |
+//! | [`Exporter::vmap`], [`Exporter::vunmap`] | held | optional |
+//! | [`Importer::move_notify`] | held | yes, for dynamic importers |
+
+use super::{Attachment, DmaBuf, Direction, Segment, SgTable};
+use crate::error::{Error, Result};
+use crate::resv::ResvGuard;
+
+/// Which optional callbacks an exporter implements — the NULL/non-NULL pointers of the
+/// kernel's ops table, checked at export.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Caps {
+    /// Implements [`Exporter::pin`]: the exporter is *dynamic* (can move its memory).
+    pub pin: bool,
+    /// Implements [`Exporter::unpin`]; must equal `pin`.
+    pub unpin: bool,
+    /// Implements [`Exporter::vmap`].
+    pub vmap: bool,
+    /// Implements [`Exporter::mmap`].
+    pub mmap: bool,
+    /// Let the core cache the first mapping of each attachment (the ≤6.14
+    /// `cache_sgt_mapping`); refused together with `pin`.
+    pub cache_sgt_mapping: bool,
+}
+
+/// The exporter of a buffer: owns its memory and maps it for devices.
+///
+/// Errors a callback returns are passed through to the caller unchanged.
+pub trait Exporter: Send + Sync + 'static {
+    /// Which optional callbacks are implemented (default: none).
+    fn caps(&self) -> Caps {
+        Caps::default()
+    }
+
+    /// A device attaches (unlocked): check it can reach the memory; `Busy` if it cannot
+    /// and the memory cannot move.
+    fn attach(&self, buf: &DmaBuf, att: &Attachment) -> Result<()> {
+        let _ = (buf, att);
+        Ok(())
+    }
+
+    /// Undo [`attach`](Self::attach) (unlocked).
+    fn detach(&self, buf: &DmaBuf, att: &Attachment) {
+        let _ = (buf, att);
+    }
+
+    /// Keep the memory in place and reachable by every device until unpinned (locked).
+    fn pin(&self, lock: &ResvGuard<'_>, att: &Attachment) -> Result<()> {
+        let _ = (lock, att);
+        Ok(())
+    }
+
+    /// Let the memory move again (locked).
+    fn unpin(&self, lock: &ResvGuard<'_>, att: &Attachment) {
+        let _ = (lock, att);
+    }
+
+    /// Map the buffer for `att`'s device in `dir` (locked): a new table the caller owns,
+    /// page-aligned, the memory ready (a static exporter's moves and clears finished).
+    fn map(&self, lock: &ResvGuard<'_>, att: &Attachment, dir: Direction) -> Result<SgTable>;
+
+    /// Free what [`map`](Self::map) returned (locked).
+    fn unmap(&self, lock: &ResvGuard<'_>, att: &Attachment, table: SgTable, dir: Direction);
+
+    /// The last reference to buffer `ino` is gone (unlocked): free what backs it.
+    fn release(&self, ino: u64);
+
+    /// Make the CPU's view coherent for access in `dir` (unlocked); may fail.
+    fn begin_cpu_access(&self, buf: &DmaBuf, dir: Direction) -> Result<()> {
+        let _ = (buf, dir);
+        Ok(())
+    }
+
+    /// Flush CPU access in `dir` for devices (unlocked).
+    fn end_cpu_access(&self, buf: &DmaBuf, dir: Direction) -> Result<()> {
+        let _ = (buf, dir);
+        Ok(())
+    }
+
+    /// The memory behind pages `pgoff .. pgoff+pages` for a user mapping (unlocked; the
+    /// range is already bounds-checked): one segment.
+    fn mmap(&self, buf: &DmaBuf, pgoff: usize, pages: usize) -> Result<Segment> {
+        let _ = (buf, pgoff, pages);
+        Err(Error::Invalid("exporter has no mmap"))
+    }
+
+    /// A CPU mapping of the whole buffer (locked).
+    fn vmap(&self, lock: &ResvGuard<'_>, buf: &DmaBuf) -> Result<Vec<Segment>> {
+        let _ = (lock, buf);
+        Err(Error::Invalid("exporter has no vmap"))
+    }
+
+    /// Undo [`vmap`](Self::vmap) (locked).
+    fn vunmap(&self, lock: &ResvGuard<'_>, buf: &DmaBuf) {
+        let _ = (lock, buf);
+    }
+}
+
+/// A dynamic importer's callbacks (`struct dma_buf_attach_ops`).
+pub trait Importer: Send + Sync + 'static {
+    /// The importer copes with memory that has no struct pages (peer device BARs).
+    fn allow_peer2peer(&self) -> bool {
+        false
+    }
+
+    /// The exporter is moving the memory (called with the reservation lock held):
+    /// existing mappings stay valid for now; rebuild them as soon as possible, and add
+    /// fences for accesses that cannot stop at once.
+    fn move_notify(&self, lock: &ResvGuard<'_>, att: &Attachment);
+}
