@@ -9,6 +9,7 @@ pub mod error;
 pub mod fence;
 pub mod interrupt;
 pub mod selftest;
+pub mod sync_file;
 pub mod ww;
 
 pub use error::{Error, Result};

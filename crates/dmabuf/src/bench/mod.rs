@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+pub mod fence;
+
 /// One workload beside its baseline.
 #[derive(Clone, Copy)]
 pub struct BenchCase {
@@ -38,5 +40,5 @@ pub type Suite = (&'static str, fn() -> Vec<BenchCase>);
 
 /// Every suite's cases, for `dmabuf bench all`.
 pub fn suites() -> Vec<Suite> {
-    vec![]
+    vec![("fence", fence::cases)]
 }

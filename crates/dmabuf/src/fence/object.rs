@@ -121,6 +121,8 @@ pub enum Container<'a> {
     Array(&'a super::array::FenceArray),
     /// A chain node.
     Chain(&'a super::chain::FenceChain),
+    /// A sw_sync timeline point (not a container; tagged for `get_deadline`).
+    SwSyncPoint,
 }
 
 type Callback = Box<dyn FnOnce(&Fence) + Send>;
