@@ -1,66 +1,20 @@
-//! Implementation (stub: to be written).
+//! Implementation behind the public API.
+//!
+//! With the cargo feature `off`, [`off`] provides empty inline functions and `enabled()`
+//! is a constant `false`, so every check compiles out. Otherwise [`on`] is the real
+//! validator: per-thread held-lock stacks and chain caches ([`on`]), the global class
+//! graph and its strong-cycle search ([`graph`]), and the splat text ([`text`]).
 
-use super::*;
-use std::sync::Arc;
+#[cfg(feature = "off")]
+mod off;
+#[cfg(feature = "off")]
+pub(crate) use off::*;
 
-pub(crate) struct CaptureToken;
-
-pub(crate) fn register_class(_class: &'static LockClass) -> u32 {
-    1
-}
-pub(crate) fn set_on_report(_mode: OnReport) {}
-pub(crate) fn on_report() -> OnReport {
-    OnReport::Panic
-}
-pub(crate) fn take_reports() -> Vec<Report> {
-    Vec::new()
-}
-pub(crate) fn set_enabled(_on: bool) {}
-#[inline]
-pub(crate) fn enabled() -> bool {
-    false
-}
-pub(crate) fn acquire(
-    _class: &'static LockClass,
-    _instance: usize,
-    _how: Acquire,
-    _at: &'static Location<'static>,
-) {
-}
-pub(crate) fn release(
-    _class: &'static LockClass,
-    _instance: usize,
-    _at: &'static Location<'static>,
-) {
-}
-pub(crate) fn is_held(_class: &'static LockClass, _mode: Option<Mode>) -> bool {
-    false
-}
-pub(crate) fn is_instance_held(_class: &'static LockClass, _instance: usize) -> bool {
-    false
-}
-pub(crate) fn assert_held(
-    _class: &'static LockClass,
-    _held: bool,
-    _at: &'static Location<'static>,
-) {
-}
-pub(crate) fn prime(_chain: &[&'static LockClass], _at: &'static Location<'static>) {}
-pub(crate) fn report_external(
-    _kind: ReportKind,
-    _classes: &[&'static LockClass],
-    _detail: &str,
-    _at: &'static Location<'static>,
-) {
-}
-pub(crate) fn held_locks_text() -> String {
-    String::new()
-}
-pub(crate) fn held_count() -> usize {
-    0
-}
-pub(crate) fn install_capture(_sink: Arc<parking_lot::Mutex<Vec<Report>>>) -> CaptureGuard {
-    CaptureGuard {
-        _private: CaptureToken,
-    }
-}
+#[cfg(not(feature = "off"))]
+mod graph;
+#[cfg(not(feature = "off"))]
+mod on;
+#[cfg(not(feature = "off"))]
+mod text;
+#[cfg(not(feature = "off"))]
+pub(crate) use on::*;

@@ -32,6 +32,28 @@
 //! [`take_reports`]. [`Capture`] collects the reports of chosen threads only, which is
 //! what tests use. The cargo feature `off` compiles everything out; at run time
 //! [`set_enabled`] or the environment variable `LOCKDEP=off` turns checking off.
+//! `LOCKDEP=panic`, `LOCKDEP=print` and `LOCKDEP=collect` choose the default policy.
+//!
+//! Lockdep keeps working after a report (the kernel turns itself off after the first
+//! one): the dependency that would close a reported cycle is not recorded, and a chain
+//! that raised a report is not cached, so later, different bugs are still found.
+//!
+//! [`sync::Mutex`] and [`sync::RwLock`] are tracked `parking_lot` locks, ready to use.
+//!
+//! ```
+//! use lockdep::{capture, sync::Mutex, LockClass, ReportKind};
+//! static A: LockClass = LockClass::new("A");
+//! static B: LockClass = LockClass::new("B");
+//! let (a, b) = (Mutex::new(&A, ()), Mutex::new(&B, ()));
+//! let ((), reports) = capture(|| {
+//!     drop((a.lock(), b.lock())); // A then B
+//!     let _b = b.lock();
+//!     let _a = a.lock(); // B then A: reported now, though it never deadlocked
+//! });
+//! # if lockdep::enabled() {
+//! assert_eq!(reports[0].kind, ReportKind::CircularDependency);
+//! # }
+//! ```
 
 #![forbid(unsafe_code)]
 
@@ -40,6 +62,7 @@ use std::panic::Location;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 pub mod selftest;
+pub mod sync;
 
 /// Number of subclasses a class may be taken with (`0..MAX_SUBCLASSES`), as in the kernel.
 pub const MAX_SUBCLASSES: u8 = 8;
@@ -155,6 +178,12 @@ pub struct Acquire {
     pub trylock: bool,
     /// Instance id of a held *nest lock*: several locks of this class taken under it are
     /// not recursion (the ww acquire context is the nest lock of its mutexes).
+    ///
+    /// The nest lock must be held, and must have been taken before the locks of this
+    /// class that are already held (it serializes them only if it was); otherwise the
+    /// acquisition is reported ([`ReportKind::BadAnnotation`] when the nest lock is not
+    /// held at all, [`ReportKind::RecursiveLocking`] when it came too late). An
+    /// acquisition allowed by its nest lock records no new dependency, as in the kernel.
     pub nest: Option<usize>,
 }
 
@@ -212,11 +241,14 @@ pub enum ReportKind {
     RecursiveLocking,
     /// Release of a lock this thread does not hold.
     BadUnlock,
-    /// A thread ended, or a guard was leaked, with locks still held.
+    /// A thread ended with locks still held (reported from its thread-local destructor,
+    /// where a [`OnReport::Panic`] policy prints instead of panicking, since a panic there
+    /// would abort the process). The main thread's end is not seen.
     HeldAtExit,
     /// `assert_held` / `assert_not_held` failed.
     AssertHeld,
-    /// A subclass out of range or similar misuse of the lockdep API itself.
+    /// A subclass out of range, a nest lock that is not held, or similar misuse of the
+    /// lockdep API itself.
     BadAnnotation,
     /// A lock-API misuse found by a lock implementation (e.g. wound/wait context rules),
     /// reported through [`report`].
@@ -253,7 +285,9 @@ pub enum OnReport {
     Collect,
 }
 
-/// Choose what happens on a report, for threads without a [`Capture`] installed.
+/// Choose what happens on a report, for threads without a [`Capture`] installed. The
+/// default is [`OnReport::Panic`], or what the environment variable `LOCKDEP` says
+/// (`panic`, `print`, `collect`). Setting it overrides the environment.
 pub fn set_on_report(mode: OnReport) {
     imp::set_on_report(mode)
 }
@@ -270,7 +304,9 @@ pub fn take_reports() -> Vec<Report> {
 }
 
 /// Turn checking on or off at run time. Off, `acquire`/`release` cost one atomic load.
-/// Held-lock stacks are cleared when it is turned off.
+/// Held-lock stacks are cleared when it is turned off (every thread's, lazily); releases
+/// of the locks forgotten that way are not reported once checking is back on. The
+/// dependency graph and chain caches are kept. Overrides the environment variable.
 pub fn set_enabled(on: bool) {
     imp::set_enabled(on)
 }
@@ -285,6 +321,13 @@ pub fn enabled() -> bool {
 /// Record that this thread is about to acquire a lock of `class` (instance `instance`,
 /// usually its address), and validate it. Call it before blocking, so that a deadlock is
 /// reported instead of hanging.
+///
+/// Validation (recursion, then new dependencies on the held locks from the top down to
+/// the first non-trylock) runs only when this chain of held locks is new; a trylock is
+/// never validated. When the report it raises panics ([`OnReport::Panic`]), the
+/// acquisition is not recorded, so the unwinding caller that never got the lock leaves
+/// the held stack as it was; under the other policies it is recorded and must be
+/// released as usual.
 #[track_caller]
 #[inline]
 pub fn acquire(class: &'static LockClass, instance: usize, how: Acquire) {
@@ -294,7 +337,8 @@ pub fn acquire(class: &'static LockClass, instance: usize, how: Acquire) {
 }
 
 /// Record that this thread released the lock `instance` of `class`. A lock that is not
-/// held is reported ([`ReportKind::BadUnlock`]). Locks may be released in any order.
+/// held is reported ([`ReportKind::BadUnlock`]). Locks may be released in any order; if
+/// the instance is held several times (recursive reads), the innermost is released.
 #[track_caller]
 #[inline]
 pub fn release(class: &'static LockClass, instance: usize) {
@@ -339,6 +383,10 @@ pub fn assert_not_held(class: &'static LockClass) {
 /// one thread had taken them nested in that order (each for write, subclass 0). Any
 /// later acquisition that contradicts the order is reported at once. The kernel does
 /// this at boot for `dma_resv` so that one run of a driver validates it.
+///
+/// A primed order that contradicts dependencies already known is itself reported
+/// ([`ReportKind::CircularDependency`]), and the contradicting step is not recorded.
+/// The edges carry the caller's location as both acquisition sites.
 #[track_caller]
 pub fn prime(chain: &[&'static LockClass]) {
     if enabled() {
@@ -362,7 +410,7 @@ pub fn held_locks_text() -> String {
     imp::held_locks_text()
 }
 
-/// Number of locks this thread holds.
+/// Number of locks this thread holds (0 when checking is off).
 pub fn held_count() -> usize {
     if enabled() {
         imp::held_count()
@@ -417,9 +465,38 @@ pub fn capture<R>(f: impl FnOnce() -> R) -> (R, Vec<Report>) {
     (r, cap.take())
 }
 
-/// Uninstalls a [`Capture`] from this thread when dropped.
+/// Uninstalls a [`Capture`] from this thread when dropped. It belongs to the thread that
+/// installed it (it is not `Send`).
+///
+/// Leaking it (`std::mem::forget`) keeps the capture installed until the thread ends, so
+/// that even the thread's [`ReportKind::HeldAtExit`] report goes to the capture.
 pub struct CaptureGuard {
     _private: imp::CaptureToken,
+}
+
+/// Counters describing lockdep's state, for tests and diagnostics.
+///
+/// All counts are for the whole process except `thread_validations`. With the feature
+/// `off` every field is zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Lock classes registered so far (a class registers on its first acquisition).
+    pub classes: usize,
+    /// Dependency edges (class/subclass → class/subclass) in the graph.
+    pub edges: usize,
+    /// Distinct chains of held locks that were validated clean and are cached.
+    pub chains: usize,
+    /// Full validations run (chain-cache misses), process-wide.
+    pub validations: u64,
+    /// Full validations run by the calling thread.
+    pub thread_validations: u64,
+    /// Splats printed to stderr (by [`OnReport::Panic`] and [`OnReport::PrintOnce`]).
+    pub printed: u64,
+}
+
+/// A snapshot of lockdep's counters (see [`Stats`]).
+pub fn stats() -> Stats {
+    imp::stats()
 }
 
 mod imp;

@@ -1,0 +1,880 @@
+//! The validator: switches, per-thread state, chain caches, validation, report routing.
+//!
+//! # Hot path
+//!
+//! `acquire` on a chain already validated costs: one relaxed load (enabled), one load of
+//! the class id, a thread-local borrow, one relaxed load (generation), a hash step, a
+//! lookup in the thread's chain cache (identity-hashed `u64`s), and a push. `release`
+//! pops (or removes) the entry and re-derives the chain keys above it. No global lock is
+//! taken unless the chain is new to the thread.
+//!
+//! # Chain keys
+//!
+//! Each held entry stores the key of the chain ending with it: the previous key mixed
+//! with the entry's (class, subclass, mode, trylock, has-nest-lock) word. Two stacks with
+//! equal keys took the same classes in the same ways, so the validation of one holds for
+//! the other. A chain whose validation raised a report is not cached, so a repeat is
+//! reported again (subject to the report policy).
+//!
+//! # Turning off
+//!
+//! `set_enabled(false)` bumps a global generation. A thread that sees a new generation
+//! forgets its held stack, remembering the dropped (class, instance) pairs as *lost* so
+//! that their later releases are not reported as bad unlocks.
+
+use super::graph::{node_of, AddDep, Graph, Step};
+use super::text;
+use crate::{
+    Acquire, CaptureGuard, LockClass, Mode, OnReport, Report, ReportKind, Stats, MAX_SUBCLASSES,
+};
+use parking_lot::{Mutex, RwLock};
+use std::cell::RefCell;
+use std::collections::HashSet;
+use std::hash::{BuildHasher, Hasher};
+use std::io::Write as _;
+use std::marker::PhantomData;
+use std::panic::Location;
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, Once};
+
+type Loc = &'static Location<'static>;
+type Sink = Arc<Mutex<Vec<Report>>>;
+
+// ---------------------------------------------------------------------------------------
+// Switches
+// ---------------------------------------------------------------------------------------
+
+const UNINIT: u8 = 0;
+const ON: u8 = 1;
+const OFF: u8 = 2;
+
+/// `UNINIT` until the environment was read, then `ON` or `OFF`.
+static ENABLED: AtomicU8 = AtomicU8::new(UNINIT);
+/// 0 = Panic, 1 = PrintOnce, 2 = Collect.
+static POLICY: AtomicU8 = AtomicU8::new(0);
+/// Bumped by `set_enabled(false)`; threads clear their stacks when it changes.
+static GENERATION: AtomicU64 = AtomicU64::new(0);
+static ENV_ONCE: Once = Once::new();
+
+#[inline]
+pub(crate) fn enabled() -> bool {
+    match ENABLED.load(Ordering::Relaxed) {
+        ON => true,
+        OFF => false,
+        _ => init_env(),
+    }
+}
+
+/// Read `LOCKDEP` once: `off`/`0` turn checking off; `panic`/`print`/`collect` choose
+/// the default policy.
+#[cold]
+fn init_env() -> bool {
+    ENV_ONCE.call_once(|| {
+        let var = std::env::var("LOCKDEP").unwrap_or_default();
+        let var = var.trim().to_ascii_lowercase();
+        let on = !matches!(var.as_str(), "off" | "0");
+        match var.as_str() {
+            "panic" => POLICY.store(0, Ordering::Relaxed),
+            "print" | "printonce" | "print-once" => POLICY.store(1, Ordering::Relaxed),
+            "collect" => POLICY.store(2, Ordering::Relaxed),
+            _ => {}
+        }
+        let _ = ENABLED.compare_exchange(
+            UNINIT,
+            if on { ON } else { OFF },
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    });
+    ENABLED.load(Ordering::Relaxed) == ON
+}
+
+pub(crate) fn set_enabled(on: bool) {
+    init_env();
+    if on {
+        ENABLED.store(ON, Ordering::Relaxed);
+    } else {
+        GENERATION.fetch_add(1, Ordering::Relaxed);
+        ENABLED.store(OFF, Ordering::Relaxed);
+        // Clear this thread's stack now; others do it on their next lockdep call.
+        with_state(|st| st.sync_generation());
+    }
+}
+
+pub(crate) fn set_on_report(mode: OnReport) {
+    init_env();
+    let v = match mode {
+        OnReport::Panic => 0,
+        OnReport::PrintOnce => 1,
+        OnReport::Collect => 2,
+    };
+    POLICY.store(v, Ordering::Relaxed);
+}
+
+pub(crate) fn on_report() -> OnReport {
+    init_env();
+    match POLICY.load(Ordering::Relaxed) {
+        1 => OnReport::PrintOnce,
+        2 => OnReport::Collect,
+        _ => OnReport::Panic,
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Global state
+// ---------------------------------------------------------------------------------------
+
+/// Registered classes; a class's id is its index + 1.
+static CLASSES: Mutex<Vec<&'static LockClass>> = Mutex::new(Vec::new());
+static GRAPH: LazyLock<Mutex<Graph>> = LazyLock::new(|| Mutex::new(Graph::default()));
+/// Chain keys validated clean by any thread.
+static CHAINS: LazyLock<RwLock<HashSet<u64, IdBuild>>> =
+    LazyLock::new(|| RwLock::new(HashSet::with_hasher(IdBuild)));
+static COLLECTED: Mutex<Vec<Report>> = Mutex::new(Vec::new());
+/// (kind, classes) of the reports printed under `PrintOnce`.
+type PrintedSet = HashSet<(ReportKind, Vec<String>)>;
+static PRINTED_ONCE: LazyLock<Mutex<PrintedSet>> = LazyLock::new(|| Mutex::new(HashSet::new()));
+static VALIDATIONS: AtomicU64 = AtomicU64::new(0);
+static PRINTED: AtomicU64 = AtomicU64::new(0);
+static EDGES: AtomicUsize = AtomicUsize::new(0);
+
+pub(crate) fn register_class(class: &'static LockClass) -> u32 {
+    let mut classes = CLASSES.lock();
+    let slot = class.raw_id_slot();
+    let id = slot.load(Ordering::Acquire);
+    if id != 0 {
+        return id;
+    }
+    classes.push(class);
+    let id = u32::try_from(classes.len()).expect("lockdep: too many lock classes");
+    slot.store(id, Ordering::Release);
+    id
+}
+
+pub(crate) fn take_reports() -> Vec<Report> {
+    std::mem::take(&mut *COLLECTED.lock())
+}
+
+pub(crate) fn stats() -> Stats {
+    Stats {
+        classes: CLASSES.lock().len(),
+        edges: EDGES.load(Ordering::Relaxed),
+        chains: CHAINS.read().len(),
+        validations: VALIDATIONS.load(Ordering::Relaxed),
+        thread_validations: with_state(|st| st.validations).unwrap_or(0),
+        printed: PRINTED.load(Ordering::Relaxed),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Chain keys
+// ---------------------------------------------------------------------------------------
+
+/// Key of the empty chain.
+const CHAIN_SEED: u64 = 0x6c6f_636b_6465_7021;
+
+/// Mix one held-lock word into a chain key (a splitmix64 finalizer over both).
+#[inline]
+fn chain_mix(key: u64, word: u64) -> u64 {
+    let mut z = key.rotate_left(23) ^ word.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// The part of an acquisition that decides its validation.
+#[inline]
+fn chain_word(node: u32, how: &Acquire) -> u64 {
+    let mode = match how.mode {
+        Mode::Write => 0u64,
+        Mode::Read => 1,
+        Mode::RecursiveRead => 2,
+    };
+    u64::from(node)
+        | mode << 40
+        | u64::from(how.trylock) << 42
+        | u64::from(how.nest.is_some()) << 43
+}
+
+/// Chain keys are already well mixed: hash them as themselves.
+#[derive(Clone, Copy, Default)]
+struct IdBuild;
+
+impl BuildHasher for IdBuild {
+    type Hasher = IdHasher;
+    fn build_hasher(&self) -> IdHasher {
+        IdHasher(0)
+    }
+}
+
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = chain_mix(self.0, u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Per-thread state
+// ---------------------------------------------------------------------------------------
+
+/// One held lock.
+#[derive(Clone)]
+pub(crate) struct Held {
+    pub(crate) class: &'static LockClass,
+    /// Graph node: class id and subclass.
+    pub(crate) node: u32,
+    pub(crate) instance: usize,
+    pub(crate) how: Acquire,
+    pub(crate) at: Loc,
+    /// Key of the chain from the bottom of the stack up to and including this entry.
+    pub(crate) key: u64,
+}
+
+/// A report built while the thread state was borrowed, to be delivered after.
+struct Pending {
+    report: Report,
+    sink: Option<Sink>,
+}
+
+struct ThreadState {
+    held: Vec<Held>,
+    /// Chain keys this thread knows to be clean.
+    cache: HashSet<u64, IdBuild>,
+    /// The `GENERATION` this stack belongs to.
+    generation: u64,
+    /// (class address, instance) of locks forgotten when checking was turned off.
+    lost: Vec<(usize, usize)>,
+    /// Installed captures, innermost last.
+    captures: Vec<Sink>,
+    /// `name/id`, computed once (the thread handle is unavailable in TLS destructors).
+    name: String,
+    validations: u64,
+}
+
+thread_local! {
+    static STATE: RefCell<ThreadState> = RefCell::new(ThreadState::new());
+}
+
+/// Run `f` on this thread's state; `None` during thread teardown or re-entrancy.
+fn with_state<R>(f: impl FnOnce(&mut ThreadState) -> R) -> Option<R> {
+    STATE
+        .try_with(|cell| cell.try_borrow_mut().ok().map(|mut st| f(&mut st)))
+        .ok()
+        .flatten()
+}
+
+fn thread_name() -> String {
+    let t = std::thread::current();
+    let id = format!("{:?}", t.id());
+    let digits: String = id.chars().filter(char::is_ascii_digit).collect();
+    format!("{}/{}", t.name().unwrap_or("<unnamed>"), digits)
+}
+
+fn class_key(class: &'static LockClass) -> usize {
+    class as *const LockClass as usize
+}
+
+impl ThreadState {
+    fn new() -> Self {
+        ThreadState {
+            held: Vec::with_capacity(16),
+            cache: HashSet::with_hasher(IdBuild),
+            generation: GENERATION.load(Ordering::Relaxed),
+            lost: Vec::new(),
+            captures: Vec::new(),
+            name: thread_name(),
+            validations: 0,
+        }
+    }
+
+    #[inline]
+    fn sync_generation(&mut self) {
+        let g = GENERATION.load(Ordering::Relaxed);
+        if g != self.generation {
+            self.forget_held(g);
+        }
+    }
+
+    #[cold]
+    fn forget_held(&mut self, generation: u64) {
+        self.generation = generation;
+        let lost = self
+            .held
+            .drain(..)
+            .map(|h| (class_key(h.class), h.instance));
+        self.lost.extend(lost);
+    }
+
+    #[inline]
+    fn top_key(&self) -> u64 {
+        self.held.last().map_or(CHAIN_SEED, |h| h.key)
+    }
+
+    fn sink(&self) -> Option<Sink> {
+        self.captures.last().cloned()
+    }
+
+    /// Whether delivering a report now would panic (so the caller should not record
+    /// the acquisition it is about to abandon).
+    fn report_panics(&self) -> bool {
+        self.captures.is_empty() && POLICY.load(Ordering::Relaxed) == 0 && !std::thread::panicking()
+    }
+
+    fn pending(&self, kind: ReportKind, classes: Vec<String>, text: String) -> Pending {
+        Pending {
+            report: Report {
+                kind,
+                classes,
+                thread: self.name.clone(),
+                text,
+            },
+            sink: self.sink(),
+        }
+    }
+
+    #[inline]
+    fn acquire(
+        &mut self,
+        class: &'static LockClass,
+        id: u32,
+        instance: usize,
+        how: Acquire,
+        at: Loc,
+    ) -> Option<Pending> {
+        self.sync_generation();
+        if how.subclass >= MAX_SUBCLASSES || how.nest.is_some() {
+            if let Some(p) = self.check_annotation(class, id, instance, how, at) {
+                return Some(p);
+            }
+        }
+        let node = node_of(id, how.subclass);
+        let key = chain_mix(self.top_key(), chain_word(node, &how));
+        let held = Held {
+            class,
+            node,
+            instance,
+            how,
+            at,
+            key,
+        };
+        // A trylock never blocks, so it is not validated; later locks depend on it.
+        if how.trylock || self.cache.contains(&key) {
+            self.held.push(held);
+            return None;
+        }
+        self.acquire_slow(held)
+    }
+
+    /// Subclass range and nest-lock presence. On a problem, records the lock without
+    /// validation (so its release still balances) and returns the report.
+    #[cold]
+    fn check_annotation(
+        &mut self,
+        class: &'static LockClass,
+        id: u32,
+        instance: usize,
+        how: Acquire,
+        at: Loc,
+    ) -> Option<Pending> {
+        let detail = if how.subclass >= MAX_SUBCLASSES {
+            format!(
+                "lock ({}) taken with subclass {}, but subclasses are 0..{}",
+                class.name(),
+                how.subclass,
+                MAX_SUBCLASSES
+            )
+        } else {
+            let nest = how.nest?;
+            if self.held.iter().any(|h| h.instance == nest) {
+                return None;
+            }
+            format!(
+                "lock ({}) taken under nest lock {nest:#x}, which this thread does not hold",
+                class.name()
+            )
+        };
+        let title = if how.subclass >= MAX_SUBCLASSES {
+            "lockdep annotation: invalid subclass"
+        } else {
+            "nested lock was not taken"
+        };
+        let subclass = how.subclass.min(MAX_SUBCLASSES - 1);
+        let node = node_of(id, subclass);
+        let fixed = Acquire { subclass, ..how };
+        let key = chain_mix(self.top_key(), chain_word(node, &fixed));
+        let t = text::generic(title, &self.name, &detail, at, &self.held);
+        let p = self.pending(ReportKind::BadAnnotation, vec![class.name().into()], t);
+        if !self.report_panics() {
+            self.held.push(Held {
+                class,
+                node,
+                instance,
+                how: fixed,
+                at,
+                key,
+            });
+        }
+        Some(p)
+    }
+
+    #[cold]
+    fn acquire_slow(&mut self, held: Held) -> Option<Pending> {
+        if CHAINS.read().contains(&held.key) {
+            self.cache.insert(held.key);
+            self.held.push(held);
+            return None;
+        }
+        self.validations += 1;
+        VALIDATIONS.fetch_add(1, Ordering::Relaxed);
+        match validate(&self.held, &held) {
+            Ok(()) => {
+                CHAINS.write().insert(held.key);
+                self.cache.insert(held.key);
+                self.held.push(held);
+                None
+            }
+            Err(problem) => {
+                let p = self.problem_report(problem, &held);
+                if !self.report_panics() {
+                    self.held.push(held);
+                }
+                Some(p)
+            }
+        }
+    }
+
+    fn problem_report(&self, problem: Problem, next: &Held) -> Pending {
+        match problem {
+            Problem::Recursive(i) => {
+                let prev = &self.held[i];
+                let t = text::recursive(&self.name, next, prev, &self.held);
+                self.pending(
+                    ReportKind::RecursiveLocking,
+                    vec![next.class.name().into()],
+                    t,
+                )
+            }
+            Problem::Circular(i, path) => {
+                let prev = &self.held[i];
+                let t = text::circular(&self.name, next, prev, &path, &self.held, "");
+                self.pending(
+                    ReportKind::CircularDependency,
+                    cycle_classes(next, prev, &path),
+                    t,
+                )
+            }
+        }
+    }
+
+    fn release(&mut self, class: &'static LockClass, instance: usize, at: Loc) -> Option<Pending> {
+        self.sync_generation();
+        let found = self
+            .held
+            .iter()
+            .rposition(|h| h.instance == instance && std::ptr::eq(h.class, class));
+        match found {
+            Some(i) if i + 1 == self.held.len() => {
+                self.held.pop();
+                None
+            }
+            Some(i) => {
+                self.held.remove(i);
+                // Re-derive the chain keys of the entries that were above it.
+                let mut key = if i == 0 {
+                    CHAIN_SEED
+                } else {
+                    self.held[i - 1].key
+                };
+                for h in &mut self.held[i..] {
+                    key = chain_mix(key, chain_word(h.node, &h.how));
+                    h.key = key;
+                }
+                None
+            }
+            None => self.release_missing(class, instance, at),
+        }
+    }
+
+    #[cold]
+    fn release_missing(
+        &mut self,
+        class: &'static LockClass,
+        instance: usize,
+        at: Loc,
+    ) -> Option<Pending> {
+        let ck = class_key(class);
+        if let Some(i) = self.lost.iter().rposition(|&l| l == (ck, instance)) {
+            self.lost.swap_remove(i);
+            return None;
+        }
+        let t = text::bad_unlock(&self.name, class, instance, at, &self.held);
+        Some(self.pending(ReportKind::BadUnlock, vec![class.name().into()], t))
+    }
+}
+
+impl Drop for ThreadState {
+    fn drop(&mut self) {
+        if self.held.is_empty()
+            || !enabled()
+            || self.generation != GENERATION.load(Ordering::Relaxed)
+        {
+            return;
+        }
+        let mut classes: Vec<String> = Vec::new();
+        for h in &self.held {
+            let n = h.class.name().to_string();
+            if !classes.contains(&n) {
+                classes.push(n);
+            }
+        }
+        let t = text::held_at_exit(&self.name, &self.held);
+        let p = self.pending(ReportKind::HeldAtExit, classes, t);
+        // Panicking in a TLS destructor aborts the process: print instead.
+        deliver(p, false);
+    }
+}
+
+/// The class names of a cycle in the order the splat names them.
+fn cycle_classes(next: &Held, prev: &Held, path: &[Step]) -> Vec<String> {
+    let mut v: Vec<String> = Vec::new();
+    let mut add = |c: &LockClass| {
+        let n = c.name().to_string();
+        if !v.contains(&n) {
+            v.push(n);
+        }
+    };
+    add(next.class);
+    add(prev.class);
+    for s in path.iter().rev() {
+        add(s.to_class);
+        add(s.from_class);
+    }
+    v
+}
+
+// ---------------------------------------------------------------------------------------
+// Validation
+// ---------------------------------------------------------------------------------------
+
+enum Problem {
+    /// AA against `held[i]`.
+    Recursive(usize),
+    /// Taking `next` while holding `held[i]` closes the cycle `next → … → held[i]`.
+    Circular(usize, Vec<Step>),
+}
+
+/// Validate acquiring `next` on top of `held`: recursion first, then the new
+/// dependencies, as the kernel's `validate_chain` does.
+fn validate(held: &[Held], next: &Held) -> Result<(), Problem> {
+    let mut nest_seen = false;
+    for (i, prev) in held.iter().enumerate() {
+        if Some(prev.instance) == next.how.nest {
+            nest_seen = true;
+        }
+        if prev.node != next.node {
+            continue;
+        }
+        // A recursive reader may retake a class its thread holds for read.
+        if next.how.mode == Mode::RecursiveRead && prev.how.mode != Mode::Write {
+            continue;
+        }
+        if nest_seen {
+            // Serialized by the held nest lock: allowed, and it adds no dependency.
+            return Ok(());
+        }
+        return Err(Problem::Recursive(i));
+    }
+    if held.is_empty() {
+        return Ok(());
+    }
+    // Add prev → next for each held lock from the top down to and including the first
+    // one that is not a trylock: locks below it reach `next` through it.
+    let mut graph = GRAPH.lock();
+    for (i, prev) in held.iter().enumerate().rev() {
+        if prev.node != next.node {
+            match graph.add_dep(prev, next) {
+                AddDep::Known => {}
+                AddDep::Added => {
+                    EDGES.store(graph.edge_count(), Ordering::Relaxed);
+                }
+                AddDep::Cycle(path) => return Err(Problem::Circular(i, path)),
+            }
+        }
+        if !prev.how.trylock {
+            break;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Report delivery
+// ---------------------------------------------------------------------------------------
+
+fn print_splat(text: &str) {
+    PRINTED.fetch_add(1, Ordering::Relaxed);
+    let _ = writeln!(std::io::stderr().lock(), "{text}");
+}
+
+/// Route a report: to the capture, else by the global policy. `may_panic` is false where
+/// panicking is not allowed (thread-local destructors).
+fn deliver(p: Pending, may_panic: bool) {
+    let Pending { report, sink } = p;
+    if let Some(sink) = sink {
+        sink.lock().push(report);
+        return;
+    }
+    match on_report() {
+        OnReport::Collect => COLLECTED.lock().push(report),
+        OnReport::PrintOnce => {
+            let fresh = PRINTED_ONCE
+                .lock()
+                .insert((report.kind, report.classes.clone()));
+            if fresh {
+                print_splat(&report.text);
+            }
+        }
+        OnReport::Panic => {
+            print_splat(&report.text);
+            if may_panic && !std::thread::panicking() {
+                panic!(
+                    "lockdep: {:?} report on {} involving {:?} (splat above)",
+                    report.kind, report.thread, report.classes
+                );
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Entry points
+// ---------------------------------------------------------------------------------------
+
+#[inline]
+pub(crate) fn acquire(class: &'static LockClass, instance: usize, how: Acquire, at: Loc) {
+    let id = class.id();
+    if let Some(p) = with_state(|st| st.acquire(class, id, instance, how, at)).flatten() {
+        deliver(p, true);
+    }
+}
+
+#[inline]
+pub(crate) fn release(class: &'static LockClass, instance: usize, at: Loc) {
+    if let Some(p) = with_state(|st| st.release(class, instance, at)).flatten() {
+        deliver(p, true);
+    }
+}
+
+pub(crate) fn is_held(class: &'static LockClass, mode: Option<Mode>) -> bool {
+    with_state(|st| {
+        st.sync_generation();
+        st.held
+            .iter()
+            .any(|h| std::ptr::eq(h.class, class) && mode.is_none_or(|m| h.how.mode == m))
+    })
+    .unwrap_or(false)
+}
+
+pub(crate) fn is_instance_held(class: &'static LockClass, instance: usize) -> bool {
+    with_state(|st| {
+        st.sync_generation();
+        st.held
+            .iter()
+            .any(|h| std::ptr::eq(h.class, class) && h.instance == instance)
+    })
+    .unwrap_or(false)
+}
+
+pub(crate) fn assert_held(class: &'static LockClass, want_held: bool, at: Loc) {
+    let p = with_state(|st| {
+        st.sync_generation();
+        let held = st.held.iter().any(|h| std::ptr::eq(h.class, class));
+        if held == want_held {
+            return None;
+        }
+        let t = text::assert_failed(&st.name, class, want_held, at, &st.held);
+        Some(st.pending(ReportKind::AssertHeld, vec![class.name().into()], t))
+    });
+    if let Some(p) = p.flatten() {
+        deliver(p, true);
+    }
+}
+
+pub(crate) fn prime(chain: &[&'static LockClass], at: Loc) {
+    let p = with_state(|st| {
+        st.sync_generation();
+        let mut prev: Option<Held> = None;
+        for &class in chain {
+            let node = node_of(class.id(), 0);
+            let next = Held {
+                class,
+                node,
+                instance: class.map_instance(),
+                how: Acquire::write(),
+                at,
+                key: 0,
+            };
+            if let Some(prev) = prev.take() {
+                if prev.node == next.node {
+                    let t = text::generic(
+                        "lockdep annotation: class primed after itself",
+                        &st.name,
+                        &format!("prime() lists ({}) twice in a row", class.name()),
+                        at,
+                        &st.held,
+                    );
+                    return Some(st.pending(
+                        ReportKind::BadAnnotation,
+                        vec![class.name().into()],
+                        t,
+                    ));
+                }
+                let mut graph = GRAPH.lock();
+                match graph.add_dep(&prev, &next) {
+                    AddDep::Known => {}
+                    AddDep::Added => EDGES.store(graph.edge_count(), Ordering::Relaxed),
+                    AddDep::Cycle(path) => {
+                        drop(graph);
+                        let t = text::circular(
+                            &st.name,
+                            &next,
+                            &prev,
+                            &path,
+                            &st.held,
+                            "(while priming the lock order with lockdep::prime)",
+                        );
+                        let classes = cycle_classes(&next, &prev, &path);
+                        return Some(st.pending(ReportKind::CircularDependency, classes, t));
+                    }
+                }
+            }
+            prev = Some(next);
+        }
+        None
+    });
+    if let Some(p) = p.flatten() {
+        deliver(p, true);
+    }
+}
+
+pub(crate) fn report_external(
+    kind: ReportKind,
+    classes: &[&'static LockClass],
+    detail: &str,
+    at: Loc,
+) {
+    let names: Vec<String> = classes.iter().map(|c| c.name().to_string()).collect();
+    let title = match kind {
+        ReportKind::CircularDependency => "possible circular locking dependency detected",
+        ReportKind::RecursiveLocking => "possible recursive locking detected",
+        ReportKind::BadUnlock => "bad unlock balance detected!",
+        ReportKind::HeldAtExit => "lock held when thread exits!",
+        ReportKind::AssertHeld => "lock assertion failed",
+        ReportKind::BadAnnotation => "bad lockdep annotation",
+        _ => "lock API misuse detected",
+    };
+    let mut detail = detail.trim_end().to_string();
+    if !names.is_empty() {
+        let list: Vec<String> = names.iter().map(|n| format!("({n})")).collect();
+        detail = format!("{detail}\ninvolving lock classes: {}", list.join(", "));
+    }
+    let p = with_state(|st| {
+        st.sync_generation();
+        let t = text::generic(title, &st.name, &detail, at, &st.held);
+        st.pending(kind, names.clone(), t)
+    })
+    .unwrap_or_else(|| Pending {
+        report: Report {
+            kind,
+            classes: names.clone(),
+            thread: "<exiting thread>".into(),
+            text: text::generic(title, "<exiting thread>", &detail, at, &[]),
+        },
+        sink: None,
+    });
+    deliver(p, true);
+}
+
+pub(crate) fn held_locks_text() -> String {
+    with_state(|st| {
+        st.sync_generation();
+        text::held_text(&st.name, &st.held)
+    })
+    .unwrap_or_default()
+}
+
+pub(crate) fn held_count() -> usize {
+    with_state(|st| {
+        st.sync_generation();
+        st.held.len()
+    })
+    .unwrap_or(0)
+}
+
+/// Uninstalls its capture from the thread that installed it.
+pub(crate) struct CaptureToken {
+    sink: Sink,
+    /// Captures are per thread: the guard must drop where it was made.
+    _not_send: PhantomData<*const ()>,
+}
+
+impl Drop for CaptureToken {
+    fn drop(&mut self) {
+        with_state(|st| {
+            if let Some(i) = st.captures.iter().rposition(|c| Arc::ptr_eq(c, &self.sink)) {
+                st.captures.remove(i);
+            }
+        });
+    }
+}
+
+pub(crate) fn install_capture(sink: Sink) -> CaptureGuard {
+    with_state(|st| st.captures.push(sink.clone()));
+    CaptureGuard {
+        _private: CaptureToken {
+            sink,
+            _not_send: PhantomData,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chain_keys_depend_on_order_and_mode() {
+        let w = |node, mode| {
+            chain_word(
+                node,
+                &Acquire {
+                    mode,
+                    ..Acquire::write()
+                },
+            )
+        };
+        let ab = chain_mix(chain_mix(CHAIN_SEED, w(8, Mode::Write)), w(16, Mode::Write));
+        let ba = chain_mix(chain_mix(CHAIN_SEED, w(16, Mode::Write)), w(8, Mode::Write));
+        let ab_r = chain_mix(
+            chain_mix(CHAIN_SEED, w(8, Mode::Write)),
+            w(16, Mode::RecursiveRead),
+        );
+        assert_ne!(ab, ba);
+        assert_ne!(ab, ab_r);
+        let try_word = chain_word(16, &Acquire::write().trylock());
+        let nest_word = chain_word(16, &Acquire::write().nest(1));
+        assert_ne!(try_word, w(16, Mode::Write));
+        assert_ne!(nest_word, w(16, Mode::Write));
+    }
+}
