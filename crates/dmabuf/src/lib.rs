@@ -9,9 +9,11 @@ pub mod buf;
 pub mod debug;
 pub mod device;
 pub mod error;
+pub mod fence;
 pub mod heap;
 pub mod interrupt;
 pub mod selftest;
+pub mod sync_file;
 pub mod ww;
 
 pub use error::{Error, Result};

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 pub fn cases() -> Vec<Case> {
     let mut v = lockdep::selftest::cases();
     v.extend(crate::ww::selftest::cases());
+    v.extend(crate::fence::selftest::cases());
+    v.extend(crate::sync_file::selftest::cases());
     v
 }
 
