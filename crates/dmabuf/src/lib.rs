@@ -14,6 +14,7 @@ pub mod heap;
 pub mod interrupt;
 pub mod resv;
 pub mod selftest;
+pub mod sync_file;
 pub mod ww;
 
 pub use error::{Error, Result};

@@ -9,6 +9,7 @@ pub fn cases() -> Vec<Case> {
     let mut v = lockdep::selftest::cases();
     v.extend(crate::ww::selftest::cases());
     v.extend(crate::fence::selftest::cases());
+    v.extend(crate::sync_file::selftest::cases());
     v.extend(crate::resv::selftest::cases());
     v
 }

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+pub mod fence;
 pub mod ww;
 
 /// One workload beside its baseline.
@@ -40,7 +41,7 @@ pub type Suite = (&'static str, fn() -> Vec<BenchCase>);
 
 /// Every suite, by name, for `dmabuf bench SUITE` and `dmabuf bench all`.
 pub fn suites() -> Vec<Suite> {
-    vec![("ww", ww::cases)]
+    vec![("ww", ww::cases), ("fence", fence::cases)]
 }
 
 /// How long and how often to measure.

@@ -42,10 +42,7 @@ impl FenceArray {
         if fences.is_empty() {
             return Err(Error::Invalid("fence array of no fences"));
         }
-        if fences
-            .iter()
-            .any(|f| !matches!(f.ops().container(), Container::None))
-        {
+        if fences.iter().any(|f| f.is_container()) {
             return Err(Error::Invalid(
                 "fence array member is a container; flatten it first",
             ));
@@ -198,6 +195,9 @@ impl Fence {
 
     /// Whether this fence is an array or a chain (`dma_fence_is_container`).
     pub fn is_container(&self) -> bool {
-        !matches!(self.ops().container(), Container::None)
+        matches!(
+            self.ops().container(),
+            Container::Array(_) | Container::Chain(_)
+        )
     }
 }

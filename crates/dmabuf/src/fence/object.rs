@@ -10,7 +10,7 @@
 //! | bit | name            | set by                                  | cleared  |
 //! |-----|-----------------|-----------------------------------------|----------|
 //! | 0   | `SIGNALED`      | the one successful signal               | never    |
-//! | 1   | `TIMESTAMP`     | the signaller, after storing the time   | never    |
+//! | 1   | (unused; the timestamp word has its own "not yet stored" value) |  |  |
 //! | 2   | `ENABLE_SIGNAL` | first enable (callback, wait, explicit) | never    |
 //! | 3   | `HAS_CALLBACKS` | `add_callback`, only while !SIGNALED    | never    |
 //! | 4   | `CALLBACKS_RUN` | the signaller, after the callback run   | never    |
@@ -20,9 +20,12 @@
 //! | 8   | `SEQNO64`       | construction (64-bit seqno ordering)    | never    |
 //! | 9   | `KICK`          | toggled by an interrupt to wake sleepers | toggled |
 //!
-//! `COMPLETE` = `SIGNALED` ∧ `TIMESTAMP` ∧ (¬`HAS_CALLBACKS` ∨ `CALLBACKS_RUN`): the signal
-//! is visible, its timestamp readable, and every callback registered before it has run.
-//! Waits return only once the fence is complete.
+//! `COMPLETE` = `SIGNALED` ∧ (¬`HAS_CALLBACKS` ∨ `CALLBACKS_RUN`): the signal is visible
+//! and every callback registered before it has run. The timestamp lives in its own word,
+//! which holds `NO_TS` until the signaller stores the time right after setting
+//! `SIGNALED`; readers that see `SIGNALED` spin the few instructions until it is there.
+//! So signalling a fence nobody waits for is one read-modify-write and one store.
+//! Waits return only once the fence is complete and its timestamp stored.
 //!
 //! Why the protocol is race-free: `HAS_CALLBACKS`, `HAS_WAITERS` and `HAS_WAKERS` are only
 //! ever set by a compare-and-swap that fails if the signal already happened, and the
@@ -43,7 +46,6 @@ use std::sync::Arc;
 use std::task::Waker;
 
 pub(crate) const SIGNALED: u32 = 1 << 0;
-pub(crate) const TIMESTAMP: u32 = 1 << 1;
 pub(crate) const ENABLE_SIGNAL: u32 = 1 << 2;
 pub(crate) const HAS_CALLBACKS: u32 = 1 << 3;
 pub(crate) const CALLBACKS_RUN: u32 = 1 << 4;
@@ -56,12 +58,14 @@ pub(crate) const KICK: u32 = 1 << 9;
 /// Whether the state word says the fence is complete (see the module table).
 #[inline]
 pub(crate) const fn is_complete(s: u32) -> bool {
-    s & (SIGNALED | TIMESTAMP) == (SIGNALED | TIMESTAMP)
-        && (s & HAS_CALLBACKS == 0 || s & CALLBACKS_RUN != 0)
+    s & SIGNALED != 0 && (s & HAS_CALLBACKS == 0 || s & CALLBACKS_RUN != 0)
 }
 
 /// The largest errno magnitude (`MAX_ERRNO`).
 pub const MAX_ERRNO: i32 = 4095;
+
+/// The timestamp word before the signaller stores the time.
+const NO_TS: u64 = u64::MAX;
 
 /// The operations of a fence, the kernel's `dma_fence_ops`: what makes a fence a
 /// particular driver's fence. `driver_name` and `timeline_name` are mandatory; the rest
@@ -121,6 +125,8 @@ pub enum Container<'a> {
     Array(&'a super::array::FenceArray),
     /// A chain node.
     Chain(&'a super::chain::FenceChain),
+    /// A sw_sync timeline point (not a container; tagged for `get_deadline`).
+    SwSyncPoint,
 }
 
 type Callback = Box<dyn FnOnce(&Fence) + Send>;
@@ -128,6 +134,9 @@ type Callback = Box<dyn FnOnce(&Fence) + Send>;
 /// The mutex-protected slow state.
 #[derive(Default)]
 struct Slow {
+    /// The first callback, kept inline: the common case of one callback allocates no list.
+    first: Option<(u64, Callback)>,
+    /// Further callbacks, in registration order after `first`.
     callbacks: Vec<(u64, Callback)>,
     wakers: Vec<(u64, Waker)>,
     next_id: u64,
@@ -139,7 +148,7 @@ pub(crate) struct Inner<O: ?Sized + FenceOps> {
     error: AtomicI32,
     context: Context,
     seqno: u64,
-    /// Monotonic ns; valid once `TIMESTAMP` is set.
+    /// Monotonic ns; `NO_TS` until stored by the signaller.
     timestamp: AtomicU64,
     /// Earliest deadline asked for (0 = none).
     deadline: AtomicU64,
@@ -194,7 +203,7 @@ impl Fence {
             error: AtomicI32::new(0),
             context,
             seqno,
-            timestamp: AtomicU64::new(0),
+            timestamp: AtomicU64::new(NO_TS),
             deadline: AtomicU64::new(0),
             slow: Mutex::new(Slow::default()),
             ops,
@@ -294,16 +303,19 @@ impl Fence {
                 std::hint::spin_loop();
             }
         }
-        let t = ts.unwrap_or_else(ktime_now);
-        self.inner.timestamp.store(t, Relaxed);
-        let old = st.fetch_or(TIMESTAMP, AcqRel);
-        let old = if old & HAS_CALLBACKS != 0 {
-            self.run_callbacks()
-        } else {
-            old
-        };
-        self.wake_all(old);
-        defer::drain();
+        let t = ts.unwrap_or_else(ktime_now).min(NO_TS - 1);
+        self.inner.timestamp.store(t, Release);
+        if old & HAS_CALLBACKS != 0 {
+            // Waiters may register until the callbacks have run: take their bits from the
+            // word as it was when CALLBACKS_RUN went in.
+            let old = self.run_callbacks();
+            self.wake_all(old);
+            defer::drain();
+        } else if old & (HAS_WAITERS | HAS_WAKERS) != 0 {
+            // Without callbacks the fence was complete the moment SIGNALED went in: no
+            // waiter registers after that, so `old` names them all.
+            self.wake_all(old);
+        }
         Ok(())
     }
 
@@ -311,10 +323,11 @@ impl Fence {
     /// `CALLBACKS_RUN` was set.
     fn run_callbacks(&self) -> u32 {
         let mut slow = self.inner.slow.lock();
+        let first = slow.first.take();
         let cbs = std::mem::take(&mut slow.callbacks);
         {
             let _run = defer::enter();
-            for (_, cb) in cbs {
+            for (_, cb) in first.into_iter().chain(cbs) {
                 cb(self);
             }
         }
@@ -430,25 +443,36 @@ impl Fence {
         self.inner.state.load(Acquire) & SIGNALED != 0
     }
 
-    /// Whether the fence is complete: signalled, timestamp visible, callbacks run.
+    /// Whether the fence is complete: signalled, timestamp stored, callbacks run.
     #[inline]
     pub(crate) fn is_complete(&self) -> bool {
-        is_complete(self.inner.state.load(Acquire))
+        is_complete(self.inner.state.load(Acquire)) && {
+            self.spin_for_timestamp();
+            true
+        }
+    }
+
+    /// The fence is signalled: spin until the signaller's timestamp store is visible
+    /// (it follows the SIGNALED bit by a few instructions). Returns the timestamp.
+    #[inline]
+    pub(crate) fn spin_for_timestamp(&self) -> u64 {
+        loop {
+            let t = self.inner.timestamp.load(Acquire);
+            if t != NO_TS {
+                return t;
+            }
+            std::hint::spin_loop();
+        }
     }
 
     /// The signal timestamp in monotonic ns (`dma_fence_timestamp`), or `None` while
     /// unsignalled. Briefly spins if the signaller has set the flag but not yet stored
     /// the time.
     pub fn timestamp(&self) -> Option<u64> {
-        let mut s = self.inner.state.load(Acquire);
-        if s & SIGNALED == 0 {
+        if self.inner.state.load(Acquire) & SIGNALED == 0 {
             return None;
         }
-        while s & TIMESTAMP == 0 {
-            std::hint::spin_loop();
-            s = self.inner.state.load(Acquire);
-        }
-        Some(self.inner.timestamp.load(Relaxed))
+        Some(self.spin_for_timestamp())
     }
 
     // ---- enabling, callbacks ------------------------------------------------------
@@ -485,7 +509,11 @@ impl Fence {
         // and take this lock to run the list after us.
         let id = slow.next_id;
         slow.next_id += 1;
-        slow.callbacks.push((id, Box::new(cb)));
+        if slow.first.is_none() && slow.callbacks.is_empty() {
+            slow.first = Some((id, Box::new(cb)));
+        } else {
+            slow.callbacks.push((id, Box::new(cb)));
+        }
         Ok(CallbackId(id))
     }
 
@@ -495,9 +523,21 @@ impl Fence {
     /// callback has finished running. Must not be called from a callback of this fence.
     pub fn remove_callback(&self, id: CallbackId) -> bool {
         let mut slow = self.inner.slow.lock();
+        if slow.first.as_ref().is_some_and(|(i, _)| *i == id.0) {
+            let removed = slow.first.take();
+            // Keep registration order: the oldest remaining moves up.
+            if !slow.callbacks.is_empty() {
+                slow.first = Some(slow.callbacks.remove(0));
+            }
+            drop(slow);
+            drop(removed);
+            return true;
+        }
         match slow.callbacks.iter().position(|(i, _)| *i == id.0) {
             Some(pos) => {
-                drop(slow.callbacks.remove(pos));
+                let removed = slow.callbacks.remove(pos);
+                drop(slow);
+                drop(removed);
                 true
             }
             None => false,
@@ -640,7 +680,8 @@ impl<O: ?Sized + FenceOps> Drop for Inner<O> {
         let s = self.state.load(Acquire);
         if s & SIGNALED == 0 {
             let mut slow = self.slow.lock();
-            let cbs = std::mem::take(&mut slow.callbacks);
+            let mut cbs: Vec<(u64, Callback)> = slow.first.take().into_iter().collect();
+            cbs.append(&mut slow.callbacks);
             let wakers = std::mem::take(&mut slow.wakers);
             drop(slow);
             if !cbs.is_empty() || !wakers.is_empty() {

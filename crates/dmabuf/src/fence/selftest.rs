@@ -41,6 +41,15 @@ pub fn cases() -> Vec<Case> {
         c!("fence/wait-on-signaled", wait_on_signaled),
         c!("fence/wait-any", wait_any),
         c!("fence/race-signal-callback", race_signal_callback),
+        c!("fence/lockdep-wait-vs-signal", lockdep_wait_vs_signal),
+        c!("fence/lockdep-nested-sections", lockdep_nested_sections),
+        c!("fence/lockdep-opportunistic-signal", lockdep_opportunistic),
+        c!("fence/lockdep-wait-in-section", lockdep_wait_in_section),
+        c!("fence/lockdep-primed-resv", lockdep_primed_resv),
+        c!(
+            "fence/lockdep-array-completion-annotated",
+            lockdep_array_completion
+        ),
         c!("fence/array-all", array_all),
         c!("fence/array-any", array_any),
         c!("fence/array-error", array_error),
@@ -456,6 +465,181 @@ fn array_nested_no_recursion() -> R {
     ensure(
         max_depth.load(Ordering::SeqCst) == 1,
         &format!("callbacks nested {} deep", max_depth.load(Ordering::SeqCst)),
+    )
+}
+
+// ---- signalling annotations --------------------------------------------------------------
+
+use lockdep::{Acquire, LockClass, ReportKind};
+
+fn take(class: &'static LockClass) {
+    lockdep::acquire(class, class as *const LockClass as usize, Acquire::write());
+}
+
+fn drop_lock(class: &'static LockClass) {
+    lockdep::release(class, class as *const LockClass as usize);
+}
+
+fn has_cycle(reports: &[lockdep::Report], class: &LockClass) -> bool {
+    reports.iter().any(|r| {
+        r.kind == ReportKind::CircularDependency && r.classes.iter().any(|c| c == class.name())
+    })
+}
+
+/// Lock A held across a fence wait, and lock A taken inside a signalling section: the
+/// deadlock is reported though it never happens (the fence is already signalled, and the
+/// two paths run one after the other on one thread).
+fn lockdep_wait_vs_signal() -> R {
+    if !lockdep::enabled() {
+        return Ok(());
+    }
+    let a = LockClass::leak("fence_selftest_A");
+    let f = mock();
+    f.signal().map_err(|e| e.to_string())?;
+    let ((), reports) = lockdep::capture(|| {
+        take(a);
+        f.wait();
+        drop_lock(a);
+        let s = super::begin_signalling();
+        take(a);
+        drop_lock(a);
+        drop(s);
+    });
+    ensure(
+        has_cycle(&reports, a),
+        &format!("no circular dependency reported: {reports:?}"),
+    )
+}
+
+fn lockdep_nested_sections() -> R {
+    if !lockdep::enabled() {
+        return Ok(());
+    }
+    let b = LockClass::leak("fence_selftest_B");
+    let ((), reports) = lockdep::capture(|| {
+        let outer = super::begin_signalling();
+        let inner = super::begin_signalling();
+        ensure(super::in_signalling_section(), "not in a section").ok();
+        take(b);
+        drop_lock(b);
+        let f = mock();
+        let _ = f.signal();
+        drop(inner);
+        drop(outer);
+    });
+    ensure(
+        reports.is_empty(),
+        &format!("nested sections reported: {reports:?}"),
+    )?;
+    ensure(!super::in_signalling_section(), "section did not end")
+}
+
+fn lockdep_opportunistic() -> R {
+    if !lockdep::enabled() {
+        return Ok(());
+    }
+    struct Done;
+    impl FenceOps for Done {
+        fn driver_name(&self) -> &str {
+            "done"
+        }
+        fn timeline_name(&self) -> &str {
+            "done"
+        }
+        fn signaled(&self, _f: &Fence) -> bool {
+            true
+        }
+    }
+    let c = LockClass::leak("fence_selftest_C");
+    let ((), reports) = lockdep::capture(|| {
+        let g = mock();
+        let _ = g.signal();
+        take(c);
+        g.wait();
+        // Noticing completion while holding C signals outside any section.
+        let f = Fence::new(Done, Context::new(), 1);
+        let _ = f.is_signaled();
+        drop_lock(c);
+    });
+    ensure(
+        reports.is_empty(),
+        &format!("opportunistic signalling reported: {reports:?}"),
+    )
+}
+
+fn lockdep_wait_in_section() -> R {
+    if !lockdep::enabled() {
+        return Ok(());
+    }
+    let ((), reports) = lockdep::capture(|| {
+        let s = super::begin_signalling();
+        let f = mock();
+        let _ = f.signal();
+        f.wait();
+        drop(s);
+    });
+    ensure(
+        reports.is_empty(),
+        &format!("a wait inside a section reported: {reports:?}"),
+    )
+}
+
+fn lockdep_primed_resv() -> R {
+    if !lockdep::enabled() {
+        return Ok(());
+    }
+    let resv = LockClass::leak("fence_selftest_resv");
+    super::prime_fence_map(resv);
+    let ((), legal) = lockdep::capture(|| {
+        // Waiting for a fence under the reservation lock is legal.
+        take(resv);
+        let f = mock();
+        let _ = f.signal();
+        f.wait();
+        drop_lock(resv);
+    });
+    ensure(
+        legal.is_empty(),
+        &format!("wait under resv reported: {legal:?}"),
+    )?;
+    let ((), reports) = lockdep::capture(|| {
+        let s = super::begin_signalling();
+        take(resv);
+        drop_lock(resv);
+        drop(s);
+    });
+    ensure(
+        has_cycle(&reports, resv),
+        &format!("taking resv in a signalling section not reported: {reports:?}"),
+    )
+}
+
+/// An array completes from a member's callback inside a signalling section: lock D,
+/// taken by the array's own callback, is recorded as a signalling-path lock.
+fn lockdep_array_completion() -> R {
+    if !lockdep::enabled() {
+        return Ok(());
+    }
+    let d = LockClass::leak("fence_selftest_D");
+    let m = mock();
+    let a =
+        FenceArray::create(vec![m.clone()], Context::new(), 1, false).map_err(|e| e.to_string())?;
+    let ((), reports) = lockdep::capture(|| {
+        a.add_callback(move |_: &Fence| {
+            take(d);
+            drop_lock(d);
+        })
+        .ok();
+        let _ = m.signal();
+        let w = mock();
+        let _ = w.signal();
+        take(d);
+        w.wait();
+        drop_lock(d);
+    });
+    ensure(
+        has_cycle(&reports, d),
+        &format!("array completion not annotated: {reports:?}"),
     )
 }
 

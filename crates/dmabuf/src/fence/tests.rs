@@ -493,3 +493,35 @@ fn merge_dedups_64_over_8_contexts() {
         assert_eq!(l.seqno(), 7);
     }
 }
+
+#[test]
+fn lockdep_cases_really_check() {
+    // The annotation cases skip themselves when lockdep is off; make sure the test run
+    // has it on (unless explicitly switched off through the environment).
+    if std::env::var("LOCKDEP").is_err() && !cfg!(feature = "lockdep-off") {
+        assert!(lockdep::enabled());
+    }
+}
+
+#[test]
+fn second_wait_any_signal_order_and_async_interplay() {
+    // wait_any with a fence whose callbacks are still running returns only after them.
+    let f = mock();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let d = done.clone();
+    f.add_callback(move |_: &Fence| {
+        std::thread::sleep(Duration::from_millis(2));
+        d.store(true, Ordering::SeqCst);
+    })
+    .ok()
+    .unwrap();
+    let g = f.clone();
+    let t = std::thread::spawn(move || g.signal().unwrap());
+    while !f.test_signaled_flag() {
+        std::hint::spin_loop();
+    }
+    let (i, _) = wait_any_timeout(std::slice::from_ref(&f), None, None).unwrap();
+    assert_eq!(i, 0);
+    assert!(done.load(Ordering::SeqCst));
+    t.join().unwrap();
+}

@@ -1,1 +1,176 @@
-//! sw_sync timelines.
+//! Software timelines (`sw_sync`): a 32-bit counter whose points are fences signalled
+//! when the counter reaches them. A test tool, as in the kernel: whoever holds the
+//! timeline can stall every waiter of its points.
+//!
+//! Locks: `signal_lock` orders signalling (increments and close) so that points of the
+//! context signal in order; the `state` lock guards the value and the pending list and is
+//! never held while a point signals, so a point's callback may create points on the same
+//! timeline (but must not increment it: that would wait on `signal_lock`, as in the
+//! kernel, where it recursed on the timeline lock).
+
+use super::object::{Container, Fence, FenceOps};
+use super::sync::{AtomicU32, Mutex};
+use super::{seqno_is_later, Context};
+use crate::error::{Error, Result};
+use std::sync::atomic::Ordering::{Acquire, Release};
+use std::sync::Arc;
+
+struct Inner {
+    name: String,
+    context: Context,
+    /// The counter, readable without a lock for the points' `signaled` peek.
+    value: AtomicU32,
+    signal_lock: Mutex<()>,
+    /// Pending points, ordered by distance ahead of the value.
+    pending: Mutex<Vec<Fence>>,
+}
+
+/// A sw_sync timeline (one open of the kernel's `sw_sync` debugfs file). Dropping it is
+/// the close: every pending point is signalled with `-ENOENT`.
+pub struct Timeline {
+    inner: Arc<Inner>,
+}
+
+/// The ops of a timeline point (`sync_pt`).
+struct SyncPt {
+    tl: Arc<Inner>,
+}
+
+impl FenceOps for SyncPt {
+    fn driver_name(&self) -> &str {
+        "sw_sync"
+    }
+    fn timeline_name(&self) -> &str {
+        &self.tl.name
+    }
+    fn signaled(&self, fence: &Fence) -> bool {
+        !seqno_is_later(fence.seqno(), u64::from(self.tl.value.load(Acquire)), false)
+    }
+    fn container(&self) -> Container<'_> {
+        Container::SwSyncPoint
+    }
+}
+
+impl std::fmt::Debug for Timeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Timeline")
+            .field("name", &self.inner.name)
+            .field("context", &self.inner.context)
+            .field("value", &self.value())
+            .finish()
+    }
+}
+
+impl Timeline {
+    /// A new timeline named `name` with a fresh context, at value 0.
+    pub fn new(name: &str) -> Timeline {
+        Timeline {
+            inner: Arc::new(Inner {
+                name: name.to_owned(),
+                context: Context::new(),
+                value: AtomicU32::new(0),
+                signal_lock: Mutex::new(()),
+                pending: Mutex::new(Vec::new()),
+            }),
+        }
+    }
+
+    /// The timeline name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The timeline's context.
+    pub fn context(&self) -> Context {
+        self.inner.context
+    }
+
+    /// The current value.
+    pub fn value(&self) -> u32 {
+        self.inner.value.load(Acquire)
+    }
+
+    /// Number of pending points (for tests and `sync/info`).
+    pub fn pending_count(&self) -> usize {
+        self.inner.pending.lock().len()
+    }
+
+    /// A point at `value` (`SW_SYNC_IOC_CREATE_FENCE`): a live pending point of the same
+    /// value is reused (same fence object); a value already reached gives a point
+    /// signalled at birth. Ordering is 32-bit with wrap-around. Takes the state lock.
+    pub fn create_fence(&self, value: u32) -> Fence {
+        let tl = &self.inner;
+        let mut pending = tl.pending.lock();
+        let cur = tl.value.load(Acquire);
+        if !seqno_is_later(u64::from(value), u64::from(cur), false) {
+            drop(pending);
+            let f = Fence::new(SyncPt { tl: tl.clone() }, tl.context, u64::from(value));
+            let _ = f.signal_unannotated();
+            return f;
+        }
+        let ahead = |s: u64| (s as u32).wrapping_sub(cur);
+        let pos = pending.partition_point(|p| ahead(p.seqno()) < value.wrapping_sub(cur));
+        if let Some(p) = pending.get(pos) {
+            if p.seqno() == u64::from(value) {
+                return p.clone();
+            }
+        }
+        let f = Fence::new(SyncPt { tl: tl.clone() }, tl.context, u64::from(value));
+        pending.insert(pos, f.clone());
+        f
+    }
+
+    /// Advance the counter by `inc` (`SW_SYNC_IOC_INC`), in steps of at most `i32::MAX`
+    /// as the kernel does, signalling every point reached, in order. Takes the signal lock
+    /// for the whole call (must not be called from a point's callback).
+    pub fn inc(&self, inc: u32) {
+        let _order = self.inner.signal_lock.lock();
+        let mut left = inc;
+        while left > i32::MAX as u32 {
+            self.step(i32::MAX as u32);
+            left -= i32::MAX as u32;
+        }
+        self.step(left);
+    }
+
+    fn step(&self, inc: u32) {
+        let tl = &self.inner;
+        let reached: Vec<Fence> = {
+            let mut pending = tl.pending.lock();
+            let v = tl.value.load(Acquire).wrapping_add(inc);
+            tl.value.store(v, Release);
+            let n = pending
+                .iter()
+                .take_while(|p| !seqno_is_later(p.seqno(), u64::from(v), false))
+                .count();
+            pending.drain(..n).collect()
+        };
+        for p in reached {
+            let _ = p.signal();
+        }
+    }
+}
+
+impl Drop for Timeline {
+    fn drop(&mut self) {
+        let _order = self.inner.signal_lock.lock();
+        let all = std::mem::take(&mut *self.inner.pending.lock());
+        for p in all {
+            let _ = p.set_error(-(rustix::io::Errno::NOENT.raw_os_error()));
+            let _ = p.signal();
+        }
+    }
+}
+
+/// The earliest deadline set on a sw_sync point (`SW_SYNC_GET_DEADLINE`).
+///
+/// Errors: [`Error::Invalid`] (`EINVAL`) if `fence` is not a sw_sync point;
+/// [`Error::NoEntry`] (`ENOENT`) if no deadline was set.
+pub fn get_deadline(fence: &Fence) -> Result<u64> {
+    if !matches!(fence.ops().container(), Container::SwSyncPoint) {
+        return Err(Error::Invalid("not a sw_sync point"));
+    }
+    fence
+        .deadline()
+        .ok_or(Error::NoEntry("no deadline set on this point"))
+}

@@ -91,6 +91,17 @@ pub fn merge(fences: &[Fence]) -> Result<Fence> {
     let mut pending: Vec<Fence> = Vec::with_capacity(fences.len() * 2);
     let mut timestamp = 0u64;
     for f in fences {
+        if !f.is_container() {
+            // Fast path: a plain fence is its own only leaf.
+            if f.is_signaled() {
+                if let Some(t) = f.timestamp() {
+                    timestamp = timestamp.max(t);
+                }
+            } else {
+                pending.push(f.clone());
+            }
+            continue;
+        }
         for leaf in unwrap(f) {
             if leaf.is_signaled() {
                 if let Some(t) = leaf.timestamp() {

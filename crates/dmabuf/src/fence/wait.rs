@@ -29,8 +29,10 @@ use std::time::{Duration, Instant};
 /// The smallest "time remaining" reported for a fence that signalled in time.
 pub const MIN_REMAINING: Duration = Duration::from_nanos(1);
 
-/// How many spin rounds a waiter makes before it sleeps.
+/// How many busy spin rounds a waiter makes before it starts yielding.
 const SPIN_ROUNDS: u32 = 64;
+/// How many times it then yields the CPU before it sleeps.
+const YIELD_ROUNDS: u32 = 16;
 
 impl Fence {
     /// Wait until the fence is signalled and its callbacks have run (`dma_fence_wait(f,
@@ -111,7 +113,15 @@ impl Fence {
             }
             std::hint::spin_loop();
         }
-        std::thread::yield_now();
+        for _ in 0..YIELD_ROUNDS {
+            if self.is_complete() {
+                return Ok(());
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
+            }
+            std::thread::yield_now();
+        }
         // A firing interrupt toggles a bit of the state word, so a sleep that began
         // before it returns at once.
         let _reg = intr.map(|i| {
@@ -120,6 +130,7 @@ impl Fence {
         });
         loop {
             let Some(seen) = self.set_waiter_flag(HAS_WAITERS) else {
+                self.spin_for_timestamp();
                 return Ok(());
             };
             if let Some(i) = intr {
