@@ -11,6 +11,7 @@ pub fn cases() -> Vec<Case> {
     v.extend(crate::fence::selftest::cases());
     v.extend(crate::sync_file::selftest::cases());
     v.extend(crate::resv::selftest::cases());
+    v.extend(crate::buf::selftest::cases());
     v
 }
 

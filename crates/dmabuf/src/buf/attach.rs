@@ -10,7 +10,7 @@
 
 use super::dmabuf::must_not_hold_resv;
 use super::ops::Importer;
-use super::{DmaBuf, Direction, SgTable};
+use super::{Direction, DmaBuf, SgTable};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::resv::{ResvGuard, Usage};
@@ -305,7 +305,11 @@ impl Attachment {
     ///
     /// Errors: `Invalid` for another buffer's lock or a mapping of another attachment;
     /// the mapping is handed back then.
-    pub fn unmap(&self, lock: &ResvGuard<'_>, mut m: SgMapping) -> std::result::Result<(), (Error, SgMapping)> {
+    pub fn unmap(
+        &self,
+        lock: &ResvGuard<'_>,
+        mut m: SgMapping,
+    ) -> std::result::Result<(), (Error, SgMapping)> {
         if let Err(e) = self.inner.buf.check_lock(lock) {
             return Err((e, m));
         }
@@ -490,7 +494,10 @@ impl Drop for SgMapping {
             pinned: self.pinned,
         };
         if let Err((e, mut m)) = att.unmap_unlocked(m) {
-            tracing::error!("mapping of attachment {} dropped but not unmapped: {e}", att.id());
+            tracing::error!(
+                "mapping of attachment {} dropped but not unmapped: {e}",
+                att.id()
+            );
             m.table = None;
         }
     }

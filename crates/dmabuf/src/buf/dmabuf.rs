@@ -157,10 +157,14 @@ pub(super) fn must_not_hold_resv(what: &'static str) -> Result<()> {
 #[track_caller]
 pub fn export(info: ExportInfo) -> Result<DmaBuf> {
     must_not_hold_resv("dma_buf_export")?;
-    let ops = info.ops.ok_or(Error::Invalid("export without exporter ops"))?;
+    let ops = info
+        .ops
+        .ok_or(Error::Invalid("export without exporter ops"))?;
     let caps = ops.caps();
     if caps.pin != caps.unpin {
-        return Err(Error::Invalid("exporter implements pin without unpin or vice versa"));
+        return Err(Error::Invalid(
+            "exporter implements pin without unpin or vice versa",
+        ));
     }
     if caps.cache_sgt_mapping && caps.pin {
         return Err(Error::Invalid("cache_sgt_mapping with a dynamic exporter"));
@@ -318,7 +322,9 @@ impl DmaBuf {
         match (offset, whence) {
             (0, Whence::Set) => Ok(0),
             (0, Whence::End) => Ok(self.inner.size as u64),
-            _ => Err(Error::Invalid("dma-buf seeks only to offset 0 of start or end")),
+            _ => Err(Error::Invalid(
+                "dma-buf seeks only to offset 0 of start or end",
+            )),
         }
     }
 
@@ -406,7 +412,10 @@ impl DmaBuf {
         if flags & !sync_flags::VALID != 0 {
             return Err(Error::Invalid("unknown DMA_BUF_SYNC flags"));
         }
-        let dir = Direction::from_rw(flags & sync_flags::READ != 0, flags & sync_flags::WRITE != 0)?;
+        let dir = Direction::from_rw(
+            flags & sync_flags::READ != 0,
+            flags & sync_flags::WRITE != 0,
+        )?;
         if flags & sync_flags::END != 0 {
             self.end_cpu_access(dir)
         } else {
@@ -510,7 +519,9 @@ impl DmaBuf {
     /// Errors: `Invalid` unless `flags` is a non-empty subset of READ|WRITE.
     pub fn export_sync_fence(&self, flags: u64) -> Result<Fence> {
         if flags == 0 || flags & !sync_flags::RW != 0 {
-            return Err(Error::Invalid("flags must be a non-empty subset of READ|WRITE"));
+            return Err(Error::Invalid(
+                "flags must be a non-empty subset of READ|WRITE",
+            ));
         }
         let usage = Usage::rw(flags & sync_flags::WRITE != 0);
         Ok(self
@@ -528,7 +539,9 @@ impl DmaBuf {
     #[track_caller]
     pub fn import_sync_fence(&self, flags: u64, fence: &Fence) -> Result<()> {
         if flags == 0 || flags & !sync_flags::RW != 0 {
-            return Err(Error::Invalid("flags must be a non-empty subset of READ|WRITE"));
+            return Err(Error::Invalid(
+                "flags must be a non-empty subset of READ|WRITE",
+            ));
         }
         must_not_hold_resv("DMA_BUF_IOCTL_IMPORT_SYNC_FILE")?;
         let usage = if flags & sync_flags::WRITE != 0 {
@@ -548,6 +561,29 @@ impl DmaBuf {
             g.add_fence(f, usage)?;
         }
         Ok(())
+    }
+
+    /// `DMA_BUF_IOCTL_EXPORT_SYNC_FILE`: [`export_sync_fence`](Self::export_sync_fence)
+    /// as a sync-file descriptor (close-on-exec).
+    ///
+    /// Errors: `Invalid` for bad flags; descriptor errors (`EMFILE`) as `Os`.
+    pub fn export_sync_file(&self, flags: u64) -> Result<crate::sync_file::SyncFile> {
+        crate::sync_file::SyncFile::new(self.export_sync_fence(flags)?)
+    }
+
+    /// `DMA_BUF_IOCTL_IMPORT_SYNC_FILE`: [`import_sync_fence`](Self::import_sync_fence) of
+    /// the fence behind the sync-file descriptor `fd`.
+    ///
+    /// Errors: `Invalid` for bad flags or when `fd` is not a sync file; nothing added.
+    #[track_caller]
+    pub fn import_sync_file(&self, flags: u64, fd: rustix::fd::BorrowedFd<'_>) -> Result<()> {
+        if flags == 0 || flags & !sync_flags::RW != 0 {
+            return Err(Error::Invalid(
+                "flags must be a non-empty subset of READ|WRITE",
+            ));
+        }
+        let fence = crate::sync_file::get_fence(fd)?;
+        self.import_sync_fence(flags, &fence)
     }
 
     /// Poll readiness (the buffer fd's `poll`): `(readable, writable)` — readable when no
@@ -602,7 +638,9 @@ pub struct VMap {
 
 impl std::fmt::Debug for VMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VMap").field("segments", &self.segs.len()).finish()
+        f.debug_struct("VMap")
+            .field("segments", &self.segs.len())
+            .finish()
     }
 }
 
@@ -618,7 +656,9 @@ impl VMap {
     }
 
     fn pieces(&self, offset: usize, len: usize) -> Result<Vec<(Segment, usize, usize)>> {
-        let end = offset.checked_add(len).ok_or(Error::Overflow("offset + length wraps"))?;
+        let end = offset
+            .checked_add(len)
+            .ok_or(Error::Overflow("offset + length wraps"))?;
         if end > self.len() {
             return Err(Error::Invalid("range past the end of the vmap"));
         }
@@ -642,7 +682,9 @@ impl VMap {
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         let mut done = 0;
         for (s, off, n) in self.pieces(offset, buf.len())? {
-            s.mem.map().read_at(s.offset + off, &mut buf[done..done + n])?;
+            s.mem
+                .map()
+                .read_at(s.offset + off, &mut buf[done..done + n])?;
             done += n;
         }
         Ok(())
@@ -654,7 +696,9 @@ impl VMap {
     pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
         let mut done = 0;
         for (s, off, n) in self.pieces(offset, data.len())? {
-            s.mem.map().write_at(s.offset + off, &data[done..done + n])?;
+            s.mem
+                .map()
+                .write_at(s.offset + off, &data[done..done + n])?;
             done += n;
         }
         Ok(())
@@ -730,4 +774,3 @@ impl UserMapping {
         &self.map
     }
 }
-

@@ -14,8 +14,12 @@ mod attach;
 pub mod bufinfo;
 mod dmabuf;
 pub mod ops;
+pub mod selftest;
 pub mod sg;
 pub mod simple;
+
+#[cfg(test)]
+mod case_tests;
 
 pub use attach::{AttachGuard, Attachment, SgMapping};
 pub use dmabuf::{

@@ -17,7 +17,7 @@
 //! | [`Exporter::vmap`], [`Exporter::vunmap`] | held | optional |
 //! | [`Importer::move_notify`] | held | yes, for dynamic importers |
 
-use super::{Attachment, DmaBuf, Direction, Segment, SgTable};
+use super::{Attachment, Direction, DmaBuf, Segment, SgTable};
 use crate::error::{Error, Result};
 use crate::resv::ResvGuard;
 

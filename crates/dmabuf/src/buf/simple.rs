@@ -3,7 +3,7 @@
 //! called, with which lock state.
 
 use super::ops::{Caps, Exporter};
-use super::{dmabuf, Attachment, DmaBuf, Direction, ExportInfo, Segment, SgTable};
+use super::{dmabuf, Attachment, Direction, DmaBuf, ExportInfo, Segment, SgTable};
 use crate::device::dma::DmaMap;
 use crate::error::{Error, Result};
 use crate::heap::memfd::{page_size, Memfd};
@@ -174,10 +174,10 @@ impl Exporter for SimpleExporter {
         if let Some(t) = &self.trivial {
             return Ok(t.clone());
         }
-        let m = att
-            .device()
-            .dma()
-            .map(&self.segments(), dir, &format!("buf{}", att.buf().ino()))?;
+        let m =
+            att.device()
+                .dma()
+                .map(&self.segments(), dir, &format!("buf{}", att.buf().ino()))?;
         let t = m.table().clone();
         self.live.lock().insert((att.id(), m.dma_addr()), m);
         Ok(t)

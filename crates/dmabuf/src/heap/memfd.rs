@@ -64,7 +64,13 @@ impl Mapping {
         Self::map(fd, offset, len, write, false)
     }
 
-    fn map(fd: BorrowedFd<'_>, offset: usize, len: usize, write: bool, populate: bool) -> Result<Self> {
+    fn map(
+        fd: BorrowedFd<'_>,
+        offset: usize,
+        len: usize,
+        write: bool,
+        populate: bool,
+    ) -> Result<Self> {
         if len == 0 {
             return Err(Error::Invalid("zero-length mapping"));
         }
@@ -81,9 +87,8 @@ impl Mapping {
         }
         // SAFETY: a fresh mapping chosen by the kernel (null hint), so no existing memory
         // is replaced; the result is owned by the returned `Mapping` and unmapped once.
-        let p = unsafe {
-            rustix::mm::mmap(std::ptr::null_mut(), len, prot, flags, fd, offset as u64)
-        }?;
+        let p =
+            unsafe { rustix::mm::mmap(std::ptr::null_mut(), len, prot, flags, fd, offset as u64) }?;
         let ptr = NonNull::new(p.cast::<u8>()).ok_or(Error::NoMem)?;
         Ok(Mapping { ptr, len, write })
     }

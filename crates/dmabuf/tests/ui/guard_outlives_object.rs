@@ -1,0 +1,10 @@
+// A guard cannot outlive the object it locks.
+use dmabuf::resv::Resv;
+
+fn main() {
+    let g = {
+        let r = Resv::new();
+        r.lock_no_ctx()
+    };
+    drop(g);
+}
