@@ -82,7 +82,7 @@ pub fn begin_signalling() -> SignallingGuard {
     });
     let acquired = outer && lockdep_on();
     if acquired {
-        DMA_FENCE_MAP.map_acquire_read();
+        take_section();
     }
     SignallingGuard {
         acquired,
@@ -122,8 +122,22 @@ pub fn might_wait() {
     DMA_FENCE_MAP.map_acquire();
     DMA_FENCE_MAP.map_release();
     if inside {
-        DMA_FENCE_MAP.map_acquire_read();
+        take_section();
     }
+}
+
+/// Hold [`DMA_FENCE_MAP`] as a signalling section does: a *non-recursive* reader, as the
+/// kernel's `dma_fence_begin_signalling` takes it. So a lock held across the start of a
+/// section and also taken inside another section is an ordering the kernel reports
+/// (L → map → L); a recursive reader would hide it. Nesting never reaches here: nested
+/// sections are counted, not re-acquired.
+#[track_caller]
+fn take_section() {
+    lockdep::acquire(
+        &DMA_FENCE_MAP,
+        DMA_FENCE_MAP.map_instance(),
+        lockdep::Acquire::read(),
+    );
 }
 
 /// Record the kernel's boot-time order ahead of any real use: [`MMAP_LOCK`] →

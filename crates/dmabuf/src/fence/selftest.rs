@@ -44,6 +44,10 @@ pub fn cases() -> Vec<Case> {
         c!("fence/lockdep-wait-vs-signal", lockdep_wait_vs_signal),
         c!("fence/lockdep-nested-sections", lockdep_nested_sections),
         c!("fence/lockdep-opportunistic-signal", lockdep_opportunistic),
+        c!(
+            "fence/lockdep-lock-across-section-start",
+            lockdep_lock_across_start
+        ),
         c!("fence/lockdep-wait-in-section", lockdep_wait_in_section),
         c!("fence/lockdep-primed-resv", lockdep_primed_resv),
         c!(
@@ -507,6 +511,29 @@ fn lockdep_wait_vs_signal() -> R {
     });
     ensure(
         has_cycle(&reports, a),
+        &format!("no circular dependency reported: {reports:?}"),
+    )
+}
+
+/// A lock held while a signalling section begins, and taken inside another section: the
+/// kernel reports it (the section map is a non-recursive reader), without any wait.
+fn lockdep_lock_across_start() -> R {
+    if !lockdep::enabled() {
+        return Ok(());
+    }
+    let l = LockClass::leak("fence_selftest_L");
+    let ((), reports) = lockdep::capture(|| {
+        take(l);
+        let s = super::begin_signalling();
+        drop(s);
+        drop_lock(l);
+        let s = super::begin_signalling();
+        take(l);
+        drop_lock(l);
+        drop(s);
+    });
+    ensure(
+        has_cycle(&reports, l),
         &format!("no circular dependency reported: {reports:?}"),
     )
 }
