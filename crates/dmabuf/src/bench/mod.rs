@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 pub mod fence;
+pub mod resv;
 pub mod ww;
 
 /// One workload beside its baseline.
@@ -41,7 +42,37 @@ pub type Suite = (&'static str, fn() -> Vec<BenchCase>);
 
 /// Every suite, by name, for `dmabuf bench SUITE` and `dmabuf bench all`.
 pub fn suites() -> Vec<Suite> {
-    vec![("ww", ww::cases), ("fence", fence::cases)]
+    vec![
+        ("ww", ww::cases),
+        ("fence", fence::cases),
+        ("resv", resv::cases),
+    ]
+}
+
+/// Run `body(thread, iters)` on `threads` threads released together; returns the wall
+/// time until all have finished.
+pub fn run_threads(
+    threads: usize,
+    iters: u64,
+    body: impl Fn(usize, u64) + Send + Sync + 'static,
+) -> Duration {
+    let body = std::sync::Arc::new(body);
+    let start = std::sync::Arc::new(std::sync::Barrier::new(threads + 1));
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (body, start) = (body.clone(), start.clone());
+            std::thread::spawn(move || {
+                start.wait();
+                body(t, iters);
+            })
+        })
+        .collect();
+    start.wait();
+    let t = std::time::Instant::now();
+    for h in handles {
+        h.join().expect("bench thread");
+    }
+    t.elapsed()
 }
 
 /// How long and how often to measure.

@@ -16,7 +16,7 @@ use crate::error::{Error, Result};
 use crate::resv::{ResvGuard, Usage};
 use parking_lot::Mutex;
 use std::any::Any;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +27,6 @@ static NEXT_ATT: AtomicU64 = AtomicU64::new(1);
 struct AttLocked {
     cached: Option<(SgTable, Direction)>,
     cache_pinned: bool,
-    live_maps: usize,
     pins: usize,
 }
 
@@ -39,6 +38,11 @@ struct AttInner {
     peer2peer: bool,
     exporter_data: Mutex<Option<Box<dyn Any + Send + Sync>>>,
     locked: Mutex<AttLocked>,
+    /// Whether `locked.cached` is set (read without the mutex on the map fast path;
+    /// written under the reservation lock).
+    has_cache: AtomicBool,
+    /// Live mappings made through the attachment (the cached one counted per user).
+    live_maps: AtomicUsize,
     detached: AtomicBool,
 }
 
@@ -94,6 +98,8 @@ impl DmaBuf {
                 importer,
                 exporter_data: Mutex::new(None),
                 locked: Mutex::new(AttLocked::default()),
+                has_cache: AtomicBool::new(false),
+                live_maps: AtomicUsize::new(0),
                 detached: AtomicBool::new(false),
             }),
         };
@@ -162,7 +168,7 @@ impl Attachment {
     /// Whether a mapping is cached (made at attach, or the first with
     /// `cache_sgt_mapping`).
     pub fn has_cached_mapping(&self) -> bool {
-        self.inner.locked.lock().cached.is_some()
+        self.inner.has_cache.load(Ordering::Acquire)
     }
 
     fn check(&self, lock: &ResvGuard<'_>) -> Result<()> {
@@ -185,6 +191,7 @@ impl Attachment {
                 let mut l = self.inner.locked.lock();
                 l.cached = Some((t, Direction::Bidirectional));
                 l.cache_pinned = pinned;
+                self.inner.has_cache.store(true, Ordering::Release);
                 Ok(())
             }
             Err(e) => {
@@ -246,14 +253,14 @@ impl Attachment {
     /// stays mapped or pinned then).
     pub fn map(&self, lock: &ResvGuard<'_>, dir: Direction) -> Result<SgMapping> {
         self.check(lock)?;
-        {
-            let mut l = self.inner.locked.lock();
+        if self.inner.has_cache.load(Ordering::Acquire) {
+            let l = self.inner.locked.lock();
             if let Some((t, cdir)) = &l.cached {
                 if !cdir.covers(dir) {
                     return Err(Error::Busy("cached mapping of an incompatible direction"));
                 }
                 let table = t.clone();
-                l.live_maps += 1;
+                self.inner.live_maps.fetch_add(1, Ordering::Relaxed);
                 return Ok(self.mapping(table, dir, true, false));
             }
         }
@@ -273,7 +280,13 @@ impl Attachment {
             }
         };
         if !self.is_dynamic() {
-            if let Err(e) = buf.resv().wait_timeout(Usage::Kernel, Duration::MAX, None) {
+            crate::fence::might_wait();
+            let waited = if lock.has_unsignalled(Usage::Kernel) {
+                buf.resv().wait_timeout(Usage::Kernel, Duration::MAX, None)
+            } else {
+                Ok(Duration::MAX)
+            };
+            if let Err(e) = waited {
                 ops.unmap(lock, self, table, dir);
                 if pin_on_map {
                     ops.unpin(lock, self);
@@ -281,10 +294,10 @@ impl Attachment {
                 return Err(e);
             }
         }
-        let mut l = self.inner.locked.lock();
-        l.live_maps += 1;
+        self.inner.live_maps.fetch_add(1, Ordering::Relaxed);
         if buf.caps().cache_sgt_mapping {
-            l.cached = Some((table.clone(), dir));
+            self.inner.locked.lock().cached = Some((table.clone(), dir));
+            self.inner.has_cache.store(true, Ordering::Release);
             return Ok(self.mapping(table, dir, true, false));
         }
         Ok(self.mapping(table, dir, false, pin_on_map))
@@ -317,10 +330,7 @@ impl Attachment {
             return Err((Error::Invalid("mapping of another attachment"), m));
         }
         let table = m.table.take().expect("live mapping");
-        {
-            let mut l = self.inner.locked.lock();
-            l.live_maps = l.live_maps.saturating_sub(1);
-        }
+        self.inner.live_maps.fetch_sub(1, Ordering::Relaxed);
         if !m.cached {
             let ops = self.inner.buf.exporter();
             ops.unmap(lock, self, table, m.dir);
@@ -365,18 +375,16 @@ impl Attachment {
         must_not_hold_resv("dma_buf_detach")?;
         let buf = &self.inner.buf;
         let g = buf.resv().lock_no_ctx();
-        {
-            let l = self.inner.locked.lock();
-            if self.is_detached() {
-                return Err(Error::Invalid("attachment already detached"));
-            }
-            if l.live_maps > 0 {
-                return Err(Error::Busy("detach with live mappings"));
-            }
+        if self.is_detached() {
+            return Err(Error::Invalid("attachment already detached"));
+        }
+        if self.inner.live_maps.load(Ordering::Relaxed) > 0 {
+            return Err(Error::Busy("detach with live mappings"));
         }
         buf.attach_state_remove(&g, self)?;
         let cached = {
             let mut l = self.inner.locked.lock();
+            self.inner.has_cache.store(false, Ordering::Release);
             l.cached.take().map(|c| (c, l.cache_pinned))
         };
         let ops = buf.exporter().clone();

@@ -9,7 +9,7 @@
 //! take `&ResvGuard` and check that it is the guard of *their* object.
 //!
 //! Readers never lock. The fence list is published as an immutable snapshot
-//! ([`arc_swap`]); a writer builds the next snapshot and publishes it, so an unlocked
+//! ([`rcu::RcuCell`]); a writer builds the next snapshot and publishes it, so an unlocked
 //! reader always sees a consistent list. As in the kernel, an unlocked walk *restarts*
 //! when the list's storage was replaced (a [`ResvGuard::reserve_fences`] that had to
 //! grow, which also prunes signalled fences) — [`UnlockedIter::is_restarted`] marks the
@@ -26,13 +26,14 @@
 //! later than or the same as. So a READ fence never replaces its own context's WRITE fence.
 
 pub mod exec;
+pub mod rcu;
 pub mod selftest;
 
 use crate::error::{Error, Result};
 use crate::fence::{self, array::FenceArray, is_later_or_same, Context, Fence};
 use crate::interrupt::Interrupt;
 use crate::ww::{AcquireCtx, WwClass, WwGuard, WwMutex};
-use arc_swap::ArcSwap;
+use rcu::{RcuCell, Shared};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Once};
@@ -94,12 +95,19 @@ struct Snapshot {
     entries: Vec<(Fence, Usage)>,
 }
 
-/// Writer-side state, only touched with the lock held.
+/// Writer-side state, only touched with the lock held: the authoritative list, of which
+/// readers see published copies.
 struct Locked {
+    entries: Vec<(Fence, Usage)>,
+    /// Identity of the current storage (see [`Snapshot::storage`]).
+    storage: u64,
     /// Slots the storage has room for.
     capacity: usize,
     /// Entries may be appended while `len < reserved_to`; reset to `len` at unlock.
     reserved_to: usize,
+    /// The snapshot replaced by the last publication, kept (emptied) to be refilled by
+    /// the next one when no reader holds it: steady-state publication allocates nothing.
+    spare: Option<Shared<Snapshot>>,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -108,7 +116,10 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub struct Resv {
     id: u64,
     lock: WwMutex<Locked>,
-    list: ArcSwap<Snapshot>,
+    list: RcuCell<Snapshot>,
+    /// The newest storage id, bumped after a grown storage is published: an unlocked
+    /// walk whose snapshot is older restarts (one atomic load per step).
+    storage: AtomicU64,
 }
 
 impl Default for Resv {
@@ -135,14 +146,18 @@ impl Resv {
             lock: WwMutex::new(
                 &RESERVATION_WW_CLASS,
                 Locked {
+                    entries: Vec::new(),
+                    storage: 0,
                     capacity: 0,
                     reserved_to: 0,
+                    spare: None,
                 },
             ),
-            list: ArcSwap::from_pointee(Snapshot {
+            list: RcuCell::new(Shared::new(Snapshot {
                 storage: 0,
                 entries: Vec::new(),
-            }),
+            })),
+            storage: AtomicU64::new(0),
         }
     }
 
@@ -242,15 +257,19 @@ impl Resv {
     /// References to the unsignalled fences of usage `usage` or stronger
     /// (`dma_resv_get_fences`); a restarted walk starts the collection over.
     pub fn get_fences(&self, usage: Usage) -> Vec<Fence> {
-        let mut out = Vec::new();
-        let mut it = self.iter_unlocked(usage);
-        while let Some((f, _)) = it.next() {
-            if it.is_restarted() {
-                out.clear();
+        loop {
+            let snap = self.list.load();
+            let out: Vec<Fence> = snap
+                .entries
+                .iter()
+                .filter(|(f, u)| *u <= usage && !f.is_signaled())
+                .map(|(f, _)| f.clone())
+                .collect();
+            // The restart rule, checked once at the end of the walk.
+            if self.storage.load(Ordering::Acquire) <= snap.storage {
+                return out;
             }
-            out.push(f);
         }
-        out
     }
 
     /// One fence standing for all of [`get_fences`](Self::get_fences)
@@ -287,6 +306,16 @@ impl Resv {
         intr: Option<&Interrupt>,
     ) -> Result<Duration> {
         fence::might_wait();
+        // Fast path: nothing to wait for (no clock read, no references taken).
+        if self
+            .list
+            .load()
+            .entries
+            .iter()
+            .all(|(f, u)| *u > usage || f.is_signaled())
+        {
+            return Ok(timeout.max(fence::MIN_REMAINING));
+        }
         let start = Instant::now();
         let mut left = timeout;
         for (f, _) in self.iter_unlocked(usage) {
@@ -333,8 +362,7 @@ impl std::fmt::Debug for ResvGuard<'_> {
 impl Drop for ResvGuard<'_> {
     fn drop(&mut self) {
         // Reservations die at unlock: a missing re-reserve is caught next time.
-        let len = self.resv.list.load().entries.len();
-        self.g.reserved_to = len;
+        self.g.reserved_to = self.g.entries.len();
     }
 }
 
@@ -367,8 +395,7 @@ impl<'a> ResvGuard<'a> {
         if n == 0 {
             return Err(Error::Invalid("reserve_fences(0)"));
         }
-        let cur = self.resv.list.load_full();
-        let len = cur.entries.len();
+        let len = self.g.entries.len();
         let want = len.checked_add(n).ok_or(Error::NoMem)?;
         if want > self.g.capacity {
             let cap = if self.g.capacity == 0 {
@@ -376,26 +403,39 @@ impl<'a> ResvGuard<'a> {
             } else {
                 want.max(self.g.capacity.saturating_mul(2))
             };
-            let entries: Vec<(Fence, Usage)> = cur
-                .entries
-                .iter()
-                .filter(|(f, _)| !f.is_signaled())
-                .cloned()
-                .collect();
-            let pruned = entries.len();
-            self.publish(entries, cur.storage.wrapping_add(1));
+            self.g.entries.retain(|(f, _)| !f.is_signaled());
+            self.g.storage += 1;
             self.g.capacity = cap;
-            self.g.reserved_to = pruned + n;
+            self.g.reserved_to = self.g.entries.len() + n;
+            self.publish();
             return Ok(());
         }
         self.g.reserved_to = self.g.reserved_to.max(want);
         Ok(())
     }
 
-    fn publish(&self, entries: Vec<(Fence, Usage)>, storage: u64) {
-        self.resv
-            .list
-            .store(Arc::new(Snapshot { storage, entries }));
+    /// Publish the writer's list for unlocked readers; then announce a new storage, if
+    /// any, so walks of the old one restart.
+    fn publish(&mut self) {
+        let storage = self.g.storage;
+        let mut next = match self.g.spare.take() {
+            Some(a) if Shared::strong_count(&a) == 1 => a,
+            _ => Shared::new(Snapshot {
+                storage,
+                entries: Vec::with_capacity(self.g.entries.len()),
+            }),
+        };
+        let snap = Shared::get_mut(&mut next).expect("unique by construction");
+        snap.storage = storage;
+        snap.entries.clear();
+        snap.entries.extend(self.g.entries.iter().cloned());
+        let mut old = self.resv.list.store(next);
+        // Drop the old list's references now; keep its memory for the next publication.
+        if let Some(o) = Shared::get_mut(&mut old) {
+            o.entries.clear();
+        }
+        self.g.spare = Some(old);
+        self.resv.storage.store(storage, Ordering::Release);
     }
 
     /// Add `fence` with `usage` (`dma_resv_add_fence`): overwrite the first entry that is
@@ -413,18 +453,16 @@ impl<'a> ResvGuard<'a> {
                 "container fence added to a reservation object; add its leaves",
             ));
         }
-        let cur = self.resv.list.load_full();
-        let slot = cur.entries.iter().position(|(old, old_usage)| {
+        let slot = self.g.entries.iter().position(|(old, old_usage)| {
             (old.context() == fence.context()
                 && *old_usage >= usage
                 && is_later_or_same(fence, old))
                 || old.is_signaled()
         });
-        let mut entries = cur.entries.clone();
         match slot {
-            Some(i) => entries[i] = (fence.clone(), usage),
+            Some(i) => self.g.entries[i] = (fence.clone(), usage),
             None => {
-                if entries.len() >= self.g.reserved_to {
+                if self.g.entries.len() >= self.g.reserved_to {
                     lockdep::report(
                         lockdep::ReportKind::Misuse,
                         &[RESERVATION_WW_CLASS.lock_class()],
@@ -433,10 +471,10 @@ impl<'a> ResvGuard<'a> {
                     );
                     return Err(Error::Invalid("add_fence without a reserved slot"));
                 }
-                entries.push((fence.clone(), usage));
+                self.g.entries.push((fence.clone(), usage));
             }
         }
-        self.publish(entries, cur.storage);
+        self.publish();
         Ok(())
     }
 
@@ -444,22 +482,16 @@ impl<'a> ResvGuard<'a> {
     /// (`dma_resv_replace_fences`). Only valid when the old work stops touching the
     /// buffer once `replacement` signals (e.g. a preemption fence).
     pub fn replace_fences(&mut self, context: Context, replacement: &Fence, usage: Usage) {
-        let cur = self.resv.list.load_full();
-        if !cur.entries.iter().any(|(f, _)| f.context() == context) {
-            return;
+        let mut changed = false;
+        for e in self.g.entries.iter_mut() {
+            if e.0.context() == context {
+                *e = (replacement.clone(), usage);
+                changed = true;
+            }
         }
-        let entries = cur
-            .entries
-            .iter()
-            .map(|(f, u)| {
-                if f.context() == context {
-                    (replacement.clone(), usage)
-                } else {
-                    (f.clone(), *u)
-                }
-            })
-            .collect();
-        self.publish(entries, cur.storage);
+        if changed {
+            self.publish();
+        }
     }
 
     /// Make this object's fences a copy of `src`'s unsignalled ones, usages kept
@@ -473,19 +505,18 @@ impl<'a> ResvGuard<'a> {
             }
             out.push(e);
         }
-        let storage = self.resv.list.load().storage.wrapping_add(1);
         let n = out.len();
-        self.publish(out, storage);
+        self.g.entries = out;
+        self.g.storage += 1;
         self.g.capacity = n;
         self.g.reserved_to = n;
+        self.publish();
     }
 
     /// The fences of usage `usage` or stronger, signalled ones included, with their usage
     /// (`dma_resv_for_each_fence`, locked).
     pub fn fences(&self, usage: Usage) -> Vec<(Fence, Usage)> {
-        self.resv
-            .list
-            .load()
+        self.g
             .entries
             .iter()
             .filter(|(_, u)| *u <= usage)
@@ -493,11 +524,18 @@ impl<'a> ResvGuard<'a> {
             .collect()
     }
 
+    /// Whether an unsignalled fence of usage `usage` or stronger is present (read from
+    /// the writer's own list: no snapshot, no references taken).
+    pub fn has_unsignalled(&self, usage: Usage) -> bool {
+        self.g
+            .entries
+            .iter()
+            .any(|(f, u)| *u <= usage && !f.is_signaled())
+    }
+
     /// Slots appendable now without another reservation.
     pub fn reserved_free(&self) -> usize {
-        self.g
-            .reserved_to
-            .saturating_sub(self.resv.list.load().entries.len())
+        self.g.reserved_to.saturating_sub(self.g.entries.len())
     }
 
     /// The debugfs description (`dma_resv_describe`): one line per fence up to `Read`,
@@ -528,7 +566,7 @@ impl<'a> ResvGuard<'a> {
 pub struct UnlockedIter<'a> {
     resv: &'a Resv,
     usage: Usage,
-    snap: Option<Arc<Snapshot>>,
+    snap: Option<Shared<Snapshot>>,
     pos: usize,
     restarted: bool,
 }
@@ -545,19 +583,14 @@ impl Iterator for UnlockedIter<'_> {
     type Item = (Fence, Usage);
 
     fn next(&mut self) -> Option<(Fence, Usage)> {
-        let now = self.resv.list.load_full();
-        self.restarted = match &self.snap {
+        let stale = match &self.snap {
             None => true,
-            Some(s) => s.storage != now.storage,
+            Some(s) => self.resv.storage.load(Ordering::Acquire) > s.storage,
         };
-        if self.restarted {
+        self.restarted = stale;
+        if stale {
             self.pos = 0;
-            self.snap = Some(now);
-        } else if let Some(s) = &self.snap {
-            // Same storage: follow appends and overwrites made since.
-            if !Arc::ptr_eq(s, &now) {
-                self.snap = Some(now);
-            }
+            self.snap = Some(self.resv.list.load());
         }
         let snap = self.snap.as_ref().expect("set above");
         while self.pos < snap.entries.len() {

@@ -1,0 +1,259 @@
+//! A minimal read-copy-update cell: the memory boundary of the reservation object's
+//! lock-free readers.
+//!
+//! [`RcuCell<T>`] holds an `Arc<T>`. Readers take a reference with [`RcuCell::load`]
+//! without blocking and without ever waiting for a writer; a writer publishes a new value
+//! with [`RcuCell::store`], which returns the old one once no reader can still be about
+//! to take a reference to it (its *grace period*), so the writer may reuse it.
+//!
+//! # How
+//!
+//! A reader announces itself in one of two counters, picked by the current *epoch*, then
+//! loads the pointer and takes a reference, then leaves the counter. A writer swaps the
+//! pointer, flips the epoch, and waits until the counter of the old epoch drains: every
+//! reader that could have loaded the old pointer is counted there (a reader re-checks the
+//! epoch after announcing itself and retries if it changed, so it is never counted under
+//! an epoch whose writer has already finished waiting). Readers arriving after the flip
+//! use the other counter and load the new pointer, so a writer waits only for readers
+//! already inside their few-instruction window — never for new ones.
+//!
+//! Writers are serialised by an internal mutex (the reservation lock already serialises
+//! them; the mutex keeps the cell sound on its own). The reader's "announce, then load the
+//! pointer" and the writer's "swap the pointer, then read the counter" must not be
+//! reordered (a Dekker-style handshake): both sides put a `SeqCst` fence between the two,
+//! which is also what lets loom (which models `SeqCst` fences but not `SeqCst` accesses)
+//! check the handshake.
+
+#[cfg(loom)]
+use loom::sync::atomic::{fence, AtomicPtr, AtomicUsize};
+#[cfg(loom)]
+use loom::sync::Arc;
+#[cfg(not(loom))]
+use std::sync::atomic::{fence, AtomicPtr, AtomicUsize};
+#[cfg(not(loom))]
+use std::sync::Arc;
+
+use std::sync::atomic::Ordering::SeqCst;
+
+/// The reference-counted pointer the cell holds (loom's under `--cfg loom`).
+pub type Shared<T> = Arc<T>;
+
+/// Keeps the two reader counters on separate cache lines.
+#[repr(align(64))]
+struct Padded(AtomicUsize);
+
+/// A cell holding an `Arc<T>`, readable without locks; see the module docs.
+pub struct RcuCell<T> {
+    /// Invariant: always a pointer from `Arc::into_raw` whose reference the cell owns.
+    ptr: AtomicPtr<T>,
+    epoch: AtomicUsize,
+    readers: [Padded; 2],
+    #[cfg(not(loom))]
+    writer: parking_lot::Mutex<()>,
+    #[cfg(loom)]
+    writer: loom::sync::Mutex<()>,
+}
+
+// SAFETY: the cell hands out `Arc<T>` clones to any thread and drops values on whichever
+// thread stores, exactly what `Arc<T>: Send + Sync` requires of `T`.
+unsafe impl<T: Send + Sync> Send for RcuCell<T> {}
+// SAFETY: as above; shared access only moves `Arc<T>`s between threads.
+unsafe impl<T: Send + Sync> Sync for RcuCell<T> {}
+
+impl<T> RcuCell<T> {
+    /// A cell holding `value`.
+    pub fn new(value: Arc<T>) -> Self {
+        RcuCell {
+            ptr: AtomicPtr::new(Arc::into_raw(value) as *mut T),
+            epoch: AtomicUsize::new(0),
+            readers: [Padded(AtomicUsize::new(0)), Padded(AtomicUsize::new(0))],
+            writer: Default::default(),
+        }
+    }
+
+    /// A reference to the current value. Lock-free and wait-free for readers: it only
+    /// retries when an epoch flip races with it, at most once per concurrent writer.
+    pub fn load(&self) -> Arc<T> {
+        let e = loop {
+            let e = self.epoch.load(SeqCst);
+            self.readers[e & 1].0.fetch_add(1, SeqCst);
+            // Pairs with the writer's fence: either the writer sees this announcement,
+            // or this reader sees the writer's new pointer and epoch.
+            fence(SeqCst);
+            if self.epoch.load(SeqCst) == e {
+                break e;
+            }
+            self.readers[e & 1].0.fetch_sub(1, SeqCst);
+        };
+        let p = self.ptr.load(SeqCst);
+        // SAFETY: `p` came from `Arc::into_raw` (type invariant) and its reference is
+        // still held by the cell or by a writer waiting for this reader: a writer that
+        // swapped `p` out waits for the counter this reader is announced in before it
+        // releases `p` (see the module docs), so the allocation is alive here.
+        let value = unsafe {
+            Arc::increment_strong_count(p);
+            Arc::from_raw(p)
+        };
+        self.readers[e & 1].0.fetch_sub(1, SeqCst);
+        value
+    }
+
+    /// Publish `value`; returns the previous value after its grace period (no reader
+    /// can still take a new reference to it; readers that already have one keep it).
+    pub fn store(&self, value: Arc<T>) -> Arc<T> {
+        #[cfg(not(loom))]
+        let _w = self.writer.lock();
+        #[cfg(loom)]
+        let _w = self.writer.lock().expect("writer mutex");
+        let old = self.ptr.swap(Arc::into_raw(value) as *mut T, SeqCst);
+        let e = self.epoch.fetch_add(1, SeqCst);
+        // Pairs with the readers' fence (see there).
+        fence(SeqCst);
+        let mut spins = 0u32;
+        while self.readers[e & 1].0.load(SeqCst) != 0 {
+            spins += 1;
+            if spins < 64 {
+                std::hint::spin_loop();
+            } else {
+                yield_now();
+            }
+            #[cfg(loom)]
+            loom::thread::yield_now();
+        }
+        // SAFETY: `old` came from `Arc::into_raw` and the cell owned its reference; no
+        // reader can take a reference to it any more (grace period over), so ownership
+        // of that reference moves to the caller.
+        unsafe { Arc::from_raw(old) }
+    }
+}
+
+#[cfg(not(loom))]
+fn yield_now() {
+    std::thread::yield_now();
+}
+
+#[cfg(loom)]
+fn yield_now() {}
+
+impl<T> Drop for RcuCell<T> {
+    fn drop(&mut self) {
+        let p = self.ptr.load(SeqCst);
+        // SAFETY: the cell owns the reference behind `p` (type invariant) and no reader
+        // can exist while we have `&mut self`.
+        drop(unsafe { Arc::from_raw(p) });
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for RcuCell<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("RcuCell").field(&self.load()).finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_store_and_reuse() {
+        let c = RcuCell::new(Arc::new(1u64));
+        assert_eq!(*c.load(), 1);
+        let old = c.store(Arc::new(2));
+        assert_eq!(*old, 1);
+        assert_eq!(Arc::strong_count(&old), 1, "the grace period is over: unique");
+        let held = c.load();
+        let mut old2 = c.store(old);
+        assert_eq!(*old2, 2);
+        assert!(Arc::get_mut(&mut old2).is_none(), "a reader still holds it");
+        assert_eq!(*held, 2);
+        assert_eq!(*c.load(), 1);
+    }
+
+    #[test]
+    fn readers_and_a_writer_never_see_torn_or_freed_values() {
+        let c = Arc::new(RcuCell::new(Arc::new((0u64, 0u64))));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (c, stop) = (c.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(SeqCst) {
+                        let v = c.load();
+                        assert_eq!(v.0, v.1);
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+        let mut i = 0u64;
+        let mut spare = Arc::new((0, 0));
+        while std::time::Instant::now() < deadline && i < 200_000 {
+            i += 1;
+            match Arc::get_mut(&mut spare) {
+                Some(v) => *v = (i, i),
+                None => spare = Arc::new((i, i)),
+            }
+            spare = c.store(spare);
+        }
+        stop.store(true, SeqCst);
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::atomic::AtomicBool;
+
+    /// A value that records its own drop in a flag that outlives it.
+    struct Tracked {
+        id: usize,
+        dropped: Arc<[AtomicBool; 3]>,
+    }
+
+    impl Drop for Tracked {
+        fn drop(&mut self) {
+            self.dropped[self.id].store(true, SeqCst);
+        }
+    }
+
+    /// A reader racing two stores whose old values are dropped at once: every value the
+    /// reader gets is still alive (a reference taken to a dropped value would show up as
+    /// its flag set), and values only move forward.
+    #[test]
+    fn loom_rcu_reader_vs_writer() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        b.check(|| {
+            let dropped = Arc::new([
+                AtomicBool::new(false),
+                AtomicBool::new(false),
+                AtomicBool::new(false),
+            ]);
+            let mk = |id| {
+                Arc::new(Tracked {
+                    id,
+                    dropped: dropped.clone(),
+                })
+            };
+            let c = Arc::new(RcuCell::new(mk(0)));
+            let c2 = c.clone();
+            let r = loom::thread::spawn(move || {
+                let a = c2.load();
+                assert!(!a.dropped[a.id].load(SeqCst), "got a dropped value");
+                let b = c2.load();
+                assert!(!b.dropped[b.id].load(SeqCst), "got a dropped value");
+                assert!(a.id <= b.id, "values only move forward");
+            });
+            assert_eq!(c.store(mk(1)).id, 0);
+            assert_eq!(c.store(mk(2)).id, 1);
+            r.join().unwrap();
+            assert_eq!(c.load().id, 2);
+        });
+    }
+}
