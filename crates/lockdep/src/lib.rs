@@ -308,7 +308,7 @@ pub fn take_reports() -> Vec<Report> {
 /// dependency graph and chain caches are kept. Overrides the environment variable.
 ///
 /// Lockdep does not see what happens while it is off, so a thread that used it before
-/// the switch may afterwards release locks it never saw held (taken before the switch
+/// the switch (or made it) may afterwards release locks it never saw held (taken before the switch
 /// and forgotten, or taken while off). Such a thread does not report the first release
 /// of each lock that matches nothing held (a second one is a [`ReportKind::BadUnlock`]
 /// as usual), and a lock it takes under a nest lock it does not hold (say, a ww acquire

@@ -67,4 +67,16 @@ fn locks_taken_while_off_are_not_bad_unlocks_after() {
     .unwrap();
     assert_eq!(r.len(), 1);
     assert_eq!(r[0].kind, ReportKind::BadUnlock);
+
+    // The thread that turns checking off lives through the off period, even if it never
+    // used lockdep before (no capture here: a report panics the thread).
+    assert_eq!(lockdep::on_report(), lockdep::OnReport::Panic);
+    let quiet = std::thread::spawn(move || {
+        lockdep::set_enabled(false);
+        acquire(b, 8, Acquire::write());
+        lockdep::set_enabled(true);
+        release(b, 8);
+    })
+    .join();
+    assert!(quiet.is_ok(), "the release was reported");
 }

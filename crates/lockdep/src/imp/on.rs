@@ -47,7 +47,8 @@
 //!   release matches it. Its context was never seen, so nothing about it can be checked.
 //!   Once the nest lock's own release was seen, this stops.
 //!
-//! Threads that did not use lockdep before the switch stay strict.
+//! Threads that did not use lockdep before the switch (other than the one that turned
+//! it off) stay strict.
 
 use super::graph::{node_of, AddDep, Graph, Step};
 use super::text;
@@ -123,8 +124,12 @@ pub(crate) fn set_enabled(on: bool) {
     } else {
         GENERATION.fetch_add(1, Ordering::Relaxed);
         ENABLED.store(OFF, Ordering::Relaxed);
-        // Clear this thread's stack now; others do it on their next lockdep call.
-        with_state(|st| st.sync_generation());
+        // Clear this thread's stack now; others do it on their next lockdep call. This
+        // thread lives through the off period even if it never used lockdep before.
+        with_state(|st| {
+            st.sync_generation();
+            st.lenient = true;
+        });
     }
 }
 
@@ -608,12 +613,18 @@ impl ThreadState {
         at: Loc,
     ) -> Option<Pending> {
         let of_class = |h: &Held| std::ptr::eq(h.class, class);
-        if let Some(i) = self
-            .held
-            .iter()
-            .rposition(|h| h.instance == instance && of_class(h))
-        {
+        // The newest lock of each entry first, then its first one (the two ends of a run:
+        // releases in reverse or in acquisition order), innermost entry first.
+        let ends = self.held.iter().rposition(|h| {
+            of_class(h)
+                && (h.instance == instance || h.more.back().is_some_and(|m| m.0 == instance))
+        });
+        if let Some(i) = ends {
             let h = &mut self.held[i];
+            if h.more.back().is_some_and(|m| m.0 == instance) {
+                h.more.pop_back();
+                return None;
+            }
             // The first lock of a run goes; the next one takes its place.
             if let Some((next, next_at)) = h.more.pop_front() {
                 h.instance = next;
