@@ -321,6 +321,8 @@ struct ThreadState {
     untracked: Vec<(usize, usize)>,
     /// Reused buffer for the entries above an out-of-order release.
     scratch: Vec<Held>,
+    /// An empty buffer for the next merged run (`Held::more`), kept from the last one.
+    spare_more: VecDeque<(usize, Loc)>,
     /// Installed captures, innermost last.
     captures: Vec<Sink>,
     /// `name/id`, computed once (the thread handle is unavailable in TLS destructors).
@@ -361,6 +363,7 @@ impl ThreadState {
             excused: HashSet::new(),
             untracked: Vec::new(),
             scratch: Vec::new(),
+            spare_more: VecDeque::new(),
             captures: Vec::new(),
             name: thread_name(),
             validations: 0,
@@ -447,6 +450,7 @@ impl ThreadState {
 
     /// The cases of an acquisition with a subclass out of range or a nest lock:
     /// `Some(outcome)` when they decide it, `None` to go on as usual.
+    #[inline(never)]
     fn acquire_annotated(
         &mut self,
         class: &'static LockClass,
@@ -473,6 +477,9 @@ impl ThreadState {
         let top = self.held.last_mut()?;
         if top.node != node || top.how.nest != how.nest {
             return None;
+        }
+        if top.more.capacity() == 0 {
+            top.more = std::mem::take(&mut self.spare_more);
         }
         top.more.push_back((instance, at));
         Some(None)
@@ -594,9 +601,14 @@ impl ThreadState {
     #[inline]
     fn release(&mut self, class: &'static LockClass, instance: usize, at: Loc) -> Option<Pending> {
         self.sync_generation();
-        if let Some(top) = self.held.last() {
+        let depth = self.held.len();
+        if let Some(top) = self.held.last_mut() {
             if top.instance == instance && top.more.is_empty() && std::ptr::eq(top.class, class) {
-                self.held.pop();
+                if top.more.capacity() != 0 {
+                    // The buffer of a run: keep it for the next run.
+                    self.spare_more = std::mem::take(&mut top.more);
+                }
+                self.held.truncate(depth - 1);
                 return None;
             }
         }
