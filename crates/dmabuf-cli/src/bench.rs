@@ -22,8 +22,11 @@ pub fn main(suite: &str, quick: bool, json: bool) -> ExitCode {
     } else {
         Settings::full()
     };
-    // A bench never stops on a lockdep report; none is expected.
+    // A bench never stops on a lockdep report; none is expected. Lockdep is a debugging
+    // aid (the kernel's CONFIG_PROVE_LOCKING): workloads run with it switched off at run
+    // time, except the cases that measure lockdep itself and switch it on.
     lockdep::set_on_report(lockdep::OnReport::PrintOnce);
+    lockdep::set_enabled(false);
     let cases: Vec<_> = chosen.iter().flat_map(|(_, f)| f()).collect();
     let bar = if json {
         indicatif::ProgressBar::hidden()

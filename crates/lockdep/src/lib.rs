@@ -304,9 +304,17 @@ pub fn take_reports() -> Vec<Report> {
 }
 
 /// Turn checking on or off at run time. Off, `acquire`/`release` cost one atomic load.
-/// Held-lock stacks are cleared when it is turned off (every thread's, lazily); releases
-/// of the locks forgotten that way are not reported once checking is back on. The
+/// Held-lock stacks are cleared when it is turned off (every thread's, lazily). The
 /// dependency graph and chain caches are kept. Overrides the environment variable.
+///
+/// Lockdep does not see what happens while it is off, so a thread that used it before
+/// the switch (or made it) may afterwards release locks it never saw held (taken before the switch
+/// and forgotten, or taken while off). Such a thread does not report the first release
+/// of each lock that matches nothing held (a second one is a [`ReportKind::BadUnlock`]
+/// as usual), and a lock it takes under a nest lock it does not hold (say, a ww acquire
+/// context started while off) is neither validated nor reported, until that nest lock's
+/// release is seen. This lasts until checking is next turned off. The kernel has no
+/// way back on once lockdep is off, so it has no such rule.
 pub fn set_enabled(on: bool) {
     imp::set_enabled(on)
 }
@@ -339,6 +347,16 @@ pub fn acquire(class: &'static LockClass, instance: usize, how: Acquire) {
 /// Record that this thread released the lock `instance` of `class`. A lock that is not
 /// held is reported ([`ReportKind::BadUnlock`]). Locks may be released in any order; if
 /// the instance is held several times (recursive reads), the innermost is released.
+///
+/// Releasing a lock below the innermost one acquires the locks above it again on the
+/// shorter stack, as the kernel does: where that makes a chain of held locks lockdep has
+/// not seen, it is validated, so the dependencies between the locks left adjacent are
+/// recorded (and may be reported by this call).
+///
+/// Locks of one class (and subclass) taken one right after another under the same nest
+/// lock share one held entry, as in the kernel, so a transaction of N ww mutexes costs
+/// one chain validation, and releasing them in acquisition order or in reverse costs
+/// O(1) each. Every query still sees each lock.
 #[track_caller]
 #[inline]
 pub fn release(class: &'static LockClass, instance: usize) {

@@ -797,6 +797,47 @@ fn unlock_out_of_order() -> Outcome {
     one(r, Circular, &["C", "D"])
 }
 
+/// A (write), B (recursive read), C (write), then B released: re-acquiring C on top of A
+/// records A → C, which taking C under B did not (B → C is SN, and A → B is ER: no strong
+/// path from A to C). So C then A is an ABBA on A and C.
+fn unlock_middle_revalidates() -> Outcome {
+    let [a, b, c] = classes(["A", "B", "C"]);
+    let ((), r) = capture(|| {
+        lock(a, W);
+        lock(b, RR);
+        lock(c, W);
+        unlock(b);
+        unlock(c);
+        unlock(a);
+        lock_unlock_2(c, a, W); // should fail
+    });
+    one(r, Circular, &["A", "C"])
+}
+
+/// Eight objects under one context with a lock of another class in the middle of the
+/// run: releasing it joins the two halves, and every object is still released as itself.
+fn nest_run_split_and_joined() -> Outcome {
+    let [ctx, obj, x] = classes(["ctx", "obj", "X"]);
+    let nest = Acquire::write().nest(inst(ctx, 1));
+    let ((), r) = capture(|| {
+        lock(ctx, W);
+        for n in 1..=4 {
+            lock_how(obj, n, nest);
+        }
+        lock(x, W);
+        for n in 5..=8 {
+            lock_how(obj, n, nest);
+        }
+        unlock(x);
+        for n in [5, 1, 8, 4, 2, 7, 3, 6] {
+            unlock_n(obj, n);
+        }
+        unlock_n(obj, 3); // should fail
+        unlock(ctx);
+    });
+    one(r, BadUnlock, &["obj"])
+}
+
 /// A thread that ends holding a lock.
 fn held_at_exit() -> Outcome {
     let [a] = classes(["A"]);
@@ -1234,7 +1275,7 @@ pub fn cases() -> Vec<Case> {
     v.extend(permutations!("rlock-W1W2-R2R3-W3R1", w1w2_r2r3_w3r1));
     v.extend(permutations!("rlock-W1W2-R2R3-R3W1", w1w2_r2r3_r3w1));
     v.extend(permutations!("rlock-W1R2-R2R3-W3W1", w1r2_r2r3_w3w1));
-    let more: [(&'static str, Run); 45] = [
+    let more: [(&'static str, Run); 47] = [
         ("locking/edge-types-accumulate", edge_types_accumulate),
         ("locking/edge-types-SR-only", edge_types_sr_only),
         ("locking/strong-path-revisit", strong_path_revisit),
@@ -1269,6 +1310,14 @@ pub fn cases() -> Vec<Case> {
         ("locking/unlock-not-held", unlock_not_held),
         ("locking/unlock-wrong-instance", unlock_wrong_instance),
         ("locking/unlock-out-of-order", unlock_out_of_order),
+        (
+            "locking/unlock-middle-revalidates",
+            unlock_middle_revalidates,
+        ),
+        (
+            "locking/nest-run-split-and-joined",
+            nest_run_split_and_joined,
+        ),
         ("locking/held-at-exit", held_at_exit),
         ("locking/exit-clean", exit_clean),
         ("locking/assert-held", assertions),

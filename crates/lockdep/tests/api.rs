@@ -320,3 +320,152 @@ fn class_ids_are_stable_and_distinct() {
     assert_eq!(S1.name(), "s1");
     assert_eq!(format!("{S1:?}"), "LockClass { name: \"s1\" }");
 }
+
+/// Kinds of a list of reports.
+fn kinds(r: &[lockdep::Report]) -> Vec<ReportKind> {
+    r.iter().map(|r| r.kind).collect()
+}
+
+/// Holding A (write), B (recursive read), C (write), releasing B leaves A and C adjacent:
+/// as the kernel re-acquires the locks above a released one, A → C is validated and
+/// recorded then. (Taking C under B only recorded B → C, and B → C is SN, which a
+/// path through A → B (ER) cannot continue: without the re-validation C → A would close
+/// no strong cycle.) So a later C then A is reported.
+#[test]
+fn middle_release_revalidates_the_locks_above() {
+    if skip() {
+        return;
+    }
+    let [a, b, c] = ["rA", "rB", "rC"].map(LockClass::leak);
+    let ((), r) = capture(|| {
+        acquire(a, 1, Acquire::write());
+        acquire(b, 2, Acquire::recursive_read()); // A -> B: ER
+        acquire(c, 3, Acquire::write()); // B -> C: SN
+        release(b, 2); // A, C: A -> C (EN)
+        assert_eq!(lockdep::held_count(), 2);
+        release(c, 3);
+        release(a, 1);
+    });
+    assert!(r.is_empty(), "{:?}", kinds(&r));
+    let ((), r) = capture(|| {
+        acquire(c, 3, Acquire::write());
+        acquire(a, 1, Acquire::write());
+        release(a, 1);
+        release(c, 3);
+    });
+    assert_eq!(kinds(&r), [ReportKind::CircularDependency]);
+    assert_eq!(r[0].classes, ["rA", "rC"], "{}", r[0].text);
+}
+
+/// A release below the top keeps the chain cache exact: the entries above get the keys of
+/// their new chains, and a chain seen before is not validated again.
+#[test]
+fn middle_release_uses_the_chain_cache() {
+    if skip() {
+        return;
+    }
+    let [a, b, c] = ["mA", "mB", "mC"].map(LockClass::leak);
+    let run = || {
+        acquire(a, 1, Acquire::write());
+        acquire(b, 2, Acquire::write());
+        acquire(c, 3, Acquire::write());
+        release(b, 2);
+        release(a, 1);
+        release(c, 3);
+    };
+    let ((), r) = capture(|| {
+        let before = lockdep::stats().thread_validations;
+        run();
+        // A; A,B; A,B,C; then A,C after B goes; then C after A goes.
+        assert_eq!(lockdep::stats().thread_validations - before, 5);
+        run();
+        assert_eq!(
+            lockdep::stats().thread_validations - before,
+            5,
+            "all cached"
+        );
+    });
+    assert!(r.is_empty(), "{:?}", kinds(&r));
+}
+
+/// Locks of one class taken one after another under one nest lock share one held entry
+/// (the kernel's `references`): one validation for the whole run, and any release order
+/// costs no validation. Each lock stays visible: queries, the held-locks text, the
+/// count, and a release of a lock that is not held.
+#[test]
+fn nest_locked_run_is_one_entry_that_still_knows_each_lock() {
+    if skip() {
+        return;
+    }
+    let [ctx, obj, x] = ["nCtx", "nObj", "nX"].map(LockClass::leak);
+    let nest = Acquire::write().nest(ctx.map_instance());
+    let take = |n: usize| {
+        ctx.map_acquire();
+        for i in 1..=n {
+            acquire(obj, i, nest);
+        }
+    };
+    let ((), r) = capture(|| {
+        let before = lockdep::stats().thread_validations;
+        take(64);
+        assert_eq!(
+            lockdep::stats().thread_validations - before,
+            2,
+            "ctx, then ctx+obj; the other 63 join the entry"
+        );
+        assert_eq!(lockdep::held_count(), 65);
+        assert!((1..=64).all(|i| lockdep::is_instance_held(obj, i)));
+        assert!(!lockdep::is_instance_held(obj, 65));
+        let text = lockdep::held_locks_text();
+        assert!(text.contains("65 locks held by"), "{text}");
+        assert!(text.contains(" #64: (nObj){nest lock "), "{text}");
+        // In acquisition order, in reverse, and scrambled: no validation, no report.
+        for i in 1..=64 {
+            release(obj, i);
+        }
+        for i in 1..=64 {
+            acquire(obj, i, nest);
+        }
+        for i in (1..=64).rev() {
+            release(obj, i);
+        }
+        for i in 1..=64 {
+            acquire(obj, i, nest);
+        }
+        for i in (1..=64).map(|i| (i * 37) % 64 + 1) {
+            assert!(lockdep::is_instance_held(obj, i));
+            release(obj, i);
+            assert!(!lockdep::is_instance_held(obj, i));
+        }
+        assert_eq!(lockdep::held_count(), 1, "the context");
+        ctx.map_release();
+        assert_eq!(lockdep::stats().thread_validations - before, 2);
+        assert_eq!(lockdep::held_count(), 0);
+
+        // A lock of another class in between starts a new entry; releasing it joins the
+        // runs below and above it again (as the kernel's re-acquisition does).
+        take(2);
+        acquire(x, 1, Acquire::write());
+        acquire(obj, 3, nest);
+        acquire(obj, 4, nest);
+        release(x, 1);
+        assert_eq!(lockdep::held_count(), 5);
+        for i in [4, 1, 3, 2] {
+            release(obj, i);
+        }
+        ctx.map_release();
+    });
+    assert!(r.is_empty(), "{:?}", kinds(&r));
+
+    // Per-lock bad unlocks are still found inside a run.
+    let ((), r) = capture(|| {
+        take(3);
+        release(obj, 2);
+        release(obj, 2); // not held any more
+        release(obj, 9); // never taken
+        release(obj, 1);
+        release(obj, 3);
+        ctx.map_release();
+    });
+    assert_eq!(kinds(&r), [ReportKind::BadUnlock, ReportKind::BadUnlock]);
+}

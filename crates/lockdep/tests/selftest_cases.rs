@@ -149,6 +149,8 @@ case_tests! {
     unlock_not_held => "locking/unlock-not-held",
     unlock_wrong_instance => "locking/unlock-wrong-instance",
     unlock_out_of_order => "locking/unlock-out-of-order",
+    unlock_middle_revalidates => "locking/unlock-middle-revalidates",
+    nest_run_split_and_joined => "locking/nest-run-split-and-joined",
     held_at_exit => "locking/held-at-exit",
     exit_clean => "locking/exit-clean",
     assert_held => "locking/assert-held",

@@ -252,6 +252,18 @@ struct Inject {
     interval: u32,
 }
 
+/// Frees a context slot when dropped (see [`AcquireCtx::start`]).
+struct FreeSlot {
+    slot: u32,
+    key: usize,
+}
+
+impl Drop for FreeSlot {
+    fn drop(&mut self) {
+        slot::free(self.slot, self.key, false);
+    }
+}
+
 /// An acquire context: one locking transaction over mutexes of one class.
 ///
 /// Start it with [`new`](Self::new), lock mutexes with it, optionally mark the end of the
@@ -319,7 +331,11 @@ impl AcquireCtx {
         refuse_nested: bool,
     ) -> std::result::Result<Self, (Self, Error)> {
         let stamp = class.next_stamp();
-        let (slot, nested) = slot::alloc(class as *const WwClass as usize);
+        let key = class as *const WwClass as usize;
+        let (slot, nested) = slot::alloc(key);
+        // Until lockdep knows the context, a report that panics must only free the slot:
+        // `ended` stays set (so dropping `ctx` does nothing) and `unwind` frees it.
+        let unwind = FreeSlot { slot, key };
         let shared = slot::get(slot);
         shared.stamp.store(stamp, Ordering::Relaxed);
         shared.wounded.store(false, Ordering::Relaxed);
@@ -330,36 +346,34 @@ impl AcquireCtx {
             acquired: Cell::new(0),
             done: Cell::new(false),
             contending: Cell::new(0),
-            ended: Cell::new(false),
+            ended: Cell::new(true),
             inject: Cell::new(inject.then_some(Inject {
                 countdown: (stamp & 0xf) as u32,
                 interval: 1,
             })),
             _not_send: PhantomData,
         };
-        if nested {
-            let err = misuse(
-                class,
-                "a second acquire context of this class started on a thread that has one",
-            );
-            if refuse_nested {
-                ctx.ended.set(true);
-                slot::free(slot, class as *const WwClass as usize, false);
-                return Err((ctx, err));
-            }
-            ld::acquire(
-                class.acquire_class(),
-                ctx.instance(),
-                lockdep::Acquire::write(),
-            );
-            return Err((ctx, err));
+        let what = "a second acquire context of this class started on a thread that has one";
+        if nested && refuse_nested {
+            drop(unwind);
+            return Err((ctx, misuse(class, what)));
         }
+        let err = if nested {
+            Some(misuse(class, what))
+        } else {
+            None
+        };
         ld::acquire(
             class.acquire_class(),
             ctx.instance(),
             lockdep::Acquire::write(),
         );
-        Ok(ctx)
+        std::mem::forget(unwind);
+        ctx.ended.set(false);
+        match err {
+            Some(err) => Err((ctx, err)),
+            None => Ok(ctx),
+        }
     }
 
     /// The lockdep instance id of the context: unique among live contexts, and never an
@@ -412,17 +426,16 @@ impl AcquireCtx {
             return Ok(());
         }
         let held = self.acquired.get();
-        let result = if held > 0 {
-            Err(misuse(
+        // Free the slot before telling lockdep and reporting: a report may panic.
+        slot::free(self.slot, self.class as *const WwClass as usize, held > 0);
+        ld::release(self.class.acquire_class(), self.instance());
+        if held > 0 {
+            return Err(misuse(
                 self.class,
                 "acquire context ended while it still holds locks",
-            ))
-        } else {
-            Ok(())
-        };
-        ld::release(self.class.acquire_class(), self.instance());
-        slot::free(self.slot, self.class as *const WwClass as usize, held > 0);
-        result
+            ));
+        }
+        Ok(())
     }
 
     fn slot_bits(&self) -> u64 {
@@ -661,22 +674,25 @@ impl<T: ?Sized> WwMutex<T> {
             }
             None => LOCKED,
         };
+        // Lockdep first: a report that panics then leaves the mutex as it was.
+        let how = lockdep::Acquire::write().trylock();
+        let how = match ctx {
+            Some(c) => how.nest(c.instance()),
+            None => how,
+        };
+        ld::acquire(self.class.lock_class(), self.addr(), how);
         if self
             .state
             .compare_exchange(0, bits, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
             && !self.try_lock_waiters(ctx, bits)
         {
+            ld::release(self.class.lock_class(), self.addr());
             return None;
         }
-        let how = lockdep::Acquire::write().trylock();
-        match ctx {
-            Some(c) => {
-                ld::acquire(self.class.lock_class(), self.addr(), how.nest(c.instance()));
-                c.acquired.set(c.acquired.get() + 1);
-                c.contending.set(0);
-            }
-            None => ld::acquire(self.class.lock_class(), self.addr(), how),
+        if let Some(c) = ctx {
+            c.acquired.set(c.acquired.get() + 1);
+            c.contending.set(0);
         }
         Some(self.guard(ctx))
     }
@@ -890,11 +906,18 @@ impl<T: ?Sized> WwMutex<T> {
             w = self.waiters.lock();
         };
 
-        let pos = w.list.iter().position(|e| e.id == id).unwrap_or(0);
-        w.list.remove(pos);
+        // Only this thread removes its own entry, so it is there; were it not, remove
+        // nothing (never another waiter's entry) and treat it as not first.
+        let first = match w.list.iter().position(|e| e.id == id) {
+            Some(pos) => {
+                w.list.remove(pos);
+                pos == 0
+            }
+            None => false,
+        };
         if let (Ok(()), Some(me)) = (&result, me) {
             // Wound-wait: a lock taken ahead of queued waiters may have to be given up.
-            if !wait_die && pos != 0 {
+            if !wait_die && !first {
                 self.check_waiters(&w, me);
             }
         }
@@ -1006,7 +1029,6 @@ impl<T: ?Sized> WwMutex<T> {
             }
             None => LOCKED,
         };
-        ld::release(self.class.lock_class(), self.addr());
         if self
             .state
             .compare_exchange(bits, 0, Ordering::Release, Ordering::Relaxed)
@@ -1014,6 +1036,8 @@ impl<T: ?Sized> WwMutex<T> {
         {
             self.unlock_slow();
         }
+        // Lockdep after the mutex is free: a report that panics must not leave it locked.
+        ld::release(self.class.lock_class(), self.addr());
     }
 
     #[cold]

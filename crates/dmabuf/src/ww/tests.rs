@@ -123,3 +123,128 @@ fn state_word_returns_to_zero() {
     });
     assert_eq!(m.state.load(Ordering::SeqCst), 0);
 }
+
+// A lockdep report raised while a mutex is taken or released must not leave it locked,
+// nor the context's count wrong, even when the report panics (the default policy). Each
+// test makes lockdep lose track of something by hand, so that the next call is reported.
+
+/// Whether reports panic on this thread: the default policy and no capture installed.
+fn reports_panic() -> bool {
+    lockdep::enabled() && lockdep::on_report() == lockdep::OnReport::Panic
+}
+
+/// Another thread can take `m` now.
+fn takeable(m: &WwMutex<()>) -> bool {
+    thread::scope(|s| {
+        s.spawn(|| {
+            let ctx = AcquireCtx::new(m.class());
+            let ok = m.try_lock(Some(&ctx)).is_some();
+            ctx.fini().unwrap();
+            ok
+        })
+        .join()
+        .unwrap()
+    })
+}
+
+#[test]
+fn report_on_unlock_leaves_the_mutex_unlocked() {
+    if !reports_panic() {
+        return;
+    }
+    let m = WwMutex::new(&WD, ());
+    let ctx = AcquireCtx::new(&WD);
+    let g = m.lock(&ctx).unwrap();
+    lockdep::release(WD.lock_class(), m.addr()); // the unlock is now a bad unlock
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(g)));
+    assert!(r.is_err(), "the bad unlock was reported");
+    assert!(!m.is_locked());
+    assert_eq!(ctx.acquired(), 0);
+    assert!(takeable(&m));
+    ctx.fini().unwrap();
+
+    let g = m.lock_no_ctx();
+    lockdep::release(WD.lock_class(), m.addr());
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(g)));
+    assert!(r.is_err());
+    assert!(!m.is_locked());
+    assert!(takeable(&m));
+}
+
+#[test]
+fn report_on_try_lock_or_lock_leaves_the_mutex_unlocked() {
+    if !reports_panic() {
+        return;
+    }
+    let m = WwMutex::new(&WD, ());
+    let ctx = AcquireCtx::new(&WD);
+    // Lockdep forgets the context: a lock under it is "nest lock not held".
+    lockdep::release(WD.acquire_class(), ctx.instance());
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        m.try_lock(Some(&ctx)).is_some()
+    }));
+    assert!(r.is_err(), "the bad annotation was reported");
+    assert!(!m.is_locked());
+    assert_eq!(ctx.acquired(), 0);
+    assert!(takeable(&m));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.lock(&ctx).is_ok()));
+    assert!(r.is_err());
+    assert!(!m.is_locked());
+    assert_eq!(ctx.acquired(), 0);
+    assert!(takeable(&m));
+    assert_eq!(lockdep::held_count(), 0);
+    lockdep::acquire(
+        WD.acquire_class(),
+        ctx.instance(),
+        lockdep::Acquire::write(),
+    );
+    ctx.fini().unwrap();
+}
+
+#[test]
+fn report_on_context_start_or_end_frees_its_slot() {
+    if !reports_panic() {
+        return;
+    }
+    let c = WwClass::leak("ww_unit_ctx_report", WwAlgorithm::WaitDie);
+    // A second context on this thread: reported, and the failed start leaves nothing.
+    let first = AcquireCtx::new(c);
+    let r = std::panic::catch_unwind(|| drop(AcquireCtx::new(c)));
+    assert!(r.is_err(), "the nested context was reported");
+    assert_eq!(lockdep::held_count(), 1, "only the first context");
+    first.fini().unwrap();
+    assert_eq!(lockdep::held_count(), 0);
+    AcquireCtx::try_new(c).unwrap().fini().unwrap();
+
+    // Ended with a lock still held (a leaked guard): reported, and the context is gone
+    // from lockdep and from the thread, so the next one is not "nested".
+    let m = WwMutex::new(c, ());
+    let ctx = AcquireCtx::new(c);
+    std::mem::forget(m.lock(&ctx).unwrap());
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ctx.fini()));
+    assert!(r.is_err(), "the leaked lock was reported");
+    assert!(!lockdep::is_held(c.acquire_class()));
+    lockdep::release(c.lock_class(), m.addr()); // the leaked lock, for a clean thread
+    assert_eq!(lockdep::held_count(), 0);
+    AcquireCtx::try_new(c).unwrap().fini().unwrap();
+}
+
+/// The waiter entry is removed by id, so a thread that wakes and takes the lock never
+/// removes another waiter's entry (the list stays exact under contention).
+#[test]
+fn waiters_leave_the_list_exactly() {
+    let m = WwMutex::new(&WD, ());
+    let g = m.lock_no_ctx();
+    thread::scope(|s| {
+        let hs: Vec<_> = (0..3).map(|_| s.spawn(|| drop(m.lock_no_ctx()))).collect();
+        while m.waiter_count() < 3 {
+            thread::yield_now();
+        }
+        drop(g);
+        for h in hs {
+            h.join().unwrap();
+        }
+    });
+    assert_eq!(m.waiter_count(), 0);
+    assert_eq!(m.state.load(Ordering::SeqCst), 0);
+}

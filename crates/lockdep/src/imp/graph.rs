@@ -255,6 +255,7 @@ impl Graph {
 mod tests {
     use super::*;
     use crate::Acquire;
+    use std::collections::VecDeque;
 
     fn held(class: &'static LockClass, mode: Mode) -> Held {
         Held {
@@ -267,6 +268,7 @@ mod tests {
             },
             at: Location::caller(),
             key: 0,
+            more: VecDeque::new(),
         }
     }
 

@@ -4,9 +4,25 @@
 //!
 //! `acquire` on a chain already validated costs: one relaxed load (enabled), one load of
 //! the class id, a thread-local borrow, one relaxed load (generation), a hash step, a
-//! lookup in the thread's chain cache (identity-hashed `u64`s), and a push. `release`
-//! pops (or removes) the entry and re-derives the chain keys above it. No global lock is
-//! taken unless the chain is new to the thread.
+//! lookup in the thread's chain cache (identity-hashed `u64`s), and a push. Releasing the
+//! innermost lock pops it. No global lock is taken unless the chain is new to the thread.
+//!
+//! # Releasing out of order
+//!
+//! Releasing a lock that is not the innermost removes it and acquires the entries above
+//! it again on the shorter stack, as the kernel's `reacquire_held_locks` does: each one
+//! gets the key of its new chain and, when that chain is new, is validated against the
+//! locks below it. So holding A, B, C and releasing B records A → C, the dependency
+//! the program now has.
+//!
+//! # Nest-locked runs
+//!
+//! A lock taken under a nest lock, right on top of a lock of the same class and subclass
+//! taken under the same nest lock, joins that entry instead of pushing a new one (the
+//! kernel's `hlock->references`): a ww transaction over N objects is one entry, neither
+//! validated again nor re-keyed, whatever order its locks are released in. Unlike the
+//! kernel, the entry keeps its instances (in acquisition order), so a release, a query or
+//! a report still names each lock; releasing the first or the last of the run is O(1).
 //!
 //! # Chain keys
 //!
@@ -19,8 +35,20 @@
 //! # Turning off
 //!
 //! `set_enabled(false)` bumps a global generation. A thread that sees a new generation
-//! forgets its held stack, remembering the dropped (class, instance) pairs as *lost* so
-//! that their later releases are not reported as bad unlocks.
+//! forgets its held stack and becomes *lenient*: it may hold locks that lockdep never saw
+//! (taken before the switch and forgotten, or taken while checking was off). On a
+//! lenient thread:
+//!
+//! - a release that matches no held lock is accepted silently, once per (class,
+//!   instance) per generation; a second one is reported, so a double unlock after the
+//!   switch is still found;
+//! - a lock taken under a nest lock that is not held (a ww acquire context started while
+//!   checking was off) is neither validated nor reported: it is kept aside, and its
+//!   release matches it. Its context was never seen, so nothing about it can be checked.
+//!   Once the nest lock's own release was seen, this stops.
+//!
+//! Threads that did not use lockdep before the switch (other than the one that turned
+//! it off) stay strict.
 
 use super::graph::{node_of, AddDep, Graph, Step};
 use super::text;
@@ -29,7 +57,7 @@ use crate::{
 };
 use parking_lot::{Mutex, RwLock};
 use std::cell::RefCell;
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::hash::{BuildHasher, Hasher};
 use std::io::Write as _;
 use std::marker::PhantomData;
@@ -96,8 +124,12 @@ pub(crate) fn set_enabled(on: bool) {
     } else {
         GENERATION.fetch_add(1, Ordering::Relaxed);
         ENABLED.store(OFF, Ordering::Relaxed);
-        // Clear this thread's stack now; others do it on their next lockdep call.
-        with_state(|st| st.sync_generation());
+        // Clear this thread's stack now; others do it on their next lockdep call. This
+        // thread lives through the off period even if it never used lockdep before.
+        with_state(|st| {
+            st.sync_generation();
+            st.lenient = true;
+        });
     }
 }
 
@@ -239,6 +271,32 @@ pub(crate) struct Held {
     pub(crate) at: Loc,
     /// Key of the chain from the bottom of the stack up to and including this entry.
     pub(crate) key: u64,
+    /// Further locks merged into this entry, in acquisition order after `instance`: locks
+    /// of the same node taken one right after another under the same nest lock.
+    /// Usually empty (no allocation).
+    pub(crate) more: VecDeque<(usize, Loc)>,
+}
+
+impl Held {
+    /// Number of locks this entry stands for.
+    pub(crate) fn count(&self) -> usize {
+        1 + self.more.len()
+    }
+
+    /// Each lock of this entry: (instance, where it was taken), in acquisition order.
+    pub(crate) fn instances(&self) -> impl Iterator<Item = (usize, Loc)> + '_ {
+        std::iter::once((self.instance, self.at)).chain(self.more.iter().copied())
+    }
+
+    /// Position in `more` of `instance`, searched from the newest.
+    fn merged_position(&self, instance: usize) -> Option<usize> {
+        self.more.iter().rposition(|&(i, _)| i == instance)
+    }
+
+    /// Whether `instance` is one of this entry's locks.
+    fn holds(&self, instance: usize) -> bool {
+        self.instance == instance || self.merged_position(instance).is_some()
+    }
 }
 
 /// A report built while the thread state was borrowed, to be delivered after.
@@ -253,8 +311,18 @@ struct ThreadState {
     cache: HashSet<u64, IdBuild>,
     /// The `GENERATION` this stack belongs to.
     generation: u64,
-    /// (class address, instance) of locks forgotten when checking was turned off.
-    lost: Vec<(usize, usize)>,
+    /// Whether this thread lived through a switch-off: it may hold locks lockdep never
+    /// saw (see the module docs).
+    lenient: bool,
+    /// (class address, instance) of unmatched releases accepted this generation.
+    excused: HashSet<(usize, usize)>,
+    /// (class address, instance) of locks taken, on a lenient thread, under a nest lock
+    /// that is not held; not validated.
+    untracked: Vec<(usize, usize)>,
+    /// Reused buffer for the entries above an out-of-order release.
+    scratch: Vec<Held>,
+    /// An empty buffer for the next merged run (`Held::more`), kept from the last one.
+    spare_more: VecDeque<(usize, Loc)>,
     /// Installed captures, innermost last.
     captures: Vec<Sink>,
     /// `name/id`, computed once (the thread handle is unavailable in TLS destructors).
@@ -291,7 +359,11 @@ impl ThreadState {
             held: Vec::with_capacity(16),
             cache: HashSet::with_hasher(IdBuild),
             generation: GENERATION.load(Ordering::Relaxed),
-            lost: Vec::new(),
+            lenient: false,
+            excused: HashSet::new(),
+            untracked: Vec::new(),
+            scratch: Vec::new(),
+            spare_more: VecDeque::new(),
             captures: Vec::new(),
             name: thread_name(),
             validations: 0,
@@ -309,11 +381,10 @@ impl ThreadState {
     #[cold]
     fn forget_held(&mut self, generation: u64) {
         self.generation = generation;
-        let lost = self
-            .held
-            .drain(..)
-            .map(|h| (class_key(h.class), h.instance));
-        self.lost.extend(lost);
+        self.held.clear();
+        self.untracked.clear();
+        self.excused.clear();
+        self.lenient = true;
     }
 
     #[inline]
@@ -354,8 +425,8 @@ impl ThreadState {
     ) -> Option<Pending> {
         self.sync_generation();
         if how.subclass >= MAX_SUBCLASSES || how.nest.is_some() {
-            if let Some(p) = self.check_annotation(class, id, instance, how, at) {
-                return Some(p);
+            if let Some(done) = self.acquire_annotated(class, id, instance, how, at) {
+                return done;
             }
         }
         let node = node_of(id, how.subclass);
@@ -367,19 +438,67 @@ impl ThreadState {
             how,
             at,
             key,
+            more: VecDeque::new(),
         };
         // A trylock never blocks, so it is not validated; later locks depend on it.
         if how.trylock || self.cache.contains(&key) {
             self.held.push(held);
             return None;
         }
-        self.acquire_slow(held)
+        self.acquire_slow(held, false)
     }
 
-    /// Subclass range and nest-lock presence. On a problem, records the lock without
-    /// validation (so its release still balances) and returns the report.
+    /// The cases of an acquisition with a subclass out of range or a nest lock:
+    /// `Some(outcome)` when they decide it, `None` to go on as usual.
+    #[inline(never)]
+    fn acquire_annotated(
+        &mut self,
+        class: &'static LockClass,
+        id: u32,
+        instance: usize,
+        how: Acquire,
+        at: Loc,
+    ) -> Option<Option<Pending>> {
+        if how.subclass >= MAX_SUBCLASSES {
+            return Some(self.bad_annotation(class, id, instance, how, at));
+        }
+        let nest = how.nest?;
+        if !self.holds_instance(nest) {
+            // On a lenient thread the nest lock may have been taken while checking was
+            // off (unless its release was seen since): nothing to check.
+            if self.lenient && !self.excused.iter().any(|&(_, i)| i == nest) {
+                self.untracked.push((class_key(class), instance));
+                return Some(None);
+            }
+            return Some(self.bad_annotation(class, id, instance, how, at));
+        }
+        // Right on top of a lock of the same node under the same nest lock: join it.
+        let node = node_of(id, how.subclass);
+        let top = self.held.last_mut()?;
+        if top.node != node || top.how.nest != how.nest {
+            return None;
+        }
+        if top.more.capacity() == 0 {
+            top.more = std::mem::take(&mut self.spare_more);
+        }
+        top.more.push_back((instance, at));
+        Some(None)
+    }
+
+    /// Whether any held entry holds `instance` (checking each entry's first lock before
+    /// the merged ones).
+    fn holds_instance(&self, instance: usize) -> bool {
+        self.held.iter().any(|h| h.instance == instance)
+            || self
+                .held
+                .iter()
+                .any(|h| h.merged_position(instance).is_some())
+    }
+
+    /// Report a subclass out of range or a nest lock that is not held. Records the lock
+    /// without validation (so its release still balances), unless the report panics.
     #[cold]
-    fn check_annotation(
+    fn bad_annotation(
         &mut self,
         class: &'static LockClass,
         id: u32,
@@ -387,27 +506,25 @@ impl ThreadState {
         how: Acquire,
         at: Loc,
     ) -> Option<Pending> {
-        let detail = if how.subclass >= MAX_SUBCLASSES {
-            format!(
-                "lock ({}) taken with subclass {}, but subclasses are 0..{}",
-                class.name(),
-                how.subclass,
-                MAX_SUBCLASSES
+        let (title, detail) = if how.subclass >= MAX_SUBCLASSES {
+            (
+                "lockdep annotation: invalid subclass",
+                format!(
+                    "lock ({}) taken with subclass {}, but subclasses are 0..{}",
+                    class.name(),
+                    how.subclass,
+                    MAX_SUBCLASSES
+                ),
             )
         } else {
-            let nest = how.nest?;
-            if self.held.iter().any(|h| h.instance == nest) {
-                return None;
-            }
-            format!(
-                "lock ({}) taken under nest lock {nest:#x}, which this thread does not hold",
-                class.name()
+            (
+                "nested lock was not taken",
+                format!(
+                    "lock ({}) taken under nest lock {:#x}, which this thread does not hold",
+                    class.name(),
+                    how.nest.unwrap_or_default()
+                ),
             )
-        };
-        let title = if how.subclass >= MAX_SUBCLASSES {
-            "lockdep annotation: invalid subclass"
-        } else {
-            "nested lock was not taken"
         };
         let subclass = how.subclass.min(MAX_SUBCLASSES - 1);
         let node = node_of(id, subclass);
@@ -423,13 +540,17 @@ impl ThreadState {
                 how: fixed,
                 at,
                 key,
+                more: VecDeque::new(),
             });
         }
         Some(p)
     }
 
+    /// Validate `held` on top of the stack (its chain is not in this thread's cache) and
+    /// push it. `always_push`: push it even when the report panics (re-acquisition after
+    /// an out-of-order release, where the lock is held whatever lockdep thinks).
     #[cold]
-    fn acquire_slow(&mut self, held: Held) -> Option<Pending> {
+    fn acquire_slow(&mut self, held: Held, always_push: bool) -> Option<Pending> {
         if CHAINS.read().contains(&held.key) {
             self.cache.insert(held.key);
             self.held.push(held);
@@ -446,7 +567,7 @@ impl ThreadState {
             }
             Err(problem) => {
                 let p = self.problem_report(problem, &held);
-                if !self.report_panics() {
+                if always_push || !self.report_panics() {
                     self.held.push(held);
                 }
                 Some(p)
@@ -477,33 +598,101 @@ impl ThreadState {
         }
     }
 
+    #[inline]
     fn release(&mut self, class: &'static LockClass, instance: usize, at: Loc) -> Option<Pending> {
         self.sync_generation();
-        let found = self
-            .held
-            .iter()
-            .rposition(|h| h.instance == instance && std::ptr::eq(h.class, class));
-        match found {
-            Some(i) if i + 1 == self.held.len() => {
-                self.held.pop();
-                None
-            }
-            Some(i) => {
-                self.held.remove(i);
-                // Re-derive the chain keys of the entries that were above it.
-                let mut key = if i == 0 {
-                    CHAIN_SEED
-                } else {
-                    self.held[i - 1].key
-                };
-                for h in &mut self.held[i..] {
-                    key = chain_mix(key, chain_word(h.node, &h.how));
-                    h.key = key;
+        let depth = self.held.len();
+        if let Some(top) = self.held.last_mut() {
+            if top.instance == instance && top.more.is_empty() && std::ptr::eq(top.class, class) {
+                if top.more.capacity() != 0 {
+                    // The buffer of a run: keep it for the next run.
+                    self.spare_more = std::mem::take(&mut top.more);
                 }
-                None
+                self.held.truncate(depth - 1);
+                return None;
             }
-            None => self.release_missing(class, instance, at),
         }
+        self.release_slow(class, instance, at)
+    }
+
+    /// Release a lock that is not alone on top of the stack: one of a merged run, one
+    /// below the top, or one not held.
+    #[cold]
+    fn release_slow(
+        &mut self,
+        class: &'static LockClass,
+        instance: usize,
+        at: Loc,
+    ) -> Option<Pending> {
+        let of_class = |h: &Held| std::ptr::eq(h.class, class);
+        // The newest lock of each entry first, then its first one (the two ends of a run:
+        // releases in reverse or in acquisition order), innermost entry first.
+        let ends = self.held.iter().rposition(|h| {
+            of_class(h)
+                && (h.instance == instance || h.more.back().is_some_and(|m| m.0 == instance))
+        });
+        if let Some(i) = ends {
+            let h = &mut self.held[i];
+            if h.more.back().is_some_and(|m| m.0 == instance) {
+                h.more.pop_back();
+                return None;
+            }
+            // The first lock of a run goes; the next one takes its place.
+            if let Some((next, next_at)) = h.more.pop_front() {
+                h.instance = next;
+                h.at = next_at;
+                return None;
+            }
+            return self.remove_entry(i);
+        }
+        for h in self.held.iter_mut().rev().filter(|h| of_class(h)) {
+            if let Some(j) = h.merged_position(instance) {
+                h.more.remove(j);
+                return None;
+            }
+        }
+        self.release_missing(class, instance, at)
+    }
+
+    /// Remove `held[i]` and acquire the entries above it again on the shorter stack
+    /// (the kernel's `reacquire_held_locks`): new chain keys, and validation of the
+    /// chains that are new, which records the dependencies between the locks that are
+    /// now adjacent. Returns the first report this raises.
+    fn remove_entry(&mut self, i: usize) -> Option<Pending> {
+        if i + 1 == self.held.len() {
+            self.held.pop();
+            return None;
+        }
+        let mut above = std::mem::take(&mut self.scratch);
+        above.extend(self.held.drain(i + 1..));
+        self.held.pop();
+        let mut first = None;
+        for h in above.drain(..) {
+            if let Some(p) = self.reacquire(h) {
+                first.get_or_insert(p);
+            }
+        }
+        self.scratch = above;
+        first
+    }
+
+    /// Put a held entry back on top of the stack, as `acquire` would have.
+    fn reacquire(&mut self, mut h: Held) -> Option<Pending> {
+        if h.how.nest.is_some() {
+            if let Some(top) = self.held.last_mut() {
+                if top.node == h.node && top.how.nest == h.how.nest {
+                    top.more.push_back((h.instance, h.at));
+                    top.more.append(&mut h.more);
+                    return None;
+                }
+            }
+        }
+        h.key = chain_mix(self.top_key(), chain_word(h.node, &h.how));
+        if h.how.trylock || self.cache.contains(&h.key) {
+            self.held.push(h);
+            return None;
+        }
+        self.acquire_slow(h, true)
     }
 
     #[cold]
@@ -513,9 +702,13 @@ impl ThreadState {
         instance: usize,
         at: Loc,
     ) -> Option<Pending> {
-        let ck = class_key(class);
-        if let Some(i) = self.lost.iter().rposition(|&l| l == (ck, instance)) {
-            self.lost.swap_remove(i);
+        let key = (class_key(class), instance);
+        if let Some(i) = self.untracked.iter().rposition(|&u| u == key) {
+            self.untracked.swap_remove(i);
+            self.excused.insert(key);
+            return None;
+        }
+        if self.lenient && self.excused.insert(key) {
             return None;
         }
         let t = text::bad_unlock(&self.name, class, instance, at, &self.held);
@@ -691,7 +884,7 @@ pub(crate) fn is_instance_held(class: &'static LockClass, instance: usize) -> bo
         st.sync_generation();
         st.held
             .iter()
-            .any(|h| std::ptr::eq(h.class, class) && h.instance == instance)
+            .any(|h| std::ptr::eq(h.class, class) && h.holds(instance))
     })
     .unwrap_or(false)
 }
@@ -724,6 +917,7 @@ pub(crate) fn prime(chain: &[&'static LockClass], at: Loc) {
                 how: Acquire::write(),
                 at,
                 key: 0,
+                more: VecDeque::new(),
             };
             if let Some(prev) = prev.take() {
                 if prev.node == next.node {
@@ -817,7 +1011,7 @@ pub(crate) fn held_locks_text() -> String {
 pub(crate) fn held_count() -> usize {
     with_state(|st| {
         st.sync_generation();
-        st.held.len()
+        st.held.iter().map(Held::count).sum()
     })
     .unwrap_or(0)
 }

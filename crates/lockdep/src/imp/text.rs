@@ -27,6 +27,11 @@ fn mode_text(mode: Mode) -> &'static str {
 
 /// ` (A){read}, at: file:line:col`, one held or wanted lock.
 pub(crate) fn lock_line(h: &Held) -> String {
+    lock_line_at(h, h.at)
+}
+
+/// [`lock_line`] for the lock of entry `h` taken at `at` (one of a merged run).
+fn lock_line_at(h: &Held, at: Loc) -> String {
     let mut s = format!(
         "({}){}",
         class_text(h.class, h.how.subclass),
@@ -38,14 +43,15 @@ pub(crate) fn lock_line(h: &Held) -> String {
     if let Some(n) = h.how.nest {
         let _ = write!(s, "{{nest lock {n:#x}}}");
     }
-    let _ = write!(s, ", at: {}", h.at);
+    let _ = write!(s, ", at: {at}");
     s
 }
 
-/// The kernel's `lockdep_print_held_locks`.
+/// The kernel's `lockdep_print_held_locks`, one line per lock (the locks merged into
+/// one entry under a nest lock each get theirs).
 pub(crate) fn held_text(thread: &str, held: &[Held]) -> String {
     let mut s = String::new();
-    match held.len() {
+    match held.iter().map(Held::count).sum::<usize>() {
         0 => {
             let _ = writeln!(s, "no locks held by {thread}.");
         }
@@ -56,8 +62,11 @@ pub(crate) fn held_text(thread: &str, held: &[Held]) -> String {
             let _ = writeln!(s, "{n} locks held by {thread}:");
         }
     }
-    for (i, h) in held.iter().enumerate() {
-        let _ = writeln!(s, " #{i}: {}", lock_line(h));
+    let lines = held
+        .iter()
+        .flat_map(|h| h.instances().map(move |(_, at)| (h, at)));
+    for (i, (h, at)) in lines.enumerate() {
+        let _ = writeln!(s, " #{i}: {}", lock_line_at(h, at));
     }
     s
 }
