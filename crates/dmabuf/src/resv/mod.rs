@@ -36,7 +36,7 @@ use crate::ww::{AcquireCtx, WwClass, WwGuard, WwMutex};
 use rcu::{RcuCell, Shared};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Once};
+use std::sync::Once;
 use std::time::{Duration, Instant};
 
 /// The wait-die class of every reservation lock (`reservation_ww_class`).

@@ -1,6 +1,7 @@
 use super::selftest::{cases, fence_on, new_fence};
 use super::*;
 use proptest::prelude::*;
+use std::sync::Arc;
 
 #[test]
 fn every_dma_resv_case_passes() {
