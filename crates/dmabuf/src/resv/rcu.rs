@@ -160,7 +160,11 @@ mod tests {
         assert_eq!(*c.load(), 1);
         let old = c.store(Arc::new(2));
         assert_eq!(*old, 1);
-        assert_eq!(Arc::strong_count(&old), 1, "the grace period is over: unique");
+        assert_eq!(
+            Arc::strong_count(&old),
+            1,
+            "the grace period is over: unique"
+        );
         let held = c.load();
         let mut old2 = c.store(old);
         assert_eq!(*old2, 2);
