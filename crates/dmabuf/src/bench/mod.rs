@@ -75,8 +75,16 @@ pub fn run_threads(
         .into_iter()
         .map(|h| h.join().expect("bench thread"))
         .collect();
-    let first = spans.iter().map(|s| s.0).min().expect("at least one thread");
-    let last = spans.iter().map(|s| s.1).max().expect("at least one thread");
+    let first = spans
+        .iter()
+        .map(|s| s.0)
+        .min()
+        .expect("at least one thread");
+    let last = spans
+        .iter()
+        .map(|s| s.1)
+        .max()
+        .expect("at least one thread");
     last - first
 }
 
