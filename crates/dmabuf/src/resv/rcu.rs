@@ -17,19 +17,19 @@
 //! use the other counter and load the new pointer, so a writer waits only for readers
 //! already inside their few-instruction window — never for new ones.
 //!
-//! Writers are serialised by an internal mutex (the reservation lock already serialises
-//! them; the mutex keeps the cell sound on its own). The reader's "announce, then load the
+//! Writers must not overlap; the reservation lock serialises them, and an internal flag
+//! keeps the cell sound on its own (a second writer spins until the first is done). The reader's "announce, then load the
 //! pointer" and the writer's "swap the pointer, then read the counter" must not be
 //! reordered (a Dekker-style handshake): both sides put a `SeqCst` fence between the two,
 //! which is also what lets loom (which models `SeqCst` fences but not `SeqCst` accesses)
 //! check the handshake.
 
 #[cfg(loom)]
-use loom::sync::atomic::{fence, AtomicPtr, AtomicUsize};
+use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicUsize};
 #[cfg(loom)]
 use loom::sync::Arc;
 #[cfg(not(loom))]
-use std::sync::atomic::{fence, AtomicPtr, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize};
 #[cfg(not(loom))]
 use std::sync::Arc;
 
@@ -48,10 +48,8 @@ pub struct RcuCell<T> {
     ptr: AtomicPtr<T>,
     epoch: AtomicUsize,
     readers: [Padded; 2],
-    #[cfg(not(loom))]
-    writer: parking_lot::Mutex<()>,
-    #[cfg(loom)]
-    writer: loom::sync::Mutex<()>,
+    /// Set while a writer is inside `store`: writers must not overlap.
+    writing: AtomicBool,
 }
 
 // SAFETY: the cell hands out `Arc<T>` clones to any thread and drops values on whichever
@@ -67,7 +65,7 @@ impl<T> RcuCell<T> {
             ptr: AtomicPtr::new(Arc::into_raw(value) as *mut T),
             epoch: AtomicUsize::new(0),
             readers: [Padded(AtomicUsize::new(0)), Padded(AtomicUsize::new(0))],
-            writer: Default::default(),
+            writing: AtomicBool::new(false),
         }
     }
 
@@ -79,7 +77,7 @@ impl<T> RcuCell<T> {
             self.readers[e & 1].0.fetch_add(1, SeqCst);
             // Pairs with the writer's fence: either the writer sees this announcement,
             // or this reader sees the writer's new pointer and epoch.
-            fence(SeqCst);
+            sc_fence();
             if self.epoch.load(SeqCst) == e {
                 break e;
             }
@@ -101,14 +99,21 @@ impl<T> RcuCell<T> {
     /// Publish `value`; returns the previous value after its grace period (no reader
     /// can still take a new reference to it; readers that already have one keep it).
     pub fn store(&self, value: Arc<T>) -> Arc<T> {
-        #[cfg(not(loom))]
-        let _w = self.writer.lock();
-        #[cfg(loom)]
-        let _w = self.writer.lock().expect("writer mutex");
+        // Writers are serialised by their caller (the reservation lock); a second writer
+        // arriving anyway waits here rather than breaking the grace period.
+        while self
+            .writing
+            .compare_exchange(false, true, SeqCst, SeqCst)
+            .is_err()
+        {
+            std::hint::spin_loop();
+            #[cfg(loom)]
+            loom::thread::yield_now();
+        }
         let old = self.ptr.swap(Arc::into_raw(value) as *mut T, SeqCst);
         let e = self.epoch.fetch_add(1, SeqCst);
         // Pairs with the readers' fence (see there).
-        fence(SeqCst);
+        sc_fence();
         let mut spins = 0u32;
         while self.readers[e & 1].0.load(SeqCst) != 0 {
             spins += 1;
@@ -120,11 +125,23 @@ impl<T> RcuCell<T> {
             #[cfg(loom)]
             loom::thread::yield_now();
         }
+        self.writing.store(false, SeqCst);
         // SAFETY: `old` came from `Arc::into_raw` and the cell owned its reference; no
         // reader can take a reference to it any more (grace period over), so ownership
         // of that reference moves to the caller.
         unsafe { Arc::from_raw(old) }
     }
+}
+
+/// The handshake's ordering point. Every access of the handshake is a `SeqCst` access,
+/// which orders "store, then load of another location" by itself (they are all in the
+/// single total order), so native builds need no extra fence (on x86 it would be an
+/// `mfence` on every load and store). Loom models `SeqCst` accesses as acquire/release
+/// only, so under loom the handshake gets an explicit `SeqCst` fence, which loom models.
+#[inline(always)]
+fn sc_fence() {
+    #[cfg(loom)]
+    fence(SeqCst);
 }
 
 #[cfg(not(loom))]
