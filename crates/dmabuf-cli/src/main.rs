@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod selftest;
+mod torture;
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +28,14 @@ enum Cmd {
         #[arg(long)]
         list: bool,
     },
+    /// Run the racing self-test scenarios over and over for a while, lockdep on.
+    Torture {
+        /// How long to run.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// Only scenarios whose name contains this text.
+        filter: Option<String>,
+    },
     /// Run a benchmark suite beside its baselines and print the ratios.
     Bench {
         /// The suite (`ww`, …) or `all`.
@@ -45,5 +54,6 @@ fn main() -> ExitCode {
     match cli.cmd {
         Cmd::Selftest { filter, list } => selftest::main(filter.as_deref(), list),
         Cmd::Bench { suite, quick, json } => bench::main(&suite, quick, json),
+        Cmd::Torture { seconds, filter } => torture::main(seconds, filter.as_deref()),
     }
 }

@@ -1,0 +1,65 @@
+//! `dmabuf torture [--seconds N] [FILTER]`: the self-test scenarios that race threads
+//! against each other (stress, races, contention), run over and over for a while with
+//! lockdep on — the long runs that `cargo test` keeps short.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+/// Whether a case is one of the racing ones.
+fn is_racing(name: &str) -> bool {
+    ["stress", "race", "contention"]
+        .iter()
+        .any(|k| name.contains(k))
+}
+
+pub fn main(seconds: u64, filter: Option<&str>) -> ExitCode {
+    let cases: Vec<_> = dmabuf::selftest::select(filter)
+        .into_iter()
+        .filter(|c| is_racing(c.name))
+        .collect();
+    if cases.is_empty() {
+        eprintln!("dmabuf torture: no racing scenario matches");
+        return ExitCode::from(2);
+    }
+    lockdep::set_on_report(lockdep::OnReport::Collect);
+    std::panic::set_hook(Box::new(|_| {}));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let (mut runs, mut failures) = (0u64, Vec::new());
+    let bar = indicatif::ProgressBar::new(seconds);
+    let start = Instant::now();
+    while Instant::now() < deadline {
+        for c in &cases {
+            let o = dmabuf::selftest::run_case(c);
+            runs += 1;
+            if let Err(e) = o.result {
+                failures.push(format!("{}: {e}", c.name));
+            }
+            bar.set_position(start.elapsed().as_secs().min(seconds));
+            if Instant::now() >= deadline {
+                break;
+            }
+        }
+    }
+    bar.finish_and_clear();
+    let reports = lockdep::take_reports();
+    for r in &reports {
+        println!("{r}");
+    }
+    for f in &failures {
+        println!("FAIL {f}");
+    }
+    println!(
+        "torture: {} scenarios, {runs} runs in {:.1} s, {} failures, {} lockdep reports",
+        cases.len(),
+        start.elapsed().as_secs_f64(),
+        failures.len(),
+        reports.len()
+    );
+    let passed = runs - failures.len() as u64;
+    println!("{passed} passed, {} failed", failures.len() + reports.len());
+    if failures.is_empty() && reports.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
