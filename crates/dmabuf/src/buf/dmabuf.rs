@@ -139,7 +139,7 @@ static NEXT_INO: AtomicU64 = AtomicU64::new(1);
 /// Report (lockdep `Misuse`) and refuse a call that must run without the reservation
 /// lock while this thread holds one.
 #[track_caller]
-pub(super) fn must_not_hold_resv(what: &'static str) -> Result<()> {
+pub(crate) fn must_not_hold_resv(what: &'static str) -> Result<()> {
     if lockdep::is_held(RESERVATION_WW_CLASS.lock_class()) {
         lockdep::report(
             lockdep::ReportKind::Misuse,
