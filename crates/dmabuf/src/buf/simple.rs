@@ -4,7 +4,9 @@
 //!
 //! Maps go through the attached device's DMA ([`crate::device::dma`]), so a
 //! non-coherent device gets a bounce buffer. Like the kernel's system heap, begin CPU
-//! access syncs every live mapping of the buffer for the CPU and end CPU access syncs
+//! access syncs every live mapping of the buffer for the CPU (after waiting for the
+//! implicit fences the access must follow, since the core waits only after this hook)
+//! and end CPU access syncs
 //! them for the device (each in its mapping's direction), and reports each sync to the
 //! buffer's ownership tracker: without the bracket a non-coherent device sees stale data.
 
@@ -14,11 +16,12 @@ use crate::device::dma::DmaMap;
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::heap::memfd::{page_size, Memfd};
-use crate::resv::{ResvGuard, RESERVATION_WW_CLASS};
+use crate::resv::{ResvGuard, Usage, RESERVATION_WW_CLASS};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Callback counters.
 #[derive(Default, Debug)]
@@ -228,7 +231,9 @@ impl Exporter for SimpleExporter {
             key: att.mapping_key(&t),
             map: m,
         };
-        self.live.lock().insert((att.id(), live.map.dma_addr()), live);
+        self.live
+            .lock()
+            .insert((att.id(), live.map.dma_addr()), live);
         Ok(t)
     }
 
@@ -251,6 +256,12 @@ impl Exporter for SimpleExporter {
     fn begin_cpu_access(&self, buf: &DmaBuf, dir: Direction) -> Result<()> {
         self.expect_locked(false);
         self.calls.begin_cpu.fetch_add(1, Ordering::SeqCst);
+        if self.live.lock().values().any(|m| m.ino == buf.ino()) {
+            // The core waits for the implicit fences only after this hook: a sync for
+            // the CPU before a device job is done would copy its bounce buffer too early.
+            let usage = Usage::rw(dir.is_write_for_implicit_sync());
+            buf.resv().wait_timeout(usage, Duration::MAX, None)?;
+        }
         self.sync_all(buf, dir, true)
     }
 

@@ -283,8 +283,11 @@ impl Tracker {
                 Some(&dev),
                 format!("unmapped from {dev} while {n} job(s) on the mapping still run"),
             );
+            // The device still works on the buffer until the jobs end: keep counting
+            // them (ownership, free while busy).
+        } else {
+            st.jobs.remove(&map);
         }
-        st.jobs.remove(&map);
     }
 
     /// A sync of mapping `map` for `dir` (the DMA API's `sync_for_cpu`/`for_device`).
@@ -343,8 +346,14 @@ impl Tracker {
     /// A job on mapping `map` ended.
     pub fn job_ended(&self, buf: u64, map: u64) {
         let mut g = self.bufs.lock();
-        if let Some(j) = g.get_mut(&buf).and_then(|s| s.jobs.get_mut(&map)) {
-            j.1 = j.1.saturating_sub(1);
+        if let Some(st) = g.get_mut(&buf) {
+            if let Some(j) = st.jobs.get_mut(&map) {
+                j.1 = j.1.saturating_sub(1);
+                // A mapping unmapped while its jobs ran is forgotten with the last one.
+                if j.1 == 0 && !st.maps.contains_key(&map) {
+                    st.jobs.remove(&map);
+                }
+            }
         }
     }
 
