@@ -274,7 +274,8 @@ impl Attachment {
     /// A cached mapping is returned when its direction covers `dir`. A dynamic exporter
     /// is pinned for a static importer first; a static importer waits (no timeout) for the
     /// KERNEL fences — moves and clears — before it gets the table; a dynamic importer
-    /// must wait itself.
+    /// must wait itself. A new mapping is reported to the buffer's ownership tracker, if
+    /// any (a cached one once, when it is made).
     ///
     /// Errors: `Invalid` for another buffer's lock or a detached attachment; `Busy` when
     /// a cached mapping's direction does not cover `dir`; the exporter's errors (nothing
@@ -342,8 +343,10 @@ impl Attachment {
         }
     }
 
-    /// Unmap `m` (`dma_buf_unmap_attachment`), reservation lock held: the exporter's
-    /// unmap, then unpin if the map pinned. Unmapping a cached mapping does nothing.
+    /// Unmap `m` (`dma_buf_unmap_attachment`), reservation lock held: the unmap is
+    /// reported to the buffer's ownership tracker, if any; then the exporter's unmap,
+    /// then unpin if the map pinned. Unmapping a cached mapping does nothing (it is
+    /// unmapped, and reported, at detach).
     ///
     /// Errors: `Invalid` for another buffer's lock or a mapping of another attachment;
     /// the mapping is handed back then.

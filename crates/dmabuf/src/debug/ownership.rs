@@ -19,6 +19,14 @@
 //!
 //! Reports are kept (see [`Tracker::take_reports`]) and logged through `tracing`; the
 //! tracked operation itself always goes on — the tracker observes, it never refuses.
+//!
+//! Wiring: a buffer is tracked once [`DmaBuf::set_tracker`](crate::buf::DmaBuf::set_tracker)
+//! names a tracker. From then on the dma-buf core reports begin/end CPU access, every
+//! mapping made and unmapped through an attachment (keyed by
+//! [`Attachment::mapping_key`](crate::buf::Attachment::mapping_key)) and the release;
+//! exporters report their DMA syncs ([`crate::buf::simple`] does); DMA engines
+//! ([`crate::device::engine`]) report job start and end per mapping; CPU reads and writes
+//! through [`CpuView`](crate::device::CpuView) are reported as CPU accesses.
 
 use crate::buf::Direction;
 use parking_lot::Mutex;

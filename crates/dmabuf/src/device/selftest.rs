@@ -221,8 +221,15 @@ fn implicit_sync() -> R {
         r.started_ns.unwrap_or(0) >= pr.signalled_ns,
         "consumer started after the producer signalled",
     )?;
-    // A reader after the reader does not wait for it: the next writer does.
     ensure(b.resv().test_signaled(crate::resv::Usage::Read), "all done")?;
+    // Waiting for a job's fence while holding the buffer's reservation lock is legal
+    // (the engine's signalling path takes no reservation lock): no lockdep report.
+    let h =
+        s(pe.submit(Job::fill(Operand::new(&pm), 0x6B).simulate_time(Duration::from_millis(5))))?;
+    {
+        let _g = b.resv().lock_no_ctx();
+        h.fence().wait();
+    }
     ld.clean()
 }
 
@@ -512,6 +519,32 @@ fn bad_input() -> R {
         eng.counts() == (0, 0) && eng.pending() == 0,
         "nothing queued",
     )?;
+    // CPU view: out of range → EINVAL / EOVERFLOW, nothing copied, nothing reported.
+    let t = Arc::new(Tracker::new());
+    let (_e3, tb) = buffer(1, Some(&t))?;
+    let v = s(CpuView::new(&tb))?;
+    let mut out = [7u8; 8];
+    ensure(
+        matches!(v.read_at(tb.size() - 4, &mut out), Err(Error::Invalid(_))) && out == [7; 8],
+        "read past the end",
+    )?;
+    ensure(
+        matches!(v.write_at(usize::MAX, b"x"), Err(Error::Overflow(_))),
+        "wrapping write",
+    )?;
+    ensure(t.take_reports().is_empty(), "failed accesses not reported")?;
+    // Pipeline: zero frames or pages.
+    for (frames, pages) in [(0, 1), (1, 0)] {
+        let cfg = super::pipeline::PipelineConfig {
+            frames,
+            pages,
+            ..Default::default()
+        };
+        ensure(
+            matches!(super::pipeline::run(&cfg), Err(Error::Invalid(_))),
+            "empty pipeline",
+        )?;
+    }
     // Setting a second tracker is refused.
     let (t1, t2) = (Arc::new(Tracker::new()), Arc::new(Tracker::new()));
     s(small.set_tracker(&t1))?;
