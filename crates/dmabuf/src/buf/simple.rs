@@ -259,6 +259,7 @@ impl Exporter for SimpleExporter {
         if self.live.lock().values().any(|m| m.ino == buf.ino()) {
             // The core waits for the implicit fences only after this hook: a sync for
             // the CPU before a device job is done would copy its bounce buffer too early.
+            // (Uninterruptible: the hook has no interrupt token.)
             let usage = Usage::rw(dir.is_write_for_implicit_sync());
             buf.resv().wait_timeout(usage, Duration::MAX, None)?;
         }

@@ -329,8 +329,9 @@ impl Engine {
     /// Errors, with nothing published or queued: `Invalid` for an operand mapped for
     /// another device, a copy or invert whose lengths differ, a zero timeout, or when
     /// called holding a reservation lock (with a lockdep `Misuse` report) or inside
-    /// another acquire context; `Interrupted` is not possible (locks are taken
-    /// uninterruptibly).
+    /// another acquire context of the reservation class (reported too). Lock contention
+    /// is not an error: the transaction backs off and retries; locks are taken
+    /// uninterruptibly.
     #[track_caller]
     pub fn submit(&self, job: Job) -> Result<JobHandle> {
         self.check(&job)?;
