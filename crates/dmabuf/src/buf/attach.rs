@@ -165,6 +165,33 @@ impl Attachment {
         self.inner.detached.load(Ordering::Acquire)
     }
 
+    /// The id under which a mapping of this attachment with table `table` is known to
+    /// the ownership tracker (`Tracker::mapped`, `synced`, `job_started`…): the
+    /// attachment id in the high bits, the table's first device address (below 2^40) in
+    /// the low ones. The core and the exporter both derive it from the table, so an
+    /// exporter can report its syncs of a mapping the core registered.
+    pub fn mapping_key(&self, table: &SgTable) -> u64 {
+        let addr = table.entries().first().map_or(0, |e| e.dma_addr);
+        (self.inner.id << 40) | (addr & ((1 << 40) - 1))
+    }
+
+    fn track_mapped(&self, table: &SgTable, dir: Direction) {
+        if let Some(t) = self.inner.buf.tracker() {
+            t.mapped(
+                self.inner.buf.ino(),
+                self.mapping_key(table),
+                self.inner.dev.name(),
+                dir,
+            );
+        }
+    }
+
+    fn track_unmapped(&self, table: &SgTable) {
+        if let Some(t) = self.inner.buf.tracker() {
+            t.unmapped(self.inner.buf.ino(), self.mapping_key(table));
+        }
+    }
+
     /// Whether a mapping is cached (made at attach, or the first with
     /// `cache_sgt_mapping`).
     pub fn has_cached_mapping(&self) -> bool {
@@ -188,6 +215,7 @@ impl Attachment {
         }
         match ops.map(lock, self, Direction::Bidirectional) {
             Ok(t) => {
+                self.track_mapped(&t, Direction::Bidirectional);
                 let mut l = self.inner.locked.lock();
                 l.cached = Some((t, Direction::Bidirectional));
                 l.cache_pinned = pinned;
@@ -246,7 +274,8 @@ impl Attachment {
     /// A cached mapping is returned when its direction covers `dir`. A dynamic exporter
     /// is pinned for a static importer first; a static importer waits (no timeout) for the
     /// KERNEL fences — moves and clears — before it gets the table; a dynamic importer
-    /// must wait itself.
+    /// must wait itself. A new mapping is reported to the buffer's ownership tracker, if
+    /// any (a cached one once, when it is made).
     ///
     /// Errors: `Invalid` for another buffer's lock or a detached attachment; `Busy` when
     /// a cached mapping's direction does not cover `dir`; the exporter's errors (nothing
@@ -295,6 +324,7 @@ impl Attachment {
             }
         }
         self.inner.live_maps.fetch_add(1, Ordering::Relaxed);
+        self.track_mapped(&table, dir);
         if buf.caps().cache_sgt_mapping {
             self.inner.locked.lock().cached = Some((table.clone(), dir));
             self.inner.has_cache.store(true, Ordering::Release);
@@ -313,8 +343,10 @@ impl Attachment {
         }
     }
 
-    /// Unmap `m` (`dma_buf_unmap_attachment`), reservation lock held: the exporter's
-    /// unmap, then unpin if the map pinned. Unmapping a cached mapping does nothing.
+    /// Unmap `m` (`dma_buf_unmap_attachment`), reservation lock held: the unmap is
+    /// reported to the buffer's ownership tracker, if any; then the exporter's unmap,
+    /// then unpin if the map pinned. Unmapping a cached mapping does nothing (it is
+    /// unmapped, and reported, at detach).
     ///
     /// Errors: `Invalid` for another buffer's lock or a mapping of another attachment;
     /// the mapping is handed back then.
@@ -332,6 +364,7 @@ impl Attachment {
         let table = m.table.take().expect("live mapping");
         self.inner.live_maps.fetch_sub(1, Ordering::Relaxed);
         if !m.cached {
+            self.track_unmapped(&table);
             let ops = self.inner.buf.exporter();
             ops.unmap(lock, self, table, m.dir);
             if m.pinned {
@@ -389,6 +422,7 @@ impl Attachment {
         };
         let ops = buf.exporter().clone();
         if let Some(((t, d), pinned)) = cached {
+            self.track_unmapped(&t);
             ops.unmap(&g, self, t, d);
             if pinned {
                 ops.unpin(&g, self);
@@ -485,6 +519,13 @@ impl SgMapping {
     /// The attachment.
     pub fn attachment(&self) -> &Attachment {
         &self.att
+    }
+
+    /// The id the ownership tracker knows this mapping by
+    /// ([`Attachment::mapping_key`] of its table; shared by every handle of a cached
+    /// mapping).
+    pub fn key(&self) -> u64 {
+        self.att.mapping_key(self.table())
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::ops::{Caps, Exporter};
 use super::{Attachment, Direction, Segment};
+use crate::debug::ownership::Tracker;
 use crate::error::{Error, Result};
 use crate::fence::{self, Fence};
 use crate::heap::memfd::{page_size, Mapping};
@@ -10,7 +11,7 @@ use crate::resv::{Resv, ResvGuard, Usage, RESERVATION_WW_CLASS};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
 /// Longest buffer name, in bytes (the kernel's `DMA_BUF_NAME_LEN` less the NUL).
@@ -104,6 +105,8 @@ pub(super) struct BufInner {
     embedded_resv: bool,
     name: Mutex<Option<String>>,
     pub(super) locked: Mutex<BufLocked>,
+    /// The ownership tracker told of this buffer's events, once set.
+    tracker: OnceLock<Arc<Tracker>>,
 }
 
 /// A DMA-BUF: a fixed-size buffer owned by its exporter, shared by reference. `clone`
@@ -136,7 +139,7 @@ static NEXT_INO: AtomicU64 = AtomicU64::new(1);
 /// Report (lockdep `Misuse`) and refuse a call that must run without the reservation
 /// lock while this thread holds one.
 #[track_caller]
-pub(super) fn must_not_hold_resv(what: &'static str) -> Result<()> {
+pub(crate) fn must_not_hold_resv(what: &'static str) -> Result<()> {
     if lockdep::is_held(RESERVATION_WW_CLASS.lock_class()) {
         lockdep::report(
             lockdep::ReportKind::Misuse,
@@ -191,6 +194,7 @@ pub fn export(info: ExportInfo) -> Result<DmaBuf> {
         embedded_resv,
         name: Mutex::new(None),
         locked: Mutex::new(BufLocked::default()),
+        tracker: OnceLock::new(),
     });
     registry().lock().insert(ino, Arc::downgrade(&inner));
     Ok(DmaBuf { inner })
@@ -202,6 +206,9 @@ impl Drop for BufInner {
         let l = self.locked.get_mut();
         if l.vmap_count != 0 {
             tracing::error!(ino = self.ino, "dma-buf released with a live vmap");
+        }
+        if let Some(t) = self.tracker.get() {
+            t.buffer_freed(self.ino);
         }
         self.ops.release(self.ino);
     }
@@ -285,6 +292,37 @@ impl DmaBuf {
         Arc::strong_count(&self.inner)
     }
 
+    /// Tell `tracker` of this buffer's ownership events from now on (see
+    /// [`crate::debug::ownership`]): begin/end CPU access, every mapping made and
+    /// unmapped through an attachment, the exporter's syncs (exporters report them, see
+    /// [`DmaBuf::tracker`]), device jobs (engines report them) and the release. The buffer
+    /// is registered with its current name. Takes no lock; any thread.
+    ///
+    /// Set it before mapping: mappings made earlier are unknown to the tracker (jobs on
+    /// them are reported as `UnknownMapping`).
+    ///
+    /// Errors: `Busy` when another tracker is already set (setting the same one again is
+    /// a no-op); nothing changes.
+    pub fn set_tracker(&self, tracker: &Arc<Tracker>) -> Result<()> {
+        match self.inner.tracker.get() {
+            Some(t) if Arc::ptr_eq(t, tracker) => return Ok(()),
+            Some(_) => return Err(Error::Busy("buffer already has an ownership tracker")),
+            None => {}
+        }
+        if self.inner.tracker.set(tracker.clone()).is_err() {
+            return Err(Error::Busy("buffer already has an ownership tracker"));
+        }
+        tracker.buffer_created(self.inner.ino, &self.name().unwrap_or_default());
+        Ok(())
+    }
+
+    /// The ownership tracker, if one was set ([`set_tracker`](Self::set_tracker)).
+    /// Exporters report their DMA syncs to it (`Tracker::synced` with
+    /// [`Attachment::mapping_key`]); engines report device jobs.
+    pub fn tracker(&self) -> Option<&Arc<Tracker>> {
+        self.inner.tracker.get()
+    }
+
     /// Whether two handles are the same buffer.
     pub fn ptr_eq(a: &DmaBuf, b: &DmaBuf) -> bool {
         Arc::ptr_eq(&a.inner, &b.inner)
@@ -353,7 +391,8 @@ impl DmaBuf {
 
     /// Prepare CPU access in `dir` (`dma_buf_begin_cpu_access`): the exporter's hook,
     /// then a wait — no timeout — for the implicit fences the access must follow
-    /// (writers for a read; everyone but bookkeeping for a write).
+    /// (writers for a read; everyone but bookkeeping for a write). Once both succeeded,
+    /// the buffer's ownership tracker (if any) records that the CPU owns the buffer.
     ///
     /// Must not hold a reservation lock. Errors: the exporter's, `Invalid` (with a
     /// lockdep report) when called holding a reservation lock.
@@ -375,19 +414,25 @@ impl DmaBuf {
         must_not_hold_resv("dma_buf_begin_cpu_access")?;
         self.inner.ops.begin_cpu_access(self, dir)?;
         let usage = Usage::rw(dir.is_write_for_implicit_sync());
-        self.inner
-            .resv
-            .wait_timeout(usage, Duration::MAX, intr)
-            .map(|_| ())
+        self.inner.resv.wait_timeout(usage, Duration::MAX, intr)?;
+        if let Some(t) = self.inner.tracker.get() {
+            t.begin_cpu_access(self.inner.ino, dir);
+        }
+        Ok(())
     }
 
-    /// End CPU access in `dir` (`dma_buf_end_cpu_access`): the exporter's hook.
+    /// End CPU access in `dir` (`dma_buf_end_cpu_access`): the exporter's hook; then the
+    /// ownership tracker (if any) records the end, whatever the hook returned.
     ///
     /// Must not hold a reservation lock. Errors: the exporter's; `Invalid` as above.
     #[track_caller]
     pub fn end_cpu_access(&self, dir: Direction) -> Result<()> {
         must_not_hold_resv("dma_buf_end_cpu_access")?;
-        self.inner.ops.end_cpu_access(self, dir)
+        let r = self.inner.ops.end_cpu_access(self, dir);
+        if let Some(t) = self.inner.tracker.get() {
+            t.end_cpu_access(self.inner.ino, dir);
+        }
+        r
     }
 
     /// Begin CPU access and end it when the returned guard drops.

@@ -22,6 +22,7 @@ pub mod simple;
 mod case_tests;
 
 pub use attach::{AttachGuard, Attachment, SgMapping};
+pub(crate) use dmabuf::must_not_hold_resv;
 pub use dmabuf::{
     export, live_buffers, sync_flags, CpuAccess, DmaBuf, ExportInfo, FileFlags, UserMapping, VMap,
     VMapGuard, Whence, NAME_MAX,

@@ -1,17 +1,27 @@
 //! A small, complete exporter over one memfd — for tests, examples and benchmarks, and a
 //! model of what an exporter must do. Counts every callback so tests can check who was
 //! called, with which lock state.
+//!
+//! Maps go through the attached device's DMA ([`crate::device::dma`]), so a
+//! non-coherent device gets a bounce buffer. Like the kernel's system heap, begin CPU
+//! access syncs every live mapping of the buffer for the CPU (after waiting for the
+//! implicit fences the access must follow, since the core waits only after this hook)
+//! and end CPU access syncs
+//! them for the device (each in its mapping's direction), and reports each sync to the
+//! buffer's ownership tracker: without the bracket a non-coherent device sees stale data.
 
 use super::ops::{Caps, Exporter};
 use super::{dmabuf, Attachment, Direction, DmaBuf, ExportInfo, Segment, SgTable};
 use crate::device::dma::DmaMap;
+use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::heap::memfd::{page_size, Memfd};
-use crate::resv::{ResvGuard, RESERVATION_WW_CLASS};
+use crate::resv::{ResvGuard, Usage, RESERVATION_WW_CLASS};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// Callback counters.
 #[derive(Default, Debug)]
@@ -51,6 +61,15 @@ impl Calls {
     }
 }
 
+/// A live DMA mapping the exporter made: the device, the mapping, the buffer and the
+/// tracker key of the mapping.
+struct LiveMap {
+    dev: Arc<Device>,
+    map: DmaMap,
+    ino: u64,
+    key: u64,
+}
+
 /// The exporter; see the module docs.
 pub struct SimpleExporter {
     mem: Arc<Memfd>,
@@ -58,7 +77,11 @@ pub struct SimpleExporter {
     cache_sgt_mapping: bool,
     /// With `trivial`, map returns a clone of a fixed table (no IOMMU), for benchmarks.
     trivial: Option<SgTable>,
-    live: Mutex<HashMap<(u64, u64), DmaMap>>,
+    live: Mutex<HashMap<(u64, u64), LiveMap>>,
+    /// Report syncs in the CPU access direction instead of each mapping's own
+    /// direction — what the kernel's system heap passes to `dma_sync_sgtable_for_cpu` —
+    /// so that a mapping of another direction draws a `SyncDirectionMismatch` report.
+    pub sync_in_access_direction: AtomicBool,
     /// Make the next `attach` fail with `Busy`.
     pub fail_attach: AtomicBool,
     /// Make `map` fail with `NoMem`.
@@ -82,6 +105,7 @@ impl SimpleExporter {
             cache_sgt_mapping: cache,
             trivial,
             live: Mutex::new(HashMap::new()),
+            sync_in_access_direction: AtomicBool::new(false),
             fail_attach: AtomicBool::new(false),
             fail_map: AtomicBool::new(false),
             calls: Calls::default(),
@@ -120,6 +144,28 @@ impl SimpleExporter {
 
     fn segments(&self) -> Vec<Segment> {
         vec![Segment::new(self.mem.clone(), 0, self.mem.len()).expect("whole memfd")]
+    }
+
+    /// Sync every live mapping of `buf` for the CPU (`for_cpu`) or for its device, and
+    /// report each sync to the buffer's tracker.
+    fn sync_all(&self, buf: &DmaBuf, access: Direction, for_cpu: bool) -> Result<()> {
+        let live = self.live.lock();
+        for m in live.values().filter(|m| m.ino == buf.ino()) {
+            if for_cpu {
+                m.dev.dma().sync_for_cpu(&m.map)?;
+            } else {
+                m.dev.dma().sync_for_device(&m.map)?;
+            }
+            if let Some(t) = buf.tracker() {
+                let dir = if self.sync_in_access_direction.load(Ordering::Relaxed) {
+                    access
+                } else {
+                    m.map.direction()
+                };
+                t.synced(m.ino, m.key, dir);
+            }
+        }
+        Ok(())
     }
 
     fn expect_locked(&self, locked: bool) {
@@ -179,7 +225,15 @@ impl Exporter for SimpleExporter {
                 .dma()
                 .map(&self.segments(), dir, &format!("buf{}", att.buf().ino()))?;
         let t = m.table().clone();
-        self.live.lock().insert((att.id(), m.dma_addr()), m);
+        let live = LiveMap {
+            dev: att.device().clone(),
+            ino: att.buf().ino(),
+            key: att.mapping_key(&t),
+            map: m,
+        };
+        self.live
+            .lock()
+            .insert((att.id(), live.map.dma_addr()), live);
         Ok(t)
     }
 
@@ -191,7 +245,7 @@ impl Exporter for SimpleExporter {
         }
         let key = (att.id(), table.entries()[0].dma_addr);
         if let Some(m) = self.live.lock().remove(&key) {
-            let _ = att.device().dma().unmap(m);
+            let _ = att.device().dma().unmap(m.map);
         }
     }
 
@@ -199,16 +253,23 @@ impl Exporter for SimpleExporter {
         self.calls.release.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn begin_cpu_access(&self, _buf: &DmaBuf, _dir: Direction) -> Result<()> {
+    fn begin_cpu_access(&self, buf: &DmaBuf, dir: Direction) -> Result<()> {
         self.expect_locked(false);
         self.calls.begin_cpu.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+        if self.live.lock().values().any(|m| m.ino == buf.ino()) {
+            // The core waits for the implicit fences only after this hook: a sync for
+            // the CPU before a device job is done would copy its bounce buffer too early.
+            // (Uninterruptible: the hook has no interrupt token.)
+            let usage = Usage::rw(dir.is_write_for_implicit_sync());
+            buf.resv().wait_timeout(usage, Duration::MAX, None)?;
+        }
+        self.sync_all(buf, dir, true)
     }
 
-    fn end_cpu_access(&self, _buf: &DmaBuf, _dir: Direction) -> Result<()> {
+    fn end_cpu_access(&self, buf: &DmaBuf, dir: Direction) -> Result<()> {
         self.expect_locked(false);
         self.calls.end_cpu.fetch_add(1, Ordering::SeqCst);
-        Ok(())
+        self.sync_all(buf, dir, false)
     }
 
     fn mmap(&self, _buf: &DmaBuf, pgoff: usize, pages: usize) -> Result<Segment> {

@@ -19,6 +19,14 @@
 //!
 //! Reports are kept (see [`Tracker::take_reports`]) and logged through `tracing`; the
 //! tracked operation itself always goes on — the tracker observes, it never refuses.
+//!
+//! Wiring: a buffer is tracked once [`DmaBuf::set_tracker`](crate::buf::DmaBuf::set_tracker)
+//! names a tracker. From then on the dma-buf core reports begin/end CPU access, every
+//! mapping made and unmapped through an attachment (keyed by
+//! [`Attachment::mapping_key`](crate::buf::Attachment::mapping_key)) and the release;
+//! exporters report their DMA syncs ([`crate::buf::simple`] does); DMA engines
+//! ([`crate::device::engine`]) report job start and end per mapping; CPU reads and writes
+//! through [`CpuView`](crate::device::CpuView) are reported as CPU accesses.
 
 use crate::buf::Direction;
 use parking_lot::Mutex;
@@ -283,8 +291,11 @@ impl Tracker {
                 Some(&dev),
                 format!("unmapped from {dev} while {n} job(s) on the mapping still run"),
             );
+            // The device still works on the buffer until the jobs end: keep counting
+            // them (ownership, free while busy).
+        } else {
+            st.jobs.remove(&map);
         }
-        st.jobs.remove(&map);
     }
 
     /// A sync of mapping `map` for `dir` (the DMA API's `sync_for_cpu`/`for_device`).
@@ -343,8 +354,14 @@ impl Tracker {
     /// A job on mapping `map` ended.
     pub fn job_ended(&self, buf: u64, map: u64) {
         let mut g = self.bufs.lock();
-        if let Some(j) = g.get_mut(&buf).and_then(|s| s.jobs.get_mut(&map)) {
-            j.1 = j.1.saturating_sub(1);
+        if let Some(st) = g.get_mut(&buf) {
+            if let Some(j) = st.jobs.get_mut(&map) {
+                j.1 = j.1.saturating_sub(1);
+                // A mapping unmapped while its jobs ran is forgotten with the last one.
+                if j.1 == 0 && !st.maps.contains_key(&map) {
+                    st.jobs.remove(&map);
+                }
+            }
         }
     }
 

@@ -1,8 +1,21 @@
-//! Simulated devices: a name, DMA through an IOMMU (coherent or bounce-buffered), and
-//! peer-to-peer ability.
+//! Simulated devices: a name, DMA through an IOMMU (coherent or bounce-buffered),
+//! peer-to-peer ability, and DMA engines that run jobs on mapped attachments
+//! ([`engine`], [`job`]).
 
+pub mod cpu;
 pub mod dma;
+pub mod engine;
 pub mod iommu;
+pub mod job;
+pub mod pipeline;
+pub mod selftest;
+
+#[cfg(test)]
+mod case_tests;
+
+pub use cpu::CpuView;
+pub use engine::{Engine, EngineConfig, JobHandle};
+pub use job::{checksum, Job, JobKind, JobOp, JobRecord, Operand};
 
 use crate::error::Result;
 use dma::Dma;

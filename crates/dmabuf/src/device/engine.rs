@@ -1,0 +1,609 @@
+//! DMA engines: a device's worker that runs [`Job`]s on mapped attachments, in order,
+//! after their dependencies, signalling one fence per job.
+//!
+//! DOC: submission, as a kernel driver's command-submission ioctl does it.
+//! [`Engine::submit`] checks the job, then in one wound/wait transaction
+//! ([`exec::lock_all`], with back-off) locks the reservation object of every buffer the
+//! job touches and reserves a slot in each. It collects the *implicit* dependencies by
+//! the usage rules — a job that writes a buffer waits for `Usage::rw(true)` (every fence
+//! but bookkeeping), a job that only reads it waits for `Usage::rw(false)` (the writers) —
+//! adds the *explicit* ones the job names (fences, sync files), creates the job's fence
+//! (one context per engine, seqnos in submission order), publishes it in each buffer's
+//! reservation object (`Write` for the buffers it writes, `Read` for those it only reads;
+//! `Bookkeep` for [`Job::explicit_only`] jobs), queues the job and unlocks. Fence creation
+//! and queueing happen under the engine's queue lock, so queue order is seqno order.
+//!
+//! DOC: execution. One worker thread per engine takes jobs in queue order. It waits for
+//! the dependencies (outside any signalling section, holding no lock), then — inside a
+//! fence signalling section ([`crate::fence::begin_signalling`]) that takes no
+//! reservation lock — tells the ownership tracker the job started on each mapping, runs
+//! it through the device's IOMMU in chunks of [`CHUNK`] bytes (a non-coherent device
+//! therefore reads and writes its bounce buffer), tells the tracker it ended, stores the
+//! [`JobRecord`], and signals the fence. What the job held is dropped after the section.
+//! Since jobs run and signal in queue order, an engine's fences signal in seqno order.
+//!
+//! DOC: bounded completion. Every job has a timeout (the engine's default unless
+//! [`Job::timeout`] says otherwise), counted from when the worker takes it: dependency
+//! waits and execution both count. A job still waiting for a dependency at its deadline
+//! does not run; a running job is cancelled cooperatively at the next chunk boundary
+//! (bytes already written stay written: the contents are undefined). Either way its fence
+//! signals with `-ETIME` and the engine goes on with the next job. A dependency that
+//! signalled with an error cancels the job (`-ECANCELED`, not run). An IOMMU fault stops
+//! the job with `-EFAULT`; the IOMMU has recorded the fault (device, address, buffer) and
+//! the job's record carries it. Dropping the engine cancels what is queued
+//! (`-ECANCELED`): no fence it published is left unsignalled.
+
+use super::job::{Job, JobOp, JobRecord, Operand};
+use super::Device;
+use crate::buf::must_not_hold_resv;
+use crate::error::{Error, Result};
+use crate::fence::{begin_signalling, ktime_now, Context, Fence, FenceOps};
+use crate::interrupt::Interrupt;
+use crate::resv::{exec, Resv, Usage, RESERVATION_WW_CLASS};
+use crate::ww::AcquireCtx;
+use parking_lot::{Condvar, Mutex};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Bytes a job processes between two checks of its deadline.
+pub const CHUNK: usize = 64 * 1024;
+
+/// The timeout of jobs that name none, unless the engine's config says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+const ETIME: i32 = 62;
+const EFAULT: i32 = 14;
+const ECANCELED: i32 = 125;
+
+/// How to build an engine.
+#[derive(Clone)]
+pub struct EngineConfig {
+    /// The timeout of jobs that name none.
+    pub default_timeout: Duration,
+    /// How many [`JobRecord`]s the engine keeps (oldest dropped first).
+    pub history: usize,
+    /// A lockdep capture to install on the worker thread, so that reports raised there
+    /// (e.g. a reservation lock taken in a signalling section) are collected instead of
+    /// following the global policy.
+    pub lockdep_capture: Option<lockdep::Capture>,
+}
+
+impl std::fmt::Debug for EngineConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EngineConfig")
+            .field("default_timeout", &self.default_timeout)
+            .field("history", &self.history)
+            .field("lockdep_capture", &self.lockdep_capture.is_some())
+            .finish()
+    }
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            default_timeout: DEFAULT_TIMEOUT,
+            history: 4096,
+            lockdep_capture: None,
+        }
+    }
+}
+
+/// The ops of an engine's fences: driver "dmabuf-engine", timeline = engine name.
+struct EngineFenceOps {
+    timeline: Arc<str>,
+}
+
+impl FenceOps for EngineFenceOps {
+    fn driver_name(&self) -> &str {
+        "dmabuf-engine"
+    }
+    fn timeline_name(&self) -> &str {
+        &self.timeline
+    }
+}
+
+/// A queued job.
+struct Queued {
+    job: Job,
+    fence: Fence,
+    deps: Vec<Fence>,
+    submitted_ns: u64,
+}
+
+struct Queue {
+    jobs: VecDeque<Queued>,
+    next_seqno: u64,
+    stopping: bool,
+}
+
+struct Shared {
+    device: Arc<Device>,
+    name: Arc<str>,
+    context: Context,
+    config: EngineConfig,
+    queue: Mutex<Queue>,
+    cv: Condvar,
+    /// Fired when the engine is dropped: dependency waits and running jobs stop.
+    stop: Interrupt,
+    history: Mutex<VecDeque<JobRecord>>,
+    completed: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// A DMA engine of one device. Dropping it cancels queued jobs and joins the worker.
+pub struct Engine {
+    shared: Arc<Shared>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("name", &&*self.shared.name)
+            .field("device", &self.shared.device.name())
+            .field("context", &self.shared.context.id())
+            .finish()
+    }
+}
+
+/// A submitted job: its fence and, once that has signalled, its record.
+#[derive(Clone)]
+pub struct JobHandle {
+    fence: Fence,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for JobHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobHandle")
+            .field("engine", &&*self.shared.name)
+            .field("fence", &self.fence)
+            .finish()
+    }
+}
+
+impl JobHandle {
+    /// The job's fence (context of the engine, seqno in submission order).
+    pub fn fence(&self) -> &Fence {
+        &self.fence
+    }
+
+    /// The seqno.
+    pub fn seqno(&self) -> u64 {
+        self.fence.seqno()
+    }
+
+    /// The fence as a sync-file descriptor, for explicit sync across threads or
+    /// processes.
+    ///
+    /// Errors: descriptor errors (`EMFILE`) as `Os`.
+    pub fn sync_file(&self) -> Result<crate::sync_file::SyncFile> {
+        crate::sync_file::SyncFile::new(self.fence.clone())
+    }
+
+    /// The record, once the fence has signalled (`None` before, or when the engine's
+    /// history no longer holds it).
+    pub fn record(&self) -> Option<JobRecord> {
+        if !self.fence.is_signaled() {
+            return None;
+        }
+        let seqno = self.fence.seqno();
+        let h = self.shared.history.lock();
+        h.iter().rev().find(|r| r.seqno == seqno).cloned()
+    }
+
+    /// Wait for the fence (no timeout: engine fences are bounded by job timeouts) and
+    /// return the record.
+    ///
+    /// Errors: the job's failure as an error (`TimedOut`, `Fault`, `Canceled`); `NoEntry`
+    /// when the record fell out of the engine's history.
+    #[track_caller]
+    pub fn wait(&self) -> Result<JobRecord> {
+        self.fence.wait();
+        let r = self
+            .record()
+            .ok_or(Error::NoEntry("job record no longer in the history"))?;
+        match r.error() {
+            None => Ok(r),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+impl Engine {
+    /// An engine for `device` named `name`, with the default config.
+    ///
+    /// Errors: `Os` when the worker thread cannot be started.
+    pub fn new(device: &Arc<Device>, name: &str) -> Result<Engine> {
+        Self::with_config(device, name, EngineConfig::default())
+    }
+
+    /// An engine with `config`.
+    ///
+    /// Errors: `Invalid` for a zero default timeout or a zero history; `Os` when the
+    /// worker thread cannot be started.
+    pub fn with_config(device: &Arc<Device>, name: &str, config: EngineConfig) -> Result<Engine> {
+        if config.default_timeout.is_zero() {
+            return Err(Error::Invalid("engine default timeout is zero"));
+        }
+        if config.history == 0 {
+            return Err(Error::Invalid("engine history of zero records"));
+        }
+        let shared = Arc::new(Shared {
+            device: device.clone(),
+            name: Arc::from(name),
+            context: Context::new(),
+            config,
+            queue: Mutex::new(Queue {
+                jobs: VecDeque::new(),
+                next_seqno: 1,
+                stopping: false,
+            }),
+            cv: Condvar::new(),
+            stop: Interrupt::new(),
+            history: Mutex::new(VecDeque::new()),
+            completed: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        });
+        let s = shared.clone();
+        let worker = std::thread::Builder::new()
+            .name(format!("engine:{name}"))
+            .spawn(move || worker(s))?;
+        Ok(Engine {
+            shared,
+            worker: Some(worker),
+        })
+    }
+
+    /// The engine's name (its fences' timeline name).
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The device.
+    pub fn device(&self) -> &Arc<Device> {
+        &self.shared.device
+    }
+
+    /// The fence context of the engine's jobs.
+    pub fn context(&self) -> Context {
+        self.shared.context
+    }
+
+    /// Jobs queued or running.
+    pub fn pending(&self) -> usize {
+        let q = self.shared.queue.lock();
+        let issued = q.next_seqno - 1;
+        let done = self.shared.completed.load(Ordering::Acquire) as usize;
+        (issued as usize).saturating_sub(done)
+    }
+
+    /// Jobs completed (signalled), and of them how many with an error.
+    pub fn counts(&self) -> (u64, u64) {
+        (
+            self.shared.completed.load(Ordering::Acquire),
+            self.shared.failed.load(Ordering::Acquire),
+        )
+    }
+
+    /// The records of the latest completed jobs, oldest first.
+    pub fn records(&self) -> Vec<JobRecord> {
+        self.shared.history.lock().iter().cloned().collect()
+    }
+
+    /// The same, emptying the history.
+    pub fn take_records(&self) -> Vec<JobRecord> {
+        std::mem::take(&mut *self.shared.history.lock()).into()
+    }
+
+    /// Check `job`: operands mapped for this device, copies of equal length.
+    fn check(&self, job: &Job) -> Result<()> {
+        for (op, _) in job.op.operands() {
+            if !Arc::ptr_eq(&op.device, &self.shared.device) {
+                return Err(Error::Invalid("operand mapped for another device"));
+            }
+        }
+        if let JobOp::Copy { src, dst } | JobOp::Invert { src, dst } = &job.op {
+            if src.len != dst.len {
+                return Err(Error::Invalid("source and destination lengths differ"));
+            }
+        }
+        if job.timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::Invalid("zero job timeout"));
+        }
+        Ok(())
+    }
+
+    /// Submit `job` (see the module docs for the steps). Returns once the job's fence is
+    /// published in its buffers' reservation objects and the job queued; it runs later.
+    ///
+    /// Takes and releases the reservation lock of every buffer the job touches (one
+    /// wound/wait transaction), so it must not be called holding a reservation lock or
+    /// inside another acquire context of the reservation class. The direction of each
+    /// mapping is not checked here: the IOMMU enforces it at run time, as on hardware (a
+    /// job that writes through a `ToDevice` mapping faults, `-EFAULT`).
+    ///
+    /// Errors, with nothing published or queued: `Invalid` for an operand mapped for
+    /// another device, a copy or invert whose lengths differ, a zero timeout, or when
+    /// called holding a reservation lock (with a lockdep `Misuse` report) or inside
+    /// another acquire context of the reservation class (reported too). Lock contention
+    /// is not an error: the transaction backs off and retries; locks are taken
+    /// uninterruptibly.
+    #[track_caller]
+    pub fn submit(&self, job: Job) -> Result<JobHandle> {
+        self.check(&job)?;
+        must_not_hold_resv("engine submit")?;
+        let submitted_ns = ktime_now();
+        // Each buffer once, written if any operand on it is written.
+        let mut bufs: Vec<(Arc<Resv>, bool)> = Vec::new();
+        for (op, write) in job.op.operands() {
+            match bufs.iter_mut().find(|(r, _)| r.id() == op.resv.id()) {
+                Some(e) => e.1 |= write,
+                None => bufs.push((op.resv.clone(), write)),
+            }
+        }
+        let ctx = AcquireCtx::try_new(&RESERVATION_WW_CLASS)?;
+        let fence = {
+            let objs: Vec<&Resv> = bufs.iter().map(|(r, _)| &**r).collect();
+            let mut guards = exec::lock_all(&ctx, &objs, None)?;
+            for g in guards.iter_mut() {
+                g.reserve_fences(1)?;
+            }
+            let mut deps: Vec<Fence> = job
+                .deps
+                .iter()
+                .filter(|f| !f.is_signaled() || f.error() != 0)
+                .cloned()
+                .collect();
+            if job.implicit {
+                for (g, (_, write)) in guards.iter().zip(&bufs) {
+                    for (f, _) in g.fences(Usage::rw(*write)) {
+                        // Our own earlier jobs finish first anyway (one queue).
+                        if f.context() != self.shared.context && !f.is_signaled() {
+                            deps.push(f);
+                        }
+                    }
+                }
+            }
+            let mut q = self.shared.queue.lock();
+            let seqno = q.next_seqno;
+            let fence = Fence::new64(
+                EngineFenceOps {
+                    timeline: self.shared.name.clone(),
+                },
+                self.shared.context,
+                seqno,
+            );
+            for (g, (_, write)) in guards.iter_mut().zip(&bufs) {
+                let usage = match (job.implicit, *write) {
+                    (false, _) => Usage::Bookkeep,
+                    (true, true) => Usage::Write,
+                    (true, false) => Usage::Read,
+                };
+                if let Err(e) = g.add_fence(&fence, usage) {
+                    // Not expected (slots reserved, not a container); never leave a
+                    // published fence unsignalled.
+                    let _ = fence.set_error(-ECANCELED);
+                    let _ = fence.signal();
+                    return Err(e);
+                }
+            }
+            q.next_seqno += 1;
+            q.jobs.push_back(Queued {
+                job,
+                fence: fence.clone(),
+                deps,
+                submitted_ns,
+            });
+            self.shared.cv.notify_one();
+            fence
+        };
+        drop(ctx);
+        Ok(JobHandle {
+            fence,
+            shared: self.shared.clone(),
+        })
+    }
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shared.queue.lock().stopping = true;
+        self.shared.stop.interrupt();
+        self.shared.cv.notify_all();
+        if let Some(w) = self.worker.take() {
+            if w.join().is_err() {
+                tracing::error!("engine {} worker panicked", self.shared.name);
+            }
+        }
+    }
+}
+
+fn worker(s: Arc<Shared>) {
+    let cap = s.config.lockdep_capture.clone();
+    let _capture = cap.as_ref().map(|c| c.install());
+    loop {
+        let q = {
+            let mut q = s.queue.lock();
+            loop {
+                if let Some(j) = q.jobs.pop_front() {
+                    break j;
+                }
+                if q.stopping {
+                    return;
+                }
+                s.cv.wait(&mut q);
+            }
+        };
+        let fence = q.fence.clone();
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&s, q)));
+        if ran.is_err() {
+            // A panic in the job path (e.g. a lockdep report under the panic policy)
+            // must not leave the fence unsignalled.
+            tracing::error!("engine {}: job {} panicked", s.name, fence.seqno());
+            let _ = fence.set_error(-ECANCELED);
+            if !fence.check_and_signal() {
+                s.completed.fetch_add(1, Ordering::AcqRel);
+                s.failed.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+    }
+}
+
+/// Wait for the dependencies until `deadline`: 0, or the errno to fail with.
+fn wait_deps(s: &Shared, deps: &[Fence], deadline: Instant) -> i32 {
+    for d in deps {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match d.wait_timeout_interruptible(left, &s.stop) {
+            Ok(_) if d.error() != 0 => return -ECANCELED,
+            Ok(_) => {}
+            Err(Error::TimedOut) => return -ETIME,
+            Err(_) => return -ECANCELED,
+        }
+    }
+    0
+}
+
+/// Run one job and signal its fence.
+fn run(s: &Shared, q: Queued) {
+    let timeout = q.job.timeout.unwrap_or(s.config.default_timeout);
+    let deadline = Instant::now()
+        .checked_add(timeout)
+        .unwrap_or_else(|| Instant::now() + DEFAULT_TIMEOUT);
+    let mut status = wait_deps(s, &q.deps, deadline);
+    let mut started_ns = None;
+    let mut sum = None;
+    let mut fault = None;
+    {
+        let _section = begin_signalling();
+        if status == 0 {
+            started_ns = Some(ktime_now());
+            let ops = q.job.op.operands();
+            for (op, _) in &ops {
+                if let Some(t) = &op.tracker {
+                    t.job_started(op.ino, op.key);
+                }
+            }
+            match execute(s, &q.job, deadline) {
+                Ok(c) => sum = c,
+                Err(e) => {
+                    status = -e;
+                    if e == EFAULT {
+                        fault = s.device.dma().iommu().faults().pop();
+                    }
+                }
+            }
+            for (op, _) in &ops {
+                if let Some(t) = &op.tracker {
+                    t.job_ended(op.ino, op.key);
+                }
+            }
+        }
+        let ts = ktime_now();
+        let record = JobRecord {
+            engine: s.name.to_string(),
+            seqno: q.fence.seqno(),
+            kind: q.job.op.kind(),
+            bytes: if status == 0 { q.job.op.len() } else { 0 },
+            submitted_ns: q.submitted_ns,
+            started_ns,
+            signalled_ns: ts,
+            status,
+            checksum: sum,
+            fault,
+        };
+        if status != 0 {
+            // Cannot fail: errnos are in range and only this worker signals the fence.
+            let _ = q.fence.set_error(status);
+        }
+        {
+            let mut h = s.history.lock();
+            if h.len() == s.config.history {
+                h.pop_front();
+            }
+            h.push_back(record);
+        }
+        s.completed.fetch_add(1, Ordering::AcqRel);
+        if status != 0 {
+            s.failed.fetch_add(1, Ordering::AcqRel);
+        }
+        let _ = q.fence.signal_timestamp(ts);
+    }
+    // Dropping the job's operands and dependencies happens here, after the section.
+    drop(q);
+}
+
+/// Sleep `d` of simulated device time, in slices, unless the deadline passes or the
+/// engine stops: 0 or the errno.
+fn stall(s: &Shared, d: Duration, deadline: Instant) -> i32 {
+    let end = Instant::now() + d;
+    loop {
+        let now = Instant::now();
+        if now >= deadline {
+            return ETIME;
+        }
+        if s.stop.is_interrupted() {
+            return ECANCELED;
+        }
+        if now >= end {
+            return 0;
+        }
+        std::thread::sleep(
+            (end - now)
+                .min(deadline - now)
+                .min(Duration::from_millis(1)),
+        );
+    }
+}
+
+/// Run the operation chunk by chunk through the IOMMU; the checksum for a checksum job.
+/// Errors: the positive errno to fail with.
+fn execute(s: &Shared, job: &Job, deadline: Instant) -> std::result::Result<Option<u64>, i32> {
+    let io = s.device.dma().iommu();
+    let len = job.op.len();
+    let mut buf = vec![0u8; CHUNK.min(len)];
+    let mut sum = super::job::Checksum::new();
+    let at = |o: &Operand, off: usize| o.iova + off as u64;
+    let mut off = 0;
+    while off < len {
+        if Instant::now() >= deadline {
+            return Err(ETIME);
+        }
+        if s.stop.is_interrupted() {
+            return Err(ECANCELED);
+        }
+        if !job.stall.is_zero() {
+            match stall(s, job.stall, deadline) {
+                0 => {}
+                e => return Err(e),
+            }
+        }
+        let n = CHUNK.min(len - off);
+        let chunk = &mut buf[..n];
+        let r = match &job.op {
+            JobOp::Fill { dst, value } => {
+                chunk.fill(*value);
+                io.write(at(dst, off), chunk)
+            }
+            JobOp::Copy { src, dst } => io
+                .read(at(src, off), chunk)
+                .and_then(|_| io.write(at(dst, off), chunk)),
+            JobOp::Checksum { src } => io.read(at(src, off), chunk).map(|_| sum.update(chunk)),
+            JobOp::Invert { src, dst } => io.read(at(src, off), chunk).and_then(|_| {
+                chunk.iter_mut().for_each(|b| *b = !*b);
+                io.write(at(dst, off), chunk)
+            }),
+        };
+        r.map_err(|e| e.errno())?;
+        off += n;
+    }
+    Ok(matches!(job.op, JobOp::Checksum { .. }).then(|| sum.value()))
+}
+
+/// Whether `f` is a fence of an engine (driver "dmabuf-engine").
+pub fn is_engine_fence(f: &Fence) -> bool {
+    f.driver_name() == "dmabuf-engine"
+}
