@@ -4,6 +4,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod bench;
+mod demo;
 mod selftest;
 mod torture;
 
@@ -20,6 +21,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Push frames through a pipeline of simulated devices and check every one.
+    Demo {
+        /// Frames to run.
+        #[arg(long, default_value_t = 240)]
+        frames: usize,
+        /// Bytes per frame (e.g. 4096, 256K, 1M).
+        #[arg(long, default_value = "256K", value_parser = demo::parse_size)]
+        size: usize,
+        /// Buffer pairs in the ring.
+        #[arg(long, default_value_t = 4)]
+        ring: usize,
+        /// The CPU inspects every n-th frame.
+        #[arg(long, default_value_t = 4)]
+        inspect_every: usize,
+        /// Make the processing device coherent (default: non-coherent, bounce buffers).
+        #[arg(long)]
+        isp_coherent: bool,
+    },
     /// Run the ports of the kernel's self-tests; ends with `N passed, M failed`.
     Selftest {
         /// Run only cases whose name contains this text.
@@ -52,6 +71,25 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Demo {
+            frames,
+            size,
+            ring,
+            inspect_every,
+            isp_coherent,
+        } => demo::main(
+            dmabuf::demo::DemoConfig {
+                frames,
+                frame_bytes: size,
+                ring,
+                inspect_every,
+                isp_coherent,
+            },
+            &|bytes| {
+                let pages = bytes.div_ceil(dmabuf::heap::memfd::page_size());
+                dmabuf::buf::simple::SimpleExporter::new(pages)?.export()
+            },
+        ),
         Cmd::Selftest { filter, list } => selftest::main(filter.as_deref(), list),
         Cmd::Bench { suite, quick, json } => bench::main(&suite, quick, json),
         Cmd::Torture { seconds, filter } => torture::main(seconds, filter.as_deref()),

@@ -7,6 +7,7 @@
 pub mod bench;
 pub mod buf;
 pub mod debug;
+pub mod demo;
 pub mod device;
 pub mod error;
 pub mod fence;
