@@ -12,6 +12,7 @@ pub fn cases() -> Vec<Case> {
     v.extend(crate::sync_file::selftest::cases());
     v.extend(crate::resv::selftest::cases());
     v.extend(crate::buf::selftest::cases());
+    v.extend(crate::heap::selftest::cases());
     v
 }
 
