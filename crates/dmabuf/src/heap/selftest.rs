@@ -52,14 +52,16 @@ fn alloc(f: &HeapFile, len: usize) -> Result<DmaBuf, String> {
 pub fn cases() -> Vec<Case> {
     macro_rules! per_heap {
         ($v:ident, $suffix:literal, $f:ident) => {
-            $v.push(Case {
-                name: concat!("dmabuf-heaps/system/", $suffix),
-                run: $f::<0>,
-            });
-            $v.push(Case {
-                name: concat!("dmabuf-heaps/contig/", $suffix),
-                run: $f::<1>,
-            });
+            $v.extend([
+                Case {
+                    name: concat!("dmabuf-heaps/system/", $suffix),
+                    run: $f::<0>,
+                },
+                Case {
+                    name: concat!("dmabuf-heaps/contig/", $suffix),
+                    run: $f::<1>,
+                },
+            ]);
         };
     }
     let mut v = Vec::new();
@@ -71,22 +73,24 @@ pub fn cases() -> Vec<Case> {
     per_heap!(v, "alloc-zeroed", alloc_zeroed);
     per_heap!(v, "sync-ioctl", sync_ioctl);
     per_heap!(v, "mmap", mmap);
-    v.push(Case {
-        name: "dmabuf-heaps/udmabuf/create",
-        run: udmabuf_create,
-    });
-    v.push(Case {
-        name: "dmabuf-heaps/udmabuf/create-list",
-        run: udmabuf_create_list,
-    });
-    v.push(Case {
-        name: "dmabuf-heaps/udmabuf/errors",
-        run: udmabuf_errors,
-    });
-    v.push(Case {
-        name: "dmabuf-heaps/udmabuf/cpu-access-order",
-        run: udmabuf_cpu_order,
-    });
+    v.extend([
+        Case {
+            name: "dmabuf-heaps/udmabuf/create",
+            run: udmabuf_create,
+        },
+        Case {
+            name: "dmabuf-heaps/udmabuf/create-list",
+            run: udmabuf_create_list,
+        },
+        Case {
+            name: "dmabuf-heaps/udmabuf/errors",
+            run: udmabuf_errors,
+        },
+        Case {
+            name: "dmabuf-heaps/udmabuf/cpu-access-order",
+            run: udmabuf_cpu_order,
+        },
+    ]);
     v
 }
 
