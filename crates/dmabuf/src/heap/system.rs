@@ -12,7 +12,8 @@ use super::exporter::{Backing, HeapBuffer, Rules};
 use super::memfd::{page_size, Memfd, MemfdPool};
 use super::{check_alloc, Heap};
 use crate::buf::{export, DmaBuf, ExportInfo, FileFlags, Segment};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use rustix::io::Errno;
 use std::sync::Arc;
 
 /// Chunk orders, largest first (pages = 2^order).
@@ -54,8 +55,15 @@ impl std::fmt::Debug for SystemHeap {
 }
 
 /// `len` bytes of `mem` as segments of the largest chunk sizes that fit, in order.
+///
+/// Errors: `Invalid` when `len` is zero, not whole pages, or longer than `mem`.
 pub fn chunk_segments(mem: &Arc<Memfd>, len: usize) -> Result<Vec<Segment>> {
     let p = page_size();
+    if len == 0 || len % p != 0 || len > mem.len() {
+        return Err(Error::Invalid(
+            "chunked length zero, unaligned or past the memfd",
+        ));
+    }
     let mut out = Vec::new();
     let mut off = 0;
     while off < len {
@@ -99,11 +107,20 @@ impl Heap for SystemHeap {
 
     /// A pooled (or new) memfd, exported by a [`HeapBuffer`]; private mappings allowed.
     ///
-    /// Errors: `Invalid` as [`check_alloc`]; memfd creation errors (`EMFILE`,
-    /// `ENOMEM`) as `Os`.
+    /// Errors: `Invalid` as [`check_alloc`]; `NoMem` when the memory cannot be had
+    /// (including sizes no file or address space can hold); descriptor exhaustion
+    /// (`EMFILE`, `ENFILE`) as `Os`. The pool is unchanged on error.
     fn allocate(&self, len: usize, flags: FileFlags, heap_flags: u64) -> Result<DmaBuf> {
         check_alloc(len, heap_flags)?;
-        let mem = self.pool.get("dmabuf-system", len / page_size(), false)?;
+        let mem = self
+            .pool
+            .get("dmabuf-system", len / page_size(), false)
+            .map_err(|e| match e {
+                // A size the file or the address space cannot hold: out of memory, as
+                // the kernel says for a request beyond what it has.
+                Error::Os(Errno::FBIG | Errno::INVAL | Errno::NOSPC | Errno::NOMEM) => Error::NoMem,
+                e => e,
+            })?;
         if self.prefault {
             mem.map().touch_pages();
         }

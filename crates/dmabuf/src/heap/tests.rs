@@ -232,6 +232,78 @@ fn system_tables_use_large_chunks_first() {
 }
 
 #[test]
+fn system_huge_requests_are_enomem_and_change_nothing() {
+    let h = sys();
+    let p = page_size();
+    drop(h.allocate(p, FileFlags::RDWR, 0).unwrap());
+    let pooled = h.pool().pooled_bytes();
+    for len in [1usize << 62, usize::MAX / p * p] {
+        assert_eq!(errno(h.allocate(len, FileFlags::RDWR, 0)), 12, "{len:#x}");
+    }
+    let f = file(h.clone());
+    assert_eq!(errno(f.alloc(&AllocData::new(u64::MAX - 2 * p as u64))), 12);
+    assert_eq!(h.pool().pooled_bytes(), pooled);
+}
+
+#[test]
+fn chunking_rejects_bad_lengths() {
+    let p = page_size();
+    let m = Arc::new(super::memfd::Memfd::create("c", 4, false).unwrap());
+    assert_eq!(errno(system::chunk_segments(&m, 0)), 22);
+    assert_eq!(errno(system::chunk_segments(&m, p + 1)), 22);
+    assert_eq!(errno(system::chunk_segments(&m, 5 * p)), 22);
+    assert_eq!(system::chunk_segments(&m, 4 * p).unwrap().len(), 4);
+}
+
+struct BadMmap(Arc<super::memfd::Memfd>);
+impl crate::buf::Exporter for BadMmap {
+    fn caps(&self) -> crate::buf::Caps {
+        crate::buf::Caps {
+            mmap: true,
+            ..Default::default()
+        }
+    }
+    fn map(
+        &self,
+        _: &crate::resv::ResvGuard<'_>,
+        _: &crate::buf::Attachment,
+        _: Direction,
+    ) -> Result<crate::buf::SgTable> {
+        Err(Error::NoMem)
+    }
+    fn unmap(
+        &self,
+        _: &crate::resv::ResvGuard<'_>,
+        _: &crate::buf::Attachment,
+        _: crate::buf::SgTable,
+        _: Direction,
+    ) {
+    }
+    fn release(&self, _: u64) {}
+    fn mmap(&self, _: &DmaBuf, _: usize, _: usize, _: bool) -> Result<Vec<crate::buf::Segment>> {
+        // Always one page, whatever was asked.
+        Ok(vec![crate::buf::Segment::new(
+            self.0.clone(),
+            0,
+            page_size(),
+        )?])
+    }
+}
+
+#[test]
+fn mmap_refuses_segments_that_miss_the_range() {
+    let m = Arc::new(super::memfd::Memfd::create("b", 2, false).unwrap());
+    let b = crate::buf::export(crate::buf::ExportInfo::new(
+        "bad",
+        2 * page_size(),
+        Arc::new(BadMmap(m)),
+    ))
+    .unwrap();
+    assert!(b.mmap(0, 1, false).is_ok());
+    assert_eq!(errno(b.mmap(0, 2, false)), 22);
+}
+
+#[test]
 fn system_pool_recycles_zeroed_and_only_when_unreachable() {
     let h = sys();
     let p = page_size();
