@@ -13,6 +13,7 @@ pub fn cases() -> Vec<Case> {
     v.extend(crate::resv::selftest::cases());
     v.extend(crate::buf::selftest::cases());
     v.extend(crate::device::selftest::cases());
+    v.extend(crate::heap::selftest::cases());
     v
 }
 

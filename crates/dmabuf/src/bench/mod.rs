@@ -10,6 +10,7 @@
 use std::time::Duration;
 
 pub mod fence;
+pub mod heap;
 pub mod resv;
 pub mod ww;
 
@@ -46,6 +47,7 @@ pub fn suites() -> Vec<Suite> {
         ("ww", ww::cases),
         ("fence", fence::cases),
         ("resv", resv::cases),
+        ("heap", heap::cases),
     ]
 }
 

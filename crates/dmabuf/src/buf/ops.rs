@@ -93,9 +93,12 @@ pub trait Exporter: Send + Sync + 'static {
     }
 
     /// The memory behind pages `pgoff .. pgoff+pages` for a user mapping (unlocked; the
-    /// range is already bounds-checked): one segment.
-    fn mmap(&self, buf: &DmaBuf, pgoff: usize, pages: usize) -> Result<Segment> {
-        let _ = (buf, pgoff, pages);
+    /// range is already bounds-checked and the access mode checked): the segments, in
+    /// buffer order, covering exactly `pages` pages. `shared` says whether the mapping is
+    /// `MAP_SHARED` (else `MAP_PRIVATE`); an exporter that allows only shared mappings
+    /// refuses a private one with `Invalid`, as the kernel's CMA heap and udmabuf do.
+    fn mmap(&self, buf: &DmaBuf, pgoff: usize, pages: usize, shared: bool) -> Result<Vec<Segment>> {
+        let _ = (buf, pgoff, pages, shared);
         Err(Error::Invalid("exporter has no mmap"))
     }
 

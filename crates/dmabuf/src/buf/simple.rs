@@ -272,10 +272,20 @@ impl Exporter for SimpleExporter {
         self.sync_all(buf, dir, false)
     }
 
-    fn mmap(&self, _buf: &DmaBuf, pgoff: usize, pages: usize) -> Result<Segment> {
+    fn mmap(
+        &self,
+        _buf: &DmaBuf,
+        pgoff: usize,
+        pages: usize,
+        _shared: bool,
+    ) -> Result<Vec<Segment>> {
         self.expect_locked(false);
         self.calls.mmap.fetch_add(1, Ordering::SeqCst);
-        Segment::new(self.mem.clone(), pgoff * page_size(), pages * page_size())
+        Ok(vec![Segment::new(
+            self.mem.clone(),
+            pgoff * page_size(),
+            pages * page_size(),
+        )?])
     }
 
     fn vmap(&self, _lock: &ResvGuard<'_>, _buf: &DmaBuf) -> Result<Vec<Segment>> {

@@ -37,8 +37,9 @@ pub fn round_to_pages(len: u64) -> Option<u64> {
 
 /// A shared read-write mapping of a file, unmapped on drop.
 ///
-/// Invariant: `ptr` is the start of a live `MAP_SHARED` mapping of `len` bytes made by
-/// [`Mapping::new`], unmapped only by `Drop`.
+/// Invariant: `ptr` is the start of a live mapping of `len` bytes made by one of the
+/// constructors (shared, or private for [`Mapping::new_pieces`]), unmapped only by
+/// `Drop`.
 pub struct Mapping {
     ptr: NonNull<u8>,
     len: usize,
@@ -62,6 +63,91 @@ impl Mapping {
     /// `write`.
     pub fn new_at(fd: BorrowedFd<'_>, offset: usize, len: usize, write: bool) -> Result<Self> {
         Self::map(fd, offset, len, write, false)
+    }
+
+    /// Map several file ranges back to back as one mapping: `pieces` are
+    /// `(fd, offset, len)`, each page-aligned and non-empty. `shared` picks
+    /// `MAP_SHARED` (writes reach the files) or `MAP_PRIVATE` (copy-on-write: writes
+    /// stay in this mapping); writable when `write`.
+    ///
+    /// Errors: `Invalid` for no pieces, an empty or unaligned piece; `NoMem` when the
+    /// total length overflows; OS errors of `mmap`. Nothing stays mapped on error.
+    pub fn new_pieces(
+        pieces: &[(BorrowedFd<'_>, usize, usize)],
+        write: bool,
+        shared: bool,
+    ) -> Result<Self> {
+        let p = page_size();
+        let mut total = 0usize;
+        for &(_, off, len) in pieces {
+            if len == 0 || len % p != 0 || off % p != 0 {
+                return Err(Error::Invalid("mapping piece empty or not page-aligned"));
+            }
+            total = total.checked_add(len).ok_or(Error::NoMem)?;
+        }
+        let mut prot = ProtFlags::READ;
+        if write {
+            prot |= ProtFlags::WRITE;
+        }
+        let share = if shared {
+            MapFlags::SHARED
+        } else {
+            MapFlags::PRIVATE
+        };
+        match pieces {
+            [] => Err(Error::Invalid("mapping of no pieces")),
+            [(fd, off, len)] => {
+                // SAFETY: a fresh mapping chosen by the kernel (null hint): no existing
+                // memory is replaced; owned by the returned `Mapping`, unmapped once.
+                let a = unsafe {
+                    rustix::mm::mmap(std::ptr::null_mut(), *len, prot, share, *fd, *off as u64)
+                }?;
+                let ptr = NonNull::new(a.cast::<u8>()).ok_or(Error::NoMem)?;
+                Ok(Mapping {
+                    ptr,
+                    len: total,
+                    write,
+                })
+            }
+            _ => {
+                // Reserve the whole range first, then map each piece over its part.
+                // SAFETY: a fresh inaccessible reservation chosen by the kernel (null
+                // hint); it replaces nothing.
+                let base = unsafe {
+                    rustix::mm::mmap_anonymous(
+                        std::ptr::null_mut(),
+                        total,
+                        ProtFlags::empty(),
+                        MapFlags::PRIVATE | MapFlags::NORESERVE,
+                    )
+                }?;
+                let ptr = NonNull::new(base.cast::<u8>()).ok_or(Error::NoMem)?;
+                // From here `map` owns the reservation: an early return unmaps it all.
+                let map = Mapping {
+                    ptr,
+                    len: total,
+                    write,
+                };
+                let mut at = 0usize;
+                for &(fd, off, len) in pieces {
+                    // SAFETY: `at + len <= total`, so the target lies inside the
+                    // reservation we own and nothing else refers to; MAP_FIXED replaces
+                    // only our own reservation pages.
+                    unsafe {
+                        rustix::mm::mmap(
+                            map.ptr.as_ptr().add(at).cast(),
+                            len,
+                            prot,
+                            share | MapFlags::FIXED,
+                            fd,
+                            off as u64,
+                        )
+                    }?;
+                    at += len;
+                }
+                Ok(map)
+            }
+        }
     }
 
     fn map(

@@ -7,6 +7,13 @@
 //! (`SEEK_DATA`) are punched out of the memfd (`FALLOC_FL_PUNCH_HOLE`), which both
 //! zeroes them and gives their memory back to the system, so an untouched block costs
 //! one `lseek` to recycle and an idle region holds no memory.
+//!
+//! Freed (already zeroed) blocks first wait in a small cache of recently freed runs —
+//! the kernel's per-CPU page lists play this role — and an allocation of the same
+//! length takes one from there without splitting and re-merging buddies. A cached run
+//! counts as free: when the buddy cannot serve a request, the cache is flushed back
+//! into it and the request retried, so caching never refuses a request that the free
+//! space could serve.
 
 use crate::buf::Segment;
 use crate::error::{Error, Result};
@@ -16,10 +23,58 @@ use parking_lot::Mutex;
 use rustix::fs::{FallocateFlags, SeekFrom};
 use std::sync::Arc;
 
+/// Most freed runs kept in the cache.
+const CACHE_RUNS: usize = 16;
+
 /// A contiguous region and its allocator.
+///
+/// Lock: `alloc` (the buddy and the cache of freed runs) is a leaf, held only to carve
+/// or return a run — never while zeroing.
 pub struct Region {
     mem: Arc<Memfd>,
-    alloc: Mutex<Buddy>,
+    alloc: Mutex<Carver>,
+}
+
+/// The buddy allocator and the cache of freed, zeroed runs in front of it.
+struct Carver {
+    buddy: Buddy,
+    /// `(first page, pages)` of runs freed but still live in `buddy`.
+    cache: Vec<(usize, usize)>,
+}
+
+impl Carver {
+    fn alloc(&mut self, pages: usize) -> Result<usize> {
+        if let Some(i) = self.cache.iter().position(|c| c.1 == pages) {
+            return Ok(self.cache.swap_remove(i).0);
+        }
+        match self.buddy.alloc(pages) {
+            Err(Error::NoMem) if !self.cache.is_empty() => {
+                self.flush();
+                self.buddy.alloc(pages)
+            }
+            r => r,
+        }
+    }
+
+    fn free(&mut self, first: usize, pages: usize) -> Result<()> {
+        if self.cache.len() < CACHE_RUNS {
+            debug_assert_eq!(self.buddy.len_of(first), Some(pages), "not a live run");
+            self.cache.push((first, pages));
+            return Ok(());
+        }
+        self.buddy.free(first)
+    }
+
+    fn flush(&mut self) {
+        for (first, _) in self.cache.drain(..) {
+            let freed = self.buddy.free(first);
+            debug_assert!(freed.is_ok(), "cached run not live in the buddy");
+        }
+    }
+
+    fn free_pages(&self) -> usize {
+        self.buddy.free_pages() + self.cache.iter().map(|c| c.1).sum::<usize>()
+    }
 }
 
 impl std::fmt::Debug for Region {
@@ -54,7 +109,10 @@ impl Region {
     pub fn new(name: &str, pages: usize) -> Result<Arc<Self>> {
         Ok(Arc::new(Region {
             mem: Arc::new(Memfd::create(name, pages, false)?),
-            alloc: Mutex::new(Buddy::new(pages)),
+            alloc: Mutex::new(Carver {
+                buddy: Buddy::new(pages),
+                cache: Vec::with_capacity(CACHE_RUNS),
+            }),
         }))
     }
 
@@ -68,9 +126,12 @@ impl Region {
         self.alloc.lock().free_pages()
     }
 
-    /// The longest contiguous run that could be allocated now.
+    /// The longest contiguous run that could be allocated now (cached runs are
+    /// flushed back to the buddy first, so they count).
     pub fn largest_free(&self) -> usize {
-        self.alloc.lock().largest_free()
+        let mut c = self.alloc.lock();
+        c.flush();
+        c.buddy.largest_free()
     }
 
     /// The region's memory.
@@ -159,7 +220,7 @@ impl Drop for Block {
         if self.region.punch(self.first * p, self.len()).is_err() {
             let _ = self.region.mem.map().fill(self.first * p, self.len(), 0);
         }
-        let freed = self.region.alloc.lock().free(self.first);
+        let freed = self.region.alloc.lock().free(self.first, self.pages);
         debug_assert!(freed.is_ok(), "block freed twice");
     }
 }
@@ -216,6 +277,31 @@ mod tests {
         assert_eq!(r.largest_free(), 8);
         assert!(matches!(check_request(0), Err(Error::Invalid(_))));
         assert!(check_request(1).is_ok());
+    }
+
+    #[test]
+    fn cached_runs_are_reused_and_flushed_when_needed() {
+        let r = Region::new("cma", 8).unwrap();
+        let a = r.alloc(4).unwrap();
+        let b = r.alloc(4).unwrap();
+        let (fa, fb) = (a.first_page(), b.first_page());
+        drop(a);
+        drop(b);
+        assert_eq!(r.free_pages(), 8, "cached runs count as free");
+        let c = r.alloc(4).unwrap();
+        assert!(
+            c.first_page() == fa || c.first_page() == fb,
+            "a cached run reused"
+        );
+        drop(c);
+        // Only flushing the cache makes 8 contiguous pages: it happens on demand.
+        let whole = r.alloc(8).unwrap();
+        assert_eq!(whole.first_page(), 0);
+        assert!(matches!(r.alloc(1), Err(Error::NoMem)));
+        drop(whole);
+        assert_eq!(r.largest_free(), 8);
+        assert!(matches!(r.alloc(0), Err(Error::Invalid(_))));
+        assert_eq!(r.free_pages(), 8);
     }
 
     #[test]

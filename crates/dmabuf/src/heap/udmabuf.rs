@@ -1,9 +1,16 @@
-//! udmabuf's rules for turning a caller's memfd ranges into buffer memory: page-aligned
-//! ranges, a size limit, a list limit, shmem (or hugetlbfs) files only, sealed against
-//! shrinking and not against writing — checked in the kernel's order, with its errnos.
+//! udmabuf (`/dev/udmabuf`): a caller's memfd ranges as a buffer. [`collect`] checks
+//! udmabuf's rules — page-aligned ranges, a size limit, a list limit, shmem (or
+//! hugetlbfs) files only, sealed against shrinking and not against writing — in the
+//! kernel's order, with its errnos; [`create`] and [`create_list`] (`UDMABUF_CREATE`,
+//! `UDMABUF_CREATE_LIST`) export the ranges as one read-write buffer named `"udmabuf"`.
+//!
+//! The buffer shares the caller's memory (no copy; the ranges stay reachable through
+//! the buffer for its whole life), maps shared only, and refuses `end_cpu_access` before
+//! the first `begin_cpu_access` with `Invalid`, as udmabuf does.
 
-use crate::buf::Segment;
+use crate::buf::{export, DmaBuf, ExportInfo, FileFlags, Segment};
 use crate::error::{Error, Result};
+use crate::heap::exporter::{Backing, HeapBuffer, Rules};
 use crate::heap::memfd::{page_size, Memfd};
 use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::SealFlags;
@@ -71,6 +78,41 @@ pub fn collect(items: &[Item<'_>], flags: u32) -> Result<Vec<Segment>> {
         segs.push(Segment::new(mem, it.offset as usize, it.size as usize)?);
     }
     Ok(segs)
+}
+
+/// `UDMABUF_CREATE`: the range `offset .. offset+size` of `memfd` as a buffer — the
+/// one-item list of [`create_list`].
+///
+/// Errors: those of [`collect`]; nothing is created on error.
+pub fn create(memfd: BorrowedFd<'_>, offset: u64, size: u64, flags: u32) -> Result<DmaBuf> {
+    create_list(
+        &[Item {
+            memfd,
+            offset,
+            size,
+        }],
+        flags,
+    )
+}
+
+/// `UDMABUF_CREATE_LIST`: `items`, in order, as one buffer. [`FLAG_CLOEXEC`] concerns
+/// only the kernel's fd and is accepted. No lock is held.
+///
+/// Errors: those of [`collect`]; nothing is created on error.
+pub fn create_list(items: &[Item<'_>], flags: u32) -> Result<DmaBuf> {
+    let segs = collect(items, flags)?;
+    let len = segs.iter().map(|s| s.len).sum();
+    let ops = HeapBuffer::new(
+        segs,
+        Rules {
+            shared_only: true,
+            begin_before_end: true,
+        },
+        Backing::Imported,
+    );
+    let mut info = ExportInfo::new("udmabuf", len, ops);
+    info.flags = FileFlags::RDWR;
+    export(info)
 }
 
 /// The file checks of one item.
