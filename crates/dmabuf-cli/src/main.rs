@@ -38,6 +38,9 @@ enum Cmd {
         /// Make the processing device coherent (default: non-coherent, bounce buffers).
         #[arg(long)]
         isp_coherent: bool,
+        /// The heap the ring is allocated from (`system`, `contig`).
+        #[arg(long, default_value = "system")]
+        heap: String,
     },
     /// Run the ports of the kernel's self-tests; ends with `N passed, M failed`.
     Selftest {
@@ -77,6 +80,7 @@ fn main() -> ExitCode {
             ring,
             inspect_every,
             isp_coherent,
+            heap,
         } => demo::main(
             dmabuf::demo::DemoConfig {
                 frames,
@@ -86,8 +90,8 @@ fn main() -> ExitCode {
                 isp_coherent,
             },
             &|bytes| {
-                let pages = bytes.div_ceil(dmabuf::heap::memfd::page_size());
-                dmabuf::buf::simple::SimpleExporter::new(pages)?.export()
+                let data = dmabuf::heap::AllocData::new(bytes as u64);
+                dmabuf::heap::heaps().alloc(&heap, &data)
             },
         ),
         Cmd::Selftest { filter, list } => selftest::main(filter.as_deref(), list),

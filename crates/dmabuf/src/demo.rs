@@ -13,8 +13,10 @@
 //!   for such a device, it maps a frame's buffers for each job — after the camera's fence,
 //!   so the mapping copies the frame in — and unmaps them when its job is done, which
 //!   copies its output back to memory.
-//! - The CPU inspects every `inspect_every`-th output inside begin/end CPU access, which
-//!   waits for the isp's write fence.
+//! - The CPU inspects every `inspect_every`-th output inside begin/end CPU access, after
+//!   waiting for the isp's fence (as userspace waits for a sync file before
+//!   `DMA_BUF_IOCTL_SYNC`: exporters sync their mappings for the CPU before the core's
+//!   own fence wait).
 //! - The encoder waits for the isp through an explicit sync file (as well as implicitly)
 //!   and checksums the output; every frame's checksum is checked against the expected
 //!   one, and every inspected frame's bytes.
@@ -227,15 +229,16 @@ pub fn run(
         let isp_job = isp_e.submit(Job::invert(Operand::new(&im), Operand::new(&om)))?;
         let expect = !value;
         let mut cpu_ok = true;
+        // Wait for the isp, as userspace waits for a sync file before DMA_BUF_IOCTL_SYNC:
+        // the exporter syncs its mappings for the CPU before the core's fence wait.
+        isp_job.fence().wait();
         if i % cfg.inspect_every == 0 {
             report.inspected += 1;
-            // Begin CPU access waits for the isp's write fence and syncs its mapping.
             let acc = s.output.cpu_access(Direction::FromDevice)?;
             let seen = CpuView::new(&s.output)?.read_vec(0, bytes)?;
             acc.end()?;
             cpu_ok = seen.iter().all(|&b| b == expect);
         }
-        isp_job.fence().wait();
         drop(im);
         drop(om);
         let sf = isp_job.sync_file()?;
@@ -266,6 +269,46 @@ pub fn run(
     report.ownership = tracker.take_reports();
     report.lockdep = capture.take();
     Ok(report)
+}
+
+/// Self-test scenarios: the pipeline on each heap, small.
+pub fn cases() -> Vec<lockdep::selftest::Case> {
+    fn on(heap: &str) -> std::result::Result<(), String> {
+        let cfg = DemoConfig {
+            frames: 16,
+            frame_bytes: 64 * 1024,
+            ring: 3,
+            inspect_every: 2,
+            isp_coherent: false,
+        };
+        let alloc = |bytes: usize| {
+            crate::heap::heaps().alloc(heap, &crate::heap::AllocData::new(bytes as u64))
+        };
+        let r = run(&cfg, &alloc, &|_, _| {}).map_err(|e| e.to_string())?;
+        if r.is_clean() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} of {} frames ok, {} lockdep, {} ownership, {} faults, {} failed jobs",
+                r.frames_ok,
+                r.frames,
+                r.lockdep.len(),
+                r.ownership.len(),
+                r.faults,
+                r.failed_jobs
+            ))
+        }
+    }
+    vec![
+        lockdep::selftest::Case {
+            name: "demo/pipeline-system-heap",
+            run: || on("system"),
+        },
+        lockdep::selftest::Case {
+            name: "demo/pipeline-contig-heap",
+            run: || on("contig"),
+        },
+    ]
 }
 
 #[cfg(test)]
@@ -299,6 +342,13 @@ mod tests {
         assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 12);
         assert!(r.bufinfo.contains("ring0-in") && r.bufinfo.contains("Attached Devices"));
         assert!(r.latency_percentile(50.0) <= r.latency_percentile(99.0));
+    }
+
+    #[test]
+    fn the_pipeline_is_clean_on_every_heap() {
+        for c in cases() {
+            (c.run)().unwrap_or_else(|e| panic!("{}: {e}", c.name));
+        }
     }
 
     #[test]
