@@ -437,35 +437,50 @@ impl AcquireCtx {
         }
     }
 
+    /// Whether this context, contending for a mutex held in slot `hold` (0: a holder
+    /// without context), would wait for it rather than die (wait-die) or wound
+    /// (wound-wait). A context that holds nothing always waits. The holder's stamp is read
+    /// without the wait lock, so the answer may be stale: it only decides whether to
+    /// spin a little longer before the slow path decides for real.
+    #[cfg(not(loom))]
+    fn would_wait_for(&self, hold: u32) -> bool {
+        if self.acquired.get() == 0 || hold == 0 {
+            return true;
+        }
+        let theirs = slot::get(hold).stamp.load(Ordering::Relaxed);
+        if self.class.is_wait_die() {
+            // Dies at once for an older holder.
+            younger(theirs, self.stamp)
+        } else {
+            // Wounds a younger holder at once; a wounded context backs off at once.
+            younger(self.stamp, theirs) && !slot::get(self.slot).wounded.load(Ordering::Relaxed)
+        }
+    }
+
     /// The debug checks made before locking `m` (the kernel makes them after, and
-    /// warns); `slow` for `lock_slow`.
-    #[track_caller]
-    fn check_lock(&self, m: usize, class: &'static WwClass, slow: bool) -> Result<()> {
+    /// warns); `slow` for `lock_slow`. Returns the misuse, for the caller to report.
+    fn lock_rule(
+        &self,
+        m: usize,
+        class: &'static WwClass,
+        slow: bool,
+    ) -> std::result::Result<(), &'static str> {
         if !std::ptr::eq(class, self.class) {
-            return Err(misuse(
-                self.class,
-                "mutex and acquire context are of different classes",
-            ));
+            return Err("mutex and acquire context are of different classes");
         }
         if self.done.get() {
-            return Err(misuse(self.class, "lock after ww_acquire_done"));
+            return Err("lock after ww_acquire_done");
         }
         let contending = self.contending.get();
         if slow && contending == 0 {
-            return Err(misuse(self.class, "lock_slow without a preceding Deadlock"));
+            return Err("lock_slow without a preceding Deadlock");
         }
         if contending != 0 {
             if self.acquired.get() > 0 {
-                return Err(misuse(
-                    self.class,
-                    "lock after Deadlock while still holding locks: back off first",
-                ));
+                return Err("lock after Deadlock while still holding locks: back off first");
             }
             if contending != m {
-                return Err(misuse(
-                    self.class,
-                    "after Deadlock, another lock taken before the contended one",
-                ));
+                return Err("after Deadlock, another lock taken before the contended one");
             }
         }
         Ok(())
@@ -480,6 +495,9 @@ impl Drop for AcquireCtx {
 
 const LOCKED: u64 = 1;
 const WAITERS: u64 = 2;
+/// How many times a contender polls a held mutex before it queues and sleeps.
+#[cfg(not(loom))]
+const SPIN_LIMIT: u32 = 200;
 const SLOT_SHIFT: u32 = 32;
 
 fn holder_slot(state: u64) -> u32 {
@@ -653,7 +671,10 @@ impl<T: ?Sized> WwMutex<T> {
     pub fn try_lock<'a>(&'a self, ctx: Option<&'a AcquireCtx>) -> Option<WwGuard<'a, T>> {
         let bits = match ctx {
             Some(c) => {
-                c.check_lock(self.addr(), self.class, false).ok()?;
+                if let Err(what) = c.lock_rule(self.addr(), self.class, false) {
+                    let _ = misuse(c.class, what);
+                    return None;
+                }
                 if c.acquired.get() == 0 {
                     slot::get(c.slot).wounded.store(false, Ordering::Relaxed);
                 }
@@ -709,16 +730,29 @@ impl<T: ?Sized> WwMutex<T> {
     #[inline]
     fn lock_ctx(&self, ctx: &AcquireCtx, intr: Option<&Interrupt>, slow: bool) -> Result<()> {
         let bits = ctx.slot_bits();
-        // -EALREADY comes first: the holder's slot is written only by its own thread.
-        if self.state.load(Ordering::Relaxed) & !WAITERS == bits {
-            return Err(Error::Already);
+        // -EALREADY comes first: the holder's slot is written only by its own thread, so
+        // "held by this context" is stable here whenever it is read. It is read from the
+        // word only when something else failed or would be checked first; otherwise the
+        // compare-and-swap below says it (a load before the swap would cost a second
+        // cache-line transfer on a contended mutex).
+        let already = |s: u64| s & !WAITERS == bits;
+        if let Err(what) = ctx.lock_rule(self.addr(), self.class, slow) {
+            if already(self.state.load(Ordering::Relaxed)) {
+                return Err(Error::Already);
+            }
+            return Err(misuse(ctx.class, what));
         }
-        ctx.check_lock(self.addr(), self.class, slow)?;
         if ctx.acquired.get() == 0 {
             // Nobody can wound a context that holds nothing: reset after a back-off.
-            slot::get(ctx.slot).wounded.store(false, Ordering::Relaxed);
+            let wounded = &slot::get(ctx.slot).wounded;
+            if wounded.load(Ordering::Relaxed) {
+                wounded.store(false, Ordering::Relaxed);
+            }
         }
         if ld::enabled() {
+            if already(self.state.load(Ordering::Relaxed)) {
+                return Err(Error::Already);
+            }
             if self.is_locked() && ld::is_instance_held(self.class.lock_class(), self.addr()) {
                 return Err(misuse(
                     self.class,
@@ -731,11 +765,14 @@ impl<T: ?Sized> WwMutex<T> {
                 lockdep::Acquire::write().nest(ctx.instance()),
             );
         }
-        if self
+        if let Err(s) = self
             .state
             .compare_exchange(0, bits, Ordering::AcqRel, Ordering::Relaxed)
-            .is_err()
         {
+            // With lockdep on this was checked above (and cannot have become true since).
+            if already(s) {
+                return Err(Error::Already);
+            }
             if let Err(e) = self.lock_contended(Some(ctx), intr) {
                 if matches!(e, Error::Deadlock) {
                     ctx.contending.set(self.addr());
@@ -796,8 +833,12 @@ impl<T: ?Sized> WwMutex<T> {
     /// The contended path: queue, sleep, and decide who dies. On success the mutex is
     /// held with `ctx`'s slot published; on error nothing changed.
     fn lock_contended(&self, ctx: Option<&AcquireCtx>, intr: Option<&Interrupt>) -> Result<()> {
-        let me = ctx.map(AcquireCtx::waiter);
         let bits = ctx.map_or(LOCKED, AcquireCtx::slot_bits);
+        #[cfg(not(loom))]
+        if self.spin(ctx, bits) {
+            return Ok(());
+        }
+        let me = ctx.map(AcquireCtx::waiter);
         let wait_die = self.class.is_wait_die();
         let mut w = self.waiters.lock();
 
@@ -896,6 +937,48 @@ impl<T: ?Sized> WwMutex<T> {
             self.state.fetch_and(!WAITERS, Ordering::SeqCst);
         }
         result
+    }
+
+    /// Optimistic spinning (the kernel's `mutex_optimistic_spin`): while the mutex is
+    /// held and nobody is queued, poll it a bounded number of times before queueing and
+    /// sleeping, since a holder usually lets go within a few hundred nanoseconds and a
+    /// sleep/wake-up pair costs tens of microseconds. Returns true with the mutex taken
+    /// (`0 → bits`, as the fast path: no waiter was queued, so there is nobody to
+    /// check); false to go and queue.
+    ///
+    /// Spinning changes nothing another thread can see: it is the same as arriving a
+    /// little later, so every wound/wait decision is still made under the wait lock.
+    /// Spinning stops as soon as a waiter is queued (never steal from queued waiters,
+    /// which may be older), and is skipped where the slow path would not wait (see
+    /// [`AcquireCtx::would_wait_for`]), so dying and wounding are not delayed.
+    #[cfg(not(loom))]
+    fn spin(&self, ctx: Option<&AcquireCtx>, bits: u64) -> bool {
+        let mut s = self.state.load(Ordering::Relaxed);
+        for _ in 0..SPIN_LIMIT {
+            if s & WAITERS != 0 {
+                return false;
+            }
+            if s & LOCKED == 0 {
+                match self
+                    .state
+                    .compare_exchange(s, s | bits, Ordering::AcqRel, Ordering::Relaxed)
+                {
+                    Ok(_) => return true,
+                    Err(now) => {
+                        s = now;
+                        continue;
+                    }
+                }
+            }
+            if let Some(c) = ctx {
+                if !c.would_wait_for(holder_slot(s)) {
+                    return false;
+                }
+            }
+            std::hint::spin_loop();
+            s = self.state.load(Ordering::Relaxed);
+        }
+        false
     }
 
     /// Queue a context waiter in stamp order, behind the older contexts and before the
@@ -1116,16 +1199,20 @@ fn lock_all_inner<'a, T: ?Sized>(
         addr => set.iter().position(|m| m.addr() == addr),
     };
     'retry: loop {
-        let mut guards: Vec<(usize, WwGuard<'a, T>)> = Vec::with_capacity(set.len());
+        let mut guards: Vec<WwGuard<'a, T>> = Vec::with_capacity(set.len());
+        // The contended mutex is locked first; `slow_at` is where its guard belongs in
+        // the order of `set`.
+        let mut slow_at = 0;
         if let Some(c) = contended {
             let g = match intr {
                 Some(i) => set[c].lock_slow_interruptible(ctx, i)?,
                 None => set[c].lock_slow(ctx)?,
             };
-            guards.push((c, g));
+            guards.push(g);
         }
         for (i, m) in set.iter().enumerate() {
             if Some(i) == contended {
+                slow_at = guards.len() - 1;
                 continue;
             }
             let r = match intr {
@@ -1133,7 +1220,7 @@ fn lock_all_inner<'a, T: ?Sized>(
                 None => m.lock(ctx),
             };
             match r {
-                Ok(g) => guards.push((i, g)),
+                Ok(g) => guards.push(g),
                 Err(Error::Already) => {}
                 Err(Error::Deadlock) => {
                     drop(guards);
@@ -1146,7 +1233,9 @@ fn lock_all_inner<'a, T: ?Sized>(
                 Err(e) => return Err(e),
             }
         }
-        guards.sort_by_key(|(i, _)| *i);
-        return Ok(guards.into_iter().map(|(_, g)| g).collect());
+        if contended.is_some() {
+            guards[..=slow_at].rotate_left(1);
+        }
+        return Ok(guards);
     }
 }
