@@ -120,12 +120,25 @@ pub enum WwAlgorithm {
     WaitDie,
 }
 
+/// The stamp counter of a class, on a cache line of its own: every context start
+/// increments it, from any thread, and the class's other fields are read by contended
+/// lock paths on every thread.
+#[repr(align(64))]
+struct StampCounter(std::sync::atomic::AtomicU64);
+
+impl std::ops::Deref for StampCounter {
+    type Target = std::sync::atomic::AtomicU64;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
 /// A class of wound/wait mutexes: the algorithm, the stamp counter of its contexts, and
 /// the two lockdep classes (mutexes, and acquire contexts as their nest lock).
 pub struct WwClass {
     name: &'static str,
     algorithm: WwAlgorithm,
-    stamp: std::sync::atomic::AtomicU64,
+    stamp: StampCounter,
     mutex_class: LockClass,
     acquire_class: LockClass,
 }
@@ -154,7 +167,7 @@ impl WwClass {
         WwClass {
             name,
             algorithm,
-            stamp: std::sync::atomic::AtomicU64::new(0),
+            stamp: StampCounter(std::sync::atomic::AtomicU64::new(0)),
             mutex_class: LockClass::new(name),
             acquire_class: LockClass::new(acquire_name),
         }
@@ -730,9 +743,37 @@ impl<T: ?Sized> WwMutex<T> {
         }
     }
 
+    /// `lock_ctx`'s common case, inlined into the callers: the context may lock more
+    /// (same class, not done, not backing off), already holds locks (so there is no
+    /// wounded flag to reset), injects no deadlocks, lockdep is off, and the mutex is
+    /// free. Everything else, including every error, goes to [`lock_ctx_full`].
+    ///
+    /// [`lock_ctx_full`]: Self::lock_ctx_full
     #[track_caller]
     #[inline]
     fn lock_ctx(&self, ctx: &AcquireCtx, intr: Option<&Interrupt>, slow: bool) -> Result<()> {
+        let acquired = ctx.acquired.get();
+        if !slow
+            && acquired > 0
+            && std::ptr::eq(self.class, ctx.class)
+            && !ctx.done.get()
+            && ctx.contending.get() == 0
+            && ctx.inject.get().is_none()
+            && !ld::enabled()
+            && self
+                .state
+                .compare_exchange(0, ctx.slot_bits(), Ordering::AcqRel, Ordering::Relaxed)
+                .is_ok()
+        {
+            ctx.acquired.set(acquired + 1);
+            return Ok(());
+        }
+        self.lock_ctx_full(ctx, intr, slow)
+    }
+
+    #[track_caller]
+    #[inline(never)]
+    fn lock_ctx_full(&self, ctx: &AcquireCtx, intr: Option<&Interrupt>, slow: bool) -> Result<()> {
         let bits = ctx.slot_bits();
         // -EALREADY comes first: the holder's slot is written only by its own thread, so
         // "held by this context" is stable here whenever it is read. It is read from the
@@ -1087,7 +1128,9 @@ impl<T: ?Sized> WwMutex<T> {
             }
             None => LOCKED,
         };
-        ld::release(self.class.lock_class(), self.addr());
+        if ld::enabled() {
+            self.lockdep_release();
+        }
         if self
             .state
             .compare_exchange(bits, 0, Ordering::Release, Ordering::Relaxed)
@@ -1095,6 +1138,13 @@ impl<T: ?Sized> WwMutex<T> {
         {
             self.unlock_slow();
         }
+    }
+
+    /// Lockdep's side of an unlock, out of line so that the unlock fast path stays small.
+    #[track_caller]
+    #[inline(never)]
+    fn lockdep_release(&self) {
+        ld::release(self.class.lock_class(), self.addr());
     }
 
     #[cold]
@@ -1132,6 +1182,7 @@ impl<T: ?Sized> WwGuard<'_, T> {
 
 impl<T: ?Sized> Drop for WwGuard<'_, T> {
     #[track_caller]
+    #[inline]
     fn drop(&mut self) {
         self.mutex.unlock(self.ctx);
     }

@@ -19,7 +19,10 @@
 
 use super::sync::{current, AtomicBool, AtomicU64, Mutex, Thread};
 
-/// The shared record of one acquire context.
+/// The shared record of one acquire context. One cache line each: every context writes
+/// its own record when it starts, and records of contexts on different threads must not
+/// share a line (false sharing made each start a cache-line transfer between cores).
+#[repr(align(64))]
 pub(crate) struct CtxSlot {
     /// The context's stamp (written before the context locks anything).
     pub(crate) stamp: AtomicU64,
