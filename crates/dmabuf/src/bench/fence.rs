@@ -29,8 +29,10 @@
 //!   futex; the Condvar waiter sleeps at once. When both threads have a CPU, ours
 //!   finishes a round trip while spinning (about 1 µs against tens of µs of futex
 //!   wake-ups); on a loaded machine ours pays the spin and yield phases before the same
-//!   futex sleep, and can be slower than the baseline. With the spin and yield phases
-//!   off, ours measures within a few percent of the baseline.
+//!   futex sleep, and can be slower than the baseline (ratios around 1.5 were measured
+//!   with the load average at twice the CPU count). With the spin and yield phases off,
+//!   ours is the same futex sleep and wake-up as the baseline's (measured ratio median
+//!   about 1, very noisy).
 //! - `sync-file-roundtrip` is bounded below by the socket pair the design mandates. On
 //!   the reference VM, per round trip: `socketpair` 4–6 µs, closing the reader end
 //!   ~2 µs and the signaller end ~2 µs, `send` of the record ~1 µs, `poll` ~0.4 µs,
