@@ -148,8 +148,10 @@ mod table {
     pub(crate) fn free(id: u32, class: usize, leak: bool) {
         let done = LOCAL.try_with(|l| {
             let mut l = l.borrow_mut();
+            // `active` is a multiset (only `contains` is asked of it): no order to keep,
+            // so no shifting (`remove` called memmove on every context end).
             if let Some(i) = l.active.iter().rposition(|&c| c == class) {
-                l.active.remove(i);
+                l.active.swap_remove(i);
             }
             if !leak {
                 l.free.push(id);
