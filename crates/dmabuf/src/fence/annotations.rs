@@ -160,7 +160,7 @@ pub fn prime_fence_map(resv_class: &'static LockClass) {
 }
 
 #[inline]
-fn lockdep_on() -> bool {
+pub(crate) fn lockdep_on() -> bool {
     // Loom runs all model threads on one OS thread: per-thread lock stacks would mix.
     !cfg!(loom) && lockdep::enabled()
 }

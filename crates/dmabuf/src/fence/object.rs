@@ -131,15 +131,47 @@ pub enum Container<'a> {
 
 type Callback = Box<dyn FnOnce(&Fence) + Send>;
 
-/// The mutex-protected slow state.
+/// The mutex-protected slow state. Kept small, since every fence carries it and most
+/// never use it: the first callback inline (the common case of one callback allocates
+/// no list), everything else in a box made on first use.
 #[derive(Default)]
 struct Slow {
-    /// The first callback, kept inline: the common case of one callback allocates no list.
+    /// The first callback.
     first: Option<(u64, Callback)>,
-    /// Further callbacks, in registration order after `first`.
+    /// Further callbacks and the async wakers.
+    rest: Option<Box<Rest>>,
+    next_id: u64,
+}
+
+#[derive(Default)]
+struct Rest {
+    /// Callbacks after `first`, in registration order.
     callbacks: Vec<(u64, Callback)>,
     wakers: Vec<(u64, Waker)>,
-    next_id: u64,
+}
+
+impl Slow {
+    fn rest(&mut self) -> &mut Rest {
+        self.rest.get_or_insert_with(Box::default)
+    }
+
+    fn has_more_callbacks(&self) -> bool {
+        self.rest.as_ref().is_some_and(|r| !r.callbacks.is_empty())
+    }
+
+    fn take_callbacks(&mut self) -> Vec<(u64, Callback)> {
+        self.rest
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.callbacks))
+            .unwrap_or_default()
+    }
+
+    fn take_wakers(&mut self) -> Vec<(u64, Waker)> {
+        self.rest
+            .as_mut()
+            .map(|r| std::mem::take(&mut r.wakers))
+            .unwrap_or_default()
+    }
 }
 
 /// The shared fence object. `O` is the ops; fences are used as `Inner<dyn FenceOps>`.
@@ -265,33 +297,54 @@ impl Fence {
     /// nothing changes then.
     #[track_caller]
     pub fn signal(&self) -> Result<()> {
-        let _section = annotations::begin_signalling();
-        self.signal_impl(None)
+        self.signal_in_section(None)
     }
 
     /// Signal with a given timestamp (`dma_fence_signal_timestamp`): `ts_ns` is a
     /// monotonic time in ns (see [`ktime_now`]). Errors as [`signal`](Fence::signal).
     #[track_caller]
     pub fn signal_timestamp(&self, ts_ns: u64) -> Result<()> {
-        let _section = annotations::begin_signalling();
-        self.signal_impl(Some(ts_ns))
+        self.signal_in_section(Some(ts_ns))
     }
 
     /// Signal unless already signalled (the kernel's 7.x `dma_fence_check_and_signal`).
     /// Returns whether the fence **was already** signalled. Never fails.
     #[track_caller]
     pub fn check_and_signal(&self) -> bool {
-        let _section = annotations::begin_signalling();
-        self.signal_impl(None).is_err()
+        self.signal_in_section(None).is_err()
+    }
+
+    /// Signal inside a signalling section. With lockdep on, the section spans the whole
+    /// signal, so that the locks the signaller holds are recorded against the fence map,
+    /// as the kernel's `dma_fence_signal` does. With lockdep off the section records
+    /// nothing and only code running inside it can tell it is there
+    /// ([`in_signalling_section`](super::in_signalling_section) from a callback or a
+    /// waker), so it is opened around that code only: a signal with no callback and no
+    /// async waiter skips it.
+    #[track_caller]
+    fn signal_in_section(&self, ts: Option<u64>) -> Result<()> {
+        if annotations::lockdep_on() {
+            let _section = annotations::begin_signalling();
+            self.signal_impl(ts, false)
+        } else {
+            self.signal_impl(ts, true)
+        }
     }
 
     /// Signal without opening a signalling section (for opportunistic signalling from
     /// wait/peek paths, which the kernel exempts from the annotation).
     pub(crate) fn signal_unannotated(&self) -> bool {
-        self.signal_impl(None).is_err()
+        self.signal_impl(None, false).is_err()
     }
 
-    fn signal_impl(&self, ts: Option<u64>) -> Result<()> {
+    /// The signal itself; with `section`, a signalling section is opened around the
+    /// callbacks and wakers (when the caller has not opened one around everything).
+    fn signal_impl(&self, ts: Option<u64>, section: bool) -> Result<()> {
+        // The time is read before the flag goes in, as the kernel evaluates `ktime_get()`
+        // before its test-and-set: the signal happens at this instant at the earliest,
+        // and readers that see SIGNALED wait only for the store below, not for a clock
+        // read.
+        let t = ts.unwrap_or_else(ktime_now).min(NO_TS - 1);
         let st = &self.inner.state;
         let old = st.fetch_or(SIGNALED, AcqRel);
         if old & SIGNALED != 0 {
@@ -303,8 +356,9 @@ impl Fence {
                 std::hint::spin_loop();
             }
         }
-        let t = ts.unwrap_or_else(ktime_now).min(NO_TS - 1);
         self.inner.timestamp.store(t, Release);
+        let _section = (section && old & (HAS_CALLBACKS | HAS_WAKERS) != 0)
+            .then(annotations::begin_signalling);
         if old & HAS_CALLBACKS != 0 {
             // Waiters may register until the callbacks have run: take their bits from the
             // word as it was when CALLBACKS_RUN went in.
@@ -324,7 +378,7 @@ impl Fence {
     fn run_callbacks(&self) -> u32 {
         let mut slow = self.inner.slow.lock();
         let first = slow.first.take();
-        let cbs = std::mem::take(&mut slow.callbacks);
+        let cbs = slow.take_callbacks();
         {
             let _run = defer::enter();
             for (_, cb) in first.into_iter().chain(cbs) {
@@ -340,7 +394,7 @@ impl Fence {
     /// word returned by the read-modify-write that completed it.
     fn wake_all(&self, old: u32) {
         if old & HAS_WAKERS != 0 {
-            let wakers = std::mem::take(&mut self.inner.slow.lock().wakers);
+            let wakers = self.inner.slow.lock().take_wakers();
             for (_, w) in wakers {
                 w.wake();
             }
@@ -509,10 +563,10 @@ impl Fence {
         // and take this lock to run the list after us.
         let id = slow.next_id;
         slow.next_id += 1;
-        if slow.first.is_none() && slow.callbacks.is_empty() {
+        if slow.first.is_none() && !slow.has_more_callbacks() {
             slow.first = Some((id, Box::new(cb)));
         } else {
-            slow.callbacks.push((id, Box::new(cb)));
+            slow.rest().callbacks.push((id, Box::new(cb)));
         }
         Ok(CallbackId(id))
     }
@@ -526,16 +580,19 @@ impl Fence {
         if slow.first.as_ref().is_some_and(|(i, _)| *i == id.0) {
             let removed = slow.first.take();
             // Keep registration order: the oldest remaining moves up.
-            if !slow.callbacks.is_empty() {
-                slow.first = Some(slow.callbacks.remove(0));
+            if slow.has_more_callbacks() {
+                slow.first = Some(slow.rest().callbacks.remove(0));
             }
             drop(slow);
             drop(removed);
             return true;
         }
-        match slow.callbacks.iter().position(|(i, _)| *i == id.0) {
+        let Some(rest) = slow.rest.as_mut() else {
+            return false;
+        };
+        match rest.callbacks.iter().position(|(i, _)| *i == id.0) {
             Some(pos) => {
-                let removed = slow.callbacks.remove(pos);
+                let removed = rest.callbacks.remove(pos);
                 drop(slow);
                 drop(removed);
                 true
@@ -556,14 +613,17 @@ impl Fence {
         }
         let id = slow.next_id;
         slow.next_id += 1;
-        slow.wakers.push((id, waker.clone()));
+        slow.rest().wakers.push((id, waker.clone()));
         Some(WakerId(id))
     }
 
     /// Replace the waker registered under `id`; false if it was already woken.
     pub(crate) fn update_waker(&self, id: WakerId, waker: &Waker) -> bool {
         let mut slow = self.inner.slow.lock();
-        match slow.wakers.iter_mut().find(|(i, _)| *i == id.0) {
+        let Some(rest) = slow.rest.as_mut() else {
+            return false;
+        };
+        match rest.wakers.iter_mut().find(|(i, _)| *i == id.0) {
             Some((_, w)) => {
                 if !w.will_wake(waker) {
                     *w = waker.clone();
@@ -577,7 +637,9 @@ impl Fence {
     /// Drop a waker registration (no-op if already woken).
     pub(crate) fn remove_waker(&self, id: WakerId) {
         let mut slow = self.inner.slow.lock();
-        slow.wakers.retain(|(i, _)| *i != id.0);
+        if let Some(rest) = slow.rest.as_mut() {
+            rest.wakers.retain(|(i, _)| *i != id.0);
+        }
     }
 
     /// Set `flag` unless any bit of `unless` is set; true on success.
@@ -681,8 +743,8 @@ impl<O: ?Sized + FenceOps> Drop for Inner<O> {
         if s & SIGNALED == 0 {
             let mut slow = self.slow.lock();
             let mut cbs: Vec<(u64, Callback)> = slow.first.take().into_iter().collect();
-            cbs.append(&mut slow.callbacks);
-            let wakers = std::mem::take(&mut slow.wakers);
+            cbs.append(&mut slow.take_callbacks());
+            let wakers = slow.take_wakers();
             drop(slow);
             if !cbs.is_empty() || !wakers.is_empty() {
                 super::note_unsignalled_release(

@@ -96,16 +96,16 @@ fn registry() -> &'static Mutex<Registry> {
 }
 
 impl Registry {
-    fn insert(&mut self, cookie: u64, e: Entry) {
+    /// Insert; returns whether the registry has grown enough to be swept.
+    fn insert(&mut self, cookie: u64, e: Entry) -> bool {
         self.map.insert(cookie, e);
-        if self.map.len() >= self.sweep_at {
-            self.sweep();
-            self.sweep_at = (self.map.len() * 2).max(64);
-        }
+        self.map.len() >= self.sweep_at
     }
 
-    /// Drop entries whose reader descriptor is closed everywhere: one poll for all.
-    fn sweep(&mut self) {
+    /// Take out the entries whose reader descriptor is closed everywhere (one poll for
+    /// all), for the caller to drop after releasing the lock: dropping them closes
+    /// their signaller ends, which is slow.
+    fn take_dead(&mut self) -> Vec<Entry> {
         let keys: Vec<u64> = self.map.keys().copied().collect();
         let mut gone = Vec::new();
         {
@@ -121,10 +121,23 @@ impl Registry {
                 }
             }
         }
-        for k in gone {
-            self.map.remove(&k);
-        }
+        let dead = gone.iter().filter_map(|k| self.map.remove(k)).collect();
+        self.sweep_at = (self.map.len() * 2).max(64);
+        dead
     }
+}
+
+/// Sweep the registry now if it has grown enough, closing dead signaller ends outside
+/// the registry lock.
+fn sweep() {
+    let dead = {
+        let mut r = registry().lock();
+        if r.map.len() < r.sweep_at {
+            return;
+        }
+        r.take_dead()
+    };
+    drop(dead);
 }
 
 fn default_name(f: &Fence) -> String {
@@ -211,7 +224,7 @@ impl SyncFile {
         let name = truncate_name(name);
         let signaller = Arc::new(signaller);
         if let Ok(cookie) = rustix::net::sockopt::socket_cookie(&reader) {
-            registry().lock().insert(
+            let grown = registry().lock().insert(
                 cookie,
                 Entry {
                     fence: fence.clone(),
@@ -219,6 +232,9 @@ impl SyncFile {
                     signaller: signaller.clone(),
                 },
             );
+            if grown {
+                sweep();
+            }
         }
         let s = signaller.clone();
         if let Err((_, _cb)) = fence.add_callback(move |f: &Fence| send_record(&s, f)) {

@@ -19,7 +19,10 @@
 
 use super::sync::{current, AtomicBool, AtomicU64, Mutex, Thread};
 
-/// The shared record of one acquire context.
+/// The shared record of one acquire context. One cache line each: every context writes
+/// its own record when it starts, and records of contexts on different threads must not
+/// share a line (false sharing made each start a cache-line transfer between cores).
+#[repr(align(64))]
 pub(crate) struct CtxSlot {
     /// The context's stamp (written before the context locks anything).
     pub(crate) stamp: AtomicU64,
@@ -145,8 +148,10 @@ mod table {
     pub(crate) fn free(id: u32, class: usize, leak: bool) {
         let done = LOCAL.try_with(|l| {
             let mut l = l.borrow_mut();
+            // `active` is a multiset (only `contains` is asked of it): no order to keep,
+            // so no shifting (`remove` called memmove on every context end).
             if let Some(i) = l.active.iter().rposition(|&c| c == class) {
-                l.active.remove(i);
+                l.active.swap_remove(i);
             }
             if !leak {
                 l.free.push(id);
