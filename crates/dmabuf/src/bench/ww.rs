@@ -1,9 +1,9 @@
 //! `dmabuf bench ww`: wound/wait mutexes beside `std::sync::Mutex`.
 
-use super::{BenchCase, Rng};
+use super::{run_threads, BenchCase, Rng};
 use crate::ww::{lock_all, AcquireCtx, WwClass, WwMutex};
 use std::hint::black_box;
-use std::sync::{Arc, Barrier, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 static BENCH_CLASS: WwClass = WwClass::wait_die("bench_ww", "bench_ww_acquire");
@@ -127,29 +127,6 @@ fn sets(thread: usize) -> &'static [Vec<usize>] {
     })[thread]
 }
 
-/// Runs `body(thread, iters)` on `THREADS` threads started together; returns the wall
-/// time until all finish.
-fn on_threads(iters: u64, body: impl Fn(usize, u64) + Send + Sync + 'static) -> Duration {
-    let body = Arc::new(body);
-    let start = Arc::new(Barrier::new(THREADS + 1));
-    let handles: Vec<_> = (0..THREADS)
-        .map(|t| {
-            let body = body.clone();
-            let start = start.clone();
-            std::thread::spawn(move || {
-                start.wait();
-                body(t, iters);
-            })
-        })
-        .collect();
-    start.wait();
-    let t = Instant::now();
-    for h in handles {
-        h.join().expect("bench thread");
-    }
-    t.elapsed()
-}
-
 // Both sides do the same per-iteration work apart from the locking itself: one `Vec` of
 // the 8 mutexes and one `Vec` of guards each (ours inside `lock_all`), the same
 // pre-drawn sets, the same increments. The baseline also sorts its 8 by address; ours
@@ -159,7 +136,7 @@ fn random_sets_ww(iters: u64) -> Duration {
     static LOCKS: OnceLock<Vec<WwMutex<u64>>> = OnceLock::new();
     let locks = LOCKS.get_or_init(|| (0..SET).map(|_| WwMutex::new(&BENCH_CLASS, 0)).collect());
     with_lockdep(false, || {
-        on_threads(iters, move |t, iters| {
+        run_threads(THREADS, iters, move |t, iters| {
             let sets = sets(t);
             for i in 0..iters as usize {
                 let set: Vec<&WwMutex<u64>> =
@@ -179,7 +156,7 @@ fn random_sets_ww(iters: u64) -> Duration {
 fn random_sets_std(iters: u64) -> Duration {
     static LOCKS: OnceLock<Vec<Mutex<u64>>> = OnceLock::new();
     let locks = LOCKS.get_or_init(|| (0..SET).map(|_| Mutex::new(0)).collect());
-    on_threads(iters, move |t, iters| {
+    run_threads(THREADS, iters, move |t, iters| {
         let sets = sets(t);
         for i in 0..iters as usize {
             let mut set: Vec<&Mutex<u64>> =
