@@ -112,40 +112,37 @@ fn with_writer(iters: u64, write: impl Fn(u64) + Send + 'static, read: impl Fn()
 
 const CTXS: usize = 8;
 
-/// Fences of 8 contexts, each context with a few seqnos, prebuilt.
-fn fence_pool() -> &'static Vec<Vec<Fence>> {
-    static P: OnceLock<Vec<Vec<Fence>>> = OnceLock::new();
-    P.get_or_init(|| {
-        (0..CTXS)
-            .map(|_| {
-                let c = Context::new();
-                (1..=16).map(|s| Fence::new(TestOps, c, s)).collect()
-            })
-            .collect()
-    })
+/// The 8 contexts of the reader workloads.
+fn contexts() -> &'static [Context] {
+    static C: OnceLock<Vec<Context>> = OnceLock::new();
+    C.get_or_init(|| (0..CTXS).map(|_| Context::new()).collect())
+}
+
+/// The writer's `i`-th fence: context `i % 8`, seqno rising with `i`. Both sides' writers
+/// make the same fences, so each write replaces its context's entry (the list stays at
+/// 8, as a reservation's does when a context moves on).
+fn nth_fence(i: u64) -> Fence {
+    let c = contexts()[i as usize % CTXS];
+    Fence::new(TestOps, c, i / CTXS as u64 + 1)
 }
 
 fn get_fences(iters: u64) -> Duration {
     let r = Arc::new(Resv::new());
-    let pool = fence_pool();
     {
         let mut g = r.lock_no_ctx();
         g.reserve_fences(CTXS).expect("reserve");
-        for c in pool {
-            g.add_fence(&c[0], Usage::Read).expect("add");
+        for i in 0..CTXS as u64 {
+            g.add_fence(&nth_fence(i), Usage::Read).expect("add");
         }
     }
     let w = r.clone();
     with_writer(
         iters,
         move |i| {
-            let c = &pool[i as usize % CTXS];
+            let f = nth_fence(CTXS as u64 + i);
             let mut g = w.lock_no_ctx();
             g.reserve_fences(1).expect("reserve");
-            // Same context, seqnos cycling upward then wrapping back to the start:
-            // replacement keeps the list at 8 entries.
-            let f = &c[(i as usize / CTXS) % c.len()];
-            let _ = g.add_fence(f, Usage::Read);
+            g.add_fence(&f, Usage::Read).expect("add");
         },
         || {
             black_box(r.get_fences(Usage::Read));
@@ -154,17 +151,15 @@ fn get_fences(iters: u64) -> Duration {
 }
 
 fn get_fences_base(iters: u64) -> Duration {
-    let pool = fence_pool();
     let v = Arc::new(Mutex::new(
-        pool.iter().map(|c| c[0].clone()).collect::<Vec<Fence>>(),
+        (0..CTXS as u64).map(nth_fence).collect::<Vec<Fence>>(),
     ));
     let w = v.clone();
     with_writer(
         iters,
         move |i| {
-            let c = &pool[i as usize % CTXS];
-            let f = &c[(i as usize / CTXS) % c.len()];
-            w.lock().unwrap()[i as usize % CTXS] = f.clone();
+            let f = nth_fence(CTXS as u64 + i);
+            w.lock().unwrap()[i as usize % CTXS] = f;
         },
         || {
             black_box(v.lock().unwrap().clone());

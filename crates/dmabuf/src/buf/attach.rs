@@ -198,6 +198,15 @@ impl Attachment {
         self.inner.has_cache.load(Ordering::Acquire)
     }
 
+    /// Adjust the live-mapping count. Only called with the buffer's reservation lock held
+    /// (map and unmap need it), so a plain load and store suffice: no read-modify-write.
+    fn count_maps(&self, delta: isize) {
+        let n = self.inner.live_maps.load(Ordering::Relaxed);
+        self.inner
+            .live_maps
+            .store(n.saturating_add_signed(delta), Ordering::Relaxed);
+    }
+
     fn check(&self, lock: &ResvGuard<'_>) -> Result<()> {
         self.inner.buf.check_lock(lock)?;
         if self.is_detached() {
@@ -289,7 +298,7 @@ impl Attachment {
                     return Err(Error::Busy("cached mapping of an incompatible direction"));
                 }
                 let table = t.clone();
-                self.inner.live_maps.fetch_add(1, Ordering::Relaxed);
+                self.count_maps(1);
                 return Ok(self.mapping(table, dir, true, false));
             }
         }
@@ -323,7 +332,7 @@ impl Attachment {
                 return Err(e);
             }
         }
-        self.inner.live_maps.fetch_add(1, Ordering::Relaxed);
+        self.count_maps(1);
         self.track_mapped(&table, dir);
         if buf.caps().cache_sgt_mapping {
             self.inner.locked.lock().cached = Some((table.clone(), dir));
@@ -362,7 +371,7 @@ impl Attachment {
             return Err((Error::Invalid("mapping of another attachment"), m));
         }
         let table = m.table.take().expect("live mapping");
-        self.inner.live_maps.fetch_sub(1, Ordering::Relaxed);
+        self.count_maps(-1);
         if !m.cached {
             self.track_unmapped(&table);
             let ops = self.inner.buf.exporter();

@@ -108,6 +108,8 @@ struct Locked {
     /// The snapshot replaced by the last publication, kept (emptied) to be refilled by
     /// the next one when no reader holds it: steady-state publication allocates nothing.
     spare: Option<Shared<Snapshot>>,
+    /// The right to publish into `Resv::list`, kept under the lock.
+    writer: rcu::Writer,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -141,6 +143,10 @@ impl Resv {
     /// An unlocked object with no fences (`dma_resv_init`).
     pub fn new() -> Self {
         prime_lockdep();
+        let (list, writer) = RcuCell::new(Shared::new(Snapshot {
+            storage: 0,
+            entries: Vec::new(),
+        }));
         Resv {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             lock: WwMutex::new(
@@ -151,12 +157,10 @@ impl Resv {
                     capacity: 0,
                     reserved_to: 0,
                     spare: None,
+                    writer,
                 },
             ),
-            list: RcuCell::new(Shared::new(Snapshot {
-                storage: 0,
-                entries: Vec::new(),
-            })),
+            list,
             storage: AtomicU64::new(0),
         }
     }
@@ -429,7 +433,7 @@ impl<'a> ResvGuard<'a> {
         snap.storage = storage;
         snap.entries.clear();
         snap.entries.extend(self.g.entries.iter().cloned());
-        let mut old = self.resv.list.store(next);
+        let mut old = self.resv.list.store(&mut self.g.writer, next);
         // Drop the old list's references now; keep its memory for the next publication.
         if let Some(o) = Shared::get_mut(&mut old) {
             o.entries.clear();

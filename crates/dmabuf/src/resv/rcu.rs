@@ -10,26 +10,28 @@
 //!
 //! A reader announces itself in one of two counters, picked by the current *epoch*, then
 //! loads the pointer and takes a reference, then leaves the counter. A writer swaps the
-//! pointer, flips the epoch, and waits until the counter of the old epoch drains: every
-//! reader that could have loaded the old pointer is counted there (a reader re-checks the
-//! epoch after announcing itself and retries if it changed, so it is never counted under
-//! an epoch whose writer has already finished waiting). Readers arriving after the flip
-//! use the other counter and load the new pointer, so a writer waits only for readers
-//! already inside their few-instruction window — never for new ones.
+//! pointer, then waits for a moment when no reader is announced: a reader announced after
+//! that moment loads the new pointer. When readers keep overlapping, the writer flips the
+//! epoch and waits only until the counter of the old epoch drains: every reader that could
+//! have loaded the old pointer is counted there (a reader re-checks the epoch after
+//! announcing itself and retries if it changed, so it is never counted under an epoch
+//! whose writer has already finished waiting), and readers arriving after the flip use the
+//! other counter — so a writer waits only for readers already inside their
+//! few-instruction window, never for new ones. Flips are rare, so readers rarely retry.
 //!
-//! Writers must not overlap; the reservation lock serialises them, and an internal flag
-//! keeps the cell sound on its own (a second writer spins until the first is done). The reader's "announce, then load the
+//! Writers must not overlap: storing takes the cell's one [`Writer`] by `&mut`, which the
+//! reservation object keeps inside its lock. The reader's "announce, then load the
 //! pointer" and the writer's "swap the pointer, then read the counter" must not be
 //! reordered (a Dekker-style handshake): both sides put a `SeqCst` fence between the two,
 //! which is also what lets loom (which models `SeqCst` fences but not `SeqCst` accesses)
 //! check the handshake.
 
 #[cfg(loom)]
-use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicUsize};
+use loom::sync::atomic::{fence, AtomicPtr, AtomicUsize};
 #[cfg(loom)]
 use loom::sync::Arc;
 #[cfg(not(loom))]
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize};
+use std::sync::atomic::{AtomicPtr, AtomicUsize};
 #[cfg(not(loom))]
 use std::sync::Arc;
 
@@ -48,9 +50,19 @@ pub struct RcuCell<T> {
     ptr: AtomicPtr<T>,
     epoch: AtomicUsize,
     readers: [Padded; 2],
-    /// Set while a writer is inside `store`: writers must not overlap.
-    writing: AtomicBool,
+    /// Identifies the cell's [`Writer`]: only it may store.
+    id: usize,
 }
+
+/// The right to store into one [`RcuCell`]: there is exactly one per cell, and `store`
+/// takes it by `&mut`, so writers cannot overlap (keep it where the writers' lock is —
+/// the reservation object keeps it inside its ww mutex).
+#[derive(Debug)]
+pub struct Writer {
+    id: usize,
+}
+
+static NEXT_CELL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
 // SAFETY: the cell hands out `Arc<T>` clones to any thread and drops values on whichever
 // thread stores, exactly what `Arc<T>: Send + Sync` requires of `T`.
@@ -59,14 +71,16 @@ unsafe impl<T: Send + Sync> Send for RcuCell<T> {}
 unsafe impl<T: Send + Sync> Sync for RcuCell<T> {}
 
 impl<T> RcuCell<T> {
-    /// A cell holding `value`.
-    pub fn new(value: Arc<T>) -> Self {
-        RcuCell {
+    /// A cell holding `value`, and the one right to store into it.
+    pub fn new(value: Arc<T>) -> (Self, Writer) {
+        let id = NEXT_CELL.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let cell = RcuCell {
             ptr: AtomicPtr::new(Arc::into_raw(value) as *mut T),
             epoch: AtomicUsize::new(0),
             readers: [Padded(AtomicUsize::new(0)), Padded(AtomicUsize::new(0))],
-            writing: AtomicBool::new(false),
-        }
+            id,
+        };
+        (cell, Writer { id })
     }
 
     /// A reference to the current value. Lock-free and wait-free for readers: it only
@@ -98,34 +112,44 @@ impl<T> RcuCell<T> {
 
     /// Publish `value`; returns the previous value after its grace period (no reader
     /// can still take a new reference to it; readers that already have one keep it).
-    pub fn store(&self, value: Arc<T>) -> Arc<T> {
-        // Writers are serialised by their caller (the reservation lock); a second writer
-        // arriving anyway waits here rather than breaking the grace period.
-        while self
-            .writing
-            .compare_exchange(false, true, SeqCst, SeqCst)
-            .is_err()
-        {
-            std::hint::spin_loop();
-            #[cfg(loom)]
-            loom::thread::yield_now();
-        }
+    ///
+    /// # Panics
+    /// When `writer` belongs to another cell (a bug in the caller).
+    pub fn store(&self, writer: &mut Writer, value: Arc<T>) -> Arc<T> {
+        assert_eq!(
+            writer.id, self.id,
+            "RcuCell::store with another cell's writer"
+        );
         let old = self.ptr.swap(Arc::into_raw(value) as *mut T, SeqCst);
-        let e = self.epoch.fetch_add(1, SeqCst);
         // Pairs with the readers' fence (see there).
         sc_fence();
+        // Fast grace period: a moment when neither counter holds a reader. A reader
+        // counted later announces itself after the swap, so it loads the new pointer.
         let mut spins = 0u32;
-        while self.readers[e & 1].0.load(SeqCst) != 0 {
+        while self.readers[0].0.load(SeqCst) != 0 || self.readers[1].0.load(SeqCst) != 0 {
             spins += 1;
-            if spins < 64 {
-                std::hint::spin_loop();
-            } else {
-                yield_now();
-            }
             #[cfg(loom)]
             loom::thread::yield_now();
+            if spins >= 32 {
+                // Readers keep overlapping: flip the epoch so that new ones count
+                // elsewhere, and wait only for those announced under the old epoch.
+                let e = self.epoch.fetch_add(1, SeqCst);
+                sc_fence();
+                let mut waits = 0u32;
+                while self.readers[e & 1].0.load(SeqCst) != 0 {
+                    waits += 1;
+                    if waits < 64 {
+                        std::hint::spin_loop();
+                    } else {
+                        yield_now();
+                    }
+                    #[cfg(loom)]
+                    loom::thread::yield_now();
+                }
+                break;
+            }
+            std::hint::spin_loop();
         }
-        self.writing.store(false, SeqCst);
         // SAFETY: `old` came from `Arc::into_raw` and the cell owned its reference; no
         // reader can take a reference to it any more (grace period over), so ownership
         // of that reference moves to the caller.
@@ -173,9 +197,9 @@ mod tests {
 
     #[test]
     fn load_store_and_reuse() {
-        let c = RcuCell::new(Arc::new(1u64));
+        let (c, mut w) = RcuCell::new(Arc::new(1u64));
         assert_eq!(*c.load(), 1);
-        let old = c.store(Arc::new(2));
+        let old = c.store(&mut w, Arc::new(2));
         assert_eq!(*old, 1);
         assert_eq!(
             Arc::strong_count(&old),
@@ -183,7 +207,7 @@ mod tests {
             "the grace period is over: unique"
         );
         let held = c.load();
-        let mut old2 = c.store(old);
+        let mut old2 = c.store(&mut w, old);
         assert_eq!(*old2, 2);
         assert!(Arc::get_mut(&mut old2).is_none(), "a reader still holds it");
         assert_eq!(*held, 2);
@@ -192,7 +216,8 @@ mod tests {
 
     #[test]
     fn readers_and_a_writer_never_see_torn_or_freed_values() {
-        let c = Arc::new(RcuCell::new(Arc::new((0u64, 0u64))));
+        let (c, mut w) = RcuCell::new(Arc::new((0u64, 0u64)));
+        let c = Arc::new(c);
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let readers: Vec<_> = (0..2)
             .map(|_| {
@@ -217,7 +242,7 @@ mod tests {
                 Some(v) => *v = (i, i),
                 None => spare = Arc::new((i, i)),
             }
-            spare = c.store(spare);
+            spare = c.store(&mut w, spare);
         }
         stop.store(true, SeqCst);
         for r in readers {
@@ -262,7 +287,8 @@ mod loom_tests {
                     dropped: dropped.clone(),
                 })
             };
-            let c = Arc::new(RcuCell::new(mk(0)));
+            let (c, mut w) = RcuCell::new(mk(0));
+            let c = Arc::new(c);
             let c2 = c.clone();
             let r = loom::thread::spawn(move || {
                 let a = c2.load();
@@ -271,8 +297,8 @@ mod loom_tests {
                 assert!(!b.dropped[b.id].load(SeqCst), "got a dropped value");
                 assert!(a.id <= b.id, "values only move forward");
             });
-            assert_eq!(c.store(mk(1)).id, 0);
-            assert_eq!(c.store(mk(2)).id, 1);
+            assert_eq!(c.store(&mut w, mk(1)).id, 0);
+            assert_eq!(c.store(&mut w, mk(2)).id, 1);
             r.join().unwrap();
             assert_eq!(c.load().id, 2);
         });
