@@ -4,6 +4,18 @@
 pub use lockdep::selftest::Case;
 use std::time::{Duration, Instant};
 
+/// What a scenario returns: `Err` says what went wrong.
+pub type R = Result<(), String>;
+
+/// `Ok` when `cond` holds, else `Err(what)`: the assertion of the scenarios.
+pub fn ensure(cond: bool, what: &str) -> R {
+    if cond {
+        Ok(())
+    } else {
+        Err(what.to_string())
+    }
+}
+
 /// Every scenario of every subsystem, in a stable order.
 pub fn cases() -> Vec<Case> {
     let mut v = lockdep::selftest::cases();

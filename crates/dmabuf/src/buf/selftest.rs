@@ -16,15 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-type R = Result<(), String>;
-
-fn ensure(cond: bool, what: &str) -> R {
-    if cond {
-        Ok(())
-    } else {
-        Err(what.to_string())
-    }
-}
+use crate::selftest::{ensure, R};
 
 fn s<T>(r: crate::Result<T>) -> Result<T, String> {
     r.map_err(|e| e.to_string())

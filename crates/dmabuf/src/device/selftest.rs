@@ -20,15 +20,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-type R = Result<(), String>;
-
-fn ensure(cond: bool, what: &str) -> R {
-    if cond {
-        Ok(())
-    } else {
-        Err(what.to_string())
-    }
-}
+use crate::selftest::{ensure, R};
 
 fn s<T>(r: crate::Result<T>) -> Result<T, String> {
     r.map_err(|e| e.to_string())

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-type R = Result<(), String>;
+use crate::selftest::{ensure, R};
 
 /// Every fence scenario.
 pub fn cases() -> Vec<Case> {
@@ -101,14 +101,6 @@ pub(crate) fn mock() -> Fence {
 
 fn mock_at(ctx: Context, seqno: u64) -> Fence {
     Fence::new(Mock, ctx, seqno)
-}
-
-fn ensure(cond: bool, what: &str) -> R {
-    if cond {
-        Ok(())
-    } else {
-        Err(what.to_string())
-    }
 }
 
 /// A callback that records that it ran.

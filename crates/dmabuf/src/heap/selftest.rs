@@ -17,15 +17,7 @@ use lockdep::selftest::Case;
 use rustix::fd::{AsFd, OwnedFd};
 use rustix::fs::{MemfdFlags, SealFlags};
 
-type R = Result<(), String>;
-
-fn ensure(cond: bool, what: &str) -> R {
-    if cond {
-        Ok(())
-    } else {
-        Err(what.to_string())
-    }
-}
+use crate::selftest::{ensure, R};
 
 fn s<T>(r: crate::Result<T>) -> Result<T, String> {
     r.map_err(|e| e.to_string())

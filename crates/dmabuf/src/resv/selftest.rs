@@ -11,7 +11,7 @@ use crate::ww::AcquireCtx;
 use lockdep::selftest::Case;
 use std::time::Duration;
 
-type R = Result<(), String>;
+use crate::selftest::{ensure, R};
 
 /// Every dma-resv scenario.
 pub fn cases() -> Vec<Case> {
@@ -62,14 +62,6 @@ pub(crate) fn fence_on(ctx: Context, seqno: u64) -> Fence {
 
 pub(crate) fn new_fence() -> Fence {
     fence_on(Context::new(), 1)
-}
-
-fn ensure(cond: bool, what: &str) -> R {
-    if cond {
-        Ok(())
-    } else {
-        Err(what.to_string())
-    }
 }
 
 const USAGES: [Usage; 4] = [Usage::Kernel, Usage::Write, Usage::Read, Usage::Bookkeep];

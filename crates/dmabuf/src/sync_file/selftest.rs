@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-type R = Result<(), String>;
+use crate::selftest::{ensure, R};
 
 /// Every sync scenario.
 pub fn cases() -> Vec<Case> {
@@ -37,14 +37,6 @@ pub fn cases() -> Vec<Case> {
         c!("sync/stress-consumer", stress_consumer),
         c!("sync/stress-merge", stress_merge),
     ]
-}
-
-fn ensure(c: bool, what: &str) -> R {
-    if c {
-        Ok(())
-    } else {
-        Err(what.to_string())
-    }
 }
 
 fn wait(sf: &SyncFile, ms: u64) -> bool {
