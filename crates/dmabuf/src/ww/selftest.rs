@@ -266,12 +266,30 @@ fn cycle(algo: WwAlgorithm, nthreads: usize) -> R {
                             drop((ga, gb));
                             Ok(())
                         }
+                        // Back off: drop everything, take the contended lock with
+                        // lock_slow, retry the other. Relocking our own lock can lose
+                        // again (the neighbour that wanted it may have taken it and be
+                        // older), so the back-off repeats until both are held.
                         Err(Error::Deadlock) => {
                             drop(ga);
-                            let gb = next.lock_slow(&ctx)?;
-                            let ga = own.lock(&ctx)?;
-                            drop((ga, gb));
-                            Ok(())
+                            let (mut contended, mut other) = (next, own);
+                            loop {
+                                let g1 = contended.lock_slow(&ctx)?;
+                                match other.lock(&ctx) {
+                                    Ok(g2) => {
+                                        drop((g1, g2));
+                                        break Ok(());
+                                    }
+                                    Err(Error::Deadlock) => {
+                                        drop(g1);
+                                        std::mem::swap(&mut contended, &mut other);
+                                    }
+                                    Err(e) => {
+                                        drop(g1);
+                                        break Err(e);
+                                    }
+                                }
+                            }
                         }
                         Err(e) => {
                             drop(ga);
