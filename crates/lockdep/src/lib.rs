@@ -367,16 +367,19 @@ pub fn release(class: &'static LockClass, instance: usize) {
 
 /// Whether this thread holds a lock of `class` (any instance, any subclass, any mode).
 /// Always false when checking is off.
+#[inline]
 pub fn is_held(class: &'static LockClass) -> bool {
     enabled() && imp::is_held(class, None)
 }
 
 /// Whether this thread holds a lock of `class` in `mode`.
+#[inline]
 pub fn is_held_mode(class: &'static LockClass, mode: Mode) -> bool {
     enabled() && imp::is_held(class, Some(mode))
 }
 
 /// Whether this thread holds the lock instance `instance` of `class`.
+#[inline]
 pub fn is_instance_held(class: &'static LockClass, instance: usize) -> bool {
     enabled() && imp::is_instance_held(class, instance)
 }
