@@ -215,6 +215,22 @@ impl Attachment {
         Ok(())
     }
 
+    /// For a static importer: wait, with no timeout, for the KERNEL fences (the
+    /// exporter's moves and clears); a dynamic importer waits itself. Lock held.
+    fn wait_kernel_fences(&self, lock: &ResvGuard<'_>) -> Result<()> {
+        if self.is_dynamic() {
+            return Ok(());
+        }
+        crate::fence::might_wait();
+        if lock.has_unsignalled(Usage::Kernel) {
+            self.inner
+                .buf
+                .resv()
+                .wait_timeout(Usage::Kernel, Duration::MAX, None)?;
+        }
+        Ok(())
+    }
+
     fn map_at_attach(&self, lock: &ResvGuard<'_>) -> Result<()> {
         let buf = &self.inner.buf;
         let ops = buf.exporter();
@@ -222,7 +238,18 @@ impl Attachment {
         if pinned {
             ops.pin(lock, self)?;
         }
-        match ops.map(lock, self, Direction::Bidirectional) {
+        // A static importer waits for the KERNEL fences (moves, clears) before it may
+        // use the memory, as every map of a static importer does.
+        let mapped = ops.map(lock, self, Direction::Bidirectional).and_then(|t| {
+            match self.wait_kernel_fences(lock) {
+                Ok(()) => Ok(t),
+                Err(e) => {
+                    ops.unmap(lock, self, t, Direction::Bidirectional);
+                    Err(e)
+                }
+            }
+        });
+        match mapped {
             Ok(t) => {
                 self.track_mapped(&t, Direction::Bidirectional);
                 let mut l = self.inner.locked.lock();
@@ -318,13 +345,7 @@ impl Attachment {
             }
         };
         if !self.is_dynamic() {
-            crate::fence::might_wait();
-            let waited = if lock.has_unsignalled(Usage::Kernel) {
-                buf.resv().wait_timeout(Usage::Kernel, Duration::MAX, None)
-            } else {
-                Ok(Duration::MAX)
-            };
-            if let Err(e) = waited {
+            if let Err(e) = self.wait_kernel_fences(lock) {
                 ops.unmap(lock, self, table, dir);
                 if pin_on_map {
                     ops.unpin(lock, self);

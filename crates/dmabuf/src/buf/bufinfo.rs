@@ -18,8 +18,10 @@ pub fn bufinfo() -> String {
     let (mut n, mut bytes) = (0usize, 0usize);
     for b in live_buffers() {
         let g = b.resv().lock_no_ctx();
-        // One reference is ours, taken by the walk.
-        let count = b.ref_count().saturating_sub(1);
+        let atts = b.attachments(&g).unwrap_or_default();
+        // The file count: references less the walk's own and the attachments' (in the
+        // kernel attachments hold no file reference).
+        let count = b.ref_count().saturating_sub(1 + atts.len());
         let f = b.flags();
         let mode = (if f.read { 0o4 } else { 0 }) | (if f.write { 0o2 } else { 0 });
         let _ = writeln!(
@@ -35,7 +37,6 @@ pub fn bufinfo() -> String {
         );
         s.push_str(&g.describe());
         let _ = writeln!(s, "\tAttached Devices:");
-        let atts = b.attachments(&g).unwrap_or_default();
         for a in &atts {
             let _ = writeln!(s, "\t{}", a.device().name());
         }

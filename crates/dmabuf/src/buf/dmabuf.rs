@@ -481,14 +481,20 @@ impl DmaBuf {
         let mut l = self.inner.locked.lock();
         if let Some(v) = l.vmap.clone() {
             l.vmap_count += 1;
-            return Ok(VMap { segs: v });
+            return Ok(VMap {
+                segs: v,
+                _buf: self.clone(),
+            });
         }
         drop(l);
         let segs = Arc::new(self.inner.ops.vmap(lock, self)?);
         let mut l = self.inner.locked.lock();
         l.vmap = Some(segs.clone());
         l.vmap_count = 1;
-        Ok(VMap { segs })
+        Ok(VMap {
+            segs,
+            _buf: self.clone(),
+        })
     }
 
     /// Drop one vmap reference (`dma_buf_vunmap`); the last calls the exporter.
@@ -540,10 +546,11 @@ impl DmaBuf {
     /// else `MAP_PRIVATE` (copy-on-write: writes stay in the mapping); writable when
     /// `write`. The mapping holds a buffer reference.
     ///
-    /// Must not hold a reservation lock. Errors: `Invalid` without an exporter mmap, for
-    /// zero pages, or past the end; `Overflow` when `pgoff + pages` wraps; `Access` for a
-    /// shared writable mapping of a read-only buffer or any mapping of a buffer that is
-    /// not readable (the VFS rules); the exporter's errors (`Invalid` for a private
+    /// Must not hold a reservation lock. Errors, in order: `Access` for a shared writable
+    /// mapping of a read-only buffer or any mapping of a buffer that is not readable (the
+    /// VFS rules, checked first); `Invalid` without an exporter mmap; `Overflow` when
+    /// `pgoff + pages` wraps; `Invalid` for zero pages or past the last whole page; the
+    /// exporter's errors (`Invalid` for a private
     /// mapping of a shared-only exporter); `Invalid` when the exporter's segments do not
     /// cover the range. Nothing is mapped on error.
     #[track_caller]
@@ -555,21 +562,23 @@ impl DmaBuf {
         shared: bool,
     ) -> Result<UserMapping> {
         must_not_hold_resv("dma_buf mmap")?;
+        // The VFS checks the access mode before the file's mmap runs.
+        if shared && write && !self.inner.flags.write {
+            return Err(Error::Access("writable mapping of a read-only buffer"));
+        }
+        if !self.inner.flags.read {
+            return Err(Error::Access("mapping of a buffer not open for reading"));
+        }
         if !self.inner.caps.mmap {
             return Err(Error::Invalid("exporter has no mmap"));
         }
         let end = pgoff
             .checked_add(pages)
             .ok_or(Error::Overflow("pgoff + pages wraps"))?;
-        let buf_pages = self.inner.size.div_ceil(page_size());
+        // Whole pages of the buffer only (the kernel shifts the size down).
+        let buf_pages = self.inner.size / page_size();
         if pages == 0 || end > buf_pages {
             return Err(Error::Invalid("mmap range past the end of the buffer"));
-        }
-        if shared && write && !self.inner.flags.write {
-            return Err(Error::Access("writable mapping of a read-only buffer"));
-        }
-        if !self.inner.flags.read {
-            return Err(Error::Access("mapping of a buffer not open for reading"));
         }
         let segs = self.inner.ops.mmap(self, pgoff, pages, shared)?;
         let covered = segs
@@ -712,6 +721,9 @@ pub fn live_buffers() -> Vec<DmaBuf> {
 #[derive(Clone)]
 pub struct VMap {
     segs: Arc<Vec<Segment>>,
+    /// Keeps the buffer — and so its memory — alive while any copy of the mapping is:
+    /// a stale copy must never reach memory already given to another buffer.
+    _buf: DmaBuf,
 }
 
 impl std::fmt::Debug for VMap {

@@ -7,7 +7,7 @@
 //!
 //! | call | copies |
 //! |---|---|
-//! | [`Dma::map`] for `ToDevice` / `Bidirectional` | memory → bounce |
+//! | [`Dma::map`] (any direction, as swiotlb) | memory → bounce |
 //! | [`Dma::sync_for_device`] for `ToDevice` / `Bidirectional` | memory → bounce |
 //! | [`Dma::sync_for_cpu`] for `FromDevice` / `Bidirectional` | bounce → memory |
 //! | [`Dma::unmap`] for `FromDevice` / `Bidirectional` | bounce → memory |
@@ -125,8 +125,7 @@ impl Dma {
     }
 
     /// Map `segments` for `dir`; `label` names the buffer in fault reports. For a
-    /// non-coherent device the device sees a bounce copy, filled now when the device may
-    /// read.
+    /// non-coherent device the device sees a bounce copy of the memory, made now.
     ///
     /// Errors: `Invalid` for an empty list, `NoMem` when IOVA space or bounce memory
     /// runs out (nothing is mapped then).
@@ -147,9 +146,10 @@ impl Dma {
         let len: usize = segments.iter().map(|s| s.len).sum();
         let mem = Arc::new(Memfd::create("bounce", len / page_size(), false)?);
         let bounce = vec![Segment::new(mem, 0, len)?];
-        if dir.device_reads() {
-            copy_segments(segments, &bounce)?;
-        }
+        // Always bounce the memory in, whatever the direction (as swiotlb does): a device
+        // that writes only part of a FromDevice mapping must not clobber the rest with
+        // the bounce buffer's old contents when it is copied back.
+        copy_segments(segments, &bounce)?;
         let table = self.iommu.map(&bounce, dir, label)?;
         Ok(DmaMap {
             owner: self.id,
@@ -273,7 +273,7 @@ mod tests {
         let d = Dma::new("nc", u32::MAX as u64, false).unwrap();
         let s = buffer(1);
         s[0].mem.map().write_at(0, b"in").unwrap();
-        // FromDevice: nothing copied in at map, device data copied out at unmap.
+        // FromDevice: the device may not read, its writes are copied out at unmap.
         let m = d.map(&s, Direction::FromDevice, "b").unwrap();
         assert!(
             d.iommu().read(m.dma_addr(), &mut [0u8; 2]).is_err(),
@@ -281,13 +281,14 @@ mod tests {
         );
         d.iommu().write(m.dma_addr() + 2, b"out").unwrap();
         d.unmap(m).map_err(|e| e.0).unwrap();
-        // The bounce buffer started zeroed, so the whole page was copied back.
-        assert_eq!(cpu_read(&s, 0, 5), b"\0\0out");
+        // The bounce buffer started as a copy of memory: the bytes the device did not
+        // write keep their value.
+        assert_eq!(cpu_read(&s, 0, 5), b"inout");
         // ToDevice: device writes fault; unmap copies nothing back.
         let m = d.map(&s, Direction::ToDevice, "b").unwrap();
         assert!(d.iommu().write(m.dma_addr(), b"no").is_err());
         d.unmap(m).map_err(|e| e.0).unwrap();
-        assert_eq!(cpu_read(&s, 0, 5), b"\0\0out");
+        assert_eq!(cpu_read(&s, 0, 5), b"inout");
     }
 
     #[test]

@@ -27,8 +27,11 @@
 //! waits and execution both count. A job still waiting for a dependency at its deadline
 //! does not run; a running job is cancelled cooperatively at the next chunk boundary
 //! (bytes already written stay written: the contents are undefined). Either way its fence
-//! signals with `-ETIME` and the engine goes on with the next job. A dependency that
-//! signalled with an error cancels the job (`-ECANCELED`, not run). An IOMMU fault stops
+//! signals with `-ETIME` and the engine goes on with the next job. An *explicit*
+//! dependency (a fence or sync file given to the job) that signals with an error cancels
+//! the job (`-ECANCELED`, not run). Implicit dependencies only order: a failed fence
+//! found in a reservation object is waited for like any other — cancelling on it would
+//! cascade forever, each cancelled job's fence failing the next job on the buffer. An IOMMU fault stops
 //! the job with `-EFAULT`; the IOMMU has recorded the fault (device, address, buffer) and
 //! the job's record carries it. Dropping the engine cancels what is queued
 //! (`-ECANCELED`): no fence it published is left unsignalled.
