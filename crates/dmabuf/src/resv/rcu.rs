@@ -37,6 +37,10 @@ use std::sync::Arc;
 
 use std::sync::atomic::Ordering::SeqCst;
 
+/// Busy polls of the fast grace period before a writer flips the epoch. Under loom, at
+/// once: so the model checks the flip path, not only the fast one.
+const FLIP_AFTER: u32 = if cfg!(loom) { 1 } else { 32 };
+
 /// The reference-counted pointer the cell holds (loom's under `--cfg loom`).
 pub type Shared<T> = Arc<T>;
 
@@ -130,7 +134,7 @@ impl<T> RcuCell<T> {
             spins += 1;
             #[cfg(loom)]
             loom::thread::yield_now();
-            if spins >= 32 {
+            if spins >= FLIP_AFTER {
                 // Readers keep overlapping: flip the epoch so that new ones count
                 // elsewhere, and wait only for those announced under the old epoch.
                 let e = self.epoch.fetch_add(1, SeqCst);
