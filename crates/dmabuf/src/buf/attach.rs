@@ -13,7 +13,7 @@ use super::ops::Importer;
 use super::{Direction, DmaBuf, SgTable};
 use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::resv::{ResvGuard, Usage};
+use crate::resv::{ResvGuard, Usage, RESERVATION_WW_CLASS};
 use parking_lot::Mutex;
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -28,6 +28,17 @@ struct AttLocked {
     cached: Option<(SgTable, Direction)>,
     cache_pinned: bool,
     pins: usize,
+    /// Mappings dropped while their thread held a reservation lock: unmapped at the start
+    /// of the next call holding this buffer's lock (`Attachment::settle`).
+    owed: Vec<OwedUnmap>,
+}
+
+/// The state of a mapping whose unmap was deferred (see [`SgMapping`]'s drop).
+struct OwedUnmap {
+    table: SgTable,
+    dir: Direction,
+    cached: bool,
+    pinned: bool,
 }
 
 struct AttInner {
@@ -44,6 +55,9 @@ struct AttInner {
     /// Live mappings made through the attachment (the cached one counted per user).
     live_maps: AtomicUsize,
     detached: AtomicBool,
+    /// Whether `locked.owed` is non-empty (one load on the map/unmap paths; set with the
+    /// mutex held, cleared with it held by `Attachment::settle`).
+    has_owed: AtomicBool,
 }
 
 /// A handle to an attachment (`struct dma_buf_attachment`); cheap to clone. The
@@ -101,11 +115,13 @@ impl DmaBuf {
                 has_cache: AtomicBool::new(false),
                 live_maps: AtomicUsize::new(0),
                 detached: AtomicBool::new(false),
+                has_owed: AtomicBool::new(false),
             }),
         };
         let ops = self.exporter().clone();
         ops.attach(self, &att)?;
         let g = self.resv().lock_no_ctx();
+        self.settle_owed(&g);
         if att.is_dynamic() != self.is_dynamic() {
             if let Err(e) = att.map_at_attach(&g) {
                 drop(g);
@@ -207,6 +223,60 @@ impl Attachment {
             .store(n.saturating_add_signed(delta), Ordering::Relaxed);
     }
 
+    /// Settle the unmaps owed by mappings dropped while their thread held a reservation
+    /// lock; `lock` is this buffer's guard (checked by the caller). One atomic load when
+    /// nothing is owed.
+    #[inline]
+    pub(super) fn settle(&self, lock: &ResvGuard<'_>) {
+        if self.inner.has_owed.load(Ordering::Acquire) {
+            self.settle_slow(lock);
+        }
+    }
+
+    #[cold]
+    fn settle_slow(&self, lock: &ResvGuard<'_>) {
+        let owed = {
+            let mut l = self.inner.locked.lock();
+            self.inner.has_owed.store(false, Ordering::SeqCst);
+            std::mem::take(&mut l.owed)
+        };
+        for o in owed {
+            self.finish_unmap(lock, o.table, o.dir, o.cached, o.pinned);
+        }
+    }
+
+    /// Record the unmap of a mapping dropped while this thread holds a reservation lock,
+    /// for the next locked call to settle.
+    fn defer_unmap(&self, o: OwedUnmap) {
+        {
+            let mut l = self.inner.locked.lock();
+            l.owed.push(o);
+            self.inner.has_owed.store(true, Ordering::SeqCst);
+        }
+        self.inner.buf.note_owed();
+    }
+
+    /// The unmap proper, lock held: the live count, then (unless cached) the tracker, the
+    /// exporter's unmap and the unpin the map did.
+    fn finish_unmap(
+        &self,
+        lock: &ResvGuard<'_>,
+        table: SgTable,
+        dir: Direction,
+        cached: bool,
+        pinned: bool,
+    ) {
+        self.count_maps(-1);
+        if !cached {
+            self.track_unmapped(&table);
+            let ops = self.inner.buf.exporter();
+            ops.unmap(lock, self, table, dir);
+            if pinned {
+                ops.unpin(lock, self);
+            }
+        }
+    }
+
     fn check(&self, lock: &ResvGuard<'_>) -> Result<()> {
         self.inner.buf.check_lock(lock)?;
         if self.is_detached() {
@@ -273,6 +343,7 @@ impl Attachment {
     /// buffer's lock; the exporter's errors.
     pub fn pin(&self, lock: &ResvGuard<'_>) -> Result<()> {
         self.check(lock)?;
+        self.settle(lock);
         if !self.is_dynamic() {
             return Err(Error::Invalid("pin by a static importer"));
         }
@@ -289,6 +360,7 @@ impl Attachment {
     /// Errors: `Invalid` as for pin, or when not pinned; nothing changes.
     pub fn unpin(&self, lock: &ResvGuard<'_>) -> Result<()> {
         self.check(lock)?;
+        self.settle(lock);
         if !self.is_dynamic() {
             return Err(Error::Invalid("unpin by a static importer"));
         }
@@ -318,6 +390,7 @@ impl Attachment {
     /// stays mapped or pinned then).
     pub fn map(&self, lock: &ResvGuard<'_>, dir: Direction) -> Result<SgMapping> {
         self.check(lock)?;
+        self.settle(lock);
         if self.inner.has_cache.load(Ordering::Acquire) {
             let l = self.inner.locked.lock();
             if let Some((t, cdir)) = &l.cached {
@@ -391,16 +464,9 @@ impl Attachment {
         if !Attachment::ptr_eq(&m.att, self) {
             return Err((Error::Invalid("mapping of another attachment"), m));
         }
+        self.settle(lock);
         let table = m.table.take().expect("live mapping");
-        self.count_maps(-1);
-        if !m.cached {
-            self.track_unmapped(&table);
-            let ops = self.inner.buf.exporter();
-            ops.unmap(lock, self, table, m.dir);
-            if m.pinned {
-                ops.unpin(lock, self);
-            }
-        }
+        self.finish_unmap(lock, table, m.dir, m.cached, m.pinned);
         Ok(())
     }
 
@@ -441,6 +507,9 @@ impl Attachment {
         if self.is_detached() {
             return Err(Error::Invalid("attachment already detached"));
         }
+        // Unmaps owed by mappings dropped under a reservation lock count as done.
+        self.settle(&g);
+        buf.settle_owed(&g);
         if self.inner.live_maps.load(Ordering::Relaxed) > 0 {
             return Err(Error::Busy("detach with live mappings"));
         }
@@ -512,6 +581,14 @@ impl Drop for AttachGuard {
 
 /// A mapping of an attachment: the device's scatter-gather table. Unmapped (taking the
 /// reservation lock) when dropped, or explicitly with [`Attachment::unmap`].
+///
+/// Dropping it while the thread holds a reservation lock (this buffer's or another's, as
+/// lockdep sees it) is a convention violation: it is reported once (lockdep `Misuse`)
+/// and the unmap is DEFERRED — the table stays mapped and counted as live until the next
+/// call holding this buffer's lock (`map`, `unmap`, `pin`, `unpin`, detach — which settles
+/// before checking for live mappings —, `vmap`, `vunmap`, `move_notify`,
+/// `attachments`) does it. With lockdep off this cannot be seen: the drop locks, and
+/// under its own buffer's lock it deadlocks, as the kernel's violation would.
 pub struct SgMapping {
     att: Attachment,
     table: Option<SgTable>,
@@ -565,6 +642,30 @@ impl Drop for SgMapping {
             return;
         }
         let att = self.att.clone();
+        if lockdep::is_held(RESERVATION_WW_CLASS.lock_class()) {
+            // Defer first: the report may panic (the default policy).
+            att.defer_unmap(OwedUnmap {
+                table: self.table.take().expect("live mapping"),
+                dir: self.dir,
+                cached: self.cached,
+                pinned: self.pinned,
+            });
+            let whose = if att.buf().resv().is_held_by_current_thread() {
+                "its own buffer's"
+            } else {
+                "another buffer's"
+            };
+            lockdep::report(
+                lockdep::ReportKind::Misuse,
+                &[RESERVATION_WW_CLASS.lock_class()],
+                &format!(
+                    "mapping of attachment {} dropped while holding {whose} reservation lock; \
+                     the unmap is deferred to the next locked call on the attachment or buffer",
+                    att.id()
+                ),
+            );
+            return;
+        }
         let m = SgMapping {
             att: att.clone(),
             table: self.table.take(),

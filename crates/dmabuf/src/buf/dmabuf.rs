@@ -10,7 +10,7 @@ use crate::interrupt::Interrupt;
 use crate::resv::{Resv, ResvGuard, Usage, RESERVATION_WW_CLASS};
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 
@@ -92,6 +92,9 @@ pub(super) struct BufLocked {
     pub(super) attachments: Vec<Attachment>,
     vmap_count: usize,
     vmap: Option<Arc<Vec<Segment>>>,
+    /// vmaps whose [`VMapGuard`] was dropped while its thread held a reservation lock:
+    /// vunmapped at the start of the next call holding this buffer's lock.
+    owed_vmaps: Vec<VMap>,
 }
 
 pub(super) struct BufInner {
@@ -107,6 +110,9 @@ pub(super) struct BufInner {
     pub(super) locked: Mutex<BufLocked>,
     /// The ownership tracker told of this buffer's events, once set.
     tracker: OnceLock<Arc<Tracker>>,
+    /// Whether work is owed: `locked.owed_vmaps` non-empty, or an attachment has
+    /// deferred unmaps (see [`DmaBuf::settle_owed`]).
+    owed: AtomicBool,
 }
 
 /// A DMA-BUF: a fixed-size buffer owned by its exporter, shared by reference. `clone`
@@ -195,6 +201,7 @@ pub fn export(info: ExportInfo) -> Result<DmaBuf> {
         name: Mutex::new(None),
         locked: Mutex::new(BufLocked::default()),
         tracker: OnceLock::new(),
+        owed: AtomicBool::new(false),
     });
     registry().lock().insert(ino, Arc::downgrade(&inner));
     Ok(DmaBuf { inner })
@@ -204,6 +211,22 @@ impl Drop for BufInner {
     fn drop(&mut self) {
         registry().lock().remove(&self.ino);
         let l = self.locked.get_mut();
+        // A vunmap still owed here (a VMapGuard dropped under a reservation lock, holding
+        // the last reference, or with no locked call since) cannot reach the exporter —
+        // its vunmap needs the buffer, which is gone — so it is counted done: the
+        // exporter's release, next, frees the memory and whatever mapped it.
+        // (Attachments hold a reference, so none has owed unmaps left by now.)
+        if !l.owed_vmaps.is_empty() {
+            let owed = std::mem::take(&mut l.owed_vmaps).len();
+            l.vmap_count = l.vmap_count.saturating_sub(owed);
+            if l.vmap_count == 0 {
+                l.vmap = None;
+            }
+            tracing::warn!(
+                ino = self.ino,
+                "dma-buf released with {owed} deferred vunmap(s); release frees them"
+            );
+        }
         if l.vmap_count != 0 {
             tracing::error!(ino = self.ino, "dma-buf released with a live vmap");
         }
@@ -371,6 +394,7 @@ impl DmaBuf {
     /// Errors: `Invalid` when `lock` is not this buffer's reservation guard.
     pub fn attachments(&self, lock: &ResvGuard<'_>) -> Result<Vec<Attachment>> {
         self.check_lock(lock)?;
+        self.settle_owed(lock);
         Ok(self.inner.locked.lock().attachments.clone())
     }
 
@@ -380,6 +404,7 @@ impl DmaBuf {
     /// Errors: `Invalid` when `lock` is not this buffer's reservation guard.
     pub fn move_notify(&self, lock: &ResvGuard<'_>) -> Result<()> {
         self.check_lock(lock)?;
+        self.settle_owed(lock);
         let atts = self.inner.locked.lock().attachments.clone();
         for a in atts {
             if let Some(imp) = a.importer() {
@@ -475,6 +500,7 @@ impl DmaBuf {
     /// vmap; the exporter's errors.
     pub fn vmap(&self, lock: &ResvGuard<'_>) -> Result<VMap> {
         self.check_lock(lock)?;
+        self.settle_owed(lock);
         if !self.inner.caps.vmap {
             return Err(Error::Invalid("exporter has no vmap"));
         }
@@ -503,6 +529,12 @@ impl DmaBuf {
     /// `map` is not the current mapping (the kernel's fatal checks); nothing changes.
     pub fn vunmap(&self, lock: &ResvGuard<'_>, map: VMap) -> Result<()> {
         self.check_lock(lock)?;
+        self.settle_owed(lock);
+        self.vunmap_locked(lock, map)
+    }
+
+    /// vunmap proper; `lock` checked by the caller.
+    fn vunmap_locked(&self, lock: &ResvGuard<'_>, map: VMap) -> Result<()> {
         let mut l = self.inner.locked.lock();
         match &l.vmap {
             Some(v) if Arc::ptr_eq(v, &map.segs) && l.vmap_count > 0 => {}
@@ -691,6 +723,45 @@ impl DmaBuf {
         self.poll()
     }
 
+    /// Note that an attachment owes deferred unmaps (settled by the next buffer-level
+    /// locked call too).
+    pub(super) fn note_owed(&self) {
+        self.inner.owed.store(true, Ordering::SeqCst);
+    }
+
+    /// Settle work deferred by drops under a reservation lock: owed vunmaps, then every
+    /// attachment's owed unmaps. `lock` is this buffer's guard (checked by the caller).
+    /// One atomic load when nothing is owed.
+    #[inline]
+    pub(super) fn settle_owed(&self, lock: &ResvGuard<'_>) {
+        if self.inner.owed.load(Ordering::Acquire) {
+            self.settle_owed_slow(lock);
+        }
+    }
+
+    #[cold]
+    fn settle_owed_slow(&self, lock: &ResvGuard<'_>) {
+        let (vmaps, atts) = {
+            let mut l = self.inner.locked.lock();
+            self.inner.owed.store(false, Ordering::SeqCst);
+            (std::mem::take(&mut l.owed_vmaps), l.attachments.clone())
+        };
+        for v in vmaps {
+            if let Err(e) = self.vunmap_locked(lock, v) {
+                tracing::error!(ino = self.inner.ino, "deferred vunmap failed: {e}");
+            }
+        }
+        for a in atts {
+            a.settle(lock);
+        }
+    }
+
+    fn defer_vunmap(&self, map: VMap) {
+        let mut l = self.inner.locked.lock();
+        l.owed_vmaps.push(map);
+        self.inner.owed.store(true, Ordering::SeqCst);
+    }
+
     pub(super) fn attach_state_push(&self, lock: &ResvGuard<'_>, a: &Attachment) -> Result<()> {
         self.check_lock(lock)?;
         self.inner.locked.lock().attachments.push(a.clone());
@@ -796,6 +867,15 @@ impl VMap {
 }
 
 /// A vmap that is vunmapped (taking the reservation lock) when dropped.
+///
+/// Dropping it while the thread holds a reservation lock (this buffer's or another's, as
+/// lockdep sees it) is reported once (lockdep `Misuse`) and the vunmap DEFERRED to the
+/// next call holding this buffer's lock (`vmap`, `vunmap`, `move_notify`, `attachments`,
+/// attach, detach — not an attachment's map/unmap, whose fast path stays one load); a
+/// vunmap still owed when the last buffer reference
+/// drops is counted done, the exporter's release freeing the memory. With lockdep off
+/// this cannot be seen: the drop locks, and under its own buffer's lock it deadlocks,
+/// as the kernel's violation would.
 pub struct VMapGuard {
     buf: DmaBuf,
     map: Option<VMap>,
@@ -818,6 +898,25 @@ impl std::ops::Deref for VMapGuard {
 impl Drop for VMapGuard {
     fn drop(&mut self) {
         if let Some(m) = self.map.take() {
+            if lockdep::is_held(RESERVATION_WW_CLASS.lock_class()) {
+                // Defer first: the report may panic (the default policy).
+                self.buf.defer_vunmap(m);
+                let whose = if self.buf.resv().is_held_by_current_thread() {
+                    "its own buffer's"
+                } else {
+                    "another buffer's"
+                };
+                lockdep::report(
+                    lockdep::ReportKind::Misuse,
+                    &[RESERVATION_WW_CLASS.lock_class()],
+                    &format!(
+                        "vmap of dma-buf {} dropped while holding {whose} reservation lock; \
+                         the vunmap is deferred to the next locked call on the buffer",
+                        self.buf.ino()
+                    ),
+                );
+                return;
+            }
             let g = self.buf.resv().lock_no_ctx();
             let _ = self.buf.vunmap(&g, m);
         }

@@ -75,6 +75,18 @@ pub fn cases() -> Vec<Case> {
         c!("dma-buf/attach-failure", attach_failure),
         c!("dma-buf/seed-shuffle-several-buffers", seed_shuffle),
         c!("dma-buf/device-sees-data", device_sees_data),
+        c!(
+            "dma-buf/drop-mapping-under-own-lock-defers",
+            drop_mapping_under_lock
+        ),
+        c!(
+            "dma-buf/drop-vmap-guard-under-own-lock-defers",
+            drop_vmap_guard_under_lock
+        ),
+        c!(
+            "dma-buf/drop-under-another-buffers-lock-defers",
+            drop_under_other_lock
+        ),
     ]
 }
 
@@ -1074,4 +1086,139 @@ fn device_sees_data() -> R {
         dev.dma().iommu().take_faults().len() == 1,
         "one fault recorded",
     )
+}
+
+/// Drop `f`'s value under capture: exactly one Misuse report (lockdep on).
+fn drop_reports_once<T>(v: T, what: &str) -> R {
+    let ((), reports) = lockdep::capture(move || drop(v));
+    if lockdep::enabled() {
+        ensure(
+            reports.len() == 1 && reports[0].kind == ReportKind::Misuse,
+            &format!("{what}: one Misuse report, got {reports:?}"),
+        )?;
+    }
+    Ok(())
+}
+
+fn unmap_ok(a: &Attachment, g: &ResvGuard<'_>, m: SgMapping) -> R {
+    a.unmap(g, m).map_err(|(e, _)| e.to_string())
+}
+
+/// A mapping dropped under its own buffer's lock: reported, the unmap deferred (no
+/// deadlock, no leak), then settled by the next locked map — and by detach, which then
+/// succeeds; the exporter's release runs at the last reference.
+fn drop_mapping_under_lock() -> R {
+    if !lockdep::enabled() {
+        // Without lockdep the drop cannot tell and deadlocks (documented).
+        return Ok(());
+    }
+    let ex = s(SimpleExporter::new(1))?;
+    let b = s(ex.export())?;
+    let dev = Device::simple("defer-map-dev");
+    let a = s(b.attach(&dev))?;
+    let g = b.resv().lock_no_ctx();
+    let m = s(a.map(&g, Direction::ToDevice))?;
+    drop_reports_once(m, "mapping dropped under its own lock")?;
+    ensure(n(&ex.calls.unmap) == 0, "the unmap is deferred")?;
+    let m2 = s(a.map(&g, Direction::ToDevice))?;
+    ensure(n(&ex.calls.unmap) == 1, "the next locked map settles it")?;
+    unmap_ok(&a, &g, m2)?;
+    ensure(n(&ex.calls.unmap) == 2, "explicit unmap as usual")?;
+    let m3 = s(a.map(&g, Direction::FromDevice))?;
+    drop_reports_once(m3, "second mapping dropped under its own lock")?;
+    drop(g);
+    ensure(n(&ex.calls.unmap) == 2, "deferred until a locked call")?;
+    s(a.detach().map_err(|(e, _)| e))?;
+    ensure(
+        n(&ex.calls.unmap) == 3 && n(&ex.calls.detach) == 1,
+        "detach settles the owed unmap first, then detaches",
+    )?;
+    ensure(n(&ex.calls.lock_state_wrong) == 0, "unmaps ran locked")?;
+    ensure(b.ref_count() == 1, "the attachment let the buffer go")?;
+    drop(b);
+    ensure(n(&ex.calls.release) == 1, "released at the last reference")
+}
+
+/// A vmap guard dropped under its own buffer's lock: reported, no hang, the vunmap
+/// deferred, then settled by the next vmap, or by the next vunmap.
+fn drop_vmap_guard_under_lock() -> R {
+    if !lockdep::enabled() {
+        return Ok(());
+    }
+    let ex = s(SimpleExporter::new(1))?;
+    let b = s(ex.export())?;
+    let guard = s(b.vmap_unlocked())?;
+    let g = b.resv().lock_no_ctx();
+    drop_reports_once(guard, "vmap guard dropped under its own lock")?;
+    ensure(n(&ex.calls.vunmap) == 0, "the vunmap is deferred")?;
+    let v = s(b.vmap(&g))?;
+    ensure(
+        n(&ex.calls.vunmap) == 1 && n(&ex.calls.vmap) == 2,
+        "the next vmap settles it, then maps afresh",
+    )?;
+    drop(g);
+    let guard = s(b.vmap_unlocked())?;
+    ensure(n(&ex.calls.vmap) == 2, "shared with the live vmap")?;
+    let g = b.resv().lock_no_ctx();
+    drop_reports_once(guard, "second guard dropped under its own lock")?;
+    ensure(n(&ex.calls.vunmap) == 1, "deferred again")?;
+    s(b.vunmap(&g, v))?;
+    ensure(
+        n(&ex.calls.vunmap) == 2,
+        "the next vunmap settles the owed one, then drops the last user",
+    )?;
+    drop(g);
+    ensure(n(&ex.calls.lock_state_wrong) == 0, "vunmaps ran locked")?;
+    drop(b);
+    ensure(n(&ex.calls.release) == 1, "released at the last reference")
+}
+
+/// Drops while holding ANOTHER buffer's lock defer too (locking this one there would
+/// nest reservation locks without a context), and are settled by this buffer's next
+/// locked calls: `attachments()`, a map, a vmap.
+fn drop_under_other_lock() -> R {
+    if !lockdep::enabled() {
+        return Ok(());
+    }
+    let ex = s(SimpleExporter::new(1))?;
+    let b = s(ex.export())?;
+    let other = s(s(SimpleExporter::new(1))?.export())?;
+    let dev = Device::simple("defer-other-dev");
+    let a = s(b.attach(&dev))?;
+    let (m1, m2) = {
+        let g = b.resv().lock_no_ctx();
+        let m1 = s(a.map(&g, Direction::ToDevice))?;
+        let m2 = s(a.map(&g, Direction::ToDevice))?;
+        (m1, m2)
+    };
+    let guard = s(b.vmap_unlocked())?;
+    let og = other.resv().lock_no_ctx();
+    drop_reports_once(m1, "mapping dropped under another buffer's lock")?;
+    drop_reports_once(guard, "vmap guard dropped under another buffer's lock")?;
+    drop(og);
+    ensure(
+        n(&ex.calls.unmap) == 0 && n(&ex.calls.vunmap) == 0,
+        "both deferred",
+    )?;
+    let g = b.resv().lock_no_ctx();
+    let atts = s(b.attachments(&g))?;
+    ensure(atts.len() == 1, "one attachment")?;
+    drop(atts);
+    ensure(
+        n(&ex.calls.unmap) == 1 && n(&ex.calls.vunmap) == 1,
+        "the buffer's next locked call settles both",
+    )?;
+    drop(g);
+    let og = other.resv().lock_no_ctx();
+    drop_reports_once(m2, "second mapping dropped under another buffer's lock")?;
+    drop(og);
+    let g = b.resv().lock_no_ctx();
+    let m3 = s(a.map(&g, Direction::ToDevice))?;
+    ensure(n(&ex.calls.unmap) == 2, "the next locked map settles it")?;
+    unmap_ok(&a, &g, m3)?;
+    drop(g);
+    s(a.detach().map_err(|(e, _)| e))?;
+    ensure(n(&ex.calls.lock_state_wrong) == 0, "callbacks ran locked")?;
+    drop(b);
+    ensure(n(&ex.calls.release) == 1, "released at the last reference")
 }
