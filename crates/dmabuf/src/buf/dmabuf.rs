@@ -94,7 +94,9 @@ pub(super) struct BufLocked {
     vmap: Option<Arc<Vec<Segment>>>,
     /// vmaps whose [`VMapGuard`] was dropped while its thread held a reservation lock:
     /// vunmapped at the start of the next call holding this buffer's lock.
-    owed_vmaps: Vec<VMap>,
+    /// Mappings of deferred vunmaps (kept without the buffer reference a `VMap` holds,
+    /// so they do not keep the buffer alive).
+    owed_vmaps: Vec<Arc<Vec<Segment>>>,
 }
 
 pub(super) struct BufInner {
@@ -746,7 +748,11 @@ impl DmaBuf {
             self.inner.owed.store(false, Ordering::SeqCst);
             (std::mem::take(&mut l.owed_vmaps), l.attachments.clone())
         };
-        for v in vmaps {
+        for segs in vmaps {
+            let v = VMap {
+                segs,
+                _buf: self.clone(),
+            };
             if let Err(e) = self.vunmap_locked(lock, v) {
                 tracing::error!(ino = self.inner.ino, "deferred vunmap failed: {e}");
             }
@@ -758,7 +764,7 @@ impl DmaBuf {
 
     fn defer_vunmap(&self, map: VMap) {
         let mut l = self.inner.locked.lock();
-        l.owed_vmaps.push(map);
+        l.owed_vmaps.push(map.segs.clone());
         self.inner.owed.store(true, Ordering::SeqCst);
     }
 
