@@ -90,6 +90,17 @@ pub fn run_threads(
     last - first
 }
 
+/// For each of `threads` threads, 1024 pre-drawn sets of `pick` distinct indices of
+/// `0..of`, in random order: the multi-lock workloads lock the same sets on both sides.
+pub fn random_sets(threads: usize, pick: usize, of: usize, seed: u64) -> Vec<Vec<Vec<usize>>> {
+    (0..threads)
+        .map(|t| {
+            let mut r = Rng::new(seed + t as u64);
+            (0..1024).map(|_| r.distinct(pick, of)).collect()
+        })
+        .collect()
+}
+
 /// How long and how often to measure.
 #[derive(Clone, Copy, Debug)]
 pub struct Settings {

@@ -1,7 +1,7 @@
 //! `dmabuf bench resv`: reservation objects and DMA-BUF mapping beside what a user would
 //! write instead.
 
-use super::{run_threads, BenchCase, Rng};
+use super::{random_sets, run_threads, BenchCase};
 use crate::buf::sg::SgEntry;
 use crate::buf::{
     export, AttachGuard, Attachment, Direction, DmaBuf, ExportInfo, Exporter, Segment, SgTable,
@@ -173,14 +173,7 @@ const THREADS: usize = 2;
 
 fn sets(thread: usize) -> &'static [Vec<usize>] {
     static SETS: OnceLock<Vec<Vec<Vec<usize>>>> = OnceLock::new();
-    &SETS.get_or_init(|| {
-        (0..THREADS)
-            .map(|t| {
-                let mut r = Rng::new(0xbeef + t as u64);
-                (0..1024).map(|_| r.distinct(PICK, OBJS)).collect()
-            })
-            .collect()
-    })[thread]
+    &SETS.get_or_init(|| random_sets(THREADS, PICK, OBJS, 0xbeef))[thread]
 }
 
 fn lock_sets(iters: u64) -> Duration {

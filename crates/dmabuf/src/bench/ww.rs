@@ -1,6 +1,6 @@
 //! `dmabuf bench ww`: wound/wait mutexes beside `std::sync::Mutex`.
 
-use super::{run_threads, BenchCase, Rng};
+use super::{random_sets, run_threads, BenchCase};
 use crate::ww::{lock_all, AcquireCtx, WwClass, WwMutex};
 use std::hint::black_box;
 use std::sync::{Mutex, OnceLock};
@@ -117,14 +117,7 @@ const THREADS: usize = 2;
 /// Pre-drawn random index sets, so both sides lock the same sets.
 fn sets(thread: usize) -> &'static [Vec<usize>] {
     static SETS: OnceLock<Vec<Vec<Vec<usize>>>> = OnceLock::new();
-    &SETS.get_or_init(|| {
-        (0..THREADS)
-            .map(|t| {
-                let mut r = Rng::new(0x5eed + t as u64);
-                (0..1024).map(|_| r.distinct(PICK, SET)).collect()
-            })
-            .collect()
-    })[thread]
+    &SETS.get_or_init(|| random_sets(THREADS, PICK, SET, 0x5eed))[thread]
 }
 
 // Both sides do the same per-iteration work apart from the locking itself: one `Vec` of

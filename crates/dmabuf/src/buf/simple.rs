@@ -75,8 +75,6 @@ pub struct SimpleExporter {
     mem: Arc<Memfd>,
     dynamic: bool,
     cache_sgt_mapping: bool,
-    /// With `trivial`, map returns a clone of a fixed table (no IOMMU), for benchmarks.
-    trivial: Option<SgTable>,
     live: Mutex<HashMap<(u64, u64), LiveMap>>,
     /// Report syncs in the CPU access direction instead of each mapping's own
     /// direction — what the kernel's system heap passes to `dma_sync_sgtable_for_cpu` —
@@ -91,19 +89,12 @@ pub struct SimpleExporter {
 }
 
 impl SimpleExporter {
-    fn build(pages: usize, dynamic: bool, cache: bool, trivial: bool) -> Result<Arc<Self>> {
+    fn build(pages: usize, dynamic: bool, cache: bool) -> Result<Arc<Self>> {
         let mem = Arc::new(Memfd::create("simple-exporter", pages, false)?);
-        let trivial = trivial.then(|| {
-            SgTable::new(vec![super::sg::SgEntry {
-                segment: Segment::new(mem.clone(), 0, mem.len()).expect("whole memfd"),
-                dma_addr: 0x1000,
-            }])
-        });
         Ok(Arc::new(SimpleExporter {
             mem,
             dynamic,
             cache_sgt_mapping: cache,
-            trivial,
             live: Mutex::new(HashMap::new()),
             sync_in_access_direction: AtomicBool::new(false),
             fail_attach: AtomicBool::new(false),
@@ -114,22 +105,17 @@ impl SimpleExporter {
 
     /// A static exporter of `pages` pages.
     pub fn new(pages: usize) -> Result<Arc<Self>> {
-        Self::build(pages, false, false, false)
+        Self::build(pages, false, false)
     }
 
     /// A dynamic exporter (implements pin/unpin).
     pub fn dynamic(pages: usize) -> Result<Arc<Self>> {
-        Self::build(pages, true, false, false)
+        Self::build(pages, true, false)
     }
 
     /// A static exporter that asks the core to cache the first mapping.
     pub fn caching(pages: usize) -> Result<Arc<Self>> {
-        Self::build(pages, false, true, false)
-    }
-
-    /// A static exporter whose map returns a clone of a fixed table.
-    pub fn trivial(pages: usize) -> Result<Arc<Self>> {
-        Self::build(pages, false, false, true)
+        Self::build(pages, false, true)
     }
 
     /// Export a buffer over the whole memfd.
@@ -217,9 +203,6 @@ impl Exporter for SimpleExporter {
         if self.fail_map.load(Ordering::SeqCst) {
             return Err(Error::NoMem);
         }
-        if let Some(t) = &self.trivial {
-            return Ok(t.clone());
-        }
         let m =
             att.device()
                 .dma()
@@ -240,9 +223,6 @@ impl Exporter for SimpleExporter {
     fn unmap(&self, _lock: &ResvGuard<'_>, att: &Attachment, table: SgTable, _dir: Direction) {
         self.expect_locked(true);
         self.calls.unmap.fetch_add(1, Ordering::SeqCst);
-        if self.trivial.is_some() {
-            return;
-        }
         let key = (att.id(), table.entries()[0].dma_addr);
         if let Some(m) = self.live.lock().remove(&key) {
             let _ = att.device().dma().unmap(m.map);

@@ -85,6 +85,7 @@ pub(crate) fn node_of(id: u32, subclass: u8) -> u32 {
 ///
 /// Invariant: it joins two different nodes; `types != 0`; the sites are those of the
 /// acquisition that first created the edge.
+#[derive(Clone)]
 pub(crate) struct Edge {
     pub(crate) to: u32,
     pub(crate) from_class: &'static LockClass,
@@ -99,16 +100,7 @@ pub(crate) struct Edge {
 }
 
 /// A copy of an edge for a report, taken while the graph lock is held.
-#[derive(Clone)]
-pub(crate) struct Step {
-    pub(crate) from_class: &'static LockClass,
-    pub(crate) from_sub: u8,
-    pub(crate) to_class: &'static LockClass,
-    pub(crate) to_sub: u8,
-    pub(crate) types: u8,
-    pub(crate) prev_at: Loc,
-    pub(crate) next_at: Loc,
-}
+pub(crate) type Step = Edge;
 
 /// The class graph.
 ///
@@ -176,16 +168,7 @@ impl Graph {
     }
 
     fn step(&self, e: usize) -> Step {
-        let e = &self.edges[e];
-        Step {
-            from_class: e.from_class,
-            from_sub: e.from_sub,
-            to_class: e.to_class,
-            to_sub: e.to_sub,
-            types: e.types,
-            prev_at: e.prev_at,
-            next_at: e.next_at,
-        }
+        self.edges[e].clone()
     }
 
     /// Breadth-first search for a path `start → … → target` that closes a strong cycle
