@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::resv::{ResvGuard, Usage, RESERVATION_WW_CLASS};
 use parking_lot::Mutex;
 use std::any::Any;
+use std::mem::ManuallyDrop;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -277,6 +278,20 @@ impl Attachment {
         }
     }
 
+    /// A handle to this attachment that owns no reference count, for a mapping made
+    /// through it (no atomic read-modify-write on the map/unmap path). Only for
+    /// [`SgMapping`], whose type invariant keeps the attachment alive: see there.
+    fn uncounted(&self) -> ManuallyDrop<Attachment> {
+        // SAFETY: `Arc::as_ptr` of a live `Arc` is a pointer `Arc::from_raw` accepts. The
+        // `Arc` made here does not own a count of its own and is never dropped (it stays
+        // in `ManuallyDrop`, and nothing takes it out), so the counts stay balanced; it is
+        // used only while the allocation is alive, which `SgMapping`'s invariant
+        // guarantees.
+        ManuallyDrop::new(Attachment {
+            inner: unsafe { Arc::from_raw(Arc::as_ptr(&self.inner)) },
+        })
+    }
+
     fn check(&self, lock: &ResvGuard<'_>) -> Result<()> {
         self.inner.buf.check_lock(lock)?;
         if self.is_detached() {
@@ -438,7 +453,7 @@ impl Attachment {
 
     fn mapping(&self, table: SgTable, dir: Direction, cached: bool, pinned: bool) -> SgMapping {
         SgMapping {
-            att: self.clone(),
+            att: self.uncounted(),
             table: Some(table),
             dir,
             cached,
@@ -589,8 +604,16 @@ impl Drop for AttachGuard {
 /// before checking for live mappings —, `vmap`, `vunmap`, `move_notify`,
 /// `attachments`) does it. With lockdep off this cannot be seen: the drop locks, and
 /// under its own buffer's lock it deadlocks, as the kernel's violation would.
+///
+/// The mapping refers to its attachment without owning a reference count (so that map and
+/// unmap make no atomic read-modify-write of their own). Invariant: a live mapping's
+/// attachment is alive. It holds because a mapping is made only through an attached
+/// attachment, an attached attachment is listed by its buffer (the list owns a count),
+/// and detach — the only way off the list — refuses while the attachment has live
+/// mappings; a mapping stops counting as live only inside its unmap, which is its last
+/// use of the attachment.
 pub struct SgMapping {
-    att: Attachment,
+    att: ManuallyDrop<Attachment>,
     table: Option<SgTable>,
     dir: Direction,
     cached: bool,
@@ -641,7 +664,8 @@ impl Drop for SgMapping {
         if self.table.is_none() {
             return;
         }
-        let att = self.att.clone();
+        // A counted handle: the unmap below ends the invariant that keeps it alive.
+        let att: Attachment = (*self.att).clone();
         if lockdep::is_held(RESERVATION_WW_CLASS.lock_class()) {
             // Defer first: the report may panic (the default policy).
             att.defer_unmap(OwedUnmap {
@@ -667,7 +691,7 @@ impl Drop for SgMapping {
             return;
         }
         let m = SgMapping {
-            att: att.clone(),
+            att: att.uncounted(),
             table: self.table.take(),
             dir: self.dir,
             cached: self.cached,

@@ -112,3 +112,58 @@ fn stress_shared_buffers_zero_reports() {
         assert_eq!(Calls::get(&e.calls.attach), Calls::get(&e.calls.detach));
     }
 }
+
+/// A mapping owns no count of its attachment: it stays usable, and unmaps on drop, after
+/// every other handle of its attachment and buffer is gone, because detach refuses while
+/// it is live (and the buffer's list keeps the attachment).
+#[test]
+fn mapping_outlives_every_handle_of_its_attachment() {
+    use super::simple::SimpleExporter;
+    use super::Direction;
+    use crate::device::Device;
+    use crate::error::Error;
+    use std::sync::atomic::Ordering::SeqCst;
+
+    // Detach refused with the guard handed back; the buffer handle dropped.
+    let ex = SimpleExporter::new(1).unwrap();
+    let b = ex.export().unwrap();
+    let a = b.attach(&Device::simple("outlive")).unwrap();
+    let m = a.map_unlocked(Direction::ToDevice).unwrap();
+    let id = a.id();
+    let (e, a) = a.detach().unwrap_err();
+    assert!(matches!(e, Error::Busy(_)));
+    drop(b);
+    assert_eq!(
+        ex.calls.release.load(SeqCst),
+        0,
+        "the attachment keeps its buffer"
+    );
+    assert_eq!(m.attachment().id(), id);
+    assert!(!m.table().entries().is_empty());
+    drop(m);
+    assert_eq!(
+        ex.calls.unmap.load(SeqCst),
+        1,
+        "dropping the mapping unmapped it"
+    );
+    a.detach().map_err(|(e, _)| e).unwrap();
+    assert_eq!(ex.calls.detach.load(SeqCst), 1);
+    assert_eq!(ex.calls.release.load(SeqCst), 1, "last reference: released");
+
+    // The guard itself dropped (detach refused, logged): the mapping still works.
+    let ex = SimpleExporter::new(1).unwrap();
+    let b = ex.export().unwrap();
+    let a = b.attach(&Device::simple("outlive2")).unwrap();
+    let m = a.map_unlocked(Direction::ToDevice).unwrap();
+    drop(a);
+    drop(b);
+    assert_eq!(ex.calls.detach.load(SeqCst), 0);
+    assert!(!m.table().entries().is_empty());
+    let _ = m.key();
+    drop(m);
+    assert_eq!(
+        ex.calls.unmap.load(SeqCst),
+        1,
+        "dropping the mapping unmapped it"
+    );
+}
