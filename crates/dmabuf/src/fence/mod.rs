@@ -21,7 +21,7 @@ pub mod chain;
 mod defer;
 mod object;
 pub mod selftest;
-mod sync;
+pub(crate) mod sync;
 pub mod timeline;
 pub mod unwrap;
 mod wait;

@@ -54,6 +54,9 @@ pub(crate) const HAS_WAKERS: u32 = 1 << 6;
 pub(crate) const SETTING_ERROR: u32 = 1 << 7;
 pub(crate) const SEQNO64: u32 = 1 << 8;
 pub(crate) const KICK: u32 = 1 << 9;
+/// The ops have no `signaled` peek (learned from the default's first call): the kernel's
+/// `ops->signaled == NULL`, so [`Fence::is_signaled`] stops calling it.
+pub(crate) const NO_PEEK: u32 = 1 << 10;
 
 /// Whether the state word says the fence is complete (see the module table).
 #[inline]
@@ -91,9 +94,13 @@ pub trait FenceOps: Send + Sync + 'static {
 
     /// A peek used by [`Fence::is_signaled`] for fences that complete without telling
     /// anyone (polling hardware). Returning `true` makes the core signal the fence; once
-    /// true it must stay true. May set an error first. Default: `false`.
+    /// true it must stay true. May set an error first.
+    ///
+    /// Default: `false`, and the fence remembers that its ops have no peek (the kernel's
+    /// `ops->signaled == NULL`), so it is not asked again. Hence an implementation must not
+    /// call the default `signaled` of other ops and still expect to be asked later.
     fn signaled(&self, fence: &Fence) -> bool {
-        let _ = fence;
+        fence.inner.state.fetch_or(NO_PEEK, Relaxed);
         false
     }
 
@@ -476,8 +483,12 @@ impl Fence {
     /// signalling. On a signalled fence: one atomic load.
     #[inline]
     pub fn is_signaled(&self) -> bool {
-        if self.inner.state.load(Acquire) & SIGNALED != 0 {
+        let s = self.inner.state.load(Acquire);
+        if s & SIGNALED != 0 {
             return true;
+        }
+        if s & NO_PEEK != 0 {
+            return false;
         }
         self.is_signaled_slow()
     }

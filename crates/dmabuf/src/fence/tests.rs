@@ -525,3 +525,40 @@ fn second_wait_any_signal_order_and_async_interplay() {
     assert!(done.load(Ordering::SeqCst));
     t.join().unwrap();
 }
+
+/// A fence whose ops keep the default `signaled` is asked once (the kernel's
+/// `ops->signaled == NULL`); ops with a real peek are asked on every check until it says
+/// yes.
+#[test]
+fn default_peek_is_learned_real_peek_is_asked_every_time() {
+    use super::object::NO_PEEK;
+    let f = Fence::new(Mock, Context::new(), 1);
+    assert_eq!(f.inner.state.load(Ordering::SeqCst) & NO_PEEK, 0);
+    assert!(!f.is_signaled());
+    assert_ne!(f.inner.state.load(Ordering::SeqCst) & NO_PEEK, 0, "learned");
+    assert!(!f.is_signaled());
+    f.signal().unwrap();
+    assert!(f.is_signaled());
+    assert_eq!(f.status(), Status::Signaled);
+
+    struct Counting(Arc<AtomicUsize>, usize);
+    impl FenceOps for Counting {
+        fn driver_name(&self) -> &str {
+            "count"
+        }
+        fn timeline_name(&self) -> &str {
+            "count"
+        }
+        fn signaled(&self, _: &Fence) -> bool {
+            self.0.fetch_add(1, Ordering::SeqCst) + 1 >= self.1
+        }
+    }
+    let asked = Arc::new(AtomicUsize::new(0));
+    let g = Fence::new(Counting(asked.clone(), 3), Context::new(), 1);
+    assert!(!g.is_signaled());
+    assert!(!g.is_signaled());
+    assert!(g.is_signaled(), "the third peek says yes");
+    assert!(g.is_signaled());
+    assert_eq!(asked.load(Ordering::SeqCst), 3, "not asked once signalled");
+    assert_eq!(g.inner.state.load(Ordering::SeqCst) & NO_PEEK, 0);
+}

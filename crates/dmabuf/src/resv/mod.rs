@@ -8,13 +8,16 @@
 //! is also the *proof* that the lock is held: calls of other layers that need the lock
 //! take `&ResvGuard` and check that it is the guard of *their* object.
 //!
-//! Readers never lock. The fence list is published as an immutable snapshot
-//! ([`rcu::RcuCell`]); a writer builds the next snapshot and publishes it, so an unlocked
-//! reader always sees a consistent list. As in the kernel, an unlocked walk *restarts*
-//! when the list's storage was replaced (a [`ResvGuard::reserve_fences`] that had to
-//! grow, which also prunes signalled fences) — [`UnlockedIter::is_restarted`] marks the
-//! first fence after a (re)start so accumulators can reset. Adding or replacing a fence
-//! within the reserved room does not restart readers.
+//! Readers never lock. As in the kernel, the fences live in a fixed-capacity array that
+//! unlocked readers walk ([`rcu::RcuSlots`]) while the lock holder appends into reserved
+//! slots and replaces entries in place; a replaced fence's reference is dropped only after
+//! a grace period, so a reader that is cloning it meanwhile is safe. A reader takes its
+//! references inside a short read-side section and works on them after it. As in the
+//! kernel, an unlocked walk *restarts* when the array itself was replaced (a
+//! [`ResvGuard::reserve_fences`] that had to grow, which also prunes signalled fences) —
+//! [`UnlockedIter::is_restarted`] marks the first fence after a (re)start so accumulators
+//! can reset. Adding or replacing a fence within the reserved room does not restart
+//! readers.
 //!
 //! # Slots and reservations
 //!
@@ -33,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::fence::{self, array::FenceArray, is_later_or_same, Context, Fence};
 use crate::interrupt::Interrupt;
 use crate::ww::{AcquireCtx, WwClass, WwGuard, WwMutex};
-use rcu::{RcuCell, Shared};
+use rcu::RcuSlots;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Once;
@@ -87,27 +90,16 @@ impl Usage {
     }
 }
 
-/// One published list of fences. Immutable once published.
-struct Snapshot {
-    /// Identity of the storage: changes when the storage is replaced (grown), which is
-    /// what makes unlocked walks restart.
-    storage: u64,
-    entries: Vec<(Fence, Usage)>,
-}
-
-/// Writer-side state, only touched with the lock held: the authoritative list, of which
-/// readers see published copies.
+/// Writer-side state, only touched with the lock held: the authoritative list, which the
+/// published array mirrors entry for entry.
 struct Locked {
     entries: Vec<(Fence, Usage)>,
-    /// Identity of the current storage (see [`Snapshot::storage`]).
+    /// Identity of the current array (see [`Resv::storage`]).
     storage: u64,
-    /// Slots the storage has room for.
+    /// Slots the array has room for.
     capacity: usize,
     /// Entries may be appended while `len < reserved_to`; reset to `len` at unlock.
     reserved_to: usize,
-    /// The snapshot replaced by the last publication, kept (emptied) to be refilled by
-    /// the next one when no reader holds it: steady-state publication allocates nothing.
-    spare: Option<Shared<Snapshot>>,
     /// The right to publish into `Resv::list`, kept under the lock.
     writer: rcu::Writer,
 }
@@ -118,9 +110,10 @@ static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 pub struct Resv {
     id: u64,
     lock: WwMutex<Locked>,
-    list: RcuCell<Snapshot>,
-    /// The newest storage id, bumped after a grown storage is published: an unlocked
-    /// walk whose snapshot is older restarts (one atomic load per step).
+    /// The published fences, tagged with the id of their array.
+    list: RcuSlots<(Fence, Usage)>,
+    /// The newest array id, bumped after a grown array is published: an unlocked walk
+    /// of an older one restarts (one atomic load per step).
     storage: AtomicU64,
 }
 
@@ -134,7 +127,7 @@ impl std::fmt::Debug for Resv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Resv")
             .field("id", &self.id)
-            .field("fences", &self.list.load().entries.len())
+            .field("fences", &self.num_fences())
             .finish()
     }
 }
@@ -143,10 +136,7 @@ impl Resv {
     /// An unlocked object with no fences (`dma_resv_init`).
     pub fn new() -> Self {
         prime_lockdep();
-        let (list, writer) = RcuCell::new(Shared::new(Snapshot {
-            storage: 0,
-            entries: Vec::new(),
-        }));
+        let (list, writer) = RcuSlots::new(0, 0, Vec::new());
         Resv {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             lock: WwMutex::new(
@@ -156,7 +146,6 @@ impl Resv {
                     storage: 0,
                     capacity: 0,
                     reserved_to: 0,
-                    spare: None,
                     writer,
                 },
             ),
@@ -243,7 +232,7 @@ impl Resv {
 
     /// Number of entries in the published list, signalled ones included.
     pub fn num_fences(&self) -> usize {
-        self.list.load().entries.len()
+        self.list.read(|v| v.len())
     }
 
     /// Walk the unsignalled fences of usage `usage` or stronger without the lock
@@ -253,7 +242,6 @@ impl Resv {
             resv: self,
             usage,
             snap: None,
-            pos: 0,
             restarted: false,
         }
     }
@@ -262,15 +250,21 @@ impl Resv {
     /// (`dma_resv_get_fences`); a restarted walk starts the collection over.
     pub fn get_fences(&self, usage: Usage) -> Vec<Fence> {
         loop {
-            let snap = self.list.load();
-            let out: Vec<Fence> = snap
-                .entries
-                .iter()
-                .filter(|(f, u)| *u <= usage && !f.is_signaled())
-                .map(|(f, _)| f.clone())
-                .collect();
+            // References are taken inside a read-side section (no count of the snapshot
+            // itself); the signalled ones are dropped after it, because checking may run
+            // a driver's `signaled` hook and the callbacks of a fence it signals.
+            let (mut out, storage) = self.list.read(|v| {
+                let mut out = Vec::with_capacity(v.len());
+                out.extend(
+                    v.iter()
+                        .filter(|(_, u)| *u <= usage)
+                        .map(|(f, _)| f.clone()),
+                );
+                (out, v.tag())
+            });
+            out.retain(|f| !f.is_signaled());
             // The restart rule, checked once at the end of the walk.
-            if self.storage.load(Ordering::Acquire) <= snap.storage {
+            if self.storage.load(Ordering::Acquire) <= storage {
                 return out;
             }
         }
@@ -310,13 +304,12 @@ impl Resv {
         intr: Option<&Interrupt>,
     ) -> Result<Duration> {
         fence::might_wait();
-        // Fast path: nothing to wait for (no clock read, no references taken).
+        // Fast path: nothing to wait for (no clock read, no references taken). Only the
+        // signalled flags are read inside the section; a fence that has completed but
+        // not yet been marked is found by the walk below, which peeks.
         if self
             .list
-            .load()
-            .entries
-            .iter()
-            .all(|(f, u)| *u > usage || f.is_signaled())
+            .read(|v| v.iter().all(|(f, u)| *u > usage || f.test_signaled_flag()))
         {
             return Ok(timeout.max(fence::MIN_REMAINING));
         }
@@ -408,38 +401,27 @@ impl<'a> ResvGuard<'a> {
                 want.max(self.g.capacity.saturating_mul(2))
             };
             self.g.entries.retain(|(f, _)| !f.is_signaled());
-            self.g.storage += 1;
             self.g.capacity = cap;
             self.g.reserved_to = self.g.entries.len() + n;
-            self.publish();
+            self.republish();
             return Ok(());
         }
         self.g.reserved_to = self.g.reserved_to.max(want);
         Ok(())
     }
 
-    /// Publish the writer's list for unlocked readers; then announce a new storage, if
-    /// any, so walks of the old one restart.
-    fn publish(&mut self) {
-        let storage = self.g.storage;
-        let mut next = match self.g.spare.take() {
-            Some(a) if Shared::strong_count(&a) == 1 => a,
-            _ => Shared::new(Snapshot {
-                storage,
-                entries: Vec::with_capacity(self.g.entries.len()),
-            }),
-        };
-        let snap = Shared::get_mut(&mut next).expect("unique by construction");
-        snap.storage = storage;
-        snap.entries.clear();
-        snap.entries.extend(self.g.entries.iter().cloned());
-        let mut old = self.resv.list.store(&mut self.g.writer, next);
-        // Drop the old list's references now; keep its memory for the next publication.
-        if let Some(o) = Shared::get_mut(&mut old) {
-            o.entries.clear();
-        }
-        self.g.spare = Some(old);
-        self.resv.storage.store(storage, Ordering::Release);
+    /// Publish the writer's list as a new array of `capacity` slots for unlocked readers,
+    /// then announce it, so walks of the old one restart.
+    fn republish(&mut self) {
+        let g = &mut *self.g;
+        g.storage += 1;
+        self.resv.list.republish(
+            &mut g.writer,
+            g.storage,
+            g.capacity,
+            g.entries.iter().cloned(),
+        );
+        self.resv.storage.store(g.storage, Ordering::Release);
     }
 
     /// Add `fence` with `usage` (`dma_resv_add_fence`): overwrite the first entry that is
@@ -464,7 +446,15 @@ impl<'a> ResvGuard<'a> {
                 || old.is_signaled()
         });
         match slot {
-            Some(i) => self.g.entries[i] = (fence.clone(), usage),
+            Some(i) => {
+                self.g.entries[i] = (fence.clone(), usage);
+                let g = &mut *self.g;
+                let r = self
+                    .resv
+                    .list
+                    .replace(&mut g.writer, i, (fence.clone(), usage));
+                debug_assert!(r.is_ok(), "the array mirrors the list");
+            }
             None => {
                 if self.g.entries.len() >= self.g.reserved_to {
                     lockdep::report(
@@ -476,9 +466,11 @@ impl<'a> ResvGuard<'a> {
                     return Err(Error::Invalid("add_fence without a reserved slot"));
                 }
                 self.g.entries.push((fence.clone(), usage));
+                let g = &mut *self.g;
+                let r = self.resv.list.push(&mut g.writer, (fence.clone(), usage));
+                debug_assert!(r.is_ok(), "reserved slots fit the array");
             }
         }
-        self.publish();
         Ok(())
     }
 
@@ -486,15 +478,16 @@ impl<'a> ResvGuard<'a> {
     /// (`dma_resv_replace_fences`). Only valid when the old work stops touching the
     /// buffer once `replacement` signals (e.g. a preemption fence).
     pub fn replace_fences(&mut self, context: Context, replacement: &Fence, usage: Usage) {
-        let mut changed = false;
-        for e in self.g.entries.iter_mut() {
+        let g = &mut *self.g;
+        for (i, e) in g.entries.iter_mut().enumerate() {
             if e.0.context() == context {
                 *e = (replacement.clone(), usage);
-                changed = true;
+                let r = self
+                    .resv
+                    .list
+                    .replace(&mut g.writer, i, (replacement.clone(), usage));
+                debug_assert!(r.is_ok(), "the array mirrors the list");
             }
-        }
-        if changed {
-            self.publish();
         }
     }
 
@@ -511,10 +504,9 @@ impl<'a> ResvGuard<'a> {
         }
         let n = out.len();
         self.g.entries = out;
-        self.g.storage += 1;
         self.g.capacity = n;
         self.g.reserved_to = n;
-        self.publish();
+        self.republish();
     }
 
     /// The fences of usage `usage` or stronger, signalled ones included, with their usage
@@ -566,12 +558,13 @@ impl<'a> ResvGuard<'a> {
 }
 
 /// An unlocked walk over a reservation object's unsignalled fences; see the module docs
-/// for the restart rule.
+/// for the restart rule. Each (re)start takes references to the entries of the usage
+/// asked for in one read-side section, then hands them out one by one.
 pub struct UnlockedIter<'a> {
     resv: &'a Resv,
     usage: Usage,
-    snap: Option<Shared<Snapshot>>,
-    pos: usize,
+    /// The references taken at the last (re)start, and the id of their array.
+    snap: Option<(std::vec::IntoIter<(Fence, Usage)>, u64)>,
     restarted: bool,
 }
 
@@ -589,22 +582,19 @@ impl Iterator for UnlockedIter<'_> {
     fn next(&mut self) -> Option<(Fence, Usage)> {
         let stale = match &self.snap {
             None => true,
-            Some(s) => self.resv.storage.load(Ordering::Acquire) > s.storage,
+            Some((_, tag)) => self.resv.storage.load(Ordering::Acquire) > *tag,
         };
         self.restarted = stale;
         if stale {
-            self.pos = 0;
-            self.snap = Some(self.resv.list.load());
+            let usage = self.usage;
+            self.snap = Some(self.resv.list.read(|v| {
+                let refs: Vec<(Fence, Usage)> =
+                    v.iter().filter(|(_, u)| *u <= usage).cloned().collect();
+                (refs.into_iter(), v.tag())
+            }));
         }
-        let snap = self.snap.as_ref().expect("set above");
-        while self.pos < snap.entries.len() {
-            let (f, u) = &snap.entries[self.pos];
-            self.pos += 1;
-            if *u <= self.usage && !f.is_signaled() {
-                return Some((f.clone(), *u));
-            }
-        }
-        None
+        let (it, _) = self.snap.as_mut().expect("set above");
+        it.find(|(f, _)| !f.is_signaled())
     }
 }
 

@@ -27,11 +27,11 @@
 //! check the handshake.
 
 #[cfg(loom)]
-use loom::sync::atomic::{fence, AtomicPtr, AtomicUsize};
+use loom::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicUsize};
 #[cfg(loom)]
 use loom::sync::Arc;
 #[cfg(not(loom))]
-use std::sync::atomic::{AtomicPtr, AtomicUsize};
+use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize};
 #[cfg(not(loom))]
 use std::sync::Arc;
 
@@ -41,12 +41,20 @@ use std::sync::atomic::Ordering::SeqCst;
 /// once: so the model checks the flip path, not only the fast one.
 const FLIP_AFTER: u32 = if cfg!(loom) { 1 } else { 32 };
 
+/// Busy polls of a draining reader counter before the writer sleeps on it. Under loom,
+/// one: so the model checks the sleeping path.
+const SPIN_BEFORE_SLEEP: u32 = if cfg!(loom) { 1 } else { 128 };
+
 /// The reference-counted pointer the cell holds (loom's under `--cfg loom`).
 pub type Shared<T> = Arc<T>;
 
 /// Keeps the two reader counters on separate cache lines.
 #[repr(align(64))]
-struct Padded(AtomicUsize);
+struct Padded(AtomicU32);
+
+/// Set in a reader counter by a writer about to sleep until the counter drains; the
+/// reader that leaves it empty wakes the writer.
+const WAITING: u32 = 1 << 31;
 
 /// A cell holding an `Arc<T>`, readable without locks; see the module docs.
 pub struct RcuCell<T> {
@@ -81,26 +89,40 @@ impl<T> RcuCell<T> {
         let cell = RcuCell {
             ptr: AtomicPtr::new(Arc::into_raw(value) as *mut T),
             epoch: AtomicUsize::new(0),
-            readers: [Padded(AtomicUsize::new(0)), Padded(AtomicUsize::new(0))],
+            readers: [Padded(AtomicU32::new(0)), Padded(AtomicU32::new(0))],
             id,
         };
         (cell, Writer { id })
     }
 
-    /// A reference to the current value. Lock-free and wait-free for readers: it only
-    /// retries when an epoch flip races with it, at most once per concurrent writer.
-    pub fn load(&self) -> Arc<T> {
-        let e = loop {
+    /// Announce a reader in the counter of the current epoch; returns the epoch to leave.
+    #[inline]
+    fn enter(&self) -> usize {
+        loop {
             let e = self.epoch.load(SeqCst);
             self.readers[e & 1].0.fetch_add(1, SeqCst);
             // Pairs with the writer's fence: either the writer sees this announcement,
             // or this reader sees the writer's new pointer and epoch.
             sc_fence();
             if self.epoch.load(SeqCst) == e {
-                break e;
+                return e;
             }
-            self.readers[e & 1].0.fetch_sub(1, SeqCst);
-        };
+            self.leave(e);
+        }
+    }
+
+    #[inline]
+    fn leave(&self, e: usize) {
+        let c = &self.readers[e & 1].0;
+        if c.fetch_sub(1, SeqCst) == WAITING | 1 {
+            crate::fence::sync::futex_wake_all(c);
+        }
+    }
+
+    /// A reference to the current value. Lock-free and wait-free for readers: it only
+    /// retries when an epoch flip races with it, at most once per concurrent writer.
+    pub fn load(&self) -> Arc<T> {
+        let e = self.enter();
         let p = self.ptr.load(SeqCst);
         // SAFETY: `p` came from `Arc::into_raw` (type invariant) and its reference is
         // still held by the cell or by a writer waiting for this reader: a writer that
@@ -110,8 +132,32 @@ impl<T> RcuCell<T> {
             Arc::increment_strong_count(p);
             Arc::from_raw(p)
         };
-        self.readers[e & 1].0.fetch_sub(1, SeqCst);
+        self.leave(e);
         value
+    }
+
+    /// Run `f` on the current value without taking a reference to it (a read-side
+    /// critical section): cheaper than [`load`](Self::load) by two atomic
+    /// read-modify-writes of the value's count.
+    ///
+    /// A writer storing meanwhile waits until `f` returns, so `f` must be short and must
+    /// never block, wait for a writer, or run foreign code (fence callbacks, driver
+    /// hooks): it would stall, or deadlock with, the writer.
+    pub fn read<R>(&self, f: impl FnOnce(&T) -> R) -> R {
+        struct Leave<'a, T>(&'a RcuCell<T>, usize);
+        impl<T> Drop for Leave<'_, T> {
+            fn drop(&mut self) {
+                self.0.leave(self.1);
+            }
+        }
+        let leave = Leave(self, self.enter());
+        let p = self.ptr.load(SeqCst);
+        // SAFETY: as in `load`: the cell, or a writer waiting for this reader (announced
+        // until `leave` drops, after `f` returns or unwinds), holds the reference behind
+        // `p`, so the value is alive for all of `f`.
+        let r = f(unsafe { &*p });
+        drop(leave);
+        r
     }
 
     /// Publish `value`; returns the previous value after its grace period (no reader
@@ -120,15 +166,59 @@ impl<T> RcuCell<T> {
     /// # Panics
     /// When `writer` belongs to another cell (a bug in the caller).
     pub fn store(&self, writer: &mut Writer, value: Arc<T>) -> Arc<T> {
+        self.check_writer(writer);
+        let old = self.ptr.swap(Arc::into_raw(value) as *mut T, SeqCst);
+        self.synchronize();
+        // SAFETY: `old` came from `Arc::into_raw` and the cell owned its reference; no
+        // reader can take a reference to it any more (grace period over), so ownership
+        // of that reference moves to the caller.
+        unsafe { Arc::from_raw(old) }
+    }
+
+    fn check_writer(&self, writer: &Writer) {
         assert_eq!(
             writer.id, self.id,
-            "RcuCell::store with another cell's writer"
+            "RcuCell used with another cell's writer"
         );
-        let old = self.ptr.swap(Arc::into_raw(value) as *mut T, SeqCst);
+    }
+
+    /// Wait until counter `c` of a past epoch holds no reader: spin briefly, then sleep
+    /// (a reader preempted inside its section may take a while; a writer that kept
+    /// spinning would take the CPU it needs).
+    fn drain(&self, c: &AtomicU32) {
+        let mut spins = 0u32;
+        loop {
+            let v = c.load(SeqCst);
+            if v & !WAITING == 0 {
+                break;
+            }
+            spins += 1;
+            if spins < SPIN_BEFORE_SLEEP {
+                std::hint::spin_loop();
+                #[cfg(loom)]
+                loom::thread::yield_now();
+                continue;
+            }
+            let v = c.fetch_or(WAITING, SeqCst) | WAITING;
+            if v & !WAITING == 0 {
+                break;
+            }
+            // Returns at once if a reader left meanwhile; else the last one wakes us.
+            crate::fence::sync::futex_wait(c, v, None);
+        }
+        if c.load(SeqCst) & WAITING != 0 {
+            c.fetch_and(!WAITING, SeqCst);
+        }
+    }
+
+    /// Wait for a grace period: return once no reader that was announced before the call
+    /// (and so may have loaded a pointer unpublished before it) is still announced.
+    fn synchronize(&self) {
         // Pairs with the readers' fence (see there).
         sc_fence();
         // Fast grace period: a moment when neither counter holds a reader. A reader
-        // counted later announces itself after the swap, so it loads the new pointer.
+        // counted later announces itself after the caller's unpublishing, so it loads
+        // what replaced it.
         let mut spins = 0u32;
         while self.readers[0].0.load(SeqCst) != 0 || self.readers[1].0.load(SeqCst) != 0 {
             spins += 1;
@@ -139,25 +229,213 @@ impl<T> RcuCell<T> {
                 // elsewhere, and wait only for those announced under the old epoch.
                 let e = self.epoch.fetch_add(1, SeqCst);
                 sc_fence();
-                let mut waits = 0u32;
-                while self.readers[e & 1].0.load(SeqCst) != 0 {
-                    waits += 1;
-                    if waits < 64 {
-                        std::hint::spin_loop();
-                    } else {
-                        yield_now();
-                    }
-                    #[cfg(loom)]
-                    loom::thread::yield_now();
-                }
-                break;
+                self.drain(&self.readers[e & 1].0);
+                return;
             }
             std::hint::spin_loop();
         }
-        // SAFETY: `old` came from `Arc::into_raw` and the cell owned its reference; no
-        // reader can take a reference to it any more (grace period over), so ownership
-        // of that reference moves to the caller.
-        unsafe { Arc::from_raw(old) }
+    }
+}
+
+/// A fixed-capacity array of entries, published as one value of an [`RcuCell`].
+///
+/// Invariant: the first `len` pointers come from `Box::into_raw` and are owned by the
+/// array; the rest are null. Only the cell's writer changes an array, and only while it
+/// is the cell's current value; once replaced, an array is frozen until it drops.
+pub struct Slots<E> {
+    tag: u64,
+    len: AtomicUsize,
+    slots: Box<[AtomicPtr<E>]>,
+}
+
+impl<E> Slots<E> {
+    fn new(tag: u64, capacity: usize, items: impl IntoIterator<Item = E>) -> Self {
+        let mut slots: Vec<AtomicPtr<E>> = items
+            .into_iter()
+            .map(|e| AtomicPtr::new(Box::into_raw(Box::new(e))))
+            .collect();
+        let len = slots.len();
+        slots.resize_with(capacity.max(len), || AtomicPtr::new(std::ptr::null_mut()));
+        Slots {
+            tag,
+            len: AtomicUsize::new(len),
+            slots: slots.into_boxed_slice(),
+        }
+    }
+}
+
+impl<E> Drop for Slots<E> {
+    fn drop(&mut self) {
+        let n = self.len.load(SeqCst);
+        for s in self.slots[..n].iter() {
+            // SAFETY: the first `len` pointers are owned boxes (type invariant), and with
+            // `&mut self` no reader can be looking at them.
+            drop(unsafe { Box::from_raw(s.load(SeqCst)) });
+        }
+    }
+}
+
+/// What a reader sees of a [`RcuSlots`] inside [`RcuSlots::read`].
+pub struct View<'a, E> {
+    slots: &'a Slots<E>,
+}
+
+impl<'a, E> View<'a, E> {
+    /// The tag the array was published with.
+    pub fn tag(&self) -> u64 {
+        self.slots.tag
+    }
+
+    /// The entries, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a E> + 'a {
+        let slots = self.slots;
+        let n = slots.len.load(SeqCst);
+        slots.slots[..n].iter().map(|s| {
+            // SAFETY: a pointer below `len` is a live box (type invariant; `len` is
+            // raised only after the pointer is stored). A box unpublished by `replace`
+            // is freed only after a grace period, and this view exists only inside a
+            // read-side section of the cell (see `RcuSlots::read`), which that grace
+            // period waits for; a frozen array frees nothing before it drops.
+            unsafe { &*s.load(SeqCst) }
+        })
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.slots.len.load(SeqCst)
+    }
+
+    /// Whether there are no entries.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// An array of entries that lock-free readers walk while one writer appends and replaces
+/// entries *in place* (the kernel's `dma_resv_list` discipline): a replaced entry is
+/// dropped after a grace period, so a reader may still be cloning out of it meanwhile.
+/// Growing means publishing a whole new array ([`republish`](Self::republish)), as the
+/// kernel does when it reallocates the list. Readers only see entries inside
+/// [`read`](Self::read).
+pub struct RcuSlots<E> {
+    cell: RcuCell<Slots<E>>,
+    /// Null, or an allocation for one `E` holding no value: the box of the last replaced
+    /// entry, kept for the next replace. Touched only by the writer.
+    spare: AtomicPtr<E>,
+}
+
+// SAFETY: entries are shared with readers on any thread (`E: Sync`) and dropped on the
+// writer's thread (`E: Send`); the rest is atomics.
+unsafe impl<E: Send + Sync> Send for RcuSlots<E> {}
+// SAFETY: as above.
+unsafe impl<E: Send + Sync> Sync for RcuSlots<E> {}
+
+impl<E> RcuSlots<E> {
+    /// An array of `capacity` slots (more if `items` needs them) holding `items`, tagged
+    /// `tag`, and the one right to write it.
+    pub fn new(tag: u64, capacity: usize, items: impl IntoIterator<Item = E>) -> (Self, Writer) {
+        let (cell, w) = RcuCell::new(Arc::new(Slots::new(tag, capacity, items)));
+        (
+            RcuSlots {
+                cell,
+                spare: AtomicPtr::new(std::ptr::null_mut()),
+            },
+            w,
+        )
+    }
+
+    /// Run `f` on the current entries inside a read-side section. A writer replacing an
+    /// entry meanwhile waits until `f` returns, so `f` must be short and must not block,
+    /// wait for a writer or run foreign code (fence callbacks, driver hooks): clone what
+    /// it needs and work on the clones afterwards.
+    pub fn read<R>(&self, f: impl for<'a> FnOnce(View<'a, E>) -> R) -> R {
+        self.cell.read(|slots| f(View { slots }))
+    }
+
+    /// The current array, seen by its writer.
+    fn current(&self, w: &Writer) -> &Slots<E> {
+        self.cell.check_writer(w);
+        // SAFETY: only the holder of `w` replaces the cell's value and frees the old
+        // one, and `&Writer` is borrowed for as long as the returned reference lives.
+        unsafe { &*self.cell.ptr.load(SeqCst) }
+    }
+
+    /// Slots of the current array.
+    pub fn capacity(&self, w: &Writer) -> usize {
+        self.current(w).slots.len()
+    }
+
+    /// Publish a new array (the old one is frozen, and dropped by its last reader).
+    pub fn republish(
+        &self,
+        w: &mut Writer,
+        tag: u64,
+        capacity: usize,
+        items: impl IntoIterator<Item = E>,
+    ) {
+        drop(
+            self.cell
+                .store(w, Arc::new(Slots::new(tag, capacity, items))),
+        );
+    }
+
+    /// Append `item`; handed back when the array is full.
+    pub fn push(&self, w: &mut Writer, item: E) -> Result<(), E> {
+        let s = self.current(w);
+        let n = s.len.load(SeqCst);
+        if n == s.slots.len() {
+            return Err(item);
+        }
+        let p = self.boxed(item);
+        s.slots[n].store(p, SeqCst);
+        // Raised after the store: a reader that sees the new length sees the pointer.
+        s.len.store(n + 1, SeqCst);
+        Ok(())
+    }
+
+    /// Put `item` at `index`, dropping the entry there after a grace period; handed back
+    /// when `index` is past the end.
+    pub fn replace(&self, w: &mut Writer, index: usize, item: E) -> Result<(), E> {
+        let s = self.current(w);
+        if index >= s.len.load(SeqCst) {
+            return Err(item);
+        }
+        let p = self.boxed(item);
+        let old = s.slots[index].swap(p, SeqCst);
+        self.cell.synchronize();
+        // SAFETY: `old` was an owned box below `len` (type invariant); it is no longer
+        // reachable from the array, and the grace period is over, so no reader can still
+        // be looking at it: the value is ours to drop. The allocation is kept as the
+        // spare (a `Box<E>` and a `Box<MaybeUninit<E>>` have the same layout).
+        unsafe { std::ptr::drop_in_place(old) };
+        let prev = self.spare.swap(old, SeqCst);
+        if !prev.is_null() {
+            // SAFETY: a spare is an allocation for one `E` holding no value.
+            drop(unsafe { Box::from_raw(prev as *mut std::mem::MaybeUninit<E>) });
+        }
+        Ok(())
+    }
+
+    /// A box holding `item`: the spare allocation if there is one.
+    fn boxed(&self, item: E) -> *mut E {
+        let spare = self.spare.swap(std::ptr::null_mut(), SeqCst);
+        if spare.is_null() {
+            return Box::into_raw(Box::new(item));
+        }
+        // SAFETY: a spare is a live allocation for one `E` holding no value, and taking it
+        // out of `spare` made it ours alone.
+        unsafe { spare.write(item) };
+        spare
+    }
+}
+
+impl<E> Drop for RcuSlots<E> {
+    fn drop(&mut self) {
+        let p = self.spare.load(SeqCst);
+        if !p.is_null() {
+            // SAFETY: a spare is an allocation for one `E` holding no value.
+            drop(unsafe { Box::from_raw(p as *mut std::mem::MaybeUninit<E>) });
+        }
     }
 }
 
@@ -171,14 +449,6 @@ fn sc_fence() {
     #[cfg(loom)]
     fence(SeqCst);
 }
-
-#[cfg(not(loom))]
-fn yield_now() {
-    std::thread::yield_now();
-}
-
-#[cfg(loom)]
-fn yield_now() {}
 
 impl<T> Drop for RcuCell<T> {
     fn drop(&mut self) {
@@ -263,7 +533,7 @@ mod loom_tests {
     /// A value that records its own drop in a flag that outlives it.
     struct Tracked {
         id: usize,
-        dropped: Arc<[AtomicBool; 3]>,
+        dropped: Arc<[AtomicBool; 4]>,
     }
 
     impl Drop for Tracked {
@@ -281,6 +551,7 @@ mod loom_tests {
         b.preemption_bound = Some(3);
         b.check(|| {
             let dropped = Arc::new([
+                AtomicBool::new(false),
                 AtomicBool::new(false),
                 AtomicBool::new(false),
                 AtomicBool::new(false),
@@ -305,6 +576,53 @@ mod loom_tests {
             assert_eq!(c.store(&mut w, mk(2)).id, 1);
             r.join().unwrap();
             assert_eq!(c.load().id, 2);
+        });
+    }
+
+    /// A reader cloning entries out of an in-place array while the writer replaces one
+    /// (dropping the old entry after a grace period, then reusing its box) and appends
+    /// another: every entry the reader clones is still alive, slot 0 only moves forward,
+    /// and an appended entry is seen whole.
+    #[test]
+    fn loom_rcu_slots_replace_in_place() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(3);
+        b.check(|| {
+            let dropped = Arc::new([
+                AtomicBool::new(false),
+                AtomicBool::new(false),
+                AtomicBool::new(false),
+                AtomicBool::new(false),
+            ]);
+            let mk = |id| {
+                Arc::new(Tracked {
+                    id,
+                    dropped: dropped.clone(),
+                })
+            };
+            let (slots, mut w) = RcuSlots::new(7, 2, vec![mk(0)]);
+            let slots = Arc::new(slots);
+            let s2 = slots.clone();
+            let r = loom::thread::spawn(move || {
+                let mut last = 0;
+                for _ in 0..2 {
+                    let got: Vec<Arc<Tracked>> = s2.read(|v| {
+                        assert_eq!(v.tag(), 7);
+                        v.iter().cloned().collect()
+                    });
+                    for t in &got {
+                        assert!(!t.dropped[t.id].load(SeqCst), "cloned a dropped entry");
+                    }
+                    assert!(got[0].id >= last, "slot 0 only moves forward");
+                    last = got[0].id;
+                }
+            });
+            assert!(slots.replace(&mut w, 0, mk(1)).is_ok());
+            assert!(slots.push(&mut w, mk(2)).is_ok());
+            assert!(slots.push(&mut w, mk(3)).is_err(), "full");
+            r.join().unwrap();
+            let ids: Vec<usize> = slots.read(|v| v.iter().map(|t| t.id).collect());
+            assert_eq!(ids, vec![1, 2]);
         });
     }
 }
