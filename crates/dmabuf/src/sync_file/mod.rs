@@ -99,6 +99,10 @@
 //!   until it first uses the liveness channel; until then the parent's death is seen only
 //!   once that child is gone too.
 //! - The timestamp window above (26 days).
+//! - Eventfd ids are allocated by the kernel with an IDA, so they are reused once an
+//!   eventfd is freed; every id-keyed entry therefore pins its eventfd. On a kernel that
+//!   prints no `eventfd-id:` line, only the fast path gives identity (after `into_fd`,
+//!   imports give proxies) and received liveness descriptors are dropped.
 //!
 //! # ioctl parity
 //!
@@ -195,7 +199,7 @@ fn write_record(efd: &OwnedFd, f: &Fence) {
 struct EventfdInfo {
     /// The counter (`eventfd-count:`, hex).
     count: u64,
-    /// The system-wide id (`eventfd-id:`, decimal; kernels before 5.2 lack it).
+    /// The system-wide id (`eventfd-id:`, decimal; older kernels do not print it).
     id: Option<u64>,
 }
 
