@@ -33,15 +33,16 @@
 //!   with the load average at twice the CPU count). With the spin and yield phases off,
 //!   ours is the same futex sleep and wake-up as the baseline's (measured ratio median
 //!   about 1, very noisy).
-//! - `sync-file-roundtrip` is bounded below by the socket pair the design mandates. On
-//!   the reference VM, per round trip: `socketpair` 4–6 µs, closing the reader end
-//!   ~2 µs and the signaller end ~2 µs, `send` of the record ~1 µs, `poll` ~0.4 µs,
-//!   `SO_COOKIE` at export and import ~0.3 µs each: 10–12 µs, against 2.3–3.4 µs for the
-//!   whole eventfd create-write-poll-close. Creating and closing the pair alone costs
-//!   about three eventfd round trips, so the ratio target of 2 cannot be met while each
-//!   sync file is its own socket pair. (Pre-creating pairs on a helper thread moves that
-//!   work to another core without removing it; tried, it did not help on two shared
-//!   cores, and it is not done.)
+//! - `sync-file-roundtrip`: a sync file is an eventfd (see [`crate::sync_file`]), so
+//!   both sides make the same four system calls per round trip: `eventfd`, the `write`
+//!   of the record (ours from the fence callback run by `signal`), `poll`, `close`. Ours
+//!   adds the fence itself, its default name, the callback, two small allocations and
+//!   three uncontended lookups in the descriptor-number registry (insert at export, hit
+//!   at import, remove at drop); the import reads no `/proc` file. Measured on the
+//!   reference VM (2 shared cores): about 3.0 µs against 2.2–2.5 µs, ratio 1.3–1.4.
+//!   (With one `SOCK_SEQPACKET` socket pair per sync file, as before, it was 10–12 µs,
+//!   ratio about 4.5: creating and closing the pair alone cost three eventfd round
+//!   trips.)
 
 use super::BenchCase;
 use crate::fence::{unwrap::merge, Context, Fence, FenceOps};

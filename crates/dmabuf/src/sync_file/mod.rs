@@ -3,28 +3,106 @@
 //!
 //! # The descriptor
 //!
-//! A sync file is one end of a `SOCK_SEQPACKET` Unix socket pair. The other end belongs
-//! to the signaller: when the fence signals, a fence callback sends exactly one 16-byte
-//! record `{magic: u32, status: i32, timestamp_ns: u64}` on it. Readers only ever *peek*
-//! the record (`MSG_PEEK`), so it stays for every reader and every duplicate of the
-//! descriptor. Hence:
+//! A sync file is an `eventfd` (close-on-exec, non-blocking) whose counter holds the
+//! fence's *signal record*: 0 while the fence is pending; when it signals, a fence
+//! callback registered at export (run at once if the fence already signalled) adds the
+//! record to the counter in one `write`. Readers never `read(2)` the descriptor, which
+//! would consume the record: they *peek* it in `/proc/self/fdinfo/<fd>` (the kernel's
+//! `eventfd-count:` line), so it stays for every reader and every duplicate. Hence:
 //!
-//! - the descriptor polls readable (`POLLIN`) exactly once the fence has signalled;
+//! - the descriptor polls readable (`POLLIN`) exactly once the fence has signalled
+//!   (ok or error), and a wait is a plain `poll` on it;
 //! - it crosses processes with `SCM_RIGHTS` ([`send_fd`], [`recv_fd`]) like any fd;
-//! - if the signalling process dies first, its end closes and readers see end-of-file
-//!   without a record: the import reads that as an error (`-EPIPE`), not a hang.
+//! - with the liveness channel below, readers in another process see an error
+//!   (`-EPIPE`), not a hang, if the signalling process dies first.
+//!
+//! ## The signal record
+//!
+//! One `u64`, `v = 1 + (code | (ts mod 2^51) << 12)`:
+//!
+//! | bits of `v - 1` | meaning |
+//! |-----------------|---------|
+//! | 0..12  | `code`: 0 = signalled ok, else the errno magnitude, 1..=4095 (`MAX_ERRNO`) |
+//! | 12..63 | the low 51 bits of the signal timestamp (ns, `CLOCK_MONOTONIC`) |
+//!
+//! So `v` is in `1..=2^63`: 0 means pending, and a counter above `2^63` is not a record
+//! (the descriptor is rejected as "not a sync file"). `v` stays below the eventfd maximum
+//! `2^64 - 2`, so the single `write` always fits a fresh counter.
+//!
+//! The timestamp is rebuilt against the reader's own clock reading `now`, on the same
+//! system-wide `CLOCK_MONOTONIC` in every process: the latest time not after `now` with
+//! those low bits, `ts = now - ((now - ts_low) mod 2^51)`. This is exact when the signal
+//! happened less than `2^51` ns (about 26 days) before the read; an older timestamp (or one
+//! in the reader's future, which only an explicit
+//! [`signal_timestamp`](Fence::signal_timestamp) can produce) reads off by a multiple of
+//! `2^51` ns.
+//!
+//! # Signaller death: the liveness channel
+//!
+//! An eventfd has no other end that closes when the signalling process dies. So each
+//! process keeps one *liveness pipe*, created the first time it is needed (and again in a
+//! child after `fork`, which then closes its inherited copy of the parent's write end). The
+//! process holds the write end until it exits. [`send_fd`] of a sync file this process
+//! knows sends a pipe read end as a second `SCM_RIGHTS` descriptor: this process's own for
+//! its exports, the origin's for a proxy of another process's sync file (forwarding).
+//! [`recv_fd`] keeps that second descriptor, keyed by the received eventfd's id, and a
+//! later import of the descriptor ([`SyncFile::from_fd`], [`get_fence`]) gives a proxy
+//! fence whose watcher also watches the pipe: a hang-up while the counter is still 0 means
+//! the signaller is gone, and the proxy signals with `-EPIPE`. (A record is written
+//! before its writer can exit, so a hang-up seen after the record never hides it.)
 //!
 //! # Identity
 //!
-//! Within the exporting process a registry maps the socket's cookie (`SO_COOKIE`, unique
-//! for the boot) to the exported fence, its name and the signaller end, so importing our
-//! own descriptor gives back the very same fence (as the kernel's `sync_file_get_fence`
-//! does), with its leaves for [`SyncFile::info`]. The registry holds a reference to the
-//! fence while the descriptor is open anywhere (the kernel's file reference); entries
-//! whose descriptor has been closed everywhere (the signaller end reports hang-up) are
-//! swept as the registry grows. A descriptor from another process becomes a proxy fence
-//! (driver `sync_file`, timeline `imported`) that a background watcher thread signals,
-//! with the record's status and timestamp, when the descriptor becomes readable.
+//! Importing our own export gives back the very same fence and name, as the kernel's
+//! `sync_file_get_fence` does, with its leaves for [`SyncFile::info`]:
+//!
+//! - **Fast path.** A registry keyed by descriptor *number* holds the descriptors owned
+//!   by live [`SyncFile`]s: inserted at export and [`from_fd`](SyncFile::from_fd), removed
+//!   by `Drop` and [`into_fd`](SyncFile::into_fd) before the descriptor can be closed. By
+//!   Rust's I/O safety a number cannot be reused while its `OwnedFd` lives, so a hit is
+//!   the sync file itself. This is the only lookup of the export → signal → poll →
+//!   import round trip; it reads no `/proc` file.
+//! - **Slow path**, for any other descriptor: read its fdinfo (not an eventfd, or a
+//!   counter that is not a record: `EINVAL`) and its `eventfd-id` (unique among live
+//!   eventfds of the whole system). A second map, keyed by that id, holds the sync files
+//!   that left their [`SyncFile`] through [`into_fd`](SyncFile::into_fd); each entry keeps
+//!   a duplicate of the eventfd, so its id cannot be reused while the entry exists, and the
+//!   fence (the kernel's file reference). Duplicates of a live [`SyncFile`]'s descriptor
+//!   are found by the fast map's entries, whose ids are read once, lazily, on the first
+//!   slow lookup that needs them.
+//! - Anything else is another process's sync file (or one whose entry is gone): a new
+//!   proxy fence (driver `sync_file`, timeline `imported`) that a background watcher
+//!   thread signals, with the record's status and timestamp, when the descriptor becomes
+//!   readable (or with `-EPIPE`, see above).
+//!
+//! # Limits
+//!
+//! - Peeks, imports of descriptors not owned by a live [`SyncFile`], `into_fd`, `send_fd`
+//!   of such descriptors and `recv_fd` of a liveness descriptor read
+//!   `/proc/self/fdinfo`: they need procfs, and cost a few µs each. Without procfs such
+//!   imports fail with `EINVAL` and `peek` with the error of the open.
+//! - Entries of the id map (and of the received liveness descriptors) live while the
+//!   descriptor *number* they were registered under (the one `into_fd` or `recv_fd`
+//!   returned) still refers to their eventfd; entries whose number was closed are swept
+//!   (amortised, each time the map has doubled since the last sweep), so they, their
+//!   fences and their duplicates outlive the descriptor by a bounded amount. If the user
+//!   closed that number but kept another duplicate, the entry is swept all the same:
+//!   importing that duplicate later gives a proxy (same status and timestamp when it
+//!   signals, not the same [`Fence`]).
+//! - Anybody holding the descriptor can `read(2)` the record away or `write(2)` a false
+//!   one; the kernel's sync file has no such hole. A descriptor whose counter was consumed
+//!   reads as pending again.
+//! - Signaller death is seen only for descriptors that came with their origin's liveness
+//!   descriptor through [`send_fd`] / [`recv_fd`]; one that arrived another way (inherited
+//!   over `exec`, another library's `SCM_RIGHTS`) stays pending if its signaller dies.
+//! - A child made by `fork` without `exec` keeps a copy of the parent's liveness write end
+//!   until it first uses the liveness channel; until then the parent's death is seen only
+//!   once that child is gone too.
+//! - The timestamp window above (26 days).
+//! - Eventfd ids are allocated by the kernel with an IDA, so they are reused once an
+//!   eventfd is freed; every id-keyed entry therefore pins its eventfd. On a kernel that
+//!   prints no `eventfd-id:` line, only the fast path gives identity (after `into_fd`,
+//!   imports give proxies) and received liveness descriptors are dropped.
 //!
 //! # ioctl parity
 //!
@@ -34,110 +112,327 @@
 
 use crate::error::{Error, Result};
 use crate::fence::unwrap::{merge, unwrap};
-use crate::fence::{Context, Fence, FenceOps, Status};
+use crate::fence::{ktime_now, Context, Fence, FenceOps, Status, MAX_ERRNO};
 use parking_lot::Mutex;
 use rustix::event::{PollFd, PollFlags};
-use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use rustix::io::Errno;
-use rustix::net::{AddressFamily, RecvFlags, SendFlags, SocketFlags, SocketType};
+use rustix::net::{RecvFlags, SendFlags};
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-/// Magic of the signal record ("SYNC").
-const MAGIC: u32 = 0x434e_5953;
-/// Size of the signal record.
-const RECORD: usize = 16;
+// ---- the signal record ----------------------------------------------------------------
 
-/// A fence exposed as a file descriptor.
-#[derive(Debug)]
-pub struct SyncFile {
-    fd: OwnedFd,
-    fence: Fence,
-    name: String,
+/// Bits of the status code in a record.
+const CODE_BITS: u32 = 12;
+/// Mask of the status code.
+const CODE_MASK: u64 = (1 << CODE_BITS) - 1;
+/// The timestamp is kept modulo this (2^51 ns, about 26 days).
+const TS_MOD: u64 = 1 << 51;
+/// The largest counter value that is a record.
+const RECORD_MAX: u64 = 1 << 63;
+
+/// The counter value recording a signal with `status` (1 or any non-negative value: ok;
+/// negative: an errno, which must be in `[-4095, -1]`, else it is recorded as `-EINVAL`)
+/// at `ts_ns`.
+fn encode_record(status: i32, ts_ns: u64) -> u64 {
+    let code = if status >= 0 {
+        0
+    } else if status >= -MAX_ERRNO {
+        u64::from(status.unsigned_abs())
+    } else {
+        Errno::INVAL.raw_os_error() as u64
+    };
+    1 + (code | ((ts_ns % TS_MOD) << CODE_BITS))
 }
 
-/// What a reader learns from the descriptor.
+/// What a counter value says.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FdState {
-    /// No record yet, signaller alive.
+enum Record {
+    /// 0: not signalled yet.
     Pending,
-    /// Signalled with this status (1 ok, negative errno) at this time.
-    Signaled {
-        /// 1, or a negative errno.
-        status: i32,
-        /// Monotonic ns.
-        timestamp_ns: u64,
-    },
-    /// The signaller's end closed without a record (its process died).
-    SignallerGone,
+    /// A record: status 1 or a negative errno, and the rebuilt timestamp.
+    Signaled { status: i32, timestamp_ns: u64 },
+    /// Not a record (above `2^63`).
+    Invalid,
 }
 
-struct Entry {
+/// Decode counter value `v`, rebuilding the timestamp against `now` (see the module
+/// docs): the latest time not after `now` with the recorded low bits, or, if `now` is
+/// too early for one (a timestamp in the future), the earliest after it.
+fn decode_record(v: u64, now: u64) -> Record {
+    if v == 0 {
+        return Record::Pending;
+    }
+    if v > RECORD_MAX {
+        return Record::Invalid;
+    }
+    let r = v - 1;
+    let code = (r & CODE_MASK) as i32;
+    let low = r >> CODE_BITS;
+    // (now - low) mod 2^51; 2^51 divides 2^64, so the wrapping subtraction is exact.
+    let back = now.wrapping_sub(low) % TS_MOD;
+    let timestamp_ns = if back <= now {
+        now - back
+    } else {
+        now + (TS_MOD - back)
+    };
+    Record::Signaled {
+        status: if code == 0 { 1 } else { -code },
+        timestamp_ns,
+    }
+}
+
+/// Add `f`'s signal record to the eventfd (the export's fence callback).
+fn write_record(efd: &OwnedFd, f: &Fence) {
+    let ts = f.timestamp().unwrap_or_else(ktime_now);
+    let v = encode_record(f.error(), ts);
+    // A fresh counter always has room; a failure would mean someone else wrote to it.
+    let _ = rustix::io::write(efd, &v.to_ne_bytes());
+}
+
+// ---- fdinfo ---------------------------------------------------------------------------
+
+/// What `/proc/self/fdinfo` says of an eventfd.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct EventfdInfo {
+    /// The counter (`eventfd-count:`, hex).
+    count: u64,
+    /// The system-wide id (`eventfd-id:`, decimal; older kernels do not print it).
+    id: Option<u64>,
+}
+
+/// Parse fdinfo text; `None` if it is not an eventfd's (no valid `eventfd-count:` line).
+fn parse_fdinfo(text: &[u8]) -> Option<EventfdInfo> {
+    fn value<'a>(line: &'a [u8], key: &[u8]) -> Option<&'a str> {
+        std::str::from_utf8(line.strip_prefix(key)?)
+            .ok()
+            .map(str::trim)
+    }
+    let mut count = None;
+    let mut id = None;
+    for line in text.split(|&b| b == b'\n') {
+        if let Some(v) = value(line, b"eventfd-count:") {
+            count = Some(u64::from_str_radix(v, 16).ok()?);
+        } else if let Some(v) = value(line, b"eventfd-id:") {
+            id = v.parse().ok();
+        }
+    }
+    Some(EventfdInfo { count: count?, id })
+}
+
+/// Read the fdinfo of descriptor number `n` of this process. Only a path is read: `n`
+/// itself is never used as a descriptor, so it may be closed or reused meanwhile (the
+/// answer is then about whatever it is now).
+///
+/// Errors: [`Error::Invalid`] if it is not an eventfd; [`Error::BadFd`] if there is no
+/// such descriptor (or no procfs); other errors of the open and read as [`Error::Os`].
+fn fdinfo_of(n: RawFd) -> Result<EventfdInfo> {
+    use rustix::fs::{Mode, OFlags};
+    let path = format!("/proc/self/fdinfo/{n}");
+    let file = match rustix::fs::open(
+        path.as_str(),
+        OFlags::RDONLY | OFlags::CLOEXEC,
+        Mode::empty(),
+    ) {
+        Ok(f) => f,
+        Err(Errno::NOENT) => return Err(Error::BadFd),
+        Err(e) => return Err(Error::Os(e)),
+    };
+    // An eventfd's fdinfo is about 130 bytes; a longer file is not one, and its first
+    // kilobytes are enough to tell.
+    let mut buf = [0u8; 2048];
+    let mut len = 0;
+    while len < buf.len() {
+        match rustix::io::read(&file, &mut buf[len..]) {
+            Ok(0) => break,
+            Ok(k) => len += k,
+            Err(Errno::INTR) => continue,
+            Err(e) => return Err(Error::Os(e)),
+        }
+    }
+    parse_fdinfo(&buf[..len]).ok_or(Error::Invalid("not an eventfd"))
+}
+
+/// [`fdinfo_of`] an open descriptor.
+fn eventfd_info(fd: BorrowedFd<'_>) -> Result<EventfdInfo> {
+    fdinfo_of(fd.as_raw_fd())
+}
+
+/// A close-on-exec duplicate.
+fn dup(fd: impl AsFd) -> Result<OwnedFd> {
+    Ok(rustix::io::fcntl_dupfd_cloexec(fd, 0)?)
+}
+
+/// Whether `fd` polls readable right now.
+fn readable_now(fd: BorrowedFd<'_>) -> bool {
+    poll_readable(fd, Some(Duration::ZERO)).unwrap_or(false)
+}
+
+/// Whether the pipe read end `fd` reports hang-up (every write end closed) right now.
+fn hung_up(fd: BorrowedFd<'_>) -> bool {
+    let mut p = [PollFd::new(&fd, PollFlags::empty())];
+    loop {
+        match rustix::event::poll(&mut p, Some(&rustix::time::Timespec::default())) {
+            Ok(_) => return p[0].revents().intersects(PollFlags::HUP | PollFlags::ERR),
+            Err(Errno::INTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+// ---- the liveness channel ---------------------------------------------------------------
+
+mod liveness {
+    use super::*;
+
+    /// This process's liveness pipe.
+    struct Channel {
+        /// The process that made it (a `fork` child must make its own).
+        pid: rustix::process::Pid,
+        /// The end sent beside our sync files.
+        read: Arc<OwnedFd>,
+        /// Held until the process exits: its closing is the signal.
+        _write: OwnedFd,
+    }
+
+    static CHANNEL: Mutex<Option<Channel>> = parking_lot::const_mutex(None);
+
+    /// The read end of this process's liveness pipe, made on first use (and again after
+    /// a `fork`, closing the inherited copies).
+    ///
+    /// Errors: OS errors creating the pipe (`EMFILE`…).
+    pub(super) fn read_end() -> Result<Arc<OwnedFd>> {
+        let pid = rustix::process::getpid();
+        let mut ch = CHANNEL.lock();
+        if let Some(c) = ch.as_ref().filter(|c| c.pid == pid) {
+            return Ok(c.read.clone());
+        }
+        let (r, w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
+        let read = Arc::new(r);
+        // After a fork: this drops the child's copies of the parent's ends.
+        let inherited = ch.replace(Channel {
+            pid,
+            read: read.clone(),
+            _write: w,
+        });
+        drop(ch);
+        drop(inherited);
+        Ok(read)
+    }
+}
+
+// ---- what this process knows ------------------------------------------------------------
+
+/// Who writes a sync file's record.
+enum Origin {
+    /// This process (its fence callback).
+    Local,
+    /// Another process; with its liveness read end if that came along.
+    Remote(Option<Arc<OwnedFd>>),
+}
+
+/// One sync file as this process knows it.
+struct Known {
     fence: Fence,
     name: String,
-    signaller: Arc<OwnedFd>,
+    origin: Origin,
 }
 
-#[derive(Default)]
-struct Registry {
-    map: HashMap<u64, Entry>,
+/// An entry of the fast map: a descriptor owned by a live [`SyncFile`].
+struct ByFd {
+    known: Arc<Known>,
+    /// The eventfd id, once read (`None`: not read yet; `Some(None)`: the kernel gives none).
+    id: Option<Option<u64>>,
+}
+
+/// An entry of an id-keyed map: valid while descriptor number `fd_no` refers to the
+/// eventfd.
+struct Pinned<T> {
+    value: T,
+    /// A duplicate of the eventfd, never read: it keeps the eventfd, and so its id,
+    /// alive while the entry exists, so that the id cannot name another eventfd.
+    _pin: Arc<OwnedFd>,
+    fd_no: RawFd,
+}
+
+/// Smallest size at which an id-keyed map is swept.
+const SWEEP_MIN: usize = 64;
+
+/// A map keyed by eventfd id, swept each time it has doubled.
+struct SweptMap<T> {
+    map: HashMap<u64, Pinned<T>>,
     sweep_at: usize,
+}
+
+impl<T> SweptMap<T> {
+    fn new() -> Self {
+        SweptMap {
+            map: HashMap::new(),
+            sweep_at: SWEEP_MIN,
+        }
+    }
+
+    /// Insert (replacing an entry of the same id); sweep if the map has grown enough.
+    /// Returns the entries taken out, for the caller to drop after releasing the
+    /// registry lock (dropping closes descriptors and may release fences).
+    #[must_use]
+    fn insert(&mut self, id: u64, p: Pinned<T>) -> Vec<Pinned<T>> {
+        let mut out: Vec<Pinned<T>> = self.map.insert(id, p).into_iter().collect();
+        if self.map.len() >= self.sweep_at {
+            let stale: Vec<u64> = self
+                .map
+                .iter()
+                .filter(|(id, p)| fdinfo_of(p.fd_no).ok().and_then(|i| i.id) != Some(**id))
+                .map(|(id, _)| *id)
+                .collect();
+            out.extend(stale.iter().filter_map(|id| self.map.remove(id)));
+            self.sweep_at = (self.map.len() * 2).max(SWEEP_MIN);
+        }
+        out
+    }
+}
+
+/// Every sync file this process knows, and the liveness descriptors it received.
+struct Registry {
+    /// Descriptors owned by live [`SyncFile`]s, by number (the fast path).
+    by_fd: HashMap<RawFd, ByFd>,
+    /// Sync files that left their [`SyncFile`] through `into_fd`, by eventfd id.
+    by_id: SweptMap<Arc<Known>>,
+    /// Liveness read ends received beside a descriptor ([`recv_fd`]), by eventfd id.
+    received: SweptMap<Arc<OwnedFd>>,
 }
 
 fn registry() -> &'static Mutex<Registry> {
     static R: OnceLock<Mutex<Registry>> = OnceLock::new();
     R.get_or_init(|| {
         Mutex::new(Registry {
-            map: HashMap::new(),
-            sweep_at: 64,
+            by_fd: HashMap::new(),
+            by_id: SweptMap::new(),
+            received: SweptMap::new(),
         })
     })
 }
 
 impl Registry {
-    /// Insert; returns whether the registry has grown enough to be swept.
-    fn insert(&mut self, cookie: u64, e: Entry) -> bool {
-        self.map.insert(cookie, e);
-        self.map.len() >= self.sweep_at
-    }
-
-    /// Take out the entries whose reader descriptor is closed everywhere (one poll for
-    /// all), for the caller to drop after releasing the lock: dropping them closes
-    /// their signaller ends, which is slow.
-    fn take_dead(&mut self) -> Vec<Entry> {
-        let keys: Vec<u64> = self.map.keys().copied().collect();
-        let mut gone = Vec::new();
-        {
-            let mut pfds: Vec<PollFd<'_>> = keys
-                .iter()
-                .map(|k| PollFd::new(&*self.map[k].signaller, PollFlags::empty()))
-                .collect();
-            if rustix::event::poll(&mut pfds, Some(&rustix::time::Timespec::default())).is_ok() {
-                for (k, p) in keys.iter().zip(pfds.iter()) {
-                    if p.revents().contains(PollFlags::HUP) {
-                        gone.push(*k);
-                    }
-                }
+    /// The sync file whose eventfd has id `id`: from the id map, else from the fast map,
+    /// reading the ids of its entries that were never read. Each fast-map entry's number
+    /// is open while the entry exists (it is removed before its descriptor can close).
+    fn known_by_id(&mut self, id: u64) -> Option<Arc<Known>> {
+        if let Some(p) = self.by_id.map.get(&id) {
+            return Some(p.value.clone());
+        }
+        for (n, e) in self.by_fd.iter_mut() {
+            let eid = *e
+                .id
+                .get_or_insert_with(|| fdinfo_of(*n).ok().and_then(|i| i.id));
+            if eid == Some(id) {
+                return Some(e.known.clone());
             }
         }
-        let dead = gone.iter().filter_map(|k| self.map.remove(k)).collect();
-        self.sweep_at = (self.map.len() * 2).max(64);
-        dead
+        None
     }
-}
-
-/// Sweep the registry now if it has grown enough, closing dead signaller ends outside
-/// the registry lock.
-fn sweep() {
-    let dead = {
-        let mut r = registry().lock();
-        if r.map.len() < r.sweep_at {
-            return;
-        }
-        r.take_dead()
-    };
-    drop(dead);
 }
 
 fn default_name(f: &Fence) -> String {
@@ -150,187 +445,416 @@ fn default_name(f: &Fence) -> String {
     )
 }
 
-fn encode(status: i32, ts: u64) -> [u8; RECORD] {
-    let mut r = [0u8; RECORD];
-    r[0..4].copy_from_slice(&MAGIC.to_ne_bytes());
-    r[4..8].copy_from_slice(&status.to_ne_bytes());
-    r[8..16].copy_from_slice(&ts.to_ne_bytes());
-    r
-}
+// ---- the sync file ----------------------------------------------------------------------
 
-fn send_record(signaller: &OwnedFd, f: &Fence) {
-    let status = match f.error() {
-        0 => 1,
-        e => e,
-    };
-    let ts = f.timestamp().unwrap_or(0);
-    // The reader may be gone (EPIPE) or the socket full of nothing else: ignore.
-    let _ = rustix::net::send(signaller, &encode(status, ts), SendFlags::NOSIGNAL);
-}
-
-/// Peek the record of a sync-file descriptor without consuming it. Never blocks.
+/// A fence exposed as a file descriptor (an eventfd, see the [module docs](self)).
 ///
-/// Errors: [`Error::Invalid`] if what is queued is not a sync-file record; OS errors
-/// of `recv` (e.g. `ENOTSOCK` for a non-socket).
-pub fn peek(fd: BorrowedFd<'_>) -> Result<FdState> {
-    let mut buf = [0u8; RECORD + 1];
-    match rustix::net::recv(fd, &mut buf[..], RecvFlags::PEEK | RecvFlags::DONTWAIT) {
-        Ok((0, _)) => Ok(FdState::SignallerGone),
-        Ok((n, _)) => {
-            if n != RECORD || u32::from_ne_bytes(buf[0..4].try_into().expect("4")) != MAGIC {
-                return Err(Error::Invalid("not a sync-file record"));
-            }
-            let status = i32::from_ne_bytes(buf[4..8].try_into().expect("4"));
-            let ts = u64::from_ne_bytes(buf[8..16].try_into().expect("8"));
-            Ok(FdState::Signaled {
-                status,
-                timestamp_ns: ts,
-            })
-        }
-        Err(Errno::AGAIN) => Ok(FdState::Pending),
-        Err(e) => Err(Error::Os(e)),
+/// Invariant: while it lives, the registry's fast map has an entry for its descriptor
+/// number; `fd` is `None` only inside [`into_fd`](SyncFile::into_fd) and `drop`.
+pub struct SyncFile {
+    /// The eventfd, shared with the export's fence callback until that has run.
+    fd: Option<Arc<OwnedFd>>,
+    known: Arc<Known>,
+}
+
+impl std::fmt::Debug for SyncFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SyncFile")
+            .field("fd", &self.fd.as_ref().map(|fd| fd.as_raw_fd()))
+            .field("name", &self.known.name)
+            .field("fence", &self.known.fence)
+            .finish()
     }
 }
 
-/// Whether `fd` looks like a sync file: a Unix seqpacket socket.
-fn is_sync_socket(fd: BorrowedFd<'_>) -> bool {
-    matches!(
-        rustix::net::sockopt::socket_type(fd),
-        Ok(SocketType::SEQPACKET)
-    ) && matches!(
-        rustix::net::sockopt::socket_domain(fd),
-        Ok(AddressFamily::UNIX)
-    )
+/// What a reader learns from the descriptor.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FdState {
+    /// No record yet, and as far as this process can tell the signaller is alive.
+    Pending,
+    /// Signalled with this status (1 ok, negative errno) at this time.
+    Signaled {
+        /// 1, or a negative errno.
+        status: i32,
+        /// Monotonic ns, rebuilt from the record's low 51 bits (see the module docs).
+        timestamp_ns: u64,
+    },
+    /// No record, and the signalling process is gone: the liveness descriptor that came
+    /// with the descriptor (see [`recv_fd`]) has hung up.
+    SignallerGone,
 }
 
 impl SyncFile {
     /// Export `fence` as a sync file (`sync_file_create`), named
-    /// `<driver>-<timeline><context>-<seqno>`. The descriptor is close-on-exec.
+    /// `<driver>-<timeline><context>-<seqno>`. The descriptor is a close-on-exec eventfd
+    /// that polls readable once the fence has signalled.
     ///
-    /// Errors: OS errors creating the socket pair (`EMFILE`…).
+    /// Errors: OS errors creating the eventfd (`EMFILE`…); nothing is registered then.
     pub fn new(fence: Fence) -> Result<SyncFile> {
         let name = default_name(&fence);
         Self::with_name(fence, &name)
     }
 
     /// Export `fence` under `name` (truncated to 31 bytes, as the kernel's 32-byte field).
+    ///
+    /// Errors: as [`new`](SyncFile::new).
     pub fn with_name(fence: Fence, name: &str) -> Result<SyncFile> {
-        let (reader, signaller) = rustix::net::socketpair(
-            AddressFamily::UNIX,
-            SocketType::SEQPACKET,
-            SocketFlags::CLOEXEC,
-            None,
-        )?;
-        let name = truncate_name(name);
-        let signaller = Arc::new(signaller);
-        if let Ok(cookie) = rustix::net::sockopt::socket_cookie(&reader) {
-            let grown = registry().lock().insert(
-                cookie,
-                Entry {
-                    fence: fence.clone(),
-                    name: name.clone(),
-                    signaller: signaller.clone(),
-                },
-            );
-            if grown {
-                sweep();
-            }
-        }
-        let s = signaller.clone();
-        if let Err((_, _cb)) = fence.add_callback(move |f: &Fence| send_record(&s, f)) {
-            send_record(&signaller, &fence);
+        use rustix::event::{eventfd, EventfdFlags};
+        let fd = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
+        let known = Arc::new(Known {
+            fence: fence.clone(),
+            name: truncate_name(name),
+            origin: Origin::Local,
+        });
+        let old = registry().lock().by_fd.insert(
+            fd.as_raw_fd(),
+            ByFd {
+                known: known.clone(),
+                id: None,
+            },
+        );
+        drop(old);
+        // The callback keeps the eventfd open until it has written the record, even if
+        // this object is dropped or gives its descriptor away first.
+        let w = fd.clone();
+        if let Err((_, cb)) = fence.add_callback(move |f: &Fence| write_record(&w, f)) {
+            drop(cb);
+            write_record(&fd, &fence);
         }
         Ok(SyncFile {
-            fd: reader,
-            fence,
-            name,
+            fd: Some(fd),
+            known,
         })
     }
 
     /// Import a descriptor (`sync_file_fdget` + `sync_file_get_fence`), taking ownership.
-    /// Our own export gives back the same fence and name; a foreign one a proxy fence.
+    /// Our own export gives back the same fence and name; another process's a proxy fence
+    /// (see the module docs).
     ///
-    /// Errors: [`Error::Invalid`] (`EINVAL`) if `fd` is not a sync file.
+    /// Errors: [`Error::Invalid`] (`EINVAL`) if `fd` is not a sync file (not an eventfd, or
+    /// its counter is not a record); OS errors duplicating it for a proxy (`EMFILE`). The
+    /// descriptor is closed on error, as it was handed over.
     pub fn from_fd(fd: OwnedFd) -> Result<SyncFile> {
-        let (fence, name) = lookup(fd.as_fd())?;
-        Ok(SyncFile { fd, fence, name })
+        let (known, id) = lookup(fd.as_fd())?;
+        let old = registry().lock().by_fd.insert(
+            fd.as_raw_fd(),
+            ByFd {
+                known: known.clone(),
+                id,
+            },
+        );
+        drop(old);
+        Ok(SyncFile {
+            fd: Some(Arc::new(fd)),
+            known,
+        })
     }
 
     /// The fence.
     pub fn fence(&self) -> &Fence {
-        &self.fence
+        &self.known.fence
     }
 
     /// The name (merge-supplied or default).
     pub fn name(&self) -> &str {
-        &self.name
+        &self.known.name
+    }
+
+    fn owned_fd(&self) -> &OwnedFd {
+        match &self.fd {
+            Some(fd) => fd,
+            None => unreachable!("the descriptor is only taken by into_fd and drop"),
+        }
     }
 
     /// The descriptor.
     pub fn as_fd(&self) -> BorrowedFd<'_> {
-        self.fd.as_fd()
+        self.owned_fd().as_fd()
     }
 
-    /// Give up the object, keep the descriptor (the fence stays referenced by the
-    /// registry while the descriptor is open).
-    pub fn into_fd(self) -> OwnedFd {
-        self.fd
+    /// Give up the object, keep the descriptor: the caller owns it. Importing it (or a
+    /// duplicate) later in this process still gives the same fence, through the id map
+    /// (see the module docs), which keeps the fence referenced while the returned
+    /// descriptor number refers to the eventfd.
+    ///
+    /// Costs a `dup` and an fdinfo read. If the fence is still pending, the returned
+    /// descriptor is a duplicate (the fence callback keeps the original until it writes).
+    ///
+    /// # Panics
+    ///
+    /// If the fence is still pending and the process is out of descriptors, so that the
+    /// duplicate cannot be made (`EMFILE`): there is then no descriptor to hand over that
+    /// the callback would not close under the caller.
+    pub fn into_fd(mut self) -> OwnedFd {
+        let Some(fd) = self.fd.take() else {
+            unreachable!("the descriptor is only taken by into_fd and drop")
+        };
+        let cached = registry().lock().by_fd.remove(&fd.as_raw_fd());
+        let id = cached.as_ref().and_then(|e| e.id);
+        drop(cached);
+        let (user, pin) = match Arc::try_unwrap(fd) {
+            // The callback has run (or was never registered): hand over the original.
+            Ok(own) => {
+                let pin = dup(&own).ok().map(Arc::new);
+                (own, pin)
+            }
+            Err(shared) => match dup(&*shared) {
+                Ok(user) => (user, Some(shared)),
+                Err(e) => panic!("SyncFile::into_fd: cannot duplicate the descriptor: {e}"),
+            },
+        };
+        // Without a duplicate to pin the id (out of descriptors), the identity is lost:
+        // a later import gives a proxy.
+        if let Some(pin) = pin {
+            let id = id.unwrap_or_else(|| eventfd_info(pin.as_fd()).ok().and_then(|i| i.id));
+            if let Some(id) = id {
+                let out = registry().lock().by_id.insert(
+                    id,
+                    Pinned {
+                        value: self.known.clone(),
+                        _pin: pin,
+                        fd_no: user.as_raw_fd(),
+                    },
+                );
+                drop(out);
+            }
+        }
+        user
     }
 
     /// Whether the descriptor polls readable now (the fence signalled, ok or error).
     pub fn poll(&self) -> bool {
-        poll_readable(self.fd.as_fd(), Some(Duration::ZERO)).unwrap_or(false)
+        readable_now(self.as_fd())
     }
 
     /// Merge with `other` into a new sync file named `name` (`SYNC_IOC_MERGE`): its
     /// fence signals when both have (see [`merge`]).
+    ///
+    /// Errors: [`Error::NoMem`] from the merge; as [`new`](SyncFile::new).
     pub fn merge(&self, name: &str, other: &SyncFile) -> Result<SyncFile> {
-        let f = merge(&[self.fence.clone(), other.fence.clone()])?;
+        let f = merge(&[self.known.fence.clone(), other.known.fence.clone()])?;
         SyncFile::with_name(f, name)
     }
 
     /// Name, overall status, and per leaf: timeline, driver, status, timestamp
     /// (`SYNC_IOC_FILE_INFO`).
     pub fn info(&self) -> FileInfo {
-        file_info(&self.fence, &self.name)
+        file_info(&self.known.fence, &self.known.name)
     }
 
     /// Forward a deadline to the fence (`SYNC_IOC_SET_DEADLINE`).
     pub fn set_deadline(&self, deadline_ns: u64) {
-        self.fence.set_deadline(deadline_ns);
+        self.known.fence.set_deadline(deadline_ns);
+    }
+
+    /// Import `fd` as if it had arrived with `liveness` as its origin's liveness
+    /// descriptor (what [`recv_fd`] does with a second descriptor).
+    #[cfg(test)]
+    pub(crate) fn from_fd_with_liveness(fd: OwnedFd, liveness: OwnedFd) -> Result<SyncFile> {
+        stash_liveness(fd.as_fd(), liveness);
+        SyncFile::from_fd(fd)
+    }
+}
+
+impl Drop for SyncFile {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            // Out of the fast map before the number can be closed and reused.
+            let entry = registry().lock().by_fd.remove(&fd.as_raw_fd());
+            drop(entry);
+            drop(fd);
+        }
     }
 }
 
 /// Import without taking ownership: the fence behind `fd` (`sync_file_get_fence`).
 ///
-/// Errors: [`Error::Invalid`] (`EINVAL`) if `fd` is not a sync file.
+/// Errors: [`Error::Invalid`] (`EINVAL`) if `fd` is not a sync file; OS errors
+/// duplicating it for a proxy (`EMFILE`).
 pub fn get_fence(fd: BorrowedFd<'_>) -> Result<Fence> {
-    lookup(fd).map(|(f, _)| f)
+    lookup(fd).map(|(k, _)| k.fence.clone())
 }
 
-fn lookup(fd: BorrowedFd<'_>) -> Result<(Fence, String)> {
-    let cookie =
-        rustix::net::sockopt::socket_cookie(fd).map_err(|_| Error::Invalid("not a sync file"))?;
-    if let Some(e) = registry().lock().map.get(&cookie) {
-        return Ok((e.fence.clone(), e.name.clone()));
+/// The sync file behind `fd`, and its eventfd id when it was read.
+fn lookup(fd: BorrowedFd<'_>) -> Result<(Arc<Known>, Option<Option<u64>>)> {
+    if let Some(e) = registry().lock().by_fd.get(&fd.as_raw_fd()) {
+        return Ok((e.known.clone(), e.id));
     }
-    if !is_sync_socket(fd) {
-        return Err(Error::Invalid("not a sync file"));
+    let (known, id) = lookup_slow(fd)?;
+    Ok((known, Some(id)))
+}
+
+/// [`lookup`] of a descriptor not owned by a live [`SyncFile`]: by eventfd id, else a
+/// new proxy.
+#[cold]
+fn lookup_slow(fd: BorrowedFd<'_>) -> Result<(Arc<Known>, Option<u64>)> {
+    let not = || Error::Invalid("not a sync file");
+    let info = eventfd_info(fd).map_err(|_| not())?;
+    let record = decode_record(info.count, ktime_now());
+    if record == Record::Invalid {
+        return Err(not());
+    }
+    let mut liveness = None;
+    if let Some(id) = info.id {
+        let mut r = registry().lock();
+        if let Some(k) = r.known_by_id(id) {
+            return Ok((k, info.id));
+        }
+        liveness = r.received.map.get(&id).map(|p| p.value.clone());
     }
     let fence = Fence::new(
         Proxy {
-            fd: rustix::io::dup(fd)?,
+            fd: dup(fd)?,
+            liveness: liveness.clone(),
         },
         Context::new(),
         1,
     );
-    match peek(fd) {
-        Ok(FdState::Pending) => {}
-        Ok(st) => signal_from(&fence, st),
-        Err(_) => return Err(Error::Invalid("not a sync file")),
+    if let Record::Signaled {
+        status,
+        timestamp_ns,
+    } = record
+    {
+        signal_from(
+            &fence,
+            FdState::Signaled {
+                status,
+                timestamp_ns,
+            },
+        );
     }
     let name = default_name(&fence);
-    Ok((fence, name))
+    let known = Known {
+        fence,
+        name,
+        origin: Origin::Remote(liveness),
+    };
+    Ok((Arc::new(known), info.id))
+}
+
+/// Who writes the record of `fd`, as far as this process knows: `Some(None)` this
+/// process, `Some(Some(l))` another process whose liveness read end is `l`, `None`
+/// unknown (or another process without a liveness descriptor). `id` gives the eventfd
+/// id when `fd` is not owned by a live [`SyncFile`].
+fn writer_of(fd: BorrowedFd<'_>, id: impl FnOnce() -> Option<u64>) -> Option<Option<Arc<OwnedFd>>> {
+    fn of(k: &Known) -> Option<Option<Arc<OwnedFd>>> {
+        match &k.origin {
+            Origin::Local => Some(None),
+            Origin::Remote(l) => l.clone().map(Some),
+        }
+    }
+    if let Some(e) = registry().lock().by_fd.get(&fd.as_raw_fd()) {
+        return of(&e.known);
+    }
+    let id = id()?;
+    let mut r = registry().lock();
+    let stashed = r.received.map.get(&id).map(|p| p.value.clone());
+    match r.known_by_id(id).as_deref().map(of) {
+        Some(Some(w)) => Some(w),
+        Some(None) | None => stashed.map(Some),
+    }
+}
+
+/// Keep `live`, received beside `fd`, for later imports of `fd`'s eventfd. Silently
+/// dropped if `fd` is not a sync file or cannot be pinned.
+fn stash_liveness(fd: BorrowedFd<'_>, live: OwnedFd) {
+    let Ok(info) = eventfd_info(fd) else {
+        return;
+    };
+    let Some(id) = info.id else {
+        return;
+    };
+    if decode_record(info.count, 0) == Record::Invalid {
+        return;
+    }
+    let Ok(pin) = dup(fd) else {
+        return;
+    };
+    let out = registry().lock().received.insert(
+        id,
+        Pinned {
+            value: Arc::new(live),
+            _pin: Arc::new(pin),
+            fd_no: fd.as_raw_fd(),
+        },
+    );
+    drop(out);
+}
+
+/// Peek the record of a sync-file descriptor without consuming it (reads its fdinfo).
+/// Never blocks. `SignallerGone` is reported only for a descriptor that came with its
+/// origin's liveness descriptor (see [`recv_fd`]).
+///
+/// Errors: [`Error::Invalid`] if `fd` is not an eventfd or its counter is not a record;
+/// [`Error::BadFd`] if it is not open (or procfs is missing); OS errors reading the
+/// fdinfo.
+pub fn peek(fd: BorrowedFd<'_>) -> Result<FdState> {
+    let info = eventfd_info(fd).map_err(|e| match e {
+        Error::Invalid(_) => Error::Invalid("not a sync file"),
+        e => e,
+    })?;
+    match decode_record(info.count, ktime_now()) {
+        Record::Invalid => Err(Error::Invalid("not a sync-file record")),
+        Record::Signaled {
+            status,
+            timestamp_ns,
+        } => Ok(FdState::Signaled {
+            status,
+            timestamp_ns,
+        }),
+        Record::Pending => {
+            let Some(Some(live)) = writer_of(fd, || info.id) else {
+                return Ok(FdState::Pending);
+            };
+            if !hung_up(live.as_fd()) {
+                return Ok(FdState::Pending);
+            }
+            // The record, if any, was written before the writer exited: look again.
+            match decode_record(eventfd_info(fd)?.count, ktime_now()) {
+                Record::Pending => Ok(FdState::SignallerGone),
+                Record::Invalid => Err(Error::Invalid("not a sync-file record")),
+                Record::Signaled {
+                    status,
+                    timestamp_ns,
+                } => Ok(FdState::Signaled {
+                    status,
+                    timestamp_ns,
+                }),
+            }
+        }
+    }
+}
+
+/// What a proxy's descriptor (and liveness descriptor) say now: one `poll` each while
+/// pending, the fdinfo only once readable. A counter that is not a record reads as a
+/// signal with `-EINVAL`.
+fn observe(efd: BorrowedFd<'_>, live: Option<BorrowedFd<'_>>) -> FdState {
+    if !readable_now(efd) {
+        match live {
+            // The record, if any, was written before the writer exited: look again.
+            Some(l) if hung_up(l) => {
+                if !readable_now(efd) {
+                    return FdState::SignallerGone;
+                }
+            }
+            _ => return FdState::Pending,
+        }
+    }
+    match eventfd_info(efd).map(|i| decode_record(i.count, ktime_now())) {
+        Ok(Record::Signaled {
+            status,
+            timestamp_ns,
+        }) => FdState::Signaled {
+            status,
+            timestamp_ns,
+        },
+        // Readable a moment ago, 0 now: somebody read the record away.
+        Ok(Record::Pending) => FdState::Pending,
+        Ok(Record::Invalid) | Err(_) => FdState::Signaled {
+            status: -Errno::INVAL.raw_os_error(),
+            timestamp_ns: ktime_now(),
+        },
+    }
 }
 
 fn signal_from(fence: &Fence, st: FdState) {
@@ -352,9 +876,19 @@ fn signal_from(fence: &Fence, st: FdState) {
     }
 }
 
-/// Ops of a fence imported from another process's descriptor.
+/// Ops of a fence imported from a descriptor this process does not know (another
+/// process's sync file).
 struct Proxy {
+    /// A duplicate of the eventfd.
     fd: OwnedFd,
+    /// The origin's liveness read end, if it came along.
+    liveness: Option<Arc<OwnedFd>>,
+}
+
+impl Proxy {
+    fn observe(&self) -> FdState {
+        observe(self.fd.as_fd(), self.liveness.as_deref().map(AsFd::as_fd))
+    }
 }
 
 impl FenceOps for Proxy {
@@ -365,38 +899,43 @@ impl FenceOps for Proxy {
         "imported"
     }
     fn enable_signaling(&self, fence: &Fence) -> bool {
-        match peek(self.fd.as_fd()) {
-            Ok(FdState::Pending) => watcher::watch(fence.clone(), &self.fd),
-            Ok(st) => {
+        match self.observe() {
+            FdState::Pending => watcher::watch(fence.clone(), &self.fd, self.liveness.as_deref()),
+            st => {
                 signal_from(fence, st);
                 true
-            }
-            Err(_) => {
-                let _ = fence.set_error(-Errno::INVAL.raw_os_error());
-                false
             }
         }
     }
     fn signaled(&self, fence: &Fence) -> bool {
-        match peek(self.fd.as_fd()) {
-            Ok(FdState::Pending) => false,
-            Ok(st) => {
+        match self.observe() {
+            FdState::Pending => false,
+            st => {
                 signal_from(fence, st);
                 true
             }
-            Err(_) => false,
         }
     }
 }
 
-/// The background thread that signals proxy fences when their descriptor is readable.
+/// The background thread that signals proxy fences when their descriptor is readable or
+/// their liveness descriptor hangs up.
 mod watcher {
     use super::*;
     use rustix::event::epoll;
 
+    /// One proxy being watched: epoll key `k` (even) is its eventfd, `k + 1` its liveness
+    /// descriptor. Both are duplicates owned here, removed from the epoll set before they
+    /// close (epoll forgets a registration only when the file itself goes).
+    struct Watch {
+        fence: Fence,
+        efd: OwnedFd,
+        live: Option<OwnedFd>,
+    }
+
     struct W {
         ep: OwnedFd,
-        waiting: Mutex<HashMap<u64, (Fence, OwnedFd)>>,
+        waiting: Mutex<HashMap<u64, Watch>>,
         next: std::sync::atomic::AtomicU64,
     }
 
@@ -407,7 +946,7 @@ mod watcher {
             let w = W {
                 ep,
                 waiting: Mutex::new(HashMap::new()),
-                next: std::sync::atomic::AtomicU64::new(1),
+                next: std::sync::atomic::AtomicU64::new(2),
             };
             Some(w)
         })
@@ -423,25 +962,36 @@ mod watcher {
         })
     }
 
-    /// Watch `fd` for `fence`; false if watching is impossible (the fence is then
-    /// signalled by the core, with the error set here).
-    pub(super) fn watch(fence: Fence, fd: &OwnedFd) -> bool {
+    const EFD_FLAGS: epoll::EventFlags = epoll::EventFlags::IN.union(epoll::EventFlags::ONESHOT);
+    /// Hang-up and error are always reported; nothing else is asked of the pipe.
+    const LIVE_FLAGS: epoll::EventFlags = epoll::EventFlags::ONESHOT;
+
+    /// Watch `efd` (and `live`) for `fence`; false if watching is impossible (the fence
+    /// is then signalled by the core, with the error set here).
+    pub(super) fn watch(fence: Fence, efd: &OwnedFd, live: Option<&OwnedFd>) -> bool {
         let Some(w) = get() else {
             let _ = fence.set_error(-Errno::NOMEM.raw_os_error());
             return false;
         };
-        let Ok(dup) = rustix::io::dup(fd) else {
+        let dups = dup(efd).and_then(|e| Ok((e, live.map(dup).transpose()?)));
+        let Ok((efd, live)) = dups else {
             let _ = fence.set_error(-Errno::MFILE.raw_os_error());
             return false;
         };
-        let id = w.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let flags = epoll::EventFlags::IN | epoll::EventFlags::RDHUP | epoll::EventFlags::ONESHOT;
+        let key = w.next.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
         let mut waiting = w.waiting.lock();
-        if epoll::add(&w.ep, &dup, epoll::EventData::new_u64(id), flags).is_err() {
+        if epoll::add(&w.ep, &efd, epoll::EventData::new_u64(key), EFD_FLAGS).is_err() {
             let _ = fence.set_error(-Errno::NOMEM.raw_os_error());
             return false;
         }
-        waiting.insert(id, (fence, dup));
+        if let Some(l) = &live {
+            if epoll::add(&w.ep, l, epoll::EventData::new_u64(key + 1), LIVE_FLAGS).is_err() {
+                let _ = epoll::delete(&w.ep, &efd);
+                let _ = fence.set_error(-Errno::NOMEM.raw_os_error());
+                return false;
+            }
+        }
+        waiting.insert(key, Watch { fence, efd, live });
         true
     }
 
@@ -453,20 +1003,45 @@ mod watcher {
                 continue;
             }
             for ev in events.iter() {
-                let id = ev.data.u64();
-                let Some((fence, fd)) = w.waiting.lock().remove(&id) else {
+                let data = ev.data.u64();
+                let key = data & !1;
+                let mut waiting = w.waiting.lock();
+                // Gone already: both of its descriptors fired in one batch.
+                let Some(watch) = waiting.get(&key) else {
                     continue;
                 };
-                let _ = epoll::delete(&w.ep, &fd);
-                let st = peek(fd.as_fd()).unwrap_or(FdState::SignallerGone);
-                signal_from(&fence, st);
+                let st = observe(watch.efd.as_fd(), watch.live.as_ref().map(AsFd::as_fd));
+                if st == FdState::Pending {
+                    // Spurious (the record was read away): arm what fired again.
+                    let _ = if data & 1 == 0 {
+                        epoll::modify(&w.ep, &watch.efd, ev.data, EFD_FLAGS)
+                    } else if let Some(l) = &watch.live {
+                        epoll::modify(&w.ep, l, ev.data, LIVE_FLAGS)
+                    } else {
+                        Ok(())
+                    };
+                    continue;
+                }
+                let Some(watch) = waiting.remove(&key) else {
+                    continue;
+                };
+                drop(waiting);
+                let _ = epoll::delete(&w.ep, &watch.efd);
+                if let Some(l) = &watch.live {
+                    let _ = epoll::delete(&w.ep, l);
+                }
+                signal_from(&watch.fence, st);
             }
         }
     }
 }
 
 /// Wait until `fd` polls readable, at most `timeout` (`None` = forever). Returns whether
-/// it did.
+/// it did (for a descriptor that reports an error or hang-up instead, whether it
+/// reported anything).
+///
+/// Errors: OS errors of `poll` other than `EINTR`, which is retried (with the full
+/// timeout again).
 pub fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<bool> {
     let ts = timeout.map(|d| rustix::time::Timespec {
         tv_sec: d.as_secs().min(i64::MAX as u64) as i64,
@@ -620,7 +1195,8 @@ fn c_name(src: &[u8; 32]) -> String {
 }
 
 fn this_file(fd: BorrowedFd<'_>) -> Result<(Fence, String)> {
-    lookup(fd).map_err(|_| Error::NoTty)
+    let (k, _) = lookup(fd).map_err(|_| Error::NoTty)?;
+    Ok((k.fence.clone(), k.name.clone()))
 }
 
 /// `SYNC_IOC_MERGE` on `fd`: a new sync file merging `fd` and `data.fd2`, named
@@ -641,12 +1217,12 @@ pub fn ioctl_merge(fd: BorrowedFd<'_>, data: &mut SyncMergeData) -> Result<Owned
     }
     // SAFETY: `fd2` is a descriptor number supplied by the caller, borrowed only for the
     // duration of this call, as the kernel's `sync_file_fdget` does; it is never closed
-    // here. If it is not open, the socket queries below fail with EBADF and we report
+    // here. If it is not open, the lookup below finds no fdinfo for it and we report
     // ENOENT.
     let fd2 = unsafe { BorrowedFd::borrow_raw(data.fd2) };
     let (f2, _) = lookup(fd2).map_err(|_| Error::NoEntry("fd2 is not a sync file"))?;
     let name = c_name(&data.name);
-    let merged = merge(&[f1, f2])?;
+    let merged = merge(&[f1, f2.fence.clone()])?;
     let sf = SyncFile::with_name(merged, &name)?;
     let out = sf.into_fd();
     data.fence = out.as_raw_fd();
@@ -711,7 +1287,9 @@ pub fn ioctl_set_deadline(fd: BorrowedFd<'_>, arg: &SyncSetDeadline) -> Result<(
 }
 
 /// The status a descriptor reports (0 pending, 1 ok, negative errno), from the record
-/// alone; a dead signaller reads as `-EPIPE`.
+/// alone (see [`peek`]); a dead signaller reads as `-EPIPE`.
+///
+/// Errors: as [`peek`].
 pub fn fd_status(fd: BorrowedFd<'_>) -> Result<Status> {
     Ok(match peek(fd)? {
         FdState::Pending => Status::Pending,
@@ -722,13 +1300,33 @@ pub fn fd_status(fd: BorrowedFd<'_>) -> Result<Status> {
 
 // ---- passing descriptors ----------------------------------------------------------------
 
-/// Send `fd` over the Unix socket `sock` with `SCM_RIGHTS` (one byte of payload).
+/// Send `fd` over the Unix socket `sock` with `SCM_RIGHTS` (one byte of payload). When
+/// `fd` is a sync file this process knows (its own export, or a proxy of another
+/// process's sync file that came with that process's liveness descriptor), the liveness
+/// read end goes along as a second descriptor, for [`recv_fd`] (see the module docs);
+/// any other descriptor goes alone.
+///
+/// Errors: OS errors of `sendmsg` (`ENOTSOCK`, `EPIPE`…); OS errors creating this
+/// process's liveness pipe on the first send of an own sync file (`EMFILE`). Nothing is
+/// sent on error.
 pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> Result<()> {
     use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage};
-    let fds = [fd];
-    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let live = match writer_of(fd, || eventfd_info(fd).ok().and_then(|i| i.id)) {
+        Some(None) => Some(liveness::read_end()?),
+        Some(Some(l)) => Some(l),
+        None => None,
+    };
+    let both;
+    let fds: &[BorrowedFd<'_>] = match &live {
+        Some(l) => {
+            both = [fd, l.as_fd()];
+            &both
+        }
+        None => std::slice::from_ref(&fd),
+    };
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
     let mut anc = SendAncillaryBuffer::new(&mut space);
-    if !anc.push(SendAncillaryMessage::ScmRights(&fds)) {
+    if !anc.push(SendAncillaryMessage::ScmRights(fds)) {
         return Err(Error::NoMem);
     }
     let iov = [std::io::IoSlice::new(b"F")];
@@ -736,29 +1334,39 @@ pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> Result<()> {
     Ok(())
 }
 
-/// Receive one descriptor sent by [`send_fd`] (blocking).
+/// Receive one descriptor sent by [`send_fd`] (blocking). If a liveness descriptor came
+/// along, it is kept for later imports of the received descriptor, so that they see the
+/// sender's death as `-EPIPE` (it is dropped if the received descriptor is not a sync
+/// file, or cannot be pinned for lack of descriptors).
 ///
-/// Errors: [`Error::NoEntry`] if the message carried no descriptor (or the peer closed).
+/// Errors: [`Error::NoEntry`] if the message carried no descriptor (or the peer closed);
+/// OS errors of `recvmsg`.
 pub fn recv_fd(sock: BorrowedFd<'_>) -> Result<OwnedFd> {
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage};
-    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(1))];
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
     let mut anc = RecvAncillaryBuffer::new(&mut space);
     let mut byte = [0u8; 1];
     let mut iov = [std::io::IoSliceMut::new(&mut byte)];
     rustix::net::recvmsg(sock, &mut iov, &mut anc, RecvFlags::CMSG_CLOEXEC)?;
+    let mut got: Vec<OwnedFd> = Vec::new();
     for m in anc.drain() {
-        if let RecvAncillaryMessage::ScmRights(mut fds) = m {
-            if let Some(fd) = fds.next() {
-                return Ok(fd);
-            }
+        if let RecvAncillaryMessage::ScmRights(fds) = m {
+            got.extend(fds);
         }
     }
-    Err(Error::NoEntry("no descriptor received"))
+    let mut got = got.into_iter();
+    let fd = got.next().ok_or(Error::NoEntry("no descriptor received"))?;
+    if let Some(live) = got.next() {
+        stash_liveness(fd.as_fd(), live);
+    }
+    Ok(fd)
 }
 
 // ---- sw_sync as descriptors -----------------------------------------------------------
 
 /// `SW_SYNC_IOC_CREATE_FENCE`: a point of `tl` at `value`, exported as a sync file.
+///
+/// Errors: as [`SyncFile::new`].
 pub fn sw_sync_create_fence(tl: &crate::fence::timeline::Timeline, value: u32) -> Result<SyncFile> {
     SyncFile::new(tl.create_fence(value))
 }

@@ -1,6 +1,8 @@
 //! Ports of the semantics of the kernel's `tools/testing/selftests/sync` (sized small):
 //! sw_sync timelines and sync files used through their descriptors, waits done by
-//! polling the descriptor as the kernel's `sync_wait` does.
+//! polling the descriptor as the kernel's `sync_wait` does. One case of our own,
+//! `sync/fd-copies-and-foreign-records`, checks the descriptor itself (duplicates, and
+//! records written by somebody else).
 
 use super::{
     get_fence, ioctl_file_info, ioctl_merge, poll_readable, sw_sync_create_fence, SyncFenceInfo,
@@ -36,6 +38,10 @@ pub fn cases() -> Vec<Case> {
         c!("sync/stress-parallelism", stress_parallelism),
         c!("sync/stress-consumer", stress_consumer),
         c!("sync/stress-merge", stress_merge),
+        c!(
+            "sync/fd-copies-and-foreign-records",
+            fd_copies_and_foreign_records
+        ),
     ]
 }
 
@@ -326,4 +332,38 @@ fn stress_merge() -> R {
         tl.inc(max[t]);
     }
     ensure(wait(&merged, 0), "merged fence not signalled")
+}
+
+/// The descriptor itself: a duplicate imports as the same fence and reads the status
+/// once signalled; a descriptor made elsewhere, holding a signal record, imports as a
+/// signalled proxy with that record's status and timestamp.
+fn fd_copies_and_foreign_records() -> R {
+    use super::{encode_record, fd_status};
+    use crate::fence::{ktime_now, Status};
+    let tl = Timeline::new("fd");
+    let sf = mk(&tl, 1)?;
+    let dup = rustix::io::dup(sf.as_fd()).map_err(|e| e.to_string())?;
+    let back = get_fence(dup.as_fd()).map_err(|e| e.to_string())?;
+    ensure(
+        crate::fence::Fence::ptr_eq(&back, sf.fence()),
+        "a duplicate must import as the same fence",
+    )?;
+    ensure(
+        matches!(fd_status(dup.as_fd()), Ok(Status::Pending)),
+        "pending before the signal",
+    )?;
+    tl.inc(1);
+    ensure(
+        matches!(fd_status(dup.as_fd()), Ok(Status::Signaled)),
+        "the duplicate reads the signal",
+    )?;
+    let e = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC)
+        .map_err(|e| e.to_string())?;
+    let ts = ktime_now() - 1000;
+    rustix::io::write(&e, &encode_record(-110, ts).to_ne_bytes()).map_err(|e| e.to_string())?;
+    let f = get_fence(e.as_fd()).map_err(|e| e.to_string())?;
+    ensure(
+        f.is_signaled() && f.get_status() == -110 && f.timestamp() == Some(ts),
+        "a foreign record imports as a signalled proxy with its status and time",
+    )
 }

@@ -1,9 +1,11 @@
-//! Sync-file tests: the sync self-tests, bad input at every entry point, polling, and a
-//! real second process on the other end of a Unix socket.
+//! Sync-file tests: the sync self-tests, the record's encoding, identity, proxies and
+//! the liveness channel, bad input at every entry point, polling, and a real second
+//! process on the other end of a Unix socket.
 
 use super::*;
 use crate::fence::Fence;
 use rustix::fd::{AsRawFd, FromRawFd};
+use rustix::net::{AddressFamily, SocketFlags, SocketType};
 
 struct T;
 impl FenceOps for T {
@@ -36,18 +38,23 @@ fn polls_readable_once_signalled_and_reports_status() {
     let sf = SyncFile::new(f.clone()).unwrap();
     assert!(!sf.poll());
     assert_eq!(fd_status(sf.as_fd()).unwrap(), Status::Pending);
+    assert_eq!(peek(sf.as_fd()).unwrap(), FdState::Pending);
     assert_eq!(sf.name(), format!("test-tl{}-7", f.context().id()));
+    let ts = ktime_now() - 4242;
     f.set_error(-125).unwrap();
-    f.signal_timestamp(4242).unwrap();
+    f.signal_timestamp(ts).unwrap();
     assert!(sf.poll());
     assert!(sf.poll(), "the record is peeked, not consumed");
-    assert_eq!(
-        peek(sf.as_fd()).unwrap(),
-        FdState::Signaled {
-            status: -125,
-            timestamp_ns: 4242
-        }
-    );
+    for _ in 0..2 {
+        assert_eq!(
+            peek(sf.as_fd()).unwrap(),
+            FdState::Signaled {
+                status: -125,
+                timestamp_ns: ts
+            }
+        );
+    }
+    assert_eq!(counter(sf.as_fd()), encode_record(-125, ts));
     // A duplicate of the descriptor sees the same.
     let dup = rustix::io::dup(sf.as_fd()).unwrap();
     assert_eq!(fd_status(dup.as_fd()).unwrap(), Status::Error(-125));
@@ -57,8 +64,16 @@ fn polls_readable_once_signalled_and_reports_status() {
 fn export_of_signalled_fence_is_readable_at_once() {
     let f = pending();
     f.signal().unwrap();
+    let ts = f.timestamp().unwrap();
     let sf = SyncFile::new(f).unwrap();
     assert!(sf.poll());
+    assert_eq!(
+        peek(sf.as_fd()).unwrap(),
+        FdState::Signaled {
+            status: 1,
+            timestamp_ns: ts
+        }
+    );
 }
 
 #[test]
@@ -73,46 +88,269 @@ fn import_own_export_is_same_fence_even_after_into_fd() {
 }
 
 #[test]
+fn names_are_truncated_on_a_char_boundary() {
+    let sf = SyncFile::with_name(pending(), &"é".repeat(20)).unwrap();
+    assert_eq!(sf.name(), "é".repeat(15));
+}
+
+// ---- the record ---------------------------------------------------------------------------
+
+#[test]
+fn record_round_trip_every_errno_and_the_timestamp_window() {
+    let nows = [
+        0,
+        1,
+        4242,
+        TS_MOD - 1,
+        TS_MOD,
+        TS_MOD + 7,
+        3 * TS_MOD + 5,
+        u64::MAX / 2,
+        u64::MAX,
+    ];
+    for now in nows {
+        for age in [0, 1, 15, 1_000_000_007, TS_MOD - 1] {
+            let Some(ts) = now.checked_sub(age) else {
+                continue;
+            };
+            for code in 0..=MAX_ERRNO {
+                let status = if code == 0 { 1 } else { -code };
+                let v = encode_record(status, ts);
+                assert!((1..=RECORD_MAX).contains(&v), "{v:#x}");
+                assert_eq!(
+                    decode_record(v, now),
+                    Record::Signaled {
+                        status,
+                        timestamp_ns: ts
+                    },
+                    "now {now} age {age} status {status}"
+                );
+            }
+        }
+    }
+    // Across a wrap of the low 51 bits.
+    let now = 3 * TS_MOD + 5;
+    let ts = 3 * TS_MOD - 10;
+    assert_eq!((encode_record(1, ts) - 1) >> 12, TS_MOD - 10);
+    assert_eq!(
+        decode_record(encode_record(1, ts), now),
+        Record::Signaled {
+            status: 1,
+            timestamp_ns: ts
+        }
+    );
+    // 2^51 ns old or more: read off by a multiple of 2^51.
+    for (now, ts, read) in [
+        (5 * TS_MOD, 4 * TS_MOD, 5 * TS_MOD),
+        (5 * TS_MOD + 3, 3 * TS_MOD + 2, 5 * TS_MOD + 2),
+    ] {
+        assert_eq!(
+            decode_record(encode_record(-4, ts), now),
+            Record::Signaled {
+                status: -4,
+                timestamp_ns: read
+            }
+        );
+    }
+    // In the reader's future: the latest candidate not after `now`, or, early after
+    // boot, the earliest after it.
+    assert_eq!(
+        decode_record(encode_record(1, 5 * TS_MOD + 10), 5 * TS_MOD),
+        Record::Signaled {
+            status: 1,
+            timestamp_ns: 4 * TS_MOD + 10
+        }
+    );
+    assert_eq!(
+        decode_record(encode_record(1, 5000), 1000),
+        Record::Signaled {
+            status: 1,
+            timestamp_ns: 5000
+        }
+    );
+    // Boundaries of the code: positive statuses are "ok", out-of-range errnos EINVAL.
+    for (status, read) in [
+        (1, 1),
+        (7, 1),
+        (0, 1),
+        (-1, -1),
+        (-4095, -4095),
+        (-4096, -22),
+        (i32::MIN, -22),
+    ] {
+        assert_eq!(
+            decode_record(encode_record(status, 99), 100),
+            Record::Signaled {
+                status: read,
+                timestamp_ns: 99
+            },
+            "status {status}"
+        );
+    }
+    // Boundaries of the counter.
+    assert_eq!(decode_record(0, 5), Record::Pending);
+    assert_eq!(
+        decode_record(1, TS_MOD + 5),
+        Record::Signaled {
+            status: 1,
+            timestamp_ns: TS_MOD
+        }
+    );
+    assert_eq!(
+        decode_record(RECORD_MAX, TS_MOD - 1),
+        Record::Signaled {
+            status: -4095,
+            timestamp_ns: TS_MOD - 1
+        }
+    );
+    assert_eq!(encode_record(-4095, TS_MOD - 1), RECORD_MAX);
+    for v in [RECORD_MAX + 1, u64::MAX - 1, u64::MAX] {
+        assert_eq!(decode_record(v, 5), Record::Invalid);
+    }
+}
+
+#[test]
+fn fdinfo_parsing() {
+    let text = b"pos:\t0\nflags:\t02004002\nmnt_id:\t17\nino:\t1038\n\
+        eventfd-count:                5\neventfd-id: 12\neventfd-semaphore: 0\n";
+    assert_eq!(
+        parse_fdinfo(text),
+        Some(EventfdInfo {
+            count: 5,
+            id: Some(12)
+        })
+    );
+    assert_eq!(
+        parse_fdinfo(b"eventfd-count: 8000000000000005\n"),
+        Some(EventfdInfo {
+            count: 0x8000_0000_0000_0005,
+            id: None
+        })
+    );
+    assert_eq!(
+        parse_fdinfo(b"pos:\t0\nflags:\t02\nmnt_id:\t1\nino:\t4\n"),
+        None
+    );
+    assert_eq!(parse_fdinfo(b"eventfd-count: xyz\neventfd-id: 1\n"), None);
+    assert_eq!(parse_fdinfo(b""), None);
+    // The real thing.
+    let e = efd(0x1234);
+    let info = eventfd_info(e.as_fd()).unwrap();
+    assert_eq!(info.count, 0x1234);
+    assert!(info.id.is_some());
+    let (r, _w) = rustix::pipe::pipe().unwrap();
+    assert!(matches!(eventfd_info(r.as_fd()), Err(Error::Invalid(_))));
+}
+
+// ---- foreign descriptors ------------------------------------------------------------------
+
+/// An eventfd holding `count`, made by hand: not known to the registry.
+fn efd(count: u64) -> OwnedFd {
+    let e = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
+    if count != 0 {
+        rustix::io::write(&e, &count.to_ne_bytes()).unwrap();
+    }
+    e
+}
+
+/// The eventfd counter, from fdinfo.
+fn counter(fd: BorrowedFd<'_>) -> u64 {
+    eventfd_info(fd).unwrap().count
+}
+
+fn wait_in_thread(f: &Fence) -> std::thread::JoinHandle<Result<()>> {
+    let f = f.clone();
+    std::thread::spawn(move || f.wait_timeout(Duration::from_secs(5)).map(|_| ()))
+}
+
+#[test]
 fn foreign_descriptor_becomes_a_proxy_fence() {
-    // Build a sync-file-shaped socket pair by hand: not in the registry.
-    let (r, w) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .unwrap();
-    let sf = SyncFile::from_fd(r).unwrap();
+    // Already holding a record: signalled at import, with its status and timestamp.
+    let ts = ktime_now() - 1_000;
+    let sf = SyncFile::from_fd(efd(encode_record(-62, ts))).unwrap();
     assert_eq!(sf.fence().driver_name(), "sync_file");
-    assert!(!sf.fence().is_signaled());
-    let f = sf.fence().clone();
-    let t = std::thread::spawn(move || f.wait_timeout(Duration::from_secs(5)));
-    std::thread::sleep(Duration::from_millis(10));
-    rustix::net::send(&w, &encode(-62, 99), SendFlags::empty()).unwrap();
-    assert!(t.join().unwrap().is_ok());
+    assert_eq!(sf.fence().timeline_name(), "imported");
+    assert!(sf.fence().test_signaled_flag());
     assert_eq!(sf.fence().status(), Status::Error(-62));
-    assert_eq!(sf.fence().timestamp(), Some(99));
-    // Signaller gone without a record → -EPIPE, not a hang.
-    let (r, w) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::SEQPACKET,
-        SocketFlags::CLOEXEC,
-        None,
-    )
-    .unwrap();
-    let sf = SyncFile::from_fd(r).unwrap();
-    let f = sf.fence().clone();
-    let t = std::thread::spawn(move || f.wait_timeout(Duration::from_secs(5)));
+    assert_eq!(sf.fence().timestamp(), Some(ts));
+    assert_eq!(
+        sf.name(),
+        format!("sync_file-imported{}-1", sf.fence().context().id())
+    );
+    // Count 0: a pending proxy that the watcher signals when the record is written.
+    let e = efd(0);
+    let w = rustix::io::dup(&e).unwrap();
+    let sf = SyncFile::from_fd(e).unwrap();
+    assert!(!sf.fence().is_signaled());
+    let t = wait_in_thread(sf.fence());
+    std::thread::sleep(Duration::from_millis(10));
+    let ts = ktime_now();
+    rustix::io::write(&w, &encode_record(1, ts).to_ne_bytes()).unwrap();
+    t.join().unwrap().unwrap();
+    assert_eq!(sf.fence().status(), Status::Signaled);
+    assert_eq!(sf.fence().timestamp(), Some(ts));
+    // Without a waiter: `is_signaled` peeks the descriptor.
+    let e = efd(0);
+    let w = rustix::io::dup(&e).unwrap();
+    let f = get_fence(e.as_fd()).unwrap();
+    assert!(!f.is_signaled());
+    let ts = ktime_now();
+    rustix::io::write(&w, &encode_record(-5, ts).to_ne_bytes()).unwrap();
+    assert!(f.is_signaled());
+    assert_eq!((f.status(), f.timestamp()), (Status::Error(-5), Some(ts)));
+    // Every import of a descriptor nobody owns is a proxy of its own.
+    assert!(!Fence::ptr_eq(&f, &get_fence(e.as_fd()).unwrap()));
+}
+
+#[test]
+fn proxy_reads_epipe_when_the_liveness_pipe_hangs_up() {
+    // The signaller dies while a waiter sleeps.
+    let (r, w) = rustix::pipe::pipe().unwrap();
+    let sf = SyncFile::from_fd_with_liveness(efd(0), r).unwrap();
+    assert_eq!(peek(sf.as_fd()).unwrap(), FdState::Pending);
+    let t = wait_in_thread(sf.fence());
     std::thread::sleep(Duration::from_millis(10));
     drop(w);
-    assert!(t.join().unwrap().is_ok());
+    t.join().unwrap().unwrap();
     assert_eq!(sf.fence().status(), Status::Error(-32));
+    assert_eq!(peek(sf.as_fd()).unwrap(), FdState::SignallerGone);
+    assert_eq!(fd_status(sf.as_fd()).unwrap(), Status::Error(-32));
+    assert!(!sf.poll(), "the descriptor itself holds no record");
+    // Already gone at import: the first peek says so.
+    let (r, w) = rustix::pipe::pipe().unwrap();
+    drop(w);
+    let sf = SyncFile::from_fd_with_liveness(efd(0), r).unwrap();
+    assert!(sf.fence().is_signaled());
+    assert_eq!(sf.fence().status(), Status::Error(-32));
+    // A record written before the death wins over the hang-up.
+    let (r, w) = rustix::pipe::pipe().unwrap();
+    let e = efd(0);
+    let writer = rustix::io::dup(&e).unwrap();
+    let sf = SyncFile::from_fd_with_liveness(e, r).unwrap();
+    let t = wait_in_thread(sf.fence());
+    std::thread::sleep(Duration::from_millis(10));
+    let ts = ktime_now();
+    rustix::io::write(&writer, &encode_record(-125, ts).to_ne_bytes()).unwrap();
+    drop(w);
+    t.join().unwrap().unwrap();
+    assert_eq!(sf.fence().status(), Status::Error(-125));
+    assert_eq!(sf.fence().timestamp(), Some(ts));
 }
 
 #[test]
 fn import_rejects_non_sync_files() {
-    let (r, _w) = rustix::pipe::pipe().unwrap();
-    assert!(matches!(get_fence(r.as_fd()), Err(Error::Invalid(_))));
+    let rejected = |fd: BorrowedFd<'_>| {
+        assert!(matches!(get_fence(fd), Err(Error::Invalid(_))));
+        assert!(matches!(peek(fd), Err(Error::Invalid(_))));
+        assert!(matches!(fd_status(fd), Err(Error::Invalid(_))));
+        let owned = rustix::io::dup(fd).unwrap();
+        let n = owned.as_raw_fd();
+        assert!(matches!(SyncFile::from_fd(owned), Err(Error::Invalid(_))));
+        assert!(!registry().lock().by_fd.contains_key(&n));
+    };
+    let (r, w) = rustix::pipe::pipe().unwrap();
+    rejected(r.as_fd());
+    rejected(w.as_fd());
     let (a, _b) = rustix::net::socketpair(
         AddressFamily::UNIX,
         SocketType::STREAM,
@@ -120,8 +358,8 @@ fn import_rejects_non_sync_files() {
         None,
     )
     .unwrap();
-    assert!(matches!(get_fence(a.as_fd()), Err(Error::Invalid(_))));
-    // A seqpacket socket holding garbage.
+    rejected(a.as_fd());
+    // A seqpacket socket holding a record of the old design.
     let (x, y) = rustix::net::socketpair(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
@@ -129,8 +367,323 @@ fn import_rejects_non_sync_files() {
         None,
     )
     .unwrap();
-    rustix::net::send(&y, b"hello", SendFlags::empty()).unwrap();
-    assert!(matches!(get_fence(x.as_fd()), Err(Error::Invalid(_))));
+    rustix::net::send(&y, &[0u8; 16], SendFlags::empty()).unwrap();
+    rejected(x.as_fd());
+    // A regular file.
+    let m = rustix::fs::memfd_create("not-a-sync-file", rustix::fs::MemfdFlags::CLOEXEC).unwrap();
+    rejected(m.as_fd());
+    // Eventfds whose counter is not a record: rejected, and left as they were.
+    for garbage in [RECORD_MAX + 1, 0xdead_beef_dead_beef, u64::MAX - 1] {
+        let e = efd(garbage);
+        rejected(e.as_fd());
+        assert_eq!(counter(e.as_fd()), garbage);
+    }
+}
+
+// ---- identity -------------------------------------------------------------------------
+
+#[test]
+fn into_fd_then_dup_then_import_gives_the_same_fence() {
+    let f = pending();
+    let sf = SyncFile::with_name(f.clone(), "same").unwrap();
+    // A duplicate of a live sync file's descriptor: found through its eventfd id.
+    let d0 = rustix::io::dup(sf.as_fd()).unwrap();
+    assert!(Fence::ptr_eq(&get_fence(d0.as_fd()).unwrap(), &f));
+    // Pending: the caller gets a duplicate, the callback keeps the original.
+    let fd = sf.into_fd();
+    let d = rustix::io::dup(&fd).unwrap();
+    assert!(Fence::ptr_eq(&get_fence(d.as_fd()).unwrap(), &f));
+    let back = SyncFile::from_fd(d).unwrap();
+    assert!(Fence::ptr_eq(back.fence(), &f));
+    assert_eq!(back.name(), "same");
+    assert!(Fence::ptr_eq(&get_fence(fd.as_fd()).unwrap(), &f));
+    // The record still reaches every copy.
+    f.set_error(-71).unwrap();
+    f.signal().unwrap();
+    for d in [fd.as_fd(), d0.as_fd(), back.as_fd()] {
+        assert!(poll_readable(d, Some(Duration::ZERO)).unwrap());
+        assert_eq!(fd_status(d).unwrap(), Status::Error(-71));
+    }
+    drop(back);
+    assert!(Fence::ptr_eq(&get_fence(fd.as_fd()).unwrap(), &f));
+    // Signalled: the callback has let go, so the caller gets the descriptor itself.
+    let g = pending();
+    g.signal().unwrap();
+    let sf = SyncFile::new(g.clone()).unwrap();
+    let n = sf.as_fd().as_raw_fd();
+    let fd = sf.into_fd();
+    assert_eq!(fd.as_raw_fd(), n);
+    assert!(!registry().lock().by_fd.contains_key(&n));
+    let d = rustix::io::dup(&fd).unwrap();
+    assert!(Fence::ptr_eq(&get_fence(d.as_fd()).unwrap(), &g));
+}
+
+#[test]
+fn dropped_export_of_a_pending_fence_still_signals_its_copies() {
+    let f = pending();
+    let sf = SyncFile::new(f.clone()).unwrap();
+    let d = rustix::io::dup(sf.as_fd()).unwrap();
+    drop(sf);
+    assert!(!poll_readable(d.as_fd(), Some(Duration::ZERO)).unwrap());
+    f.signal().unwrap();
+    assert!(poll_readable(d.as_fd(), Some(Duration::ZERO)).unwrap());
+    assert_eq!(fd_status(d.as_fd()).unwrap(), Status::Signaled);
+    // Released unsignalled: the callback still writes, with the core's -EDEADLK.
+    let f = pending();
+    let sf = SyncFile::new(f.clone()).unwrap();
+    let d = rustix::io::dup(sf.as_fd()).unwrap();
+    drop(sf);
+    drop(f);
+    assert_eq!(fd_status(d.as_fd()).unwrap(), Status::Error(-35));
+}
+
+#[test]
+fn fd_number_registry_never_returns_a_stale_fence() {
+    let mut reused = 0;
+    for _ in 0..50 {
+        let f = pending();
+        let sf = SyncFile::new(f.clone()).unwrap();
+        // Signalled: the callback has closed its handle, so dropping the sync file closes
+        // the descriptor and frees its number.
+        f.signal().unwrap();
+        let n = sf.as_fd().as_raw_fd();
+        drop(sf);
+        assert!(!registry().lock().by_fd.contains_key(&n));
+        let e = efd(encode_record(-5, ktime_now()));
+        if e.as_raw_fd() == n {
+            reused += 1;
+        }
+        let g = get_fence(e.as_fd()).unwrap();
+        assert!(!Fence::ptr_eq(&g, &f));
+        assert_eq!(g.driver_name(), "sync_file");
+        assert_eq!(g.status(), Status::Error(-5));
+    }
+    assert!(
+        reused > 0,
+        "the number was never reused: the test proved nothing"
+    );
+}
+
+#[test]
+fn id_map_entries_are_swept_once_their_descriptor_is_closed() {
+    let f = pending();
+    f.signal().unwrap();
+    let fd = SyncFile::new(f.clone()).unwrap().into_fd();
+    let id = eventfd_info(fd.as_fd()).unwrap().id.unwrap();
+    assert!(registry().lock().by_id.map.contains_key(&id));
+    drop(fd);
+    // The pin keeps the id: a new eventfd never takes it while the entry exists.
+    let e = efd(0);
+    assert_ne!(eventfd_info(e.as_fd()).unwrap().id, Some(id));
+    // Enough further entries force a sweep, which finds the number closed.
+    for i in 0.. {
+        assert!(i < 10 * SWEEP_MIN, "entry never swept");
+        if !registry().lock().by_id.map.contains_key(&id) {
+            break;
+        }
+        drop(SyncFile::new(Fence::private_stub(1)).unwrap().into_fd());
+    }
+    // The entry's fence reference went with it (a sweep on another thread drops what it
+    // took out just after releasing the registry lock).
+    let t0 = std::time::Instant::now();
+    while f.ref_count() != 1 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "fence still referenced"
+        );
+        std::thread::yield_now();
+    }
+}
+
+// ---- passing descriptors --------------------------------------------------------------
+
+/// Receive one message and return every descriptor it carried.
+fn recv_all(sock: BorrowedFd<'_>) -> Vec<OwnedFd> {
+    use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage};
+    let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(4))];
+    let mut anc = RecvAncillaryBuffer::new(&mut space);
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    rustix::net::recvmsg(sock, &mut iov, &mut anc, RecvFlags::CMSG_CLOEXEC).unwrap();
+    let mut out = Vec::new();
+    for m in anc.drain() {
+        if let RecvAncillaryMessage::ScmRights(fds) = m {
+            out.extend(fds);
+        }
+    }
+    out
+}
+
+fn is_fifo(fd: BorrowedFd<'_>) -> bool {
+    rustix::fs::FileType::from_raw_mode(rustix::fs::fstat(fd).unwrap().st_mode)
+        == rustix::fs::FileType::Fifo
+}
+
+fn same_file(a: BorrowedFd<'_>, b: BorrowedFd<'_>) -> bool {
+    let (a, b) = (rustix::fs::fstat(a).unwrap(), rustix::fs::fstat(b).unwrap());
+    (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+}
+
+fn seqpacket_pair() -> (OwnedFd, OwnedFd) {
+    rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::SEQPACKET,
+        SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap()
+}
+
+#[test]
+fn send_fd_adds_the_liveness_descriptor_only_to_known_sync_files() {
+    let (a, b) = seqpacket_pair();
+    // Our own export: the eventfd and this process's liveness read end.
+    let f = pending();
+    let sf = SyncFile::new(f.clone()).unwrap();
+    send_fd(a.as_fd(), sf.as_fd()).unwrap();
+    let got = recv_all(b.as_fd());
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        eventfd_info(got[0].as_fd()).unwrap().id,
+        eventfd_info(sf.as_fd()).unwrap().id
+    );
+    assert!(is_fifo(got[1].as_fd()));
+    assert!(!hung_up(got[1].as_fd()), "this process is alive");
+    // Once the descriptor has left its sync file too.
+    let fd = sf.into_fd();
+    send_fd(a.as_fd(), fd.as_fd()).unwrap();
+    let again = recv_all(b.as_fd());
+    assert_eq!(again.len(), 2);
+    assert!(same_file(again[1].as_fd(), got[1].as_fd()));
+    // Anything else goes alone: a pipe, an eventfd nobody knows.
+    let (r, _w) = rustix::pipe::pipe().unwrap();
+    send_fd(a.as_fd(), r.as_fd()).unwrap();
+    assert_eq!(recv_all(b.as_fd()).len(), 1);
+    let e = efd(0);
+    send_fd(a.as_fd(), e.as_fd()).unwrap();
+    assert_eq!(recv_all(b.as_fd()).len(), 1);
+    // A proxy without liveness: alone; with: its origin's liveness is forwarded.
+    let p = SyncFile::from_fd(efd(0)).unwrap();
+    send_fd(a.as_fd(), p.as_fd()).unwrap();
+    assert_eq!(recv_all(b.as_fd()).len(), 1);
+    let (lr, _lw) = rustix::pipe::pipe().unwrap();
+    let lr2 = rustix::io::dup(&lr).unwrap();
+    let p = SyncFile::from_fd_with_liveness(efd(0), lr).unwrap();
+    send_fd(a.as_fd(), p.as_fd()).unwrap();
+    let fwd = recv_all(b.as_fd());
+    assert_eq!(fwd.len(), 2);
+    assert!(same_file(fwd[1].as_fd(), lr2.as_fd()));
+}
+
+#[test]
+fn recv_of_a_sync_file_carrying_the_liveness_descriptor() {
+    let (a, b) = seqpacket_pair();
+    // Our own export comes back as the same fence.
+    let f = pending();
+    let sf = SyncFile::new(f.clone()).unwrap();
+    send_fd(a.as_fd(), sf.as_fd()).unwrap();
+    let got = recv_fd(b.as_fd()).unwrap();
+    let id = eventfd_info(got.as_fd()).unwrap().id.unwrap();
+    assert!(registry().lock().received.map.contains_key(&id));
+    assert!(Fence::ptr_eq(&get_fence(got.as_fd()).unwrap(), &f));
+    // A proxy forwarded and dropped: the receiver's import is a new proxy that carries
+    // the origin's liveness, and reads -EPIPE when the origin goes.
+    let (lr, lw) = rustix::pipe::pipe().unwrap();
+    let p = SyncFile::from_fd_with_liveness(efd(0), lr).unwrap();
+    let old = p.fence().clone();
+    send_fd(a.as_fd(), p.as_fd()).unwrap();
+    drop(p);
+    let got = recv_fd(b.as_fd()).unwrap();
+    let sf = SyncFile::from_fd(got).unwrap();
+    assert!(!Fence::ptr_eq(sf.fence(), &old));
+    assert_eq!(sf.fence().driver_name(), "sync_file");
+    let t = wait_in_thread(sf.fence());
+    std::thread::sleep(Duration::from_millis(10));
+    drop(lw);
+    t.join().unwrap().unwrap();
+    assert_eq!(sf.fence().status(), Status::Error(-32));
+    // A liveness descriptor beside something that is not a sync file is dropped.
+    let (r, _w) = rustix::pipe::pipe().unwrap();
+    let (lr, lw) = rustix::pipe::pipe().unwrap();
+    {
+        use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage};
+        let fds = [r.as_fd(), lr.as_fd()];
+        let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
+        let mut anc = SendAncillaryBuffer::new(&mut space);
+        assert!(anc.push(SendAncillaryMessage::ScmRights(&fds)));
+        let iov = [std::io::IoSlice::new(b"F")];
+        rustix::net::sendmsg(&a, &iov, &mut anc, SendFlags::empty()).unwrap();
+    }
+    drop(lr);
+    let got = recv_fd(b.as_fd()).unwrap();
+    assert!(same_file(got.as_fd(), r.as_fd()));
+    // Our copy of the liveness read end was closed: writing to the pipe fails.
+    assert_eq!(rustix::io::write(&lw, b"x"), Err(Errno::PIPE));
+}
+
+#[test]
+fn bad_input_at_every_entry_point_changes_nothing() {
+    let f = pending();
+    let sf = SyncFile::new(f.clone()).unwrap();
+    let n = sf.as_fd().as_raw_fd();
+    let (r, w) = rustix::pipe::pipe().unwrap();
+    // Imports and peeks of a non-sync file.
+    assert!(matches!(get_fence(r.as_fd()), Err(Error::Invalid(_))));
+    assert!(matches!(peek(r.as_fd()), Err(Error::Invalid(_))));
+    assert!(matches!(fd_status(w.as_fd()), Err(Error::Invalid(_))));
+    // send_fd on something that is not a socket: nothing sent, the sync file as it was.
+    assert!(send_fd(w.as_fd(), sf.as_fd()).is_err());
+    assert!(send_fd(r.as_fd(), r.as_fd()).is_err());
+    // recv_fd: not a socket; a message without a descriptor; a closed peer.
+    assert!(recv_fd(r.as_fd()).is_err());
+    let (a, b) = seqpacket_pair();
+    rustix::net::send(&a, b"x", SendFlags::empty()).unwrap();
+    assert!(matches!(recv_fd(b.as_fd()), Err(Error::NoEntry(_))));
+    drop(a);
+    assert!(matches!(recv_fd(b.as_fd()), Err(Error::NoEntry(_))));
+    // ioctls on a non-sync file: ENOTTY, nothing touched.
+    let mut merge = SyncMergeData {
+        fd2: n,
+        ..Default::default()
+    };
+    let before = merge;
+    assert!(matches!(
+        ioctl_merge(r.as_fd(), &mut merge),
+        Err(Error::NoTty)
+    ));
+    assert_eq!(merge, before);
+    let mut info = SyncFileInfo::default();
+    assert!(matches!(
+        ioctl_file_info(r.as_fd(), &mut info, &mut []),
+        Err(Error::NoTty)
+    ));
+    assert_eq!(info, SyncFileInfo::default());
+    let dl = SyncSetDeadline {
+        deadline_ns: 5,
+        pad: 0,
+    };
+    assert!(matches!(
+        ioctl_set_deadline(r.as_fd(), &dl),
+        Err(Error::NoTty)
+    ));
+    let g = efd(RECORD_MAX + 1);
+    assert!(matches!(
+        ioctl_set_deadline(g.as_fd(), &dl),
+        Err(Error::NoTty)
+    ));
+    assert_eq!(counter(g.as_fd()), RECORD_MAX + 1);
+    // The sync file is untouched throughout.
+    assert!(!f.is_signaled());
+    assert_eq!(f.deadline(), None);
+    assert!(!sf.poll());
+    assert_eq!(counter(sf.as_fd()), 0);
+    assert!(Fence::ptr_eq(
+        &registry().lock().by_fd.get(&n).unwrap().known.fence,
+        &f
+    ));
+    // The pipe too: still open both ways, nothing written into it.
+    assert!(!poll_readable(r.as_fd(), Some(Duration::ZERO)).unwrap());
+    rustix::io::write(&w, b"y").unwrap();
 }
 
 #[test]
