@@ -35,6 +35,8 @@ use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize};
 #[cfg(not(loom))]
 use std::sync::Arc;
 
+use std::cell::UnsafeCell;
+use std::mem::MaybeUninit;
 use std::sync::atomic::Ordering::SeqCst;
 
 /// Busy polls of the fast grace period before a writer flips the epoch. Under loom, at
@@ -237,25 +239,62 @@ impl<T> RcuCell<T> {
     }
 }
 
+/// One slot of a [`Slots`] array: two cells, of which `live` names the one holding the
+/// entry; the other is empty (or being filled by the writer, which no reader looks at).
+/// A slot fills one cache line, so a reader finds the entry where it finds the index.
+#[repr(align(64))]
+struct Slot<E> {
+    live: AtomicUsize,
+    cells: [UnsafeCell<MaybeUninit<E>>; 2],
+}
+
+impl<E> Slot<E> {
+    fn empty() -> Self {
+        Slot {
+            live: AtomicUsize::new(0),
+            cells: [
+                UnsafeCell::new(MaybeUninit::uninit()),
+                UnsafeCell::new(MaybeUninit::uninit()),
+            ],
+        }
+    }
+
+    /// The live entry.
+    ///
+    /// # Safety
+    /// The slot is below its array's `len`, and the caller is inside a read-side section
+    /// of the cell publishing the array, or is its writer, or the array is frozen.
+    unsafe fn get(&self) -> &E {
+        let l = self.live.load(SeqCst);
+        // SAFETY: below `len`, the live cell holds an entry (type invariant of `Slots`).
+        // The writer drops it only after flipping `live` away and waiting a grace period,
+        // which the caller's section (or its being the writer, or the array being
+        // frozen) rules out for the lifetime of the returned reference.
+        unsafe { (*self.cells[l].get()).assume_init_ref() }
+    }
+}
+
 /// A fixed-capacity array of entries, published as one value of an [`RcuCell`].
 ///
-/// Invariant: the first `len` pointers come from `Box::into_raw` and are owned by the
-/// array; the rest are null. Only the cell's writer changes an array, and only while it
-/// is the cell's current value; once replaced, an array is frozen until it drops.
+/// Invariant: the live cell of each of the first `len` slots holds an entry owned by the
+/// array, every other cell is empty. Only the cell's writer changes an array, and only
+/// while it is the cell's current value; once replaced, an array is frozen until it drops.
 pub struct Slots<E> {
     tag: u64,
     len: AtomicUsize,
-    slots: Box<[AtomicPtr<E>]>,
+    slots: Box<[Slot<E>]>,
 }
 
 impl<E> Slots<E> {
     fn new(tag: u64, capacity: usize, items: impl IntoIterator<Item = E>) -> Self {
-        let mut slots: Vec<AtomicPtr<E>> = items
-            .into_iter()
-            .map(|e| AtomicPtr::new(Box::into_raw(Box::new(e))))
-            .collect();
+        let mut slots: Vec<Slot<E>> = Vec::with_capacity(capacity);
+        for e in items {
+            let mut slot = Slot::empty();
+            slot.cells[0] = UnsafeCell::new(MaybeUninit::new(e));
+            slots.push(slot);
+        }
         let len = slots.len();
-        slots.resize_with(capacity.max(len), || AtomicPtr::new(std::ptr::null_mut()));
+        slots.resize_with(capacity.max(len), Slot::empty);
         Slots {
             tag,
             len: AtomicUsize::new(len),
@@ -268,9 +307,11 @@ impl<E> Drop for Slots<E> {
     fn drop(&mut self) {
         let n = self.len.load(SeqCst);
         for s in self.slots[..n].iter() {
-            // SAFETY: the first `len` pointers are owned boxes (type invariant), and with
-            // `&mut self` no reader can be looking at them.
-            drop(unsafe { Box::from_raw(s.load(SeqCst)) });
+            let l = s.live.load(SeqCst);
+            // SAFETY: the live cell of a slot below `len` holds an entry owned by the
+            // array (type invariant), dropped once here; with `&mut self` no reader can
+            // be looking at it.
+            unsafe { (*s.cells[l].get()).assume_init_drop() };
         }
     }
 }
@@ -290,14 +331,9 @@ impl<'a, E> View<'a, E> {
     pub fn iter(&self) -> impl Iterator<Item = &'a E> + 'a {
         let slots = self.slots;
         let n = slots.len.load(SeqCst);
-        slots.slots[..n].iter().map(|s| {
-            // SAFETY: a pointer below `len` is a live box (type invariant; `len` is
-            // raised only after the pointer is stored). A box unpublished by `replace`
-            // is freed only after a grace period, and this view exists only inside a
-            // read-side section of the cell (see `RcuSlots::read`), which that grace
-            // period waits for; a frozen array frees nothing before it drops.
-            unsafe { &*s.load(SeqCst) }
-        })
+        // SAFETY: every slot below `len` (read once, after the writer filled them) and a
+        // view exists only inside a read-side section (see `RcuSlots::read`).
+        slots.slots[..n].iter().map(|s| unsafe { s.get() })
     }
 
     /// Number of entries.
@@ -314,14 +350,13 @@ impl<'a, E> View<'a, E> {
 /// An array of entries that lock-free readers walk while one writer appends and replaces
 /// entries *in place* (the kernel's `dma_resv_list` discipline): a replaced entry is
 /// dropped after a grace period, so a reader may still be cloning out of it meanwhile.
-/// Growing means publishing a whole new array ([`republish`](Self::republish)), as the
-/// kernel does when it reallocates the list. Readers only see entries inside
+/// Each slot keeps its entry inline, in one of two cells: a replace fills the empty cell,
+/// flips the slot to it, waits a grace period and drops the old cell's entry. Growing
+/// means publishing a whole new array ([`republish`](Self::republish)), as the kernel
+/// does when it reallocates the list. Readers only see entries inside
 /// [`read`](Self::read).
 pub struct RcuSlots<E> {
     cell: RcuCell<Slots<E>>,
-    /// Null, or an allocation for one `E` holding no value: the box of the last replaced
-    /// entry, kept for the next replace. Touched only by the writer.
-    spare: AtomicPtr<E>,
 }
 
 // SAFETY: entries are shared with readers on any thread (`E: Sync`) and dropped on the
@@ -335,13 +370,7 @@ impl<E> RcuSlots<E> {
     /// `tag`, and the one right to write it.
     pub fn new(tag: u64, capacity: usize, items: impl IntoIterator<Item = E>) -> (Self, Writer) {
         let (cell, w) = RcuCell::new(Arc::new(Slots::new(tag, capacity, items)));
-        (
-            RcuSlots {
-                cell,
-                spare: AtomicPtr::new(std::ptr::null_mut()),
-            },
-            w,
-        )
+        (RcuSlots { cell }, w)
     }
 
     /// Run `f` on the current entries inside a read-side section. A writer replacing an
@@ -383,12 +412,14 @@ impl<E> RcuSlots<E> {
     pub fn push(&self, w: &mut Writer, item: E) -> Result<(), E> {
         let s = self.current(w);
         let n = s.len.load(SeqCst);
-        if n == s.slots.len() {
+        let Some(slot) = s.slots.get(n) else {
             return Err(item);
-        }
-        let p = self.boxed(item);
-        s.slots[n].store(p, SeqCst);
-        // Raised after the store: a reader that sees the new length sees the pointer.
+        };
+        let l = slot.live.load(SeqCst);
+        // SAFETY: slot `n` is at or past `len`, so both its cells are empty and no reader
+        // looks at it (readers stop at `len`); only the writer (us) writes.
+        unsafe { (*slot.cells[l].get()).write(item) };
+        // Raised after the entry is written: a reader that sees the new length sees it.
         s.len.store(n + 1, SeqCst);
         Ok(())
     }
@@ -400,42 +431,19 @@ impl<E> RcuSlots<E> {
         if index >= s.len.load(SeqCst) {
             return Err(item);
         }
-        let p = self.boxed(item);
-        let old = s.slots[index].swap(p, SeqCst);
+        let slot = &s.slots[index];
+        let old = slot.live.load(SeqCst);
+        let new = old ^ 1;
+        // SAFETY: the non-live cell is empty (type invariant) and no reader looks at it:
+        // readers read the live cell, and the last reader that could have seen this cell
+        // live was waited for by the replace that emptied it. Only the writer writes.
+        unsafe { (*slot.cells[new].get()).write(item) };
+        slot.live.store(new, SeqCst);
         self.cell.synchronize();
-        // SAFETY: `old` was an owned box below `len` (type invariant); it is no longer
-        // reachable from the array, and the grace period is over, so no reader can still
-        // be looking at it: the value is ours to drop. The allocation is kept as the
-        // spare (a `Box<E>` and a `Box<MaybeUninit<E>>` have the same layout).
-        unsafe { std::ptr::drop_in_place(old) };
-        let prev = self.spare.swap(old, SeqCst);
-        if !prev.is_null() {
-            // SAFETY: a spare is an allocation for one `E` holding no value.
-            drop(unsafe { Box::from_raw(prev as *mut std::mem::MaybeUninit<E>) });
-        }
+        // SAFETY: the old cell holds the replaced entry, which the array owns; it is no
+        // longer live and the grace period is over, so no reader is looking at it.
+        unsafe { (*slot.cells[old].get()).assume_init_drop() };
         Ok(())
-    }
-
-    /// A box holding `item`: the spare allocation if there is one.
-    fn boxed(&self, item: E) -> *mut E {
-        let spare = self.spare.swap(std::ptr::null_mut(), SeqCst);
-        if spare.is_null() {
-            return Box::into_raw(Box::new(item));
-        }
-        // SAFETY: a spare is a live allocation for one `E` holding no value, and taking it
-        // out of `spare` made it ours alone.
-        unsafe { spare.write(item) };
-        spare
-    }
-}
-
-impl<E> Drop for RcuSlots<E> {
-    fn drop(&mut self) {
-        let p = self.spare.load(SeqCst);
-        if !p.is_null() {
-            // SAFETY: a spare is an allocation for one `E` holding no value.
-            drop(unsafe { Box::from_raw(p as *mut std::mem::MaybeUninit<E>) });
-        }
     }
 }
 
@@ -486,6 +494,72 @@ mod tests {
         assert!(Arc::get_mut(&mut old2).is_none(), "a reader still holds it");
         assert_eq!(*held, 2);
         assert_eq!(*c.load(), 1);
+    }
+
+    /// Two readers clone every entry out of an in-place array while the writer replaces
+    /// entries, appends, and now and then republishes a bigger array: every clone is of a
+    /// whole, live entry (its two halves agree and its drop flag is clear), and the last
+    /// reference of each entry is dropped exactly once.
+    #[test]
+    fn slots_readers_never_see_torn_or_dropped_entries() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+        static DROPS: AtomicUsize = AtomicUsize::new(0);
+        struct E(u64, u64, AtomicBool);
+        impl Drop for E {
+            fn drop(&mut self) {
+                assert!(!self.2.swap(true, SeqCst), "dropped twice");
+                DROPS.fetch_add(1, SeqCst);
+            }
+        }
+        let made = AtomicUsize::new(0);
+        let mk = |i: u64| {
+            made.fetch_add(1, SeqCst);
+            Arc::new(E(i, i, AtomicBool::new(false)))
+        };
+        let (slots, mut w) = RcuSlots::new(0, 4, (0..4).map(mk));
+        let slots = Arc::new(slots);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (slots, stop) = (slots.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let mut n = 0u64;
+                    while !stop.load(SeqCst) {
+                        let got: Vec<Arc<E>> = slots.read(|v| v.iter().cloned().collect());
+                        for e in &got {
+                            assert_eq!(e.0, e.1, "torn entry");
+                            assert!(!e.2.load(SeqCst), "entry used after its drop");
+                        }
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+        let mut i = 4u64;
+        let mut tag = 0;
+        while std::time::Instant::now() < deadline && i < 100_000 {
+            let len = slots.read(|v| v.len());
+            if i % 97 == 0 {
+                tag += 1;
+                let keep: Vec<Arc<E>> = slots.read(|v| v.iter().cloned().collect());
+                slots.republish(&mut w, tag, len + 1, keep);
+            } else if let Err(e) = slots.push(&mut w, mk(i)) {
+                assert!(slots.replace(&mut w, (i as usize) % len, e).is_ok());
+            }
+            i += 1;
+        }
+        stop.store(true, SeqCst);
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+        drop(slots);
+        assert_eq!(
+            DROPS.load(SeqCst),
+            made.load(SeqCst),
+            "every entry dropped once"
+        );
     }
 
     #[test]
