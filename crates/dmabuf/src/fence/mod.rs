@@ -220,8 +220,20 @@ pub fn unsignalled_releases() -> u64 {
     UNSIGNALLED_RELEASES.load(Ordering::Relaxed)
 }
 
+sync::fence_thread_local! {
+    /// [`unsignalled_releases`] of this thread alone (for tests that run beside others).
+    static LOCAL_UNSIGNALLED_RELEASES: std::cell::Cell<u64> = std::cell::Cell::new(0);
+}
+
+/// How many of [`unsignalled_releases`] happened on this thread.
+#[cfg(test)]
+pub(crate) fn unsignalled_releases_here() -> u64 {
+    LOCAL_UNSIGNALLED_RELEASES.with(|c| c.get())
+}
+
 pub(crate) fn note_unsignalled_release(driver: &str, timeline: &str, ctx: Context, seqno: u64) {
     UNSIGNALLED_RELEASES.fetch_add(1, Ordering::Relaxed);
+    LOCAL_UNSIGNALLED_RELEASES.with(|c| c.set(c.get() + 1));
     tracing::warn!(
         driver,
         timeline,
