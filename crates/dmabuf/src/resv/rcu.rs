@@ -27,11 +27,11 @@
 //! check the handshake.
 
 #[cfg(loom)]
-use loom::sync::atomic::{fence, AtomicPtr, AtomicU32, AtomicUsize};
+use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
 #[cfg(loom)]
 use loom::sync::Arc;
 #[cfg(not(loom))]
-use std::sync::atomic::{AtomicPtr, AtomicU32, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
 #[cfg(not(loom))]
 use std::sync::Arc;
 
@@ -74,6 +74,9 @@ pub struct RcuCell<T> {
 #[derive(Debug)]
 pub struct Writer {
     id: usize,
+    /// Slots of the current [`Slots`] array whose non-live cell holds a replaced entry
+    /// waiting for a grace period (see [`RcuSlots::replace`]).
+    pending: Vec<usize>,
 }
 
 static NEXT_CELL: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
@@ -94,7 +97,13 @@ impl<T> RcuCell<T> {
             readers: [Padded(AtomicU32::new(0)), Padded(AtomicU32::new(0))],
             id,
         };
-        (cell, Writer { id })
+        (
+            cell,
+            Writer {
+                id,
+                pending: Vec::new(),
+            },
+        )
     }
 
     /// Announce a reader in the counter of the current epoch; returns the epoch to leave.
@@ -245,6 +254,9 @@ impl<T> RcuCell<T> {
 #[repr(align(64))]
 struct Slot<E> {
     live: AtomicUsize,
+    /// The non-live cell still holds the entry it replaced, to be dropped after a grace
+    /// period. Only the writer (or the array's drop) reads or writes it.
+    stale: AtomicBool,
     cells: [UnsafeCell<MaybeUninit<E>>; 2],
 }
 
@@ -252,6 +264,7 @@ impl<E> Slot<E> {
     fn empty() -> Self {
         Slot {
             live: AtomicUsize::new(0),
+            stale: AtomicBool::new(false),
             cells: [
                 UnsafeCell::new(MaybeUninit::uninit()),
                 UnsafeCell::new(MaybeUninit::uninit()),
@@ -309,9 +322,13 @@ impl<E> Drop for Slots<E> {
         for s in self.slots[..n].iter() {
             let l = s.live.load(SeqCst);
             // SAFETY: the live cell of a slot below `len` holds an entry owned by the
-            // array (type invariant), dropped once here; with `&mut self` no reader can
-            // be looking at it.
+            // array (type invariant), and so does the other one when `stale`; each is
+            // dropped once here, and with `&mut self` no reader can be looking at them.
             unsafe { (*s.cells[l].get()).assume_init_drop() };
+            if s.stale.load(SeqCst) {
+                // SAFETY: as above.
+                unsafe { (*s.cells[l ^ 1].get()).assume_init_drop() };
+            }
         }
     }
 }
@@ -382,7 +399,7 @@ impl<E> RcuSlots<E> {
     }
 
     /// The current array, seen by its writer.
-    fn current(&self, w: &Writer) -> &Slots<E> {
+    fn current<'a>(&'a self, w: &'a Writer) -> &'a Slots<E> {
         self.cell.check_writer(w);
         // SAFETY: only the holder of `w` replaces the cell's value and frees the old
         // one, and `&Writer` is borrowed for as long as the returned reference lives.
@@ -402,6 +419,9 @@ impl<E> RcuSlots<E> {
         capacity: usize,
         items: impl IntoIterator<Item = E>,
     ) {
+        // Waiting entries belong to the old array, which drops them with itself (after
+        // the grace period `store` waits for).
+        w.pending.clear();
         drop(
             self.cell
                 .store(w, Arc::new(Slots::new(tag, capacity, items))),
@@ -424,26 +444,51 @@ impl<E> RcuSlots<E> {
         Ok(())
     }
 
-    /// Put `item` at `index`, dropping the entry there after a grace period; handed back
-    /// when `index` is past the end.
+    /// Put `item` at `index`; handed back when `index` is past the end. The replaced
+    /// entry is dropped after a grace period — not at once: replaced entries wait in
+    /// their slots' spare cells, and one grace period reclaims all of them when a slot
+    /// with a waiting entry is replaced again (or the array is republished or dropped).
+    /// So a writer waits for readers about once per pass over the array, not per replace.
     pub fn replace(&self, w: &mut Writer, index: usize, item: E) -> Result<(), E> {
         let s = self.current(w);
         if index >= s.len.load(SeqCst) {
             return Err(item);
         }
+        if s.slots[index].stale.load(SeqCst) {
+            self.reclaim(w);
+        }
+        let s = self.current(w);
         let slot = &s.slots[index];
         let old = slot.live.load(SeqCst);
         let new = old ^ 1;
-        // SAFETY: the non-live cell is empty (type invariant) and no reader looks at it:
-        // readers read the live cell, and the last reader that could have seen this cell
-        // live was waited for by the replace that emptied it. Only the writer writes.
+        // SAFETY: the non-live cell is empty (not `stale`: reclaimed above) and no reader
+        // looks at it: readers read the live cell, and the last reader that could have
+        // seen this cell live was waited for by the reclaim that emptied it. Only the
+        // writer writes.
         unsafe { (*slot.cells[new].get()).write(item) };
         slot.live.store(new, SeqCst);
-        self.cell.synchronize();
-        // SAFETY: the old cell holds the replaced entry, which the array owns; it is no
-        // longer live and the grace period is over, so no reader is looking at it.
-        unsafe { (*slot.cells[old].get()).assume_init_drop() };
+        slot.stale.store(true, SeqCst);
+        w.pending.push(index);
         Ok(())
+    }
+
+    /// Wait for a grace period, then drop every replaced entry waiting in a spare cell.
+    fn reclaim(&self, w: &mut Writer) {
+        self.cell.synchronize();
+        let pending = std::mem::take(&mut w.pending);
+        let s = self.current(w);
+        for &i in pending.iter() {
+            let slot = &s.slots[i];
+            let spare = slot.live.load(SeqCst) ^ 1;
+            // SAFETY: a pending slot's non-live cell holds the entry it replaced (the
+            // array owns it); it stopped being live before the grace period that just
+            // ended, so no reader is looking at it.
+            unsafe { (*slot.cells[spare].get()).assume_init_drop() };
+            slot.stale.store(false, SeqCst);
+        }
+        // Keep the allocation.
+        w.pending = pending;
+        w.pending.clear();
     }
 }
 
@@ -680,23 +725,25 @@ mod loom_tests {
             let r = loom::thread::spawn(move || {
                 let mut last = 0;
                 for _ in 0..2 {
-                    let got: Vec<Arc<Tracked>> = s2.read(|v| {
-                        assert_eq!(v.tag(), 7);
-                        v.iter().cloned().collect()
-                    });
+                    let (tag, got): (u64, Vec<Arc<Tracked>>) =
+                        s2.read(|v| (v.tag(), v.iter().cloned().collect()));
                     for t in &got {
                         assert!(!t.dropped[t.id].load(SeqCst), "cloned a dropped entry");
                     }
                     assert!(got[0].id >= last, "slot 0 only moves forward");
+                    assert_eq!(got.len(), if tag == 8 { 1 } else { got.len() });
                     last = got[0].id;
                 }
             });
+            // Replace (the old entry waits in its slot), append, then republish: the old
+            // array drops the waiting entry with itself.
             assert!(slots.replace(&mut w, 0, mk(1)).is_ok());
             assert!(slots.push(&mut w, mk(2)).is_ok());
-            assert!(slots.push(&mut w, mk(3)).is_err(), "full");
+            slots.republish(&mut w, 8, 2, vec![mk(3)]);
             r.join().unwrap();
             let ids: Vec<usize> = slots.read(|v| v.iter().map(|t| t.id).collect());
-            assert_eq!(ids, vec![1, 2]);
+            assert_eq!(ids, vec![3]);
+            assert!(dropped[0].load(SeqCst) && dropped[1].load(SeqCst));
         });
     }
 }
