@@ -11,7 +11,11 @@
 //! Readers never lock. As in the kernel, the fences live in a fixed-capacity array that
 //! unlocked readers walk ([`rcu::RcuSlots`]) while the lock holder appends into reserved
 //! slots and replaces entries in place; a replaced fence's reference is dropped only after
-//! a grace period, so a reader that is cloning it meanwhile is safe. A reader takes its
+//! a grace period, so a reader that is cloning it meanwhile is safe. Grace periods are
+//! batched, as the kernel's `call_rcu` batches them: a replaced fence stays referenced by
+//! the object until its slot is replaced again, the array is replaced, or the object is
+//! dropped — at most one such fence per slot. (Like any reader's reference, this may make
+//! a fence outlive its removal; nothing may rely on a prompt release.) A reader takes its
 //! references inside a short read-side section and works on them after it. As in the
 //! kernel, an unlocked walk *restarts* when the array itself was replaced (a
 //! [`ResvGuard::reserve_fences`] that had to grow, which also prunes signalled fences) —
@@ -250,9 +254,9 @@ impl Resv {
     /// (`dma_resv_get_fences`); a restarted walk starts the collection over.
     pub fn get_fences(&self, usage: Usage) -> Vec<Fence> {
         loop {
-            // References are taken inside a read-side section (no count of the snapshot
-            // itself); the signalled ones are dropped after it, because checking may run
-            // a driver's `signaled` hook and the callbacks of a fence it signals.
+            // References are taken inside a read-side section; the signalled ones are
+            // dropped after it, because checking may run a driver's `signaled` hook and
+            // the callbacks of a fence it signals.
             let (mut out, storage) = self.list.read(|v| {
                 let mut out = Vec::with_capacity(v.len());
                 out.extend(
