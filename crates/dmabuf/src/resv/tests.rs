@@ -181,3 +181,54 @@ fn locked_fences_include_signalled_unlocked_do_not() {
     assert!(r.get_fences(Usage::Kernel).is_empty());
     assert_eq!(r.num_fences(), 1);
 }
+
+/// A replaced fence is released (its reference dropped) at the latest when its slot is
+/// replaced again, when the array is replaced, or when the object drops: the batched grace
+/// period retains at most one fence per slot.
+#[test]
+fn replaced_fences_are_released_within_one_pass() {
+    let ctx = crate::fence::Context::new();
+    let r = Resv::new();
+    let add = |f: &Fence| {
+        let mut g = r.lock_no_ctx();
+        g.reserve_fences(1).unwrap();
+        g.add_fence(f, Usage::Read).unwrap();
+    };
+    let (f1, f2, f3) = (fence_on(ctx, 1), fence_on(ctx, 2), fence_on(ctx, 3));
+    add(&f1);
+    assert_eq!(
+        f1.ref_count(),
+        3,
+        "ours, the writer's list, the published slot"
+    );
+    add(&f2);
+    assert_eq!(
+        f1.ref_count(),
+        2,
+        "the list let go; the spare cell waits for a grace period"
+    );
+    add(&f3);
+    assert_eq!(
+        f1.ref_count(),
+        1,
+        "the next replace of the slot reclaimed it"
+    );
+    assert_eq!(f2.ref_count(), 2);
+    // Growing the array leaves the waiting fence to the old array, which drops it.
+    {
+        let mut g = r.lock_no_ctx();
+        g.reserve_fences(64).unwrap();
+    }
+    assert_eq!(f2.ref_count(), 1);
+    assert_eq!(f3.ref_count(), 3);
+    let f4 = fence_on(ctx, 4);
+    add(&f4);
+    assert_eq!(f3.ref_count(), 2);
+    drop(r);
+    assert_eq!(
+        f3.ref_count(),
+        1,
+        "dropping the object releases the waiting fence"
+    );
+    assert_eq!(f4.ref_count(), 1);
+}
