@@ -661,6 +661,24 @@ mod loom_tests {
         }
     }
 
+    /// Drop flags for four values, and a maker of tracked values.
+    fn tracked() -> (Arc<[AtomicBool; 4]>, impl Fn(usize) -> Arc<Tracked>) {
+        let dropped = Arc::new([
+            AtomicBool::new(false),
+            AtomicBool::new(false),
+            AtomicBool::new(false),
+            AtomicBool::new(false),
+        ]);
+        let d = dropped.clone();
+        let mk = move |id| {
+            Arc::new(Tracked {
+                id,
+                dropped: d.clone(),
+            })
+        };
+        (dropped, mk)
+    }
+
     /// A reader racing two stores whose old values are dropped at once: every value the
     /// reader gets is still alive (a reference taken to a dropped value would show up as
     /// its flag set), and values only move forward.
@@ -669,18 +687,7 @@ mod loom_tests {
         let mut b = loom::model::Builder::new();
         b.preemption_bound = Some(3);
         b.check(|| {
-            let dropped = Arc::new([
-                AtomicBool::new(false),
-                AtomicBool::new(false),
-                AtomicBool::new(false),
-                AtomicBool::new(false),
-            ]);
-            let mk = |id| {
-                Arc::new(Tracked {
-                    id,
-                    dropped: dropped.clone(),
-                })
-            };
+            let (_, mk) = tracked();
             let (c, mut w) = RcuCell::new(mk(0));
             let c = Arc::new(c);
             let c2 = c.clone();
@@ -699,26 +706,15 @@ mod loom_tests {
     }
 
     /// A reader cloning entries out of an in-place array while the writer replaces one
-    /// (dropping the old entry after a grace period, then reusing its box) and appends
-    /// another: every entry the reader clones is still alive, slot 0 only moves forward,
-    /// and an appended entry is seen whole.
+    /// (the old entry waits in the slot's spare cell), appends another and republishes:
+    /// every entry the reader clones is still alive, slot 0 only moves forward, an
+    /// appended entry is seen whole, and the old array drops the waiting entry.
     #[test]
     fn loom_rcu_slots_replace_in_place() {
         let mut b = loom::model::Builder::new();
         b.preemption_bound = Some(3);
         b.check(|| {
-            let dropped = Arc::new([
-                AtomicBool::new(false),
-                AtomicBool::new(false),
-                AtomicBool::new(false),
-                AtomicBool::new(false),
-            ]);
-            let mk = |id| {
-                Arc::new(Tracked {
-                    id,
-                    dropped: dropped.clone(),
-                })
-            };
+            let (dropped, mk) = tracked();
             let (slots, mut w) = RcuSlots::new(7, 2, vec![mk(0)]);
             let slots = Arc::new(slots);
             let s2 = slots.clone();
