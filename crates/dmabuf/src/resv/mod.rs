@@ -94,10 +94,10 @@ impl Usage {
     }
 }
 
-/// Writer-side state, only touched with the lock held: the authoritative list, which the
-/// published array mirrors entry for entry.
+/// Writer-side state, only touched with the lock held. The fences themselves are read
+/// from the published array ([`RcuSlots::entries`]): the writer keeps no references of
+/// its own, so replacing a fence touches it only when its grace period is over.
 struct Locked {
-    entries: Vec<(Fence, Usage)>,
     /// Identity of the current array (see [`Resv::storage`]).
     storage: u64,
     /// Slots the array has room for.
@@ -146,7 +146,6 @@ impl Resv {
             lock: WwMutex::new(
                 &RESERVATION_WW_CLASS,
                 Locked {
-                    entries: Vec::new(),
                     storage: 0,
                     capacity: 0,
                     reserved_to: 0,
@@ -363,7 +362,8 @@ impl std::fmt::Debug for ResvGuard<'_> {
 impl Drop for ResvGuard<'_> {
     fn drop(&mut self) {
         // Reservations die at unlock: a missing re-reserve is caught next time.
-        self.g.reserved_to = self.g.entries.len();
+        let g = &mut *self.g;
+        g.reserved_to = self.resv.list.len(&g.writer);
     }
 }
 
@@ -396,7 +396,7 @@ impl<'a> ResvGuard<'a> {
         if n == 0 {
             return Err(Error::Invalid("reserve_fences(0)"));
         }
-        let len = self.g.entries.len();
+        let len = self.len();
         let want = len.checked_add(n).ok_or(Error::NoMem)?;
         if want > self.g.capacity {
             let cap = if self.g.capacity == 0 {
@@ -404,27 +404,35 @@ impl<'a> ResvGuard<'a> {
             } else {
                 want.max(self.g.capacity.saturating_mul(2))
             };
-            self.g.entries.retain(|(f, _)| !f.is_signaled());
+            let kept: Vec<(Fence, Usage)> = self
+                .resv
+                .list
+                .entries(&self.g.writer)
+                .filter(|(f, _)| !f.is_signaled())
+                .cloned()
+                .collect();
             self.g.capacity = cap;
-            self.g.reserved_to = self.g.entries.len() + n;
-            self.republish();
+            self.g.reserved_to = kept.len() + n;
+            self.republish(kept);
             return Ok(());
         }
         self.g.reserved_to = self.g.reserved_to.max(want);
         Ok(())
     }
 
-    /// Publish the writer's list as a new array of `capacity` slots for unlocked readers,
-    /// then announce it, so walks of the old one restart.
-    fn republish(&mut self) {
+    /// Number of entries (signalled ones included).
+    fn len(&self) -> usize {
+        self.resv.list.len(&self.g.writer)
+    }
+
+    /// Publish `entries` as a new array of `capacity` slots for unlocked readers, then
+    /// announce it, so walks of the old one restart.
+    fn republish(&mut self, entries: Vec<(Fence, Usage)>) {
         let g = &mut *self.g;
         g.storage += 1;
-        self.resv.list.republish(
-            &mut g.writer,
-            g.storage,
-            g.capacity,
-            g.entries.iter().cloned(),
-        );
+        self.resv
+            .list
+            .republish(&mut g.writer, g.storage, g.capacity, entries);
         self.resv.storage.store(g.storage, Ordering::Release);
     }
 
@@ -443,24 +451,27 @@ impl<'a> ResvGuard<'a> {
                 "container fence added to a reservation object; add its leaves",
             ));
         }
-        let slot = self.g.entries.iter().position(|(old, old_usage)| {
-            (old.context() == fence.context()
-                && *old_usage >= usage
-                && is_later_or_same(fence, old))
-                || old.is_signaled()
-        });
+        let slot = self
+            .resv
+            .list
+            .entries(&self.g.writer)
+            .position(|(old, old_usage)| {
+                (old.context() == fence.context()
+                    && *old_usage >= usage
+                    && is_later_or_same(fence, old))
+                    || old.is_signaled()
+            });
         match slot {
             Some(i) => {
-                self.g.entries[i] = (fence.clone(), usage);
                 let g = &mut *self.g;
                 let r = self
                     .resv
                     .list
                     .replace(&mut g.writer, i, (fence.clone(), usage));
-                debug_assert!(r.is_ok(), "the array mirrors the list");
+                debug_assert!(r.is_ok(), "an index of the array");
             }
             None => {
-                if self.g.entries.len() >= self.g.reserved_to {
+                if self.len() >= self.g.reserved_to {
                     lockdep::report(
                         lockdep::ReportKind::Misuse,
                         &[RESERVATION_WW_CLASS.lock_class()],
@@ -469,7 +480,6 @@ impl<'a> ResvGuard<'a> {
                     );
                     return Err(Error::Invalid("add_fence without a reserved slot"));
                 }
-                self.g.entries.push((fence.clone(), usage));
                 let g = &mut *self.g;
                 let r = self.resv.list.push(&mut g.writer, (fence.clone(), usage));
                 debug_assert!(r.is_ok(), "reserved slots fit the array");
@@ -483,15 +493,20 @@ impl<'a> ResvGuard<'a> {
     /// buffer once `replacement` signals (e.g. a preemption fence).
     pub fn replace_fences(&mut self, context: Context, replacement: &Fence, usage: Usage) {
         let g = &mut *self.g;
-        for (i, e) in g.entries.iter_mut().enumerate() {
-            if e.0.context() == context {
-                *e = (replacement.clone(), usage);
-                let r = self
-                    .resv
-                    .list
-                    .replace(&mut g.writer, i, (replacement.clone(), usage));
-                debug_assert!(r.is_ok(), "the array mirrors the list");
-            }
+        let hits: Vec<usize> = self
+            .resv
+            .list
+            .entries(&g.writer)
+            .enumerate()
+            .filter(|(_, (f, _))| f.context() == context)
+            .map(|(i, _)| i)
+            .collect();
+        for i in hits {
+            let r = self
+                .resv
+                .list
+                .replace(&mut g.writer, i, (replacement.clone(), usage));
+            debug_assert!(r.is_ok(), "an index of the array");
         }
     }
 
@@ -507,35 +522,34 @@ impl<'a> ResvGuard<'a> {
             out.push(e);
         }
         let n = out.len();
-        self.g.entries = out;
         self.g.capacity = n;
         self.g.reserved_to = n;
-        self.republish();
+        self.republish(out);
     }
 
     /// The fences of usage `usage` or stronger, signalled ones included, with their usage
     /// (`dma_resv_for_each_fence`, locked).
     pub fn fences(&self, usage: Usage) -> Vec<(Fence, Usage)> {
-        self.g
-            .entries
-            .iter()
+        self.resv
+            .list
+            .entries(&self.g.writer)
             .filter(|(_, u)| *u <= usage)
             .cloned()
             .collect()
     }
 
-    /// Whether an unsignalled fence of usage `usage` or stronger is present (read from
-    /// the writer's own list: no snapshot, no references taken).
+    /// Whether an unsignalled fence of usage `usage` or stronger is present (read as the
+    /// writer: no read-side section, no references taken).
     pub fn has_unsignalled(&self, usage: Usage) -> bool {
-        self.g
-            .entries
-            .iter()
+        self.resv
+            .list
+            .entries(&self.g.writer)
             .any(|(f, u)| *u <= usage && !f.is_signaled())
     }
 
     /// Slots appendable now without another reservation.
     pub fn reserved_free(&self) -> usize {
-        self.g.reserved_to.saturating_sub(self.g.entries.len())
+        self.g.reserved_to.saturating_sub(self.len())
     }
 
     /// The debugfs description (`dma_resv_describe`): one line per fence up to `Read`,

@@ -411,6 +411,26 @@ impl<E> RcuSlots<E> {
         self.current(w).slots.len()
     }
 
+    /// Entries of the current array.
+    pub fn len(&self, w: &Writer) -> usize {
+        self.current(w).len.load(SeqCst)
+    }
+
+    /// Whether the current array has no entries.
+    pub fn is_empty(&self, w: &Writer) -> bool {
+        self.len(w) == 0
+    }
+
+    /// The entries, as the writer sees them (no read-side section: nothing changes them
+    /// while `w` is borrowed).
+    pub fn entries<'a>(&'a self, w: &'a Writer) -> impl Iterator<Item = &'a E> + 'a {
+        let s = self.current(w);
+        let n = s.len.load(SeqCst);
+        // SAFETY: slots below `len` hold live entries, and only the holder of `w` could
+        // replace (and so drop) one, which needs `&mut Writer` while this borrow lives.
+        s.slots[..n].iter().map(|slot| unsafe { slot.get() })
+    }
+
     /// Publish a new array (the old one is frozen, and dropped by its last reader).
     pub fn republish(
         &self,
