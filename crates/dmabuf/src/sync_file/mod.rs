@@ -995,6 +995,18 @@ mod watcher {
         true
     }
 
+    /// Whether the watcher holds `fence` now (for tests that must know a waiter is
+    /// blocked in the watcher before they act).
+    #[cfg(test)]
+    pub(super) fn is_watching(fence: &Fence) -> bool {
+        get().is_some_and(|w| {
+            w.waiting
+                .lock()
+                .values()
+                .any(|watch| Fence::ptr_eq(&watch.fence, fence))
+        })
+    }
+
     fn run(w: &'static W) {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(64);
         loop {

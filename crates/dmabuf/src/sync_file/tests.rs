@@ -21,6 +21,30 @@ fn pending() -> Fence {
     Fence::new(T, Context::new(), 7)
 }
 
+/// A close-on-exec pipe: a child spawned by a test running beside this one (see
+/// `cross_process`) must not inherit its write end, or hang-up tests would stall.
+fn pipe() -> (OwnedFd, OwnedFd) {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap()
+}
+
+/// A close-on-exec duplicate, for the same reason.
+fn cloexec_dup(fd: impl AsFd) -> OwnedFd {
+    rustix::io::fcntl_dupfd_cloexec(fd, 0).unwrap()
+}
+
+/// Wait (at most 10 s) until the watcher thread holds `f`, so that what the test does
+/// next is seen by the watcher and not by the peek at the start of the wait.
+fn wait_until_watched(f: &Fence) {
+    let t0 = std::time::Instant::now();
+    while !watcher::is_watching(f) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the watcher never took the fence"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn selftest_sync() {
     let mut failed = Vec::new();
@@ -56,7 +80,7 @@ fn polls_readable_once_signalled_and_reports_status() {
     }
     assert_eq!(counter(sf.as_fd()), encode_record(-125, ts));
     // A duplicate of the descriptor sees the same.
-    let dup = rustix::io::dup(sf.as_fd()).unwrap();
+    let dup = cloexec_dup(sf.as_fd());
     assert_eq!(fd_status(dup.as_fd()).unwrap(), Status::Error(-125));
 }
 
@@ -238,7 +262,7 @@ fn fdinfo_parsing() {
     let info = eventfd_info(e.as_fd()).unwrap();
     assert_eq!(info.count, 0x1234);
     assert!(info.id.is_some());
-    let (r, _w) = rustix::pipe::pipe().unwrap();
+    let (r, _w) = pipe();
     assert!(matches!(eventfd_info(r.as_fd()), Err(Error::Invalid(_))));
 }
 
@@ -279,11 +303,11 @@ fn foreign_descriptor_becomes_a_proxy_fence() {
     );
     // Count 0: a pending proxy that the watcher signals when the record is written.
     let e = efd(0);
-    let w = rustix::io::dup(&e).unwrap();
+    let w = cloexec_dup(&e);
     let sf = SyncFile::from_fd(e).unwrap();
     assert!(!sf.fence().is_signaled());
     let t = wait_in_thread(sf.fence());
-    std::thread::sleep(Duration::from_millis(10));
+    wait_until_watched(sf.fence());
     let ts = ktime_now();
     rustix::io::write(&w, &encode_record(1, ts).to_ne_bytes()).unwrap();
     t.join().unwrap().unwrap();
@@ -291,7 +315,7 @@ fn foreign_descriptor_becomes_a_proxy_fence() {
     assert_eq!(sf.fence().timestamp(), Some(ts));
     // Without a waiter: `is_signaled` peeks the descriptor.
     let e = efd(0);
-    let w = rustix::io::dup(&e).unwrap();
+    let w = cloexec_dup(&e);
     let f = get_fence(e.as_fd()).unwrap();
     assert!(!f.is_signaled());
     let ts = ktime_now();
@@ -305,11 +329,11 @@ fn foreign_descriptor_becomes_a_proxy_fence() {
 #[test]
 fn proxy_reads_epipe_when_the_liveness_pipe_hangs_up() {
     // The signaller dies while a waiter sleeps.
-    let (r, w) = rustix::pipe::pipe().unwrap();
+    let (r, w) = pipe();
     let sf = SyncFile::from_fd_with_liveness(efd(0), r).unwrap();
     assert_eq!(peek(sf.as_fd()).unwrap(), FdState::Pending);
     let t = wait_in_thread(sf.fence());
-    std::thread::sleep(Duration::from_millis(10));
+    wait_until_watched(sf.fence());
     drop(w);
     t.join().unwrap().unwrap();
     assert_eq!(sf.fence().status(), Status::Error(-32));
@@ -317,18 +341,18 @@ fn proxy_reads_epipe_when_the_liveness_pipe_hangs_up() {
     assert_eq!(fd_status(sf.as_fd()).unwrap(), Status::Error(-32));
     assert!(!sf.poll(), "the descriptor itself holds no record");
     // Already gone at import: the first peek says so.
-    let (r, w) = rustix::pipe::pipe().unwrap();
+    let (r, w) = pipe();
     drop(w);
     let sf = SyncFile::from_fd_with_liveness(efd(0), r).unwrap();
     assert!(sf.fence().is_signaled());
     assert_eq!(sf.fence().status(), Status::Error(-32));
     // A record written before the death wins over the hang-up.
-    let (r, w) = rustix::pipe::pipe().unwrap();
+    let (r, w) = pipe();
     let e = efd(0);
-    let writer = rustix::io::dup(&e).unwrap();
+    let writer = cloexec_dup(&e);
     let sf = SyncFile::from_fd_with_liveness(e, r).unwrap();
     let t = wait_in_thread(sf.fence());
-    std::thread::sleep(Duration::from_millis(10));
+    wait_until_watched(sf.fence());
     let ts = ktime_now();
     rustix::io::write(&writer, &encode_record(-125, ts).to_ne_bytes()).unwrap();
     drop(w);
@@ -343,12 +367,12 @@ fn import_rejects_non_sync_files() {
         assert!(matches!(get_fence(fd), Err(Error::Invalid(_))));
         assert!(matches!(peek(fd), Err(Error::Invalid(_))));
         assert!(matches!(fd_status(fd), Err(Error::Invalid(_))));
-        let owned = rustix::io::dup(fd).unwrap();
+        let owned = cloexec_dup(fd);
         let n = owned.as_raw_fd();
         assert!(matches!(SyncFile::from_fd(owned), Err(Error::Invalid(_))));
         assert!(!registry().lock().by_fd.contains_key(&n));
     };
-    let (r, w) = rustix::pipe::pipe().unwrap();
+    let (r, w) = pipe();
     rejected(r.as_fd());
     rejected(w.as_fd());
     let (a, _b) = rustix::net::socketpair(
@@ -387,11 +411,11 @@ fn into_fd_then_dup_then_import_gives_the_same_fence() {
     let f = pending();
     let sf = SyncFile::with_name(f.clone(), "same").unwrap();
     // A duplicate of a live sync file's descriptor: found through its eventfd id.
-    let d0 = rustix::io::dup(sf.as_fd()).unwrap();
+    let d0 = cloexec_dup(sf.as_fd());
     assert!(Fence::ptr_eq(&get_fence(d0.as_fd()).unwrap(), &f));
     // Pending: the caller gets a duplicate, the callback keeps the original.
     let fd = sf.into_fd();
-    let d = rustix::io::dup(&fd).unwrap();
+    let d = cloexec_dup(&fd);
     assert!(Fence::ptr_eq(&get_fence(d.as_fd()).unwrap(), &f));
     let back = SyncFile::from_fd(d).unwrap();
     assert!(Fence::ptr_eq(back.fence(), &f));
@@ -414,7 +438,7 @@ fn into_fd_then_dup_then_import_gives_the_same_fence() {
     let fd = sf.into_fd();
     assert_eq!(fd.as_raw_fd(), n);
     assert!(!registry().lock().by_fd.contains_key(&n));
-    let d = rustix::io::dup(&fd).unwrap();
+    let d = cloexec_dup(&fd);
     assert!(Fence::ptr_eq(&get_fence(d.as_fd()).unwrap(), &g));
 }
 
@@ -422,7 +446,7 @@ fn into_fd_then_dup_then_import_gives_the_same_fence() {
 fn dropped_export_of_a_pending_fence_still_signals_its_copies() {
     let f = pending();
     let sf = SyncFile::new(f.clone()).unwrap();
-    let d = rustix::io::dup(sf.as_fd()).unwrap();
+    let d = cloexec_dup(sf.as_fd());
     drop(sf);
     assert!(!poll_readable(d.as_fd(), Some(Duration::ZERO)).unwrap());
     f.signal().unwrap();
@@ -431,7 +455,7 @@ fn dropped_export_of_a_pending_fence_still_signals_its_copies() {
     // Released unsignalled: the callback still writes, with the core's -EDEADLK.
     let f = pending();
     let sf = SyncFile::new(f.clone()).unwrap();
-    let d = rustix::io::dup(sf.as_fd()).unwrap();
+    let d = cloexec_dup(sf.as_fd());
     drop(sf);
     drop(f);
     assert_eq!(fd_status(d.as_fd()).unwrap(), Status::Error(-35));
@@ -556,7 +580,7 @@ fn send_fd_adds_the_liveness_descriptor_only_to_known_sync_files() {
     assert_eq!(again.len(), 2);
     assert!(same_file(again[1].as_fd(), got[1].as_fd()));
     // Anything else goes alone: a pipe, an eventfd nobody knows.
-    let (r, _w) = rustix::pipe::pipe().unwrap();
+    let (r, _w) = pipe();
     send_fd(a.as_fd(), r.as_fd()).unwrap();
     assert_eq!(recv_all(b.as_fd()).len(), 1);
     let e = efd(0);
@@ -566,8 +590,8 @@ fn send_fd_adds_the_liveness_descriptor_only_to_known_sync_files() {
     let p = SyncFile::from_fd(efd(0)).unwrap();
     send_fd(a.as_fd(), p.as_fd()).unwrap();
     assert_eq!(recv_all(b.as_fd()).len(), 1);
-    let (lr, _lw) = rustix::pipe::pipe().unwrap();
-    let lr2 = rustix::io::dup(&lr).unwrap();
+    let (lr, _lw) = pipe();
+    let lr2 = cloexec_dup(&lr);
     let p = SyncFile::from_fd_with_liveness(efd(0), lr).unwrap();
     send_fd(a.as_fd(), p.as_fd()).unwrap();
     let fwd = recv_all(b.as_fd());
@@ -588,7 +612,7 @@ fn recv_of_a_sync_file_carrying_the_liveness_descriptor() {
     assert!(Fence::ptr_eq(&get_fence(got.as_fd()).unwrap(), &f));
     // A proxy forwarded and dropped: the receiver's import is a new proxy that carries
     // the origin's liveness, and reads -EPIPE when the origin goes.
-    let (lr, lw) = rustix::pipe::pipe().unwrap();
+    let (lr, lw) = pipe();
     let p = SyncFile::from_fd_with_liveness(efd(0), lr).unwrap();
     let old = p.fence().clone();
     send_fd(a.as_fd(), p.as_fd()).unwrap();
@@ -598,13 +622,13 @@ fn recv_of_a_sync_file_carrying_the_liveness_descriptor() {
     assert!(!Fence::ptr_eq(sf.fence(), &old));
     assert_eq!(sf.fence().driver_name(), "sync_file");
     let t = wait_in_thread(sf.fence());
-    std::thread::sleep(Duration::from_millis(10));
+    wait_until_watched(sf.fence());
     drop(lw);
     t.join().unwrap().unwrap();
     assert_eq!(sf.fence().status(), Status::Error(-32));
     // A liveness descriptor beside something that is not a sync file is dropped.
-    let (r, _w) = rustix::pipe::pipe().unwrap();
-    let (lr, lw) = rustix::pipe::pipe().unwrap();
+    let (r, _w) = pipe();
+    let (lr, lw) = pipe();
     {
         use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage};
         let fds = [r.as_fd(), lr.as_fd()];
@@ -626,7 +650,7 @@ fn bad_input_at_every_entry_point_changes_nothing() {
     let f = pending();
     let sf = SyncFile::new(f.clone()).unwrap();
     let n = sf.as_fd().as_raw_fd();
-    let (r, w) = rustix::pipe::pipe().unwrap();
+    let (r, w) = pipe();
     // Imports and peeks of a non-sync file.
     assert!(matches!(get_fence(r.as_fd()), Err(Error::Invalid(_))));
     assert!(matches!(peek(r.as_fd()), Err(Error::Invalid(_))));
@@ -707,7 +731,7 @@ fn merge_ioctl_validation() {
         ));
         assert_eq!(bad, before);
     }
-    let (p, _w) = rustix::pipe::pipe().unwrap();
+    let (p, _w) = pipe();
     let mut bad = d;
     bad.fd2 = p.as_raw_fd();
     assert!(matches!(
@@ -787,7 +811,7 @@ fn file_info_ioctl_validation() {
     // Leaves are sorted by context: f1 (error) comes first, and the aggregate takes the
     // first non-positive leaf status.
     assert_eq!(info2.status, -5);
-    let (p, _w) = rustix::pipe::pipe().unwrap();
+    let (p, _w) = pipe();
     assert!(matches!(
         ioctl_file_info(p.as_fd(), &mut info2, &mut out),
         Err(Error::NoTty)
@@ -846,10 +870,17 @@ fn child_entry() {
     let n: i32 = n.parse().unwrap();
     // SAFETY: the parent passed us this inherited descriptor number for our exclusive use.
     let sock = unsafe { OwnedFd::from_raw_fd(n) };
-    // 1. Receive a pending sync file, wait on it (watcher thread), report its status.
+    // 1. Receive a pending sync file, wait on it (watcher thread), say so once the
+    //    watcher holds it, report its status.
     let fd = recv_fd(sock.as_fd()).unwrap();
     let sf = SyncFile::from_fd(fd).unwrap();
-    sf.fence().wait_timeout(Duration::from_secs(10)).unwrap();
+    let t = {
+        let f = sf.fence().clone();
+        std::thread::spawn(move || f.wait_timeout(Duration::from_secs(10)).map(|_| ()))
+    };
+    wait_until_watched(sf.fence());
+    rustix::io::write(&sock, b"w").unwrap();
+    t.join().unwrap().unwrap();
     let st = sf.fence().get_status();
     rustix::io::write(&sock, &st.to_ne_bytes()).unwrap();
     // 2. Export a pending fence to the parent and die without signalling it.
@@ -888,7 +919,10 @@ fn cross_process() {
     let f = pending();
     let sf = SyncFile::new(f.clone()).unwrap();
     send_fd(parent.as_fd(), sf.as_fd()).unwrap();
-    std::thread::sleep(Duration::from_millis(20));
+    // The child's waiter is blocked in its watcher before we signal.
+    let mut ready = [0u8; 1];
+    rustix::io::read(&parent, &mut ready).unwrap();
+    assert_eq!(&ready, b"w");
     f.set_error(-125).unwrap();
     f.signal().unwrap();
     let mut st = [0u8; 4];
