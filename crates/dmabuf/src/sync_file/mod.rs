@@ -65,15 +65,19 @@
 //! - **Slow path**, for any other descriptor: read its fdinfo (not an eventfd, or a
 //!   counter that is not a record: `EINVAL`) and its `eventfd-id` (unique among live
 //!   eventfds of the whole system). A second map, keyed by that id, holds the sync files
-//!   that left their [`SyncFile`] through [`into_fd`](SyncFile::into_fd); each entry keeps
-//!   a duplicate of the eventfd, so its id cannot be reused while the entry exists, and the
-//!   fence (the kernel's file reference). Duplicates of a live [`SyncFile`]'s descriptor
-//!   are found by the fast map's entries, whose ids are read once, lazily, on the first
-//!   slow lookup that needs them.
-//! - Anything else is another process's sync file (or one whose entry is gone): a new
-//!   proxy fence (driver `sync_file`, timeline `imported`) that a background watcher
-//!   thread signals, with the record's status and timestamp, when the descriptor becomes
-//!   readable (or with `-EPIPE`, see above).
+//!   that left their [`SyncFile`] through [`into_fd`](SyncFile::into_fd) and the proxies
+//!   below; each entry keeps a duplicate of the eventfd, so its id cannot be reused while
+//!   the entry exists, and the fence (the kernel's file reference). Duplicates of a live
+//!   [`SyncFile`]'s descriptor are found by the fast map's entries, whose ids are read
+//!   once, lazily, on the first slow lookup that needs them.
+//! - Anything else is another process's sync file: the first import makes a proxy fence
+//!   (driver `sync_file`, timeline `imported`) that a background watcher thread signals,
+//!   with the record's status and timestamp, when the descriptor becomes readable (or
+//!   with `-EPIPE`, see above). The proxy goes into the id map, so every later import of
+//!   that eventfd (the same number, a duplicate, a new copy received from its origin)
+//!   gives the same proxy, as the kernel gives the file's one fence. A proxy holds one
+//!   duplicate of the eventfd, which is also the id map's pin and what the watcher
+//!   registers; a watch adds a duplicate of the liveness descriptor, if any.
 //!
 //! # Limits
 //!
@@ -82,13 +86,19 @@
 //!   `/proc/self/fdinfo`: they need procfs, and cost a few µs each. Without procfs such
 //!   imports fail with `EINVAL` and `peek` with the error of the open.
 //! - Entries of the id map (and of the received liveness descriptors) live while the
-//!   descriptor *number* they were registered under (the one `into_fd` or `recv_fd`
-//!   returned) still refers to their eventfd; entries whose number was closed are swept
-//!   (amortised, each time the map has doubled since the last sweep), so they, their
-//!   fences and their duplicates outlive the descriptor by a bounded amount. If the user
-//!   closed that number but kept another duplicate, the entry is swept all the same:
-//!   importing that duplicate later gives a proxy (same status and timestamp when it
-//!   signals, not the same [`Fence`]).
+//!   descriptor *number* they were last seen under (the one `into_fd` or `recv_fd`
+//!   returned, or the one of the latest import that found the entry) still refers to
+//!   their eventfd; entries whose number was closed are swept (amortised, each time the
+//!   map has doubled since the last sweep), so they, their fences and their duplicates
+//!   outlive the descriptor by a bounded amount. If the user closed that number but kept
+//!   another duplicate, the entry is swept all the same: importing that duplicate later
+//!   gives a new proxy (same status and timestamp when it signals, not the same
+//!   [`Fence`]).
+//! - A proxy being watched is held by the watcher until its record arrives (or its
+//!   liveness descriptor hangs up), even if nobody else holds it any more: one fence and
+//!   one or two descriptors per foreign sync file that was waited on and never signalled.
+//!   A proxy keeps the liveness descriptor it was made with: one received later for the
+//!   same eventfd does not reach it.
 //! - Anybody holding the descriptor can `read(2)` the record away or `write(2)` a false
 //!   one; the kernel's sync file has no such hole. A descriptor whose counter was consumed
 //!   reads as pending again.
@@ -398,7 +408,8 @@ impl<T> SweptMap<T> {
 struct Registry {
     /// Descriptors owned by live [`SyncFile`]s, by number (the fast path).
     by_fd: HashMap<RawFd, ByFd>,
-    /// Sync files that left their [`SyncFile`] through `into_fd`, by eventfd id.
+    /// Sync files that left their [`SyncFile`] through `into_fd`, and proxies of other
+    /// processes' sync files, by eventfd id.
     by_id: SweptMap<Arc<Known>>,
     /// Liveness read ends received beside a descriptor ([`recv_fd`]), by eventfd id.
     received: SweptMap<Arc<OwnedFd>>,
@@ -419,8 +430,15 @@ impl Registry {
     /// The sync file whose eventfd has id `id`: from the id map, else from the fast map,
     /// reading the ids of its entries that were never read. Each fast-map entry's number
     /// is open while the entry exists (it is removed before its descriptor can close).
-    fn known_by_id(&mut self, id: u64) -> Option<Arc<Known>> {
-        if let Some(p) = self.by_id.map.get(&id) {
+    ///
+    /// `seen_at`: a descriptor number that refers to that eventfd right now; an id-map
+    /// entry found moves its sweep check to it (the number it had may have been closed
+    /// while this one stays open).
+    fn known_by_id(&mut self, id: u64, seen_at: Option<RawFd>) -> Option<Arc<Known>> {
+        if let Some(p) = self.by_id.map.get_mut(&id) {
+            if let Some(n) = seen_at {
+                p.fd_no = n;
+            }
             return Some(p.value.clone());
         }
         for (n, e) in self.by_fd.iter_mut() {
@@ -697,14 +715,17 @@ fn lookup_slow(fd: BorrowedFd<'_>) -> Result<(Arc<Known>, Option<u64>)> {
     let mut liveness = None;
     if let Some(id) = info.id {
         let mut r = registry().lock();
-        if let Some(k) = r.known_by_id(id) {
+        if let Some(k) = r.known_by_id(id, Some(fd.as_raw_fd())) {
             return Ok((k, info.id));
         }
         liveness = r.received.map.get(&id).map(|p| p.value.clone());
     }
+    // The proxy's own duplicate: it pins the eventfd (and so its id) for the id map,
+    // and the watcher registers it with epoll.
+    let pfd = Arc::new(dup(fd)?);
     let fence = Fence::new(
         Proxy {
-            fd: dup(fd)?,
+            fd: pfd.clone(),
             liveness: liveness.clone(),
         },
         Context::new(),
@@ -724,12 +745,32 @@ fn lookup_slow(fd: BorrowedFd<'_>) -> Result<(Arc<Known>, Option<u64>)> {
         );
     }
     let name = default_name(&fence);
-    let known = Known {
+    let known = Arc::new(Known {
         fence,
         name,
         origin: Origin::Remote(liveness),
-    };
-    Ok((Arc::new(known), info.id))
+    });
+    // Cached by id, so that every later import of this eventfd gives the same fence,
+    // as the kernel's file gives its one fence. Another thread may have cached one
+    // meanwhile: then that one is the answer, and ours goes unused.
+    if let Some(id) = info.id {
+        let mut r = registry().lock();
+        if let Some(k) = r.known_by_id(id, Some(fd.as_raw_fd())) {
+            drop(r);
+            return Ok((k, info.id));
+        }
+        let out = r.by_id.insert(
+            id,
+            Pinned {
+                value: known.clone(),
+                _pin: pfd,
+                fd_no: fd.as_raw_fd(),
+            },
+        );
+        drop(r);
+        drop(out);
+    }
+    Ok((known, info.id))
 }
 
 /// Who writes the record of `fd`, as far as this process knows: `Some(None)` this
@@ -749,7 +790,7 @@ fn writer_of(fd: BorrowedFd<'_>, id: impl FnOnce() -> Option<u64>) -> Option<Opt
     let id = id()?;
     let mut r = registry().lock();
     let stashed = r.received.map.get(&id).map(|p| p.value.clone());
-    match r.known_by_id(id).as_deref().map(of) {
+    match r.known_by_id(id, None).as_deref().map(of) {
         Some(Some(w)) => Some(w),
         Some(None) | None => stashed.map(Some),
     }
@@ -879,8 +920,8 @@ fn signal_from(fence: &Fence, st: FdState) {
 /// Ops of a fence imported from a descriptor this process does not know (another
 /// process's sync file).
 struct Proxy {
-    /// A duplicate of the eventfd.
-    fd: OwnedFd,
+    /// A duplicate of the eventfd, shared with the id map's pin and the watcher.
+    fd: Arc<OwnedFd>,
     /// The origin's liveness read end, if it came along.
     liveness: Option<Arc<OwnedFd>>,
 }
@@ -925,11 +966,14 @@ mod watcher {
     use rustix::event::epoll;
 
     /// One proxy being watched: epoll key `k` (even) is its eventfd, `k + 1` its liveness
-    /// descriptor. Both are duplicates owned here, removed from the epoll set before they
-    /// close (epoll forgets a registration only when the file itself goes).
+    /// descriptor. The eventfd is the proxy's own duplicate (a proxy is watched at most
+    /// once: the core enables signalling once per fence); the liveness descriptor, which
+    /// several proxies may share, is duplicated for the watch. Both are held here until
+    /// they are removed from the epoll set (epoll forgets a registration only when the
+    /// file itself goes, so the numbers must stay open until then).
     struct Watch {
         fence: Fence,
-        efd: OwnedFd,
+        efd: Arc<OwnedFd>,
         live: Option<OwnedFd>,
     }
 
@@ -968,13 +1012,13 @@ mod watcher {
 
     /// Watch `efd` (and `live`) for `fence`; false if watching is impossible (the fence
     /// is then signalled by the core, with the error set here).
-    pub(super) fn watch(fence: Fence, efd: &OwnedFd, live: Option<&OwnedFd>) -> bool {
+    pub(super) fn watch(fence: Fence, efd: &Arc<OwnedFd>, live: Option<&OwnedFd>) -> bool {
         let Some(w) = get() else {
             let _ = fence.set_error(-Errno::NOMEM.raw_os_error());
             return false;
         };
-        let dups = dup(efd).and_then(|e| Ok((e, live.map(dup).transpose()?)));
-        let Ok((efd, live)) = dups else {
+        let efd = efd.clone();
+        let Ok(live) = live.map(dup).transpose() else {
             let _ = fence.set_error(-Errno::MFILE.raw_os_error());
             return false;
         };
@@ -995,16 +1039,23 @@ mod watcher {
         true
     }
 
+    /// How many watches the watcher holds for `fence` now.
+    #[cfg(test)]
+    pub(super) fn watches_of(fence: &Fence) -> usize {
+        get().map_or(0, |w| {
+            w.waiting
+                .lock()
+                .values()
+                .filter(|watch| Fence::ptr_eq(&watch.fence, fence))
+                .count()
+        })
+    }
+
     /// Whether the watcher holds `fence` now (for tests that must know a waiter is
     /// blocked in the watcher before they act).
     #[cfg(test)]
     pub(super) fn is_watching(fence: &Fence) -> bool {
-        get().is_some_and(|w| {
-            w.waiting
-                .lock()
-                .values()
-                .any(|watch| Fence::ptr_eq(&watch.fence, fence))
-        })
+        watches_of(fence) > 0
     }
 
     fn run(w: &'static W) {

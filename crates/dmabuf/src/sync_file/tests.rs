@@ -322,8 +322,44 @@ fn foreign_descriptor_becomes_a_proxy_fence() {
     rustix::io::write(&w, &encode_record(-5, ts).to_ne_bytes()).unwrap();
     assert!(f.is_signaled());
     assert_eq!((f.status(), f.timestamp()), (Status::Error(-5), Some(ts)));
-    // Every import of a descriptor nobody owns is a proxy of its own.
-    assert!(!Fence::ptr_eq(&f, &get_fence(e.as_fd()).unwrap()));
+    // Every import of the same eventfd gives that one proxy, as the kernel gives the
+    // file's one fence: through the same number, a duplicate, or an owning import.
+    assert!(Fence::ptr_eq(&f, &get_fence(e.as_fd()).unwrap()));
+    assert!(Fence::ptr_eq(&f, &get_fence(w.as_fd()).unwrap()));
+    let n = e.as_raw_fd();
+    let owned = SyncFile::from_fd(e).unwrap();
+    assert!(Fence::ptr_eq(&f, owned.fence()));
+    drop(owned);
+    // Still the same through the remaining duplicate once that number is closed.
+    assert!(!registry().lock().by_fd.contains_key(&n));
+    assert!(Fence::ptr_eq(&f, &get_fence(w.as_fd()).unwrap()));
+}
+
+#[test]
+fn reimporting_a_pending_foreign_descriptor_neither_leaks_nor_multiplies() {
+    // What leaked before: every import made a new proxy with its own duplicate, and every
+    // wait on it a watch with more; a never-signalling descriptor ran out of
+    // descriptors after a few hundred rounds.
+    let e = efd(0);
+    let first = get_fence(e.as_fd()).unwrap();
+    for _ in 0..400 {
+        let f = get_fence(e.as_fd()).unwrap();
+        assert!(Fence::ptr_eq(&f, &first));
+        assert!(matches!(
+            f.wait_timeout(Duration::from_micros(200)),
+            Err(Error::TimedOut)
+        ));
+    }
+    assert_eq!(watcher::watches_of(&first), 1);
+    // The one watch still delivers the record.
+    let ts = ktime_now();
+    rustix::io::write(&e, &encode_record(-7, ts).to_ne_bytes()).unwrap();
+    first.wait_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        (first.status(), first.timestamp()),
+        (Status::Error(-7), Some(ts))
+    );
+    assert_eq!(watcher::watches_of(&first), 0);
 }
 
 #[test]
@@ -610,8 +646,9 @@ fn recv_of_a_sync_file_carrying_the_liveness_descriptor() {
     let id = eventfd_info(got.as_fd()).unwrap().id.unwrap();
     assert!(registry().lock().received.map.contains_key(&id));
     assert!(Fence::ptr_eq(&get_fence(got.as_fd()).unwrap(), &f));
-    // A proxy forwarded and dropped: the receiver's import is a new proxy that carries
-    // the origin's liveness, and reads -EPIPE when the origin goes.
+    // A proxy forwarded and dropped: the receiver's import is that same proxy (the
+    // eventfd is the same file), which carries the origin's liveness and reads -EPIPE
+    // when the origin goes.
     let (lr, lw) = pipe();
     let p = SyncFile::from_fd_with_liveness(efd(0), lr).unwrap();
     let old = p.fence().clone();
@@ -619,7 +656,7 @@ fn recv_of_a_sync_file_carrying_the_liveness_descriptor() {
     drop(p);
     let got = recv_fd(b.as_fd()).unwrap();
     let sf = SyncFile::from_fd(got).unwrap();
-    assert!(!Fence::ptr_eq(sf.fence(), &old));
+    assert!(Fence::ptr_eq(sf.fence(), &old));
     assert_eq!(sf.fence().driver_name(), "sync_file");
     let t = wait_in_thread(sf.fence());
     wait_until_watched(sf.fence());
