@@ -122,7 +122,7 @@
 
 use crate::error::{Error, Result};
 use crate::fence::unwrap::{merge, unwrap};
-use crate::fence::{ktime_now, Context, Fence, FenceOps, Status, MAX_ERRNO};
+use crate::fence::{ktime_now, CallbackId, Context, Fence, FenceOps, Status, MAX_ERRNO};
 use parking_lot::Mutex;
 use rustix::event::{PollFd, PollFlags};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -272,7 +272,51 @@ fn eventfd_info(fd: BorrowedFd<'_>) -> Result<EventfdInfo> {
 
 /// A close-on-exec duplicate.
 fn dup(fd: impl AsFd) -> Result<OwnedFd> {
+    #[cfg(test)]
+    if hooks::dup_fails() {
+        return Err(Error::Os(Errno::MFILE));
+    }
     Ok(rustix::io::fcntl_dupfd_cloexec(fd, 0)?)
+}
+
+/// Fault injection for tests, per thread (tests run beside each other).
+#[cfg(test)]
+pub(crate) mod hooks {
+    use std::cell::Cell;
+
+    thread_local! {
+        /// `Some(n)`: the `n + 1`-th `dup` from now on this thread fails with `EMFILE`.
+        static FAIL_DUP: Cell<Option<u32>> = const { Cell::new(None) };
+    }
+
+    /// Let `n` more duplicates succeed on this thread, then fail the next one (once).
+    pub(crate) fn fail_dup_after(n: u32) {
+        FAIL_DUP.with(|c| c.set(Some(n)));
+    }
+
+    /// Whether a failure is still to come.
+    pub(crate) fn dup_armed() -> bool {
+        FAIL_DUP.with(|c| c.get().is_some())
+    }
+
+    /// No failure to come.
+    pub(crate) fn disarm() {
+        FAIL_DUP.with(|c| c.set(None));
+    }
+
+    pub(super) fn dup_fails() -> bool {
+        FAIL_DUP.with(|c| match c.get() {
+            Some(0) => {
+                c.set(None);
+                true
+            }
+            Some(n) => {
+                c.set(Some(n - 1));
+                false
+            }
+            None => false,
+        })
+    }
 }
 
 /// Whether `fd` polls readable right now.
@@ -517,6 +561,13 @@ impl SyncFile {
     ///
     /// Errors: as [`new`](SyncFile::new).
     pub fn with_name(fence: Fence, name: &str) -> Result<SyncFile> {
+        Self::create(fence, name).map(|(sf, _)| sf)
+    }
+
+    /// [`with_name`](SyncFile::with_name), also returning the export's fence callback
+    /// (`None` if the fence had already signalled), for a caller that must undo the
+    /// export of a sync file nobody else has seen.
+    fn create(fence: Fence, name: &str) -> Result<(SyncFile, Option<CallbackId>)> {
         use rustix::event::{eventfd, EventfdFlags};
         let fd = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
         let known = Arc::new(Known {
@@ -535,14 +586,21 @@ impl SyncFile {
         // The callback keeps the eventfd open until it has written the record, even if
         // this object is dropped or gives its descriptor away first.
         let w = fd.clone();
-        if let Err((_, cb)) = fence.add_callback(move |f: &Fence| write_record(&w, f)) {
-            drop(cb);
-            write_record(&fd, &fence);
-        }
-        Ok(SyncFile {
-            fd: Some(fd),
-            known,
-        })
+        let cb = match fence.add_callback(move |f: &Fence| write_record(&w, f)) {
+            Ok(id) => Some(id),
+            Err((_, cb)) => {
+                drop(cb);
+                write_record(&fd, &fence);
+                None
+            }
+        };
+        Ok((
+            SyncFile {
+                fd: Some(fd),
+                known,
+            },
+            cb,
+        ))
     }
 
     /// Import a descriptor (`sync_file_fdget` + `sync_file_get_fence`), taking ownership.
@@ -600,16 +658,30 @@ impl SyncFile {
     ///
     /// # Panics
     ///
-    /// If the fence is still pending and the process is out of descriptors, so that the
-    /// duplicate cannot be made (`EMFILE`): there is then no descriptor to hand over that
-    /// the callback would not close under the caller.
-    pub fn into_fd(mut self) -> OwnedFd {
+    /// Where [`try_into_fd`](SyncFile::try_into_fd) fails: the fence is still pending and
+    /// the process is out of descriptors (`EMFILE`), so that the duplicate cannot be made
+    /// (there is then no descriptor to hand over that the callback would not close under
+    /// the caller). Use `try_into_fd` where that can happen.
+    pub fn into_fd(self) -> OwnedFd {
+        match self.try_into_fd() {
+            Ok(fd) => fd,
+            Err(e) => panic!("SyncFile::into_fd: cannot duplicate the descriptor: {e}"),
+        }
+    }
+
+    /// [`into_fd`](SyncFile::into_fd), failing instead of panicking.
+    ///
+    /// Errors: OS errors duplicating the descriptor while the fence is still pending
+    /// (`EMFILE`, `ENFILE`, `ENOMEM`). The sync file is then dropped as it is when it goes
+    /// out of scope: its descriptor closes (once the fence callback has written, if
+    /// others hold duplicates), and nothing is leaked.
+    pub fn try_into_fd(mut self) -> Result<OwnedFd> {
         let Some(fd) = self.fd.take() else {
             unreachable!("the descriptor is only taken by into_fd and drop")
         };
-        let cached = registry().lock().by_fd.remove(&fd.as_raw_fd());
-        let id = cached.as_ref().and_then(|e| e.id);
-        drop(cached);
+        let n = fd.as_raw_fd();
+        // The descriptor to hand over first: on failure `self` is whole again, and its
+        // drop removes the fast-map entry before closing (number `n` is open until then).
         let (user, pin) = match Arc::try_unwrap(fd) {
             // The callback has run (or was never registered): hand over the original.
             Ok(own) => {
@@ -618,9 +690,15 @@ impl SyncFile {
             }
             Err(shared) => match dup(&*shared) {
                 Ok(user) => (user, Some(shared)),
-                Err(e) => panic!("SyncFile::into_fd: cannot duplicate the descriptor: {e}"),
+                Err(e) => {
+                    self.fd = Some(shared);
+                    return Err(e);
+                }
             },
         };
+        let cached = registry().lock().by_fd.remove(&n);
+        let id = cached.as_ref().and_then(|e| e.id);
+        drop(cached);
         // Without a duplicate to pin the id (out of descriptors), the identity is lost:
         // a later import gives a proxy.
         if let Some(pin) = pin {
@@ -637,7 +715,7 @@ impl SyncFile {
                 drop(out);
             }
         }
-        user
+        Ok(user)
     }
 
     /// Whether the descriptor polls readable now (the fence signalled, ok or error).
@@ -1268,8 +1346,10 @@ fn this_file(fd: BorrowedFd<'_>) -> Result<(Fence, String)> {
 ///
 /// Errors: [`Error::Invalid`] (`EINVAL`) if `flags` or `pad` is non-zero;
 /// [`Error::NoEntry`] (`ENOENT`) if `fd2` is not a sync file; [`Error::NoTty`]
-/// (`ENOTTY`) if `fd` itself is not a sync file (wrong file for the ioctl). Nothing is
-/// created and `data` is unchanged on error.
+/// (`ENOTTY`) if `fd` itself is not a sync file (wrong file for the ioctl);
+/// [`Error::NoMem`] (`ENOMEM`) from the merge; OS errors if no descriptor can be had for
+/// the new sync file (`EMFILE`, `ENFILE`, `ENOMEM`). Nothing is created, nothing is
+/// left registered and `data` is unchanged on error.
 pub fn ioctl_merge(fd: BorrowedFd<'_>, data: &mut SyncMergeData) -> Result<OwnedFd> {
     let (f1, _) = this_file(fd)?;
     if data.flags != 0 || data.pad != 0 {
@@ -1286,8 +1366,19 @@ pub fn ioctl_merge(fd: BorrowedFd<'_>, data: &mut SyncMergeData) -> Result<Owned
     let (f2, _) = lookup(fd2).map_err(|_| Error::NoEntry("fd2 is not a sync file"))?;
     let name = c_name(&data.name);
     let merged = merge(&[f1, f2.fence.clone()])?;
-    let sf = SyncFile::with_name(merged, &name)?;
-    let out = sf.into_fd();
+    let (sf, cb) = SyncFile::create(merged.clone(), &name)?;
+    let out = match sf.try_into_fd() {
+        Ok(out) => out,
+        Err(e) => {
+            // Nobody else saw this sync file: take its callback back, which closes the
+            // eventfd now and releases the merged fence without an unsignalled-release
+            // warning.
+            if let Some(cb) = cb {
+                merged.remove_callback(cb);
+            }
+            return Err(e);
+        }
+    };
     data.fence = out.as_raw_fd();
     Ok(out)
 }

@@ -793,6 +793,81 @@ fn merge_ioctl_validation() {
 }
 
 #[test]
+fn try_into_fd_out_of_descriptors_is_emfile_and_leaks_nothing() {
+    let f = pending();
+    let sf = SyncFile::new(f.clone()).unwrap();
+    let n = sf.as_fd().as_raw_fd();
+    let d = cloexec_dup(sf.as_fd());
+    hooks::fail_dup_after(0);
+    assert_eq!(sf.try_into_fd().unwrap_err().errno(), 24);
+    // Dropped as usual: out of the registry, the fence no longer referenced by it (the
+    // callback keeps only the eventfd, so number `n` is still open and not reused).
+    assert!(!registry().lock().by_fd.contains_key(&n));
+    assert_eq!(f.ref_count(), 1);
+    // The record still reaches the duplicate.
+    f.set_error(-5).unwrap();
+    f.signal().unwrap();
+    assert_eq!(fd_status(d.as_fd()).unwrap(), Status::Error(-5));
+    // Once the fence has signalled the original is handed over: only the id map's pin
+    // is a duplicate, and without it the descriptor still comes (as a proxy later).
+    let g = pending();
+    g.signal().unwrap();
+    let sf = SyncFile::new(g).unwrap();
+    hooks::fail_dup_after(0);
+    let fd = sf.try_into_fd().unwrap();
+    assert!(!hooks::dup_armed(), "the pin was not attempted");
+    assert_eq!(fd_status(fd.as_fd()).unwrap(), Status::Signaled);
+}
+
+#[test]
+fn merge_ioctl_out_of_descriptors_is_an_errno_not_a_panic() {
+    let (f1, f2) = (pending(), pending());
+    let a = SyncFile::new(f1.clone()).unwrap();
+    let b = SyncFile::new(f2.clone()).unwrap();
+    let mut d = SyncMergeData {
+        fd2: b.as_fd().as_raw_fd(),
+        ..Default::default()
+    };
+    copy_name(&mut d.name, "m");
+    let before = d;
+    let releases = crate::fence::unsignalled_releases_here();
+    // Fail each duplicate the merge makes in turn, until it makes no more.
+    let mut failed = 0;
+    for after in 0.. {
+        assert!(after < 10, "the merge keeps duplicating");
+        hooks::fail_dup_after(after);
+        let r = ioctl_merge(a.as_fd(), &mut d);
+        let fired = !hooks::dup_armed();
+        hooks::disarm();
+        match r {
+            Err(e) => {
+                assert!(fired, "{e}");
+                assert_eq!(e.errno(), 24);
+                assert_eq!(d, before);
+                failed += 1;
+            }
+            Ok(out) => {
+                assert_eq!(d.fence, out.as_raw_fd());
+                if !fired {
+                    break;
+                }
+                d = before;
+            }
+        }
+    }
+    assert!(
+        failed > 0,
+        "no duplicate was ever made: the test proved nothing"
+    );
+    // The failed merges registered nothing: both inputs are referenced by their own
+    // sync files and the merges' arrays only, and none was released unsignalled.
+    assert_eq!(crate::fence::unsignalled_releases_here(), releases);
+    f1.signal().unwrap();
+    f2.signal().unwrap();
+    assert_eq!(crate::fence::unsignalled_releases_here(), releases);
+}
+
+#[test]
 fn file_info_ioctl_validation() {
     let (f1, f2) = (pending(), pending());
     let a = SyncFile::new(f1.clone()).unwrap();
