@@ -1358,12 +1358,25 @@ pub fn ioctl_merge(fd: BorrowedFd<'_>, data: &mut SyncMergeData) -> Result<Owned
     if data.fd2 < 0 {
         return Err(Error::NoEntry("fd2 is not a sync file"));
     }
-    // SAFETY: `fd2` is a descriptor number supplied by the caller, borrowed only for the
-    // duration of this call, as the kernel's `sync_file_fdget` does; it is never closed
-    // here. If it is not open, the lookup below finds no fdinfo for it and we report
-    // ENOENT.
-    let fd2 = unsafe { BorrowedFd::borrow_raw(data.fd2) };
-    let (f2, _) = lookup(fd2).map_err(|_| Error::NoEntry("fd2 is not a sync file"))?;
+    // What the kernel's `fdget` does: take one reference to whatever file the number
+    // names right now, and work on that reference only.
+    // SAFETY: the number comes from the caller and nothing keeps it open, so it is not a
+    // descriptor this code owns or borrows for any length of time. The `BorrowedFd` made
+    // here is passed to exactly one syscall, `fcntl(F_DUPFD_CLOEXEC)`, and then dropped;
+    // nothing else reads, closes or keeps it. If the number is closed meanwhile, that
+    // syscall fails with EBADF (mapped to ENOENT below); if it has been reused, it
+    // duplicates the new file, which is then what is merged, as with `fdget`. In no case
+    // is another owner's descriptor closed or used after this call.
+    let fd2 = match dup(unsafe { BorrowedFd::borrow_raw(data.fd2) }) {
+        Ok(fd2) => fd2,
+        Err(Error::Os(Errno::BADF)) => return Err(Error::NoEntry("fd2 is not open")),
+        Err(e) => return Err(e),
+    };
+    let (f2, _) = lookup(fd2.as_fd()).map_err(|e| match e {
+        Error::Invalid(_) => Error::NoEntry("fd2 is not a sync file"),
+        e => e,
+    })?;
+    drop(fd2);
     let name = c_name(&data.name);
     let merged = merge(&[f1, f2.fence.clone()])?;
     let (sf, cb) = SyncFile::create(merged.clone(), &name)?;

@@ -777,6 +777,16 @@ fn merge_ioctl_validation() {
     ));
     bad.fd2 = -1;
     assert_eq!(ioctl_merge(a.as_fd(), &mut bad).unwrap_err().errno(), 2);
+    // A number that is not open: ENOENT (the kernel's failed fdget).
+    bad.fd2 = i32::MAX;
+    assert_eq!(ioctl_merge(a.as_fd(), &mut bad).unwrap_err().errno(), 2);
+    // fd2 names a duplicate of a sync file, or one that left its SyncFile: merged.
+    let b2 = cloexec_dup(b.as_fd());
+    let mut ok = d;
+    ok.fd2 = b2.as_raw_fd();
+    let m = SyncFile::from_fd(ioctl_merge(a.as_fd(), &mut ok).unwrap()).unwrap();
+    assert_eq!(m.info().fences.len(), 2);
+    assert!(unwrap(m.fence()).any(|l| Fence::ptr_eq(&l, &f2)));
     // ioctl on something that is not a sync file.
     assert!(matches!(ioctl_merge(p.as_fd(), &mut d), Err(Error::NoTty)));
     // Unterminated name is force-terminated.
