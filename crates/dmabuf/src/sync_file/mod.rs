@@ -105,9 +105,16 @@
 //! - Signaller death is seen only for descriptors that came with their origin's liveness
 //!   descriptor through [`send_fd`] / [`recv_fd`]; one that arrived another way (inherited
 //!   over `exec`, another library's `SCM_RIGHTS`) stays pending if its signaller dies.
-//! - A child made by `fork` without `exec` keeps a copy of the parent's liveness write end
-//!   until it first uses the liveness channel; until then the parent's death is seen only
-//!   once that child is gone too.
+//! - A child made by `fork` without `exec` shares its parent's eventfds but not its
+//!   fences: its copies of the parent's exports never write a record (the export's
+//!   callback compares the process id with the exporter's, read from a page the kernel
+//!   wipes in a forked child, so no syscall), so neither its signals nor its releases
+//!   (`-EDEADLK`) reach the parent's readers. It gets a watcher of its own on its first
+//!   wait (its copy of the parent's shares the parent's epoll set and has no thread),
+//!   which takes over the watches the child copied unless the parent's watcher was busy
+//!   at the fork; those then signal only when a peek sees their record. It keeps a copy
+//!   of the parent's liveness write end until it first uses the liveness channel; until
+//!   then the parent's death is seen only once that child is gone too.
 //! - The timestamp window above (26 days).
 //! - Eventfd ids are allocated by the kernel with an IDA, so they are reused once an
 //!   eventfd is freed; every id-keyed entry therefore pins its eventfd. On a kernel that
@@ -289,6 +296,23 @@ pub(crate) mod hooks {
         static FAIL_DUP: Cell<Option<u32>> = const { Cell::new(None) };
     }
 
+    thread_local! {
+        /// A pid that [`super::pid::current`] reports on this thread instead of the real
+        /// one: this thread acts as a child made by `fork` would.
+        static FAKE_PID: Cell<Option<rustix::process::Pid>> = const { Cell::new(None) };
+    }
+
+    /// Make this thread act as if it were in a child made by `fork` (`true`), or in this
+    /// process again (`false`).
+    pub(crate) fn act_as_forked_child(on: bool) {
+        // No real pid is this large (`pid_max` is at most 2^22).
+        FAKE_PID.with(|c| c.set(on.then(|| rustix::process::Pid::from_raw(i32::MAX).unwrap())));
+    }
+
+    pub(super) fn fake_pid() -> Option<rustix::process::Pid> {
+        FAKE_PID.with(Cell::get)
+    }
+
     /// Let `n` more duplicates succeed on this thread, then fail the next one (once).
     pub(crate) fn fail_dup_after(n: u32) {
         FAIL_DUP.with(|c| c.set(Some(n)));
@@ -336,6 +360,68 @@ fn hung_up(fd: BorrowedFd<'_>) -> bool {
     }
 }
 
+// ---- this process ----------------------------------------------------------------------
+
+/// This process's id, without a syscall each time: the export's fence callback asks for
+/// it on every signal.
+mod pid {
+    use rustix::process::Pid;
+    use std::sync::atomic::{AtomicI32, Ordering::Relaxed};
+    use std::sync::OnceLock;
+
+    /// A word in a page that the kernel zeroes in a child made by `fork`
+    /// (`MADV_WIPEONFORK`, Linux 4.14): this process's pid once read, 0 in a new child.
+    /// `None` if the page could not be had (an older kernel): then each call asks the
+    /// kernel.
+    fn cache() -> Option<&'static AtomicI32> {
+        static CACHE: OnceLock<Option<&'static AtomicI32>> = OnceLock::new();
+        *CACHE.get_or_init(|| {
+            use rustix::mm::{madvise, mmap_anonymous, munmap, Advice, MapFlags, ProtFlags};
+            let len = rustix::param::page_size();
+            let prot = ProtFlags::READ | ProtFlags::WRITE;
+            // SAFETY: a new private anonymous mapping at an address the kernel chooses:
+            // it replaces no existing mapping, so no memory anybody uses changes.
+            let page =
+                unsafe { mmap_anonymous(std::ptr::null_mut(), len, prot, MapFlags::PRIVATE) }
+                    .ok()?;
+            // SAFETY: `page..page + len` is exactly the mapping just made, which nothing
+            // else refers to yet; the advice changes only what a fork does with it.
+            if unsafe { madvise(page, len, Advice::LinuxWipeOnFork) }.is_err() {
+                // SAFETY: the same mapping, still referred to by nothing: unmapping it
+                // invalidates no reference.
+                let _ = unsafe { munmap(page, len) };
+                return None;
+            }
+            // SAFETY: the mapping is never unmapped, so the reference is valid for
+            // `'static`; it is page-aligned (more than `AtomicI32` needs), readable and
+            // writable, and zero-filled (a valid `AtomicI32`, as it is again after a fork
+            // wipes it); it is accessed only through this shared atomic reference.
+            Some(unsafe { &*page.cast::<AtomicI32>() })
+        })
+    }
+
+    /// This process's id (`getpid`). Costs a load once known; a child made by `fork`
+    /// asks the kernel once. (A `vfork` child, which shares the parent's memory, reads the
+    /// parent's: it may only `exec` or `_exit` anyway.)
+    pub(super) fn current() -> Pid {
+        #[cfg(test)]
+        if let Some(p) = super::hooks::fake_pid() {
+            return p;
+        }
+        let Some(c) = cache() else {
+            return rustix::process::getpid();
+        };
+        match Pid::from_raw(c.load(Relaxed)) {
+            Some(p) => p,
+            None => {
+                let p = rustix::process::getpid();
+                c.store(p.as_raw_pid(), Relaxed);
+                p
+            }
+        }
+    }
+}
+
 // ---- the liveness channel ---------------------------------------------------------------
 
 mod liveness {
@@ -358,7 +444,7 @@ mod liveness {
     ///
     /// Errors: OS errors creating the pipe (`EMFILE`…).
     pub(super) fn read_end() -> Result<Arc<OwnedFd>> {
-        let pid = rustix::process::getpid();
+        let pid = pid::current();
         let mut ch = CHANNEL.lock();
         if let Some(c) = ch.as_ref().filter(|c| c.pid == pid) {
             return Ok(c.read.clone());
@@ -584,9 +670,17 @@ impl SyncFile {
         );
         drop(old);
         // The callback keeps the eventfd open until it has written the record, even if
-        // this object is dropped or gives its descriptor away first.
+        // this object is dropped or gives its descriptor away first. A child made by
+        // `fork` without `exec` shares the eventfd but not the fence: what happens to its
+        // copy of the fence (say it drops the last copy unsignalled, -EDEADLK) is not a
+        // signal of this one, and must not reach the parent's readers.
         let w = fd.clone();
-        let cb = match fence.add_callback(move |f: &Fence| write_record(&w, f)) {
+        let exporter = pid::current();
+        let cb = match fence.add_callback(move |f: &Fence| {
+            if pid::current() == exporter {
+                write_record(&w, f);
+            }
+        }) {
             Ok(id) => Some(id),
             Err((_, cb)) => {
                 drop(cb);
@@ -1055,33 +1149,85 @@ mod watcher {
         live: Option<OwnedFd>,
     }
 
+    /// A watcher: an epoll set and the thread that waits on it.
     struct W {
+        /// The process it belongs to.
+        pid: rustix::process::Pid,
         ep: OwnedFd,
         waiting: Mutex<HashMap<u64, Watch>>,
         next: std::sync::atomic::AtomicU64,
     }
 
-    fn get() -> Option<&'static W> {
-        static W: OnceLock<Option<W>> = OnceLock::new();
-        W.get_or_init(|| {
-            let ep = epoll::create(epoll::CreateFlags::CLOEXEC).ok()?;
-            let w = W {
-                ep,
-                waiting: Mutex::new(HashMap::new()),
-                next: std::sync::atomic::AtomicU64::new(2),
-            };
-            Some(w)
-        })
-        .as_ref()
-        .inspect(|w| {
-            static STARTED: OnceLock<()> = OnceLock::new();
-            STARTED.get_or_init(|| {
-                let w: &'static W = w;
-                let _ = std::thread::Builder::new()
-                    .name("sync_file-watch".into())
-                    .spawn(move || run(w));
-            });
-        })
+    /// This process's watcher.
+    static CURRENT: Mutex<Option<Arc<W>>> = parking_lot::const_mutex(None);
+
+    /// This process's watcher, made on first use, and made again in a child made by
+    /// `fork`: the child's copy of the parent's shares the parent's epoll instance and has
+    /// no thread. A failed attempt is not remembered: the next call tries again.
+    ///
+    /// Errors: OS errors of `epoll_create` (`EMFILE`, `ENOMEM`); [`Error::NoMem`] if the
+    /// thread cannot be spawned.
+    fn get() -> Result<Arc<W>> {
+        let pid = pid::current();
+        let mut cur = CURRENT.lock();
+        if let Some(w) = cur.as_ref().filter(|w| w.pid == pid) {
+            return Ok(w.clone());
+        }
+        let w = Arc::new(W {
+            pid,
+            ep: epoll::create(epoll::CreateFlags::CLOEXEC)?,
+            waiting: Mutex::new(HashMap::default()),
+            next: std::sync::atomic::AtomicU64::new(2),
+        });
+        let t = w.clone();
+        // On failure the closure, and with it `t`, is dropped: nothing is left behind.
+        std::thread::Builder::new()
+            .name("sync_file-watch".into())
+            .spawn(move || run(&t))
+            .map_err(|_| Error::NoMem)?;
+        if let Some(old) = cur.replace(w.clone()) {
+            adopt(&w, &old);
+            // The parent's watcher, copied by `fork`: its epoll set is the parent's, which
+            // this process must not touch (not even by closing its copy of the epoll
+            // descriptor), and its thread was not copied. Leaked.
+            std::mem::forget(old);
+        }
+        Ok(w)
+    }
+
+    /// Move the watches of `old` (a parent's watcher copied by `fork`: proxies this child
+    /// holds copies of) to `w`, so that they are signalled here too. Skipped if `old`'s
+    /// lock was held when the process forked (its owner is not in this process).
+    fn adopt(w: &W, old: &W) {
+        let Some(mut from) = old.waiting.try_lock() else {
+            return;
+        };
+        let mut to = w.waiting.lock();
+        for (_, watch) in from.drain() {
+            let key = w.next.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+            if register(w, key, &watch.efd, watch.live.as_ref()).is_ok() {
+                to.insert(key, watch);
+            }
+            // Else the proxy stays pending until a peek sees its record.
+        }
+    }
+
+    /// Add `efd` (and `live`) to `w`'s epoll set under `key`; nothing added on error.
+    fn register(w: &W, key: u64, efd: &OwnedFd, live: Option<&OwnedFd>) -> Result<()> {
+        epoll::add(&w.ep, efd, epoll::EventData::new_u64(key), EFD_FLAGS)?;
+        if let Some(l) = live {
+            if let Err(e) = epoll::add(&w.ep, l, epoll::EventData::new_u64(key + 1), LIVE_FLAGS) {
+                let _ = epoll::delete(&w.ep, efd);
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The pid of the watcher this thread gets (for tests).
+    #[cfg(test)]
+    pub(super) fn pid_of_watcher() -> Result<rustix::process::Pid> {
+        get().map(|w| w.pid)
     }
 
     const EFD_FLAGS: epoll::EventFlags = epoll::EventFlags::IN.union(epoll::EventFlags::ONESHOT);
@@ -1091,9 +1237,12 @@ mod watcher {
     /// Watch `efd` (and `live`) for `fence`; false if watching is impossible (the fence
     /// is then signalled by the core, with the error set here).
     pub(super) fn watch(fence: Fence, efd: &Arc<OwnedFd>, live: Option<&OwnedFd>) -> bool {
-        let Some(w) = get() else {
-            let _ = fence.set_error(-Errno::NOMEM.raw_os_error());
-            return false;
+        let w = match get() {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = fence.set_error(-e.errno());
+                return false;
+            }
         };
         let efd = efd.clone();
         let Ok(live) = live.map(dup).transpose() else {
@@ -1101,26 +1250,22 @@ mod watcher {
             return false;
         };
         let key = w.next.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        // Locked before registering: the thread cannot look the key up before it is in.
         let mut waiting = w.waiting.lock();
-        if epoll::add(&w.ep, &efd, epoll::EventData::new_u64(key), EFD_FLAGS).is_err() {
+        // Out of epoll watches (`ENOMEM`, `ENOSPC` for `max_user_watches`).
+        if register(&w, key, &efd, live.as_ref()).is_err() {
             let _ = fence.set_error(-Errno::NOMEM.raw_os_error());
             return false;
-        }
-        if let Some(l) = &live {
-            if epoll::add(&w.ep, l, epoll::EventData::new_u64(key + 1), LIVE_FLAGS).is_err() {
-                let _ = epoll::delete(&w.ep, &efd);
-                let _ = fence.set_error(-Errno::NOMEM.raw_os_error());
-                return false;
-            }
         }
         waiting.insert(key, Watch { fence, efd, live });
         true
     }
 
-    /// How many watches the watcher holds for `fence` now.
+    /// How many watches this process's watcher holds for `fence` now.
     #[cfg(test)]
     pub(super) fn watches_of(fence: &Fence) -> usize {
-        get().map_or(0, |w| {
+        let w = CURRENT.lock().clone();
+        w.map_or(0, |w| {
             w.waiting
                 .lock()
                 .values()
@@ -1136,7 +1281,7 @@ mod watcher {
         watches_of(fence) > 0
     }
 
-    fn run(w: &'static W) {
+    fn run(w: &W) {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(64);
         loop {
             events.clear();

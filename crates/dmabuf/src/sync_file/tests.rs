@@ -497,6 +497,69 @@ fn dropped_export_of_a_pending_fence_still_signals_its_copies() {
     assert_eq!(fd_status(d.as_fd()).unwrap(), Status::Error(-35));
 }
 
+// ---- fork without exec ------------------------------------------------------------------
+//
+// A real `fork` of the multi-threaded test process cannot be done safely here (nor without
+// `libc` or rustix's `runtime`), so these tests let one thread act as the child: the
+// per-thread pid hook makes the module's pid differ from the exporter's, which is all the
+// module looks at.
+
+#[test]
+fn a_forked_child_releasing_or_signalling_its_copy_writes_no_record() {
+    // Released unsignalled in the child: the core's -EDEADLK stays in the child.
+    let f = pending();
+    let sf = SyncFile::new(f.clone()).unwrap();
+    let d = cloexec_dup(sf.as_fd());
+    let releases = crate::fence::unsignalled_releases_here();
+    hooks::act_as_forked_child(true);
+    drop(sf);
+    drop(f);
+    hooks::act_as_forked_child(false);
+    assert_eq!(crate::fence::unsignalled_releases_here(), releases + 1);
+    assert_eq!(counter(d.as_fd()), 0);
+    assert_eq!(fd_status(d.as_fd()).unwrap(), Status::Pending);
+    // Signalled in the child: no record either (the parent's fence is still pending).
+    let g = pending();
+    let sf = SyncFile::new(g.clone()).unwrap();
+    hooks::act_as_forked_child(true);
+    g.signal().unwrap();
+    hooks::act_as_forked_child(false);
+    assert_eq!(counter(sf.as_fd()), 0);
+    assert!(!sf.poll());
+    // In the exporting process itself, the record is written as ever.
+    let h = pending();
+    let sf = SyncFile::new(h.clone()).unwrap();
+    h.signal().unwrap();
+    assert!(sf.poll());
+}
+
+#[test]
+fn a_forked_child_gets_a_watcher_of_its_own() {
+    let real = rustix::process::getpid();
+    assert_eq!(watcher::pid_of_watcher().unwrap(), real);
+    let e = efd(0);
+    let f = get_fence(e.as_fd()).unwrap();
+    hooks::act_as_forked_child(true);
+    let child = watcher::pid_of_watcher().unwrap();
+    // The child's wait goes to the child's watcher, which signals it.
+    f.enable_sw_signaling();
+    hooks::act_as_forked_child(false);
+    assert_ne!(child, real);
+    let ts = ktime_now();
+    rustix::io::write(&e, &encode_record(-3, ts).to_ne_bytes()).unwrap();
+    f.wait_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!((f.status(), f.timestamp()), (Status::Error(-3), Some(ts)));
+    // Back in this process, a watcher of this pid again; it serves new waits.
+    assert_eq!(watcher::pid_of_watcher().unwrap(), real);
+    let e = efd(0);
+    let g = get_fence(e.as_fd()).unwrap();
+    let t = wait_in_thread(&g);
+    wait_until_watched(&g);
+    rustix::io::write(&e, &encode_record(1, ktime_now()).to_ne_bytes()).unwrap();
+    t.join().unwrap().unwrap();
+    assert_eq!(g.status(), Status::Signaled);
+}
+
 #[test]
 fn fd_number_registry_never_returns_a_stale_fence() {
     let mut reused = 0;
