@@ -85,6 +85,16 @@
 //!   of such descriptors and `recv_fd` of a liveness descriptor read
 //!   `/proc/self/fdinfo`: they need procfs, and cost a few µs each. Without procfs such
 //!   imports fail with `EINVAL` and `peek` with the error of the open.
+//! - An fdinfo that cannot be read *now* (out of descriptors to open it, out of memory)
+//!   is never taken as a verdict on the sync file: an import, peek, ioctl or `send_fd`
+//!   returns that error; a proxy's `is_signaled` says "not yet"; the watcher keeps a
+//!   proxy whose descriptor is readable but whose record cannot be read pending and
+//!   tries again, for about 5 s in all, and only then signals it with `-EIO` (a wait
+//!   that never ends would hide the failure; a made-up status would be worse). The
+//!   kernel has no such case: its sync file reads its fence directly. A watcher that
+//!   cannot be started (no epoll instance, no thread) signals the proxy being waited on
+//!   with `-EMFILE` or `-ENOMEM`, and the next wait tries again. The id-map sweep keeps
+//!   an entry whose fdinfo it cannot read.
 //! - Entries of the id map (and of the received liveness descriptors) live while the
 //!   descriptor *number* they were last seen under (the one `into_fd` or `recv_fd`
 //!   returned, or the one of the latest import that found the entry) still refers to
@@ -269,7 +279,12 @@ fn fdinfo_of(n: RawFd) -> Result<EventfdInfo> {
             Err(e) => return Err(Error::Os(e)),
         }
     }
-    parse_fdinfo(&buf[..len]).ok_or(Error::Invalid("not an eventfd"))
+    let info = parse_fdinfo(&buf[..len]).ok_or(Error::Invalid("not an eventfd"))?;
+    #[cfg(test)]
+    if hooks::fdinfo_fails(info.id) {
+        return Err(Error::Os(Errno::MFILE));
+    }
+    Ok(info)
 }
 
 /// [`fdinfo_of`] an open descriptor.
@@ -302,11 +317,73 @@ pub(crate) mod hooks {
         static FAKE_PID: Cell<Option<rustix::process::Pid>> = const { Cell::new(None) };
     }
 
-    /// Make this thread act as if it were in a child made by `fork` (`true`), or in this
-    /// process again (`false`).
-    pub(crate) fn act_as_forked_child(on: bool) {
+    /// Make this thread act as if it were in child number `n` made by `fork` (`Some`), or
+    /// in this process again (`None`).
+    pub(crate) fn act_as_forked_child(n: Option<u16>) {
         // No real pid is this large (`pid_max` is at most 2^22).
-        FAKE_PID.with(|c| c.set(on.then(|| rustix::process::Pid::from_raw(i32::MAX).unwrap())));
+        let pid = n.and_then(|n| rustix::process::Pid::from_raw(i32::MAX - i32::from(n)));
+        FAKE_PID.with(|c| c.set(pid));
+    }
+
+    thread_local! {
+        /// Whether the next start of a watcher on this thread fails.
+        static FAIL_WATCHER: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Fail the next start of a watcher on this thread (once), as a failed
+    /// `epoll_create` or thread spawn would.
+    pub(crate) fn fail_next_watcher_start() {
+        FAIL_WATCHER.with(|c| c.set(true));
+    }
+
+    pub(super) fn watcher_start_fails() -> bool {
+        FAIL_WATCHER.with(|c| c.replace(false))
+    }
+
+    /// Eventfd ids whose fdinfo reads fail with `EMFILE`, how many more times, and on
+    /// which thread (`None`: any, for the watcher's reads). Keyed by ids, unique among
+    /// live eventfds; but another test's sweep may read a stale number that is now this
+    /// eventfd's, hence the thread.
+    #[allow(clippy::type_complexity)]
+    static FAIL_FDINFO: parking_lot::Mutex<Vec<(u64, u32, Option<std::thread::ThreadId>)>> =
+        parking_lot::const_mutex(Vec::new());
+
+    /// Fail the next `n` fdinfo reads of the eventfd with id `id` (0: stop failing), on
+    /// this thread only or on any.
+    pub(crate) fn fail_fdinfo_reads(id: u64, n: u32, this_thread_only: bool) {
+        let mut v = FAIL_FDINFO.lock();
+        v.retain(|e| e.0 != id);
+        if n > 0 {
+            v.push((id, n, this_thread_only.then(|| std::thread::current().id())));
+        }
+    }
+
+    /// How many failures are still to come for `id`.
+    pub(crate) fn fdinfo_failures_left(id: u64) -> u32 {
+        FAIL_FDINFO
+            .lock()
+            .iter()
+            .find(|e| e.0 == id)
+            .map_or(0, |e| e.1)
+    }
+
+    pub(super) fn fdinfo_fails(id: Option<u64>) -> bool {
+        let Some(id) = id else {
+            return false;
+        };
+        let me = std::thread::current().id();
+        let mut v = FAIL_FDINFO.lock();
+        let Some(i) = v
+            .iter()
+            .position(|e| e.0 == id && e.2.is_none_or(|t| t == me))
+        else {
+            return false;
+        };
+        v[i].1 -= 1;
+        if v[i].1 == 0 {
+            v.swap_remove(i);
+        }
+        true
     }
 
     pub(super) fn fake_pid() -> Option<rustix::process::Pid> {
@@ -504,6 +581,8 @@ const SWEEP_MIN: usize = 64;
 struct SweptMap<T> {
     map: HashMap<u64, Pinned<T>>,
     sweep_at: usize,
+    /// Sweeps so far.
+    sweeps: u64,
 }
 
 impl<T> SweptMap<T> {
@@ -511,6 +590,7 @@ impl<T> SweptMap<T> {
         SweptMap {
             map: HashMap::new(),
             sweep_at: SWEEP_MIN,
+            sweeps: 0,
         }
     }
 
@@ -521,13 +601,20 @@ impl<T> SweptMap<T> {
     fn insert(&mut self, id: u64, p: Pinned<T>) -> Vec<Pinned<T>> {
         let mut out: Vec<Pinned<T>> = self.map.insert(id, p).into_iter().collect();
         if self.map.len() >= self.sweep_at {
+            // Stale: the number is closed, or names another file now. An fdinfo that
+            // cannot be read (`EMFILE`…) proves neither: the entry stays.
             let stale: Vec<u64> = self
                 .map
                 .iter()
-                .filter(|(id, p)| fdinfo_of(p.fd_no).ok().and_then(|i| i.id) != Some(**id))
+                .filter(|(id, p)| match fdinfo_of(p.fd_no) {
+                    Ok(i) => i.id != Some(**id),
+                    Err(Error::BadFd | Error::Invalid(_)) => true,
+                    Err(_) => false,
+                })
                 .map(|(id, _)| *id)
                 .collect();
             out.extend(stale.iter().filter_map(|id| self.map.remove(id)));
+            self.sweeps += 1;
             self.sweep_at = (self.map.len() * 2).max(SWEEP_MIN);
         }
         out
@@ -572,9 +659,14 @@ impl Registry {
             return Some(p.value.clone());
         }
         for (n, e) in self.by_fd.iter_mut() {
-            let eid = *e
-                .id
-                .get_or_insert_with(|| fdinfo_of(*n).ok().and_then(|i| i.id));
+            let eid = match e.id {
+                Some(eid) => eid,
+                None => match fdinfo_of(*n) {
+                    Ok(i) => *e.id.insert(i.id),
+                    // Not remembered: read again next time.
+                    Err(_) => continue,
+                },
+            };
             if eid == Some(id) {
                 return Some(e.known.clone());
             }
@@ -702,8 +794,10 @@ impl SyncFile {
     /// (see the module docs).
     ///
     /// Errors: [`Error::Invalid`] (`EINVAL`) if `fd` is not a sync file (not an eventfd, or
-    /// its counter is not a record); OS errors duplicating it for a proxy (`EMFILE`). The
-    /// descriptor is closed on error, as it was handed over.
+    /// its counter is not a record, or no procfs to tell); OS errors reading its fdinfo
+    /// (`EMFILE`, `ENFILE`, `ENOMEM`: nothing is known about the descriptor then) or
+    /// duplicating it for a proxy (`EMFILE`). The descriptor is closed on error, as it
+    /// was handed over.
     pub fn from_fd(fd: OwnedFd) -> Result<SyncFile> {
         let (known, id) = lookup(fd.as_fd())?;
         let old = registry().lock().by_fd.insert(
@@ -859,8 +953,9 @@ impl Drop for SyncFile {
 
 /// Import without taking ownership: the fence behind `fd` (`sync_file_get_fence`).
 ///
-/// Errors: [`Error::Invalid`] (`EINVAL`) if `fd` is not a sync file; OS errors
-/// duplicating it for a proxy (`EMFILE`).
+/// Errors: [`Error::Invalid`] (`EINVAL`) if `fd` is not a sync file (or no procfs to
+/// tell); OS errors reading its fdinfo (`EMFILE`, `ENFILE`, `ENOMEM`) or duplicating it
+/// for a proxy (`EMFILE`).
 pub fn get_fence(fd: BorrowedFd<'_>) -> Result<Fence> {
     lookup(fd).map(|(k, _)| k.fence.clone())
 }
@@ -879,7 +974,12 @@ fn lookup(fd: BorrowedFd<'_>) -> Result<(Arc<Known>, Option<Option<u64>>)> {
 #[cold]
 fn lookup_slow(fd: BorrowedFd<'_>) -> Result<(Arc<Known>, Option<u64>)> {
     let not = || Error::Invalid("not a sync file");
-    let info = eventfd_info(fd).map_err(|_| not())?;
+    // Not an eventfd, or no procfs to tell: not a sync file. An fdinfo that cannot be
+    // read now (`EMFILE`…) is the caller's error, not a verdict on the descriptor.
+    let info = eventfd_info(fd).map_err(|e| match e {
+        Error::Invalid(_) | Error::BadFd => not(),
+        e => e,
+    })?;
     let record = decode_record(info.count, ktime_now());
     if record == Record::Invalid {
         return Err(not());
@@ -949,7 +1049,12 @@ fn lookup_slow(fd: BorrowedFd<'_>) -> Result<(Arc<Known>, Option<u64>)> {
 /// process, `Some(Some(l))` another process whose liveness read end is `l`, `None`
 /// unknown (or another process without a liveness descriptor). `id` gives the eventfd
 /// id when `fd` is not owned by a live [`SyncFile`].
-fn writer_of(fd: BorrowedFd<'_>, id: impl FnOnce() -> Option<u64>) -> Option<Option<Arc<OwnedFd>>> {
+///
+/// Errors: those of `id`.
+fn writer_of(
+    fd: BorrowedFd<'_>,
+    id: impl FnOnce() -> Result<Option<u64>>,
+) -> Result<Option<Option<Arc<OwnedFd>>>> {
     fn of(k: &Known) -> Option<Option<Arc<OwnedFd>>> {
         match &k.origin {
             Origin::Local => Some(None),
@@ -957,15 +1062,17 @@ fn writer_of(fd: BorrowedFd<'_>, id: impl FnOnce() -> Option<u64>) -> Option<Opt
         }
     }
     if let Some(e) = registry().lock().by_fd.get(&fd.as_raw_fd()) {
-        return of(&e.known);
+        return Ok(of(&e.known));
     }
-    let id = id()?;
+    let Some(id) = id()? else {
+        return Ok(None);
+    };
     let mut r = registry().lock();
     let stashed = r.received.map.get(&id).map(|p| p.value.clone());
-    match r.known_by_id(id, None).as_deref().map(of) {
+    Ok(match r.known_by_id(id, None).as_deref().map(of) {
         Some(Some(w)) => Some(w),
         Some(None) | None => stashed.map(Some),
-    }
+    })
 }
 
 /// Keep `live`, received beside `fd`, for later imports of `fd`'s eventfd. Silently
@@ -1016,7 +1123,7 @@ pub fn peek(fd: BorrowedFd<'_>) -> Result<FdState> {
             timestamp_ns,
         }),
         Record::Pending => {
-            let Some(Some(live)) = writer_of(fd, || info.id) else {
+            let Ok(Some(Some(live))) = writer_of(fd, || Ok(info.id)) else {
                 return Ok(FdState::Pending);
             };
             if !hung_up(live.as_fd()) {
@@ -1039,35 +1146,46 @@ pub fn peek(fd: BorrowedFd<'_>) -> Result<FdState> {
 }
 
 /// What a proxy's descriptor (and liveness descriptor) say now: one `poll` each while
-/// pending, the fdinfo only once readable. A counter that is not a record reads as a
-/// signal with `-EINVAL`.
-fn observe(efd: BorrowedFd<'_>, live: Option<BorrowedFd<'_>>) -> FdState {
+/// pending, the fdinfo only once readable. A counter that is not a record (somebody wrote
+/// garbage into it) reads as a signal with `-EINVAL`.
+///
+/// Errors: those of reading the fdinfo of a readable descriptor (`EMFILE` opening it,
+/// procfs gone…): they say nothing about the producer, only that the record cannot be
+/// read now.
+fn observe(efd: BorrowedFd<'_>, live: Option<BorrowedFd<'_>>) -> Result<FdState> {
     if !readable_now(efd) {
         match live {
             // The record, if any, was written before the writer exited: look again.
             Some(l) if hung_up(l) => {
                 if !readable_now(efd) {
-                    return FdState::SignallerGone;
+                    return Ok(FdState::SignallerGone);
                 }
             }
-            _ => return FdState::Pending,
+            _ => return Ok(FdState::Pending),
         }
     }
-    match eventfd_info(efd).map(|i| decode_record(i.count, ktime_now())) {
-        Ok(Record::Signaled {
-            status,
-            timestamp_ns,
-        }) => FdState::Signaled {
-            status,
-            timestamp_ns,
+    let invalid = FdState::Signaled {
+        status: -Errno::INVAL.raw_os_error(),
+        timestamp_ns: ktime_now(),
+    };
+    Ok(match eventfd_info(efd) {
+        Ok(i) => match decode_record(i.count, ktime_now()) {
+            Record::Signaled {
+                status,
+                timestamp_ns,
+            } => FdState::Signaled {
+                status,
+                timestamp_ns,
+            },
+            // Readable a moment ago, 0 now: somebody read the record away.
+            Record::Pending => FdState::Pending,
+            Record::Invalid => invalid,
         },
-        // Readable a moment ago, 0 now: somebody read the record away.
-        Ok(Record::Pending) => FdState::Pending,
-        Ok(Record::Invalid) | Err(_) => FdState::Signaled {
-            status: -Errno::INVAL.raw_os_error(),
-            timestamp_ns: ktime_now(),
-        },
-    }
+        // Not an eventfd: cannot be (it was one at import, and a descriptor keeps its
+        // file); counted as garbage.
+        Err(Error::Invalid(_)) => invalid,
+        Err(e) => return Err(e),
+    })
 }
 
 fn signal_from(fence: &Fence, st: FdState) {
@@ -1099,8 +1217,11 @@ struct Proxy {
 }
 
 impl Proxy {
+    /// [`observe`]; an error reading the record counts as "not known to be signalled
+    /// yet" (see the watcher for what happens then).
     fn observe(&self) -> FdState {
         observe(self.fd.as_fd(), self.liveness.as_deref().map(AsFd::as_fd))
+            .unwrap_or(FdState::Pending)
     }
 }
 
@@ -1147,6 +1268,10 @@ mod watcher {
         fence: Fence,
         efd: Arc<OwnedFd>,
         live: Option<OwnedFd>,
+        /// Failed attempts to read the record so far.
+        failures: u32,
+        /// Whether a retry is scheduled.
+        retry_due: bool,
     }
 
     /// A watcher: an epoll set and the thread that waits on it.
@@ -1155,6 +1280,9 @@ mod watcher {
         pid: rustix::process::Pid,
         ep: OwnedFd,
         waiting: Mutex<HashMap<u64, Watch>>,
+        /// Watches whose record could not be read: when to look again, and the key.
+        /// Locked after `waiting`, never before.
+        retries: Mutex<Vec<(std::time::Instant, u64)>>,
         next: std::sync::atomic::AtomicU64,
     }
 
@@ -1173,10 +1301,15 @@ mod watcher {
         if let Some(w) = cur.as_ref().filter(|w| w.pid == pid) {
             return Ok(w.clone());
         }
+        #[cfg(test)]
+        if hooks::watcher_start_fails() {
+            return Err(Error::NoMem);
+        }
         let w = Arc::new(W {
             pid,
             ep: epoll::create(epoll::CreateFlags::CLOEXEC)?,
             waiting: Mutex::new(HashMap::default()),
+            retries: Mutex::new(Vec::new()),
             next: std::sync::atomic::AtomicU64::new(2),
         });
         let t = w.clone();
@@ -1203,8 +1336,10 @@ mod watcher {
             return;
         };
         let mut to = w.waiting.lock();
-        for (_, watch) in from.drain() {
+        for (_, mut watch) in from.drain() {
             let key = w.next.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+            // A retry due in the parent: the new registration fires again instead.
+            watch.retry_due = false;
             if register(w, key, &watch.efd, watch.live.as_ref()).is_ok() {
                 to.insert(key, watch);
             }
@@ -1257,7 +1392,16 @@ mod watcher {
             let _ = fence.set_error(-Errno::NOMEM.raw_os_error());
             return false;
         }
-        waiting.insert(key, Watch { fence, efd, live });
+        waiting.insert(
+            key,
+            Watch {
+                fence,
+                efd,
+                live,
+                failures: 0,
+                retry_due: false,
+            },
+        );
         true
     }
 
@@ -1281,44 +1425,104 @@ mod watcher {
         watches_of(fence) > 0
     }
 
+    /// Delays between attempts to read the record of a readable descriptor whose fdinfo
+    /// could not be read (in units of [`RETRY_UNIT`]); once they are spent, the proxy
+    /// signals with `-EIO`. About 5 s in all.
+    const RETRY_DELAYS: [u32; 13] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 1000, 1000, 1000];
+    #[cfg(not(test))]
+    const RETRY_UNIT: Duration = Duration::from_millis(1);
+    /// Tests do not wait 5 s for the last resort.
+    #[cfg(test)]
+    const RETRY_UNIT: Duration = Duration::from_micros(100);
+
     fn run(w: &W) {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(64);
         loop {
             events.clear();
-            if epoll::wait(&w.ep, rustix::buffer::spare_capacity(&mut events), None).is_err() {
+            let timeout = w.retries.lock().iter().map(|r| r.0).min().map(|at| {
+                let d = at.saturating_duration_since(std::time::Instant::now());
+                rustix::time::Timespec {
+                    tv_sec: d.as_secs() as i64,
+                    tv_nsec: d.subsec_nanos() as _,
+                }
+            });
+            let spare = rustix::buffer::spare_capacity(&mut events);
+            if epoll::wait(&w.ep, spare, timeout.as_ref()).is_err() {
                 continue;
             }
             for ev in events.iter() {
                 let data = ev.data.u64();
-                let key = data & !1;
-                let mut waiting = w.waiting.lock();
-                // Gone already: both of its descriptors fired in one batch.
-                let Some(watch) = waiting.get(&key) else {
-                    continue;
-                };
-                let st = observe(watch.efd.as_fd(), watch.live.as_ref().map(AsFd::as_fd));
-                if st == FdState::Pending {
-                    // Spurious (the record was read away): arm what fired again.
-                    let _ = if data & 1 == 0 {
-                        epoll::modify(&w.ep, &watch.efd, ev.data, EFD_FLAGS)
-                    } else if let Some(l) = &watch.live {
-                        epoll::modify(&w.ep, l, ev.data, LIVE_FLAGS)
-                    } else {
-                        Ok(())
-                    };
-                    continue;
-                }
-                let Some(watch) = waiting.remove(&key) else {
-                    continue;
-                };
-                drop(waiting);
-                let _ = epoll::delete(&w.ep, &watch.efd);
-                if let Some(l) = &watch.live {
-                    let _ = epoll::delete(&w.ep, l);
-                }
-                signal_from(&watch.fence, st);
+                look(w, data & !1, Some(data));
+            }
+            let now = std::time::Instant::now();
+            let due: Vec<u64> = {
+                let mut r = w.retries.lock();
+                let due = r.iter().filter(|x| x.0 <= now).map(|x| x.1).collect();
+                r.retain(|x| x.0 > now);
+                due
+            };
+            for key in due {
+                look(w, key, None);
             }
         }
+    }
+
+    /// Look at watch `key` because its descriptor `fired` (the epoll data), or because a
+    /// retry is due (`None`).
+    fn look(w: &W, key: u64, fired: Option<u64>) {
+        let mut waiting = w.waiting.lock();
+        // Gone already: both of its descriptors fired in one batch.
+        let Some(watch) = waiting.get_mut(&key) else {
+            return;
+        };
+        if fired.is_none() {
+            watch.retry_due = false;
+        }
+        let st = match observe(watch.efd.as_fd(), watch.live.as_ref().map(AsFd::as_fd)) {
+            Ok(FdState::Pending) => {
+                // Spurious (the record was read away): arm again what fired, or both
+                // after a retry (the eventfd's registration fired before it).
+                let rearm_efd = fired.is_none_or(|d| d & 1 == 0);
+                let rearm_live = fired.is_none_or(|d| d & 1 == 1);
+                if rearm_efd {
+                    let data = epoll::EventData::new_u64(key);
+                    let _ = epoll::modify(&w.ep, &watch.efd, data, EFD_FLAGS);
+                }
+                if let (true, Some(l)) = (rearm_live, &watch.live) {
+                    let data = epoll::EventData::new_u64(key + 1);
+                    let _ = epoll::modify(&w.ep, l, data, LIVE_FLAGS);
+                }
+                return;
+            }
+            Ok(st) => st,
+            // The record is there but cannot be read now (out of descriptors for the
+            // fdinfo, say): that is no verdict on the producer. Try again later, without
+            // re-arming (the descriptor stays readable: it would fire at once).
+            Err(_) if watch.retry_due => return,
+            Err(_) if (watch.failures as usize) < RETRY_DELAYS.len() => {
+                let delay = RETRY_UNIT * RETRY_DELAYS[watch.failures as usize];
+                watch.failures += 1;
+                watch.retry_due = true;
+                w.retries
+                    .lock()
+                    .push((std::time::Instant::now() + delay, key));
+                return;
+            }
+            // The last resort: an error, rather than a wait that never ends.
+            Err(_) => FdState::Signaled {
+                status: -Errno::IO.raw_os_error(),
+                timestamp_ns: ktime_now(),
+            },
+        };
+        let Some(watch) = waiting.remove(&key) else {
+            return;
+        };
+        drop(waiting);
+        let _ = epoll::delete(&w.ep, &*watch.efd);
+        if let Some(l) = &watch.live {
+            let _ = epoll::delete(&w.ep, l);
+        }
+        signal_from(&watch.fence, st);
     }
 }
 
@@ -1480,8 +1684,14 @@ fn c_name(src: &[u8; 32]) -> String {
     String::from_utf8_lossy(&src[..end]).into_owned()
 }
 
+/// The sync file an ioctl is made on: `ENOTTY` if `fd` is not one (the kernel would not
+/// reach sync_file's ioctl); errors that keep us from telling (`EMFILE` reading its
+/// fdinfo, or duplicating it for a proxy) are returned as they are.
 fn this_file(fd: BorrowedFd<'_>) -> Result<(Fence, String)> {
-    let (k, _) = lookup(fd).map_err(|_| Error::NoTty)?;
+    let (k, _) = lookup(fd).map_err(|e| match e {
+        Error::Invalid(_) => Error::NoTty,
+        e => e,
+    })?;
     Ok((k.fence.clone(), k.name.clone()))
 }
 
@@ -1490,8 +1700,9 @@ fn this_file(fd: BorrowedFd<'_>) -> Result<(Fence, String)> {
 /// `OwnedFd` owns.
 ///
 /// Errors: [`Error::Invalid`] (`EINVAL`) if `flags` or `pad` is non-zero;
-/// [`Error::NoEntry`] (`ENOENT`) if `fd2` is not a sync file; [`Error::NoTty`]
-/// (`ENOTTY`) if `fd` itself is not a sync file (wrong file for the ioctl);
+/// [`Error::NoEntry`] (`ENOENT`) if `fd2` is not an open sync file; [`Error::NoTty`]
+/// (`ENOTTY`) if `fd` itself is not a sync file (wrong file for the ioctl); errors of
+/// [`get_fence`] other than `EINVAL` if either cannot be told;
 /// [`Error::NoMem`] (`ENOMEM`) from the merge; OS errors if no descriptor can be had for
 /// the new sync file (`EMFILE`, `ENFILE`, `ENOMEM`). Nothing is created, nothing is
 /// left registered and `data` is unchanged on error.
@@ -1548,7 +1759,8 @@ pub fn ioctl_merge(fd: BorrowedFd<'_>, data: &mut SyncMergeData) -> Result<Owned
 /// Errors: [`Error::Invalid`] (`EINVAL`) if `flags` or `pad` is non-zero or
 /// `0 < num_fences < count`; [`Error::Fault`] (`EFAULT`) if `out` is shorter than the
 /// leaf count (the kernel's failed copy to user); [`Error::NoTty`] if `fd` is not a sync
-/// file. `info` and `out` are unchanged on error.
+/// file; errors of [`get_fence`] other than `EINVAL` (`EMFILE`…) if that cannot be told.
+/// `info` and `out` are unchanged on error.
 pub fn ioctl_file_info(
     fd: BorrowedFd<'_>,
     info: &mut SyncFileInfo,
@@ -1588,7 +1800,8 @@ pub fn ioctl_file_info(
 /// `SYNC_IOC_SET_DEADLINE` on `fd`.
 ///
 /// Errors: [`Error::Invalid`] (`EINVAL`) if `pad` is non-zero; [`Error::NoTty`] if `fd`
-/// is not a sync file.
+/// is not a sync file; errors of [`get_fence`] other than `EINVAL` (`EMFILE`…) if that
+/// cannot be told.
 pub fn ioctl_set_deadline(fd: BorrowedFd<'_>, arg: &SyncSetDeadline) -> Result<()> {
     let (fence, _) = this_file(fd)?;
     if arg.pad != 0 {
@@ -1619,11 +1832,21 @@ pub fn fd_status(fd: BorrowedFd<'_>) -> Result<Status> {
 /// any other descriptor goes alone.
 ///
 /// Errors: OS errors of `sendmsg` (`ENOTSOCK`, `EPIPE`…); OS errors creating this
-/// process's liveness pipe on the first send of an own sync file (`EMFILE`). Nothing is
-/// sent on error.
+/// process's liveness pipe on the first send of an own sync file (`EMFILE`); OS errors
+/// reading the fdinfo of a descriptor not owned by a live [`SyncFile`] (`EMFILE`: it
+/// cannot be told whether a liveness descriptor must go along). Nothing is sent on
+/// error.
 pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> Result<()> {
     use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage};
-    let live = match writer_of(fd, || eventfd_info(fd).ok().and_then(|i| i.id)) {
+    // Only a sync file this process knows carries liveness: anything else (not an
+    // eventfd, no procfs) goes alone, but an fdinfo that cannot be read now is an error,
+    // not a reason to send a sync file without its liveness.
+    let id = || match eventfd_info(fd) {
+        Ok(i) => Ok(i.id),
+        Err(Error::Invalid(_) | Error::BadFd) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let live = match writer_of(fd, id)? {
         Some(None) => Some(liveness::read_end()?),
         Some(Some(l)) => Some(l),
         None => None,

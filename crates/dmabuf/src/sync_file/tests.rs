@@ -359,7 +359,13 @@ fn reimporting_a_pending_foreign_descriptor_neither_leaks_nor_multiplies() {
         (first.status(), first.timestamp()),
         (Status::Error(-7), Some(ts))
     );
-    assert_eq!(watcher::watches_of(&first), 0);
+    // The watcher lets go once it has seen the record (a peek by the waiter may have
+    // signalled the fence first).
+    let t0 = std::time::Instant::now();
+    while watcher::watches_of(&first) != 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "still watched");
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 #[test]
@@ -511,19 +517,19 @@ fn a_forked_child_releasing_or_signalling_its_copy_writes_no_record() {
     let sf = SyncFile::new(f.clone()).unwrap();
     let d = cloexec_dup(sf.as_fd());
     let releases = crate::fence::unsignalled_releases_here();
-    hooks::act_as_forked_child(true);
+    hooks::act_as_forked_child(Some(1));
     drop(sf);
     drop(f);
-    hooks::act_as_forked_child(false);
+    hooks::act_as_forked_child(None);
     assert_eq!(crate::fence::unsignalled_releases_here(), releases + 1);
     assert_eq!(counter(d.as_fd()), 0);
     assert_eq!(fd_status(d.as_fd()).unwrap(), Status::Pending);
     // Signalled in the child: no record either (the parent's fence is still pending).
     let g = pending();
     let sf = SyncFile::new(g.clone()).unwrap();
-    hooks::act_as_forked_child(true);
+    hooks::act_as_forked_child(Some(1));
     g.signal().unwrap();
-    hooks::act_as_forked_child(false);
+    hooks::act_as_forked_child(None);
     assert_eq!(counter(sf.as_fd()), 0);
     assert!(!sf.poll());
     // In the exporting process itself, the record is written as ever.
@@ -539,11 +545,11 @@ fn a_forked_child_gets_a_watcher_of_its_own() {
     assert_eq!(watcher::pid_of_watcher().unwrap(), real);
     let e = efd(0);
     let f = get_fence(e.as_fd()).unwrap();
-    hooks::act_as_forked_child(true);
+    hooks::act_as_forked_child(Some(2));
     let child = watcher::pid_of_watcher().unwrap();
     // The child's wait goes to the child's watcher, which signals it.
     f.enable_sw_signaling();
-    hooks::act_as_forked_child(false);
+    hooks::act_as_forked_child(None);
     assert_ne!(child, real);
     let ts = ktime_now();
     rustix::io::write(&e, &encode_record(-3, ts).to_ne_bytes()).unwrap();
@@ -558,6 +564,96 @@ fn a_forked_child_gets_a_watcher_of_its_own() {
     rustix::io::write(&e, &encode_record(1, ktime_now()).to_ne_bytes()).unwrap();
     t.join().unwrap().unwrap();
     assert_eq!(g.status(), Status::Signaled);
+}
+
+// ---- transient errors ---------------------------------------------------------------------
+
+#[test]
+fn a_watcher_that_cannot_start_is_reported_and_tried_again() {
+    // Act as a new child, so that the next wait must start a watcher.
+    hooks::act_as_forked_child(Some(3));
+    hooks::fail_next_watcher_start();
+    let e = efd(0);
+    let f = get_fence(e.as_fd()).unwrap();
+    f.enable_sw_signaling();
+    let (e2, g) = {
+        let e2 = efd(0);
+        let g = get_fence(e2.as_fd()).unwrap();
+        g.enable_sw_signaling();
+        (e2, g)
+    };
+    hooks::act_as_forked_child(None);
+    // The failure reached the waiter, as the fence's error...
+    assert!(f.test_signaled_flag());
+    assert_eq!(f.status(), Status::Error(-12));
+    // ...and was not remembered: the next wait got a watcher, which signals.
+    assert!(!g.test_signaled_flag());
+    rustix::io::write(&e2, &encode_record(1, ktime_now()).to_ne_bytes()).unwrap();
+    g.wait_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(g.status(), Status::Signaled);
+}
+
+#[test]
+fn an_unreadable_fdinfo_is_the_callers_error_not_a_verdict() {
+    let e = efd(0);
+    let id = eventfd_info(e.as_fd()).unwrap().id.unwrap();
+    // Imports, peeks and ioctls report the error (not EINVAL / ENOTTY), and change
+    // nothing.
+    for call in 0..4 {
+        hooks::fail_fdinfo_reads(id, 1, true);
+        let errno = match call {
+            0 => get_fence(e.as_fd()).unwrap_err().errno(),
+            1 => peek(e.as_fd()).unwrap_err().errno(),
+            2 => ioctl_set_deadline(e.as_fd(), &SyncSetDeadline::default())
+                .unwrap_err()
+                .errno(),
+            _ => SyncFile::from_fd(cloexec_dup(&e)).unwrap_err().errno(),
+        };
+        assert_eq!(errno, 24, "call {call}");
+        assert_eq!(hooks::fdinfo_failures_left(id), 0);
+    }
+    // A record that cannot be read for a while: the proxy stays pending and the
+    // watcher tries again; the right status arrives in the end.
+    let f = get_fence(e.as_fd()).unwrap();
+    let t = wait_in_thread(&f);
+    wait_until_watched(&f);
+    hooks::fail_fdinfo_reads(id, 3, false);
+    let ts = ktime_now();
+    rustix::io::write(&e, &encode_record(-9, ts).to_ne_bytes()).unwrap();
+    t.join().unwrap().unwrap();
+    assert_eq!((f.status(), f.timestamp()), (Status::Error(-9), Some(ts)));
+    // One that can never be read: -EIO, as a last resort, once the retries are spent.
+    let e = efd(0);
+    let id = eventfd_info(e.as_fd()).unwrap().id.unwrap();
+    let f = get_fence(e.as_fd()).unwrap();
+    let t = wait_in_thread(&f);
+    wait_until_watched(&f);
+    hooks::fail_fdinfo_reads(id, u32::MAX, false);
+    rustix::io::write(&e, &encode_record(1, ktime_now()).to_ne_bytes()).unwrap();
+    let r = t.join().unwrap();
+    hooks::fail_fdinfo_reads(id, 0, false);
+    r.unwrap();
+    assert_eq!(f.status(), Status::Error(-5));
+}
+
+#[test]
+fn a_sweep_keeps_entries_whose_fdinfo_cannot_be_read() {
+    let f = pending();
+    let fd = SyncFile::new(f.clone()).unwrap().into_fd();
+    let id = eventfd_info(fd.as_fd()).unwrap().id.unwrap();
+    assert!(registry().lock().by_id.map.contains_key(&id));
+    hooks::fail_fdinfo_reads(id, u32::MAX, false);
+    let sweeps = registry().lock().by_id.sweeps;
+    for i in 0.. {
+        assert!(i < 10 * SWEEP_MIN, "never swept");
+        if registry().lock().by_id.sweeps != sweeps {
+            break;
+        }
+        drop(SyncFile::new(Fence::private_stub(1)).unwrap().into_fd());
+    }
+    hooks::fail_fdinfo_reads(id, 0, false);
+    assert!(registry().lock().by_id.map.contains_key(&id));
+    assert!(Fence::ptr_eq(&get_fence(fd.as_fd()).unwrap(), &f));
 }
 
 #[test]
