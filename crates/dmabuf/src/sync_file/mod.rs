@@ -574,12 +574,38 @@ struct Pinned<T> {
     fd_no: RawFd,
 }
 
+/// A hasher for descriptor numbers and eventfd ids: small integers the kernel hands out,
+/// which nobody picks to collide, so one multiply by an odd constant does instead of
+/// SipHash's rounds on the export → import path (the low bits, the bucket, stay distinct
+/// for nearby numbers; the high bits, the table's tag, are mixed).
+#[derive(Default, Clone, Copy)]
+struct IntHasher(u64);
+
+impl std::hash::Hasher for IntHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_i32(&mut self, n: i32) {
+        self.write_u64(u64::from(n as u32));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type IntMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IntHasher>>;
+
 /// Smallest size at which an id-keyed map is swept.
 const SWEEP_MIN: usize = 64;
 
 /// A map keyed by eventfd id, swept each time it has doubled.
 struct SweptMap<T> {
-    map: HashMap<u64, Pinned<T>>,
+    map: IntMap<u64, Pinned<T>>,
     sweep_at: usize,
     /// Sweeps so far.
     sweeps: u64,
@@ -588,7 +614,7 @@ struct SweptMap<T> {
 impl<T> SweptMap<T> {
     fn new() -> Self {
         SweptMap {
-            map: HashMap::new(),
+            map: IntMap::default(),
             sweep_at: SWEEP_MIN,
             sweeps: 0,
         }
@@ -624,7 +650,7 @@ impl<T> SweptMap<T> {
 /// Every sync file this process knows, and the liveness descriptors it received.
 struct Registry {
     /// Descriptors owned by live [`SyncFile`]s, by number (the fast path).
-    by_fd: HashMap<RawFd, ByFd>,
+    by_fd: IntMap<RawFd, ByFd>,
     /// Sync files that left their [`SyncFile`] through `into_fd`, and proxies of other
     /// processes' sync files, by eventfd id.
     by_id: SweptMap<Arc<Known>>,
@@ -636,7 +662,7 @@ fn registry() -> &'static Mutex<Registry> {
     static R: OnceLock<Mutex<Registry>> = OnceLock::new();
     R.get_or_init(|| {
         Mutex::new(Registry {
-            by_fd: HashMap::new(),
+            by_fd: IntMap::default(),
             by_id: SweptMap::new(),
             received: SweptMap::new(),
         })
@@ -732,25 +758,27 @@ impl SyncFile {
     /// Errors: OS errors creating the eventfd (`EMFILE`…); nothing is registered then.
     pub fn new(fence: Fence) -> Result<SyncFile> {
         let name = default_name(&fence);
-        Self::with_name(fence, &name)
+        Self::create(fence, name).map(|(sf, _)| sf)
     }
 
     /// Export `fence` under `name` (truncated to 31 bytes, as the kernel's 32-byte field).
     ///
     /// Errors: as [`new`](SyncFile::new).
     pub fn with_name(fence: Fence, name: &str) -> Result<SyncFile> {
-        Self::create(fence, name).map(|(sf, _)| sf)
+        Self::create(fence, name[..name_len(name)].to_owned()).map(|(sf, _)| sf)
     }
 
     /// [`with_name`](SyncFile::with_name), also returning the export's fence callback
     /// (`None` if the fence had already signalled), for a caller that must undo the
     /// export of a sync file nobody else has seen.
-    fn create(fence: Fence, name: &str) -> Result<(SyncFile, Option<CallbackId>)> {
+    /// `name` is truncated in place, without a copy.
+    fn create(fence: Fence, mut name: String) -> Result<(SyncFile, Option<CallbackId>)> {
         use rustix::event::{eventfd, EventfdFlags};
         let fd = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
+        name.truncate(name_len(&name));
         let known = Arc::new(Known {
             fence: fence.clone(),
-            name: truncate_name(name),
+            name,
             origin: Origin::Local,
         });
         let old = registry().lock().by_fd.insert(
@@ -1279,7 +1307,7 @@ mod watcher {
         /// The process it belongs to.
         pid: rustix::process::Pid,
         ep: OwnedFd,
-        waiting: Mutex<HashMap<u64, Watch>>,
+        waiting: Mutex<IntMap<u64, Watch>>,
         /// Watches whose record could not be read: when to look again, and the key.
         /// Locked after `waiting`, never before.
         retries: Mutex<Vec<(std::time::Instant, u64)>>,
@@ -1547,12 +1575,13 @@ pub fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<bo
     }
 }
 
-fn truncate_name(name: &str) -> String {
+/// The length of `name` cut to the kernel's 31 bytes (plus NUL), on a char boundary.
+fn name_len(name: &str) -> usize {
     let mut end = name.len().min(31);
     while !name.is_char_boundary(end) {
         end -= 1;
     }
-    name[..end].to_owned()
+    end
 }
 
 /// Per-leaf information of [`SyncFile::info`].
@@ -1735,7 +1764,7 @@ pub fn ioctl_merge(fd: BorrowedFd<'_>, data: &mut SyncMergeData) -> Result<Owned
     drop(fd2);
     let name = c_name(&data.name);
     let merged = merge(&[f1, f2.fence.clone()])?;
-    let (sf, cb) = SyncFile::create(merged.clone(), &name)?;
+    let (sf, cb) = SyncFile::create(merged.clone(), name)?;
     let out = match sf.try_into_fd() {
         Ok(out) => out,
         Err(e) => {

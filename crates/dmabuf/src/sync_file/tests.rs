@@ -115,6 +115,19 @@ fn import_own_export_is_same_fence_even_after_into_fd() {
 fn names_are_truncated_on_a_char_boundary() {
     let sf = SyncFile::with_name(pending(), &"é".repeat(20)).unwrap();
     assert_eq!(sf.name(), "é".repeat(15));
+    // The default name too (cut in place).
+    struct Long;
+    impl FenceOps for Long {
+        fn driver_name(&self) -> &str {
+            "drïver-with-a-long-name"
+        }
+        fn timeline_name(&self) -> &str {
+            "tïmeline"
+        }
+    }
+    let sf = SyncFile::new(Fence::new(Long, Context::new(), 1)).unwrap();
+    assert_eq!(sf.name(), "drïver-with-a-long-name-tïmel");
+    assert_eq!(sf.name().len(), 31);
 }
 
 // ---- the record ---------------------------------------------------------------------------
