@@ -129,7 +129,33 @@
 //! - Eventfd ids are allocated by the kernel with an IDA, so they are reused once an
 //!   eventfd is freed; every id-keyed entry therefore pins its eventfd. On a kernel that
 //!   prints no `eventfd-id:` line, only the fast path gives identity (after `into_fd`,
-//!   imports give proxies) and received liveness descriptors are dropped.
+//!   imports give proxies, and each import of a foreign descriptor makes a new one: there
+//!   is nothing to cache it by) and received liveness descriptors are dropped.
+//!
+//! # Known differences from the kernel
+//!
+//! Besides the limits above, a program written against the kernel's sync file can tell
+//! these apart:
+//!
+//! - **Export enables signalling at once.** [`SyncFile::new`] registers the callback
+//!   that writes the record, which enables signalling on the fence (its
+//!   `enable_signaling` runs, a driver may start work, a timeline arms itself). The
+//!   kernel's `sync_file_create` does not: it enables signalling only at the first
+//!   `poll` of the file.
+//! - **Any eventfd whose counter is a record is a sync file.** An eventfd made by anyone,
+//!   holding 0 or a valid record (`1..=2^63`), imports as a sync file (a proxy); the
+//!   kernel accepts only files made by `sync_file_create`. Nothing marks our
+//!   descriptors either: they are anonymous `[eventfd]` inodes, not `sync_file` ones.
+//! - **The descriptor also polls writable.** An eventfd reports `POLLOUT` whenever its
+//!   counter can take a write, which for a sync file is always; the kernel's sync file
+//!   reports `EPOLLIN` once signalled and nothing else. Poll for `POLLIN` only (as
+//!   [`poll_readable`] does): a caller asking for `POLLOUT`, or for any event, sees the
+//!   descriptor ready at once.
+//! - **A descriptor passed without [`send_fd`] carries no liveness.** If its signalling
+//!   process dies without signalling, readers elsewhere wait forever; in the kernel the
+//!   fence belongs to a driver, not to the process, and does not depend on it staying
+//!   alive (sw_sync, for one, signals its points with an error when the timeline's last
+//!   file goes).
 //!
 //! # ioctl parity
 //!
