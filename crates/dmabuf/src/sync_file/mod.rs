@@ -803,8 +803,8 @@ impl SyncFile {
 
     /// [`with_name`](SyncFile::with_name), also returning the export's fence callback
     /// (`None` if the fence had already signalled), for a caller that must undo the
-    /// export of a sync file nobody else has seen.
-    /// `name` is truncated in place, without a copy.
+    /// export of a sync file nobody else has seen. `name` is cut to 31 bytes in place,
+    /// without a copy.
     fn create(fence: Fence, mut name: String) -> Result<(SyncFile, Option<CallbackId>)> {
         use rustix::event::{eventfd, EventfdFlags};
         let fd = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
