@@ -65,15 +65,19 @@
 //! - **Slow path**, for any other descriptor: read its fdinfo (not an eventfd, or a
 //!   counter that is not a record: `EINVAL`) and its `eventfd-id` (unique among live
 //!   eventfds of the whole system). A second map, keyed by that id, holds the sync files
-//!   that left their [`SyncFile`] through [`into_fd`](SyncFile::into_fd); each entry keeps
-//!   a duplicate of the eventfd, so its id cannot be reused while the entry exists, and the
-//!   fence (the kernel's file reference). Duplicates of a live [`SyncFile`]'s descriptor
-//!   are found by the fast map's entries, whose ids are read once, lazily, on the first
-//!   slow lookup that needs them.
-//! - Anything else is another process's sync file (or one whose entry is gone): a new
-//!   proxy fence (driver `sync_file`, timeline `imported`) that a background watcher
-//!   thread signals, with the record's status and timestamp, when the descriptor becomes
-//!   readable (or with `-EPIPE`, see above).
+//!   that left their [`SyncFile`] through [`into_fd`](SyncFile::into_fd) and the proxies
+//!   below; each entry keeps a duplicate of the eventfd, so its id cannot be reused while
+//!   the entry exists, and the fence (the kernel's file reference). Duplicates of a live
+//!   [`SyncFile`]'s descriptor are found by the fast map's entries, whose ids are read
+//!   once, lazily, on the first slow lookup that needs them.
+//! - Anything else is another process's sync file: the first import makes a proxy fence
+//!   (driver `sync_file`, timeline `imported`) that a background watcher thread signals,
+//!   with the record's status and timestamp, when the descriptor becomes readable (or
+//!   with `-EPIPE`, see above). The proxy goes into the id map, so every later import of
+//!   that eventfd (the same number, a duplicate, a new copy received from its origin)
+//!   gives the same proxy, as the kernel gives the file's one fence. A proxy holds one
+//!   duplicate of the eventfd, which is also the id map's pin and what the watcher
+//!   registers; a watch adds a duplicate of the liveness descriptor, if any.
 //!
 //! # Limits
 //!
@@ -81,28 +85,77 @@
 //!   of such descriptors and `recv_fd` of a liveness descriptor read
 //!   `/proc/self/fdinfo`: they need procfs, and cost a few µs each. Without procfs such
 //!   imports fail with `EINVAL` and `peek` with the error of the open.
+//! - An fdinfo that cannot be read *now* (out of descriptors to open it, out of memory)
+//!   is never taken as a verdict on the sync file: an import, peek, ioctl or `send_fd`
+//!   returns that error; a proxy's `is_signaled` says "not yet"; the watcher keeps a
+//!   proxy whose descriptor is readable but whose record cannot be read pending and
+//!   tries again, for about 5 s in all, and only then signals it with `-EIO` (a wait
+//!   that never ends would hide the failure; a made-up status would be worse). The
+//!   kernel has no such case: its sync file reads its fence directly. A watcher that
+//!   cannot be started (no epoll instance, no thread) signals the proxy being waited on
+//!   with `-EMFILE` or `-ENOMEM`, and the next wait tries again. The id-map sweep keeps
+//!   an entry whose fdinfo it cannot read.
 //! - Entries of the id map (and of the received liveness descriptors) live while the
 //!   descriptor *number* they were registered under (the one `into_fd` or `recv_fd`
-//!   returned) still refers to their eventfd; entries whose number was closed are swept
-//!   (amortised, each time the map has doubled since the last sweep), so they, their
-//!   fences and their duplicates outlive the descriptor by a bounded amount. If the user
-//!   closed that number but kept another duplicate, the entry is swept all the same:
-//!   importing that duplicate later gives a proxy (same status and timestamp when it
-//!   signals, not the same [`Fence`]).
+//!   returned, or the one imported for a proxy; once that number is closed, the one of
+//!   a later import that found the entry) still refers to their eventfd; entries whose number was closed are swept (amortised, each time the
+//!   map has doubled since the last sweep), so they, their fences and their duplicates
+//!   outlive the descriptor by a bounded amount. If the user closed that number but kept
+//!   another duplicate, the entry is swept all the same: importing that duplicate later
+//!   gives a new proxy (same status and timestamp when it signals, not the same
+//!   [`Fence`]).
+//! - A proxy being watched is held by the watcher until its record arrives (or its
+//!   liveness descriptor hangs up), even if nobody else holds it any more: one fence and
+//!   one or two descriptors per foreign sync file that was waited on and never signalled.
+//!   A proxy keeps the liveness descriptor it was made with: one received later for the
+//!   same eventfd does not reach it.
 //! - Anybody holding the descriptor can `read(2)` the record away or `write(2)` a false
 //!   one; the kernel's sync file has no such hole. A descriptor whose counter was consumed
 //!   reads as pending again.
 //! - Signaller death is seen only for descriptors that came with their origin's liveness
 //!   descriptor through [`send_fd`] / [`recv_fd`]; one that arrived another way (inherited
 //!   over `exec`, another library's `SCM_RIGHTS`) stays pending if its signaller dies.
-//! - A child made by `fork` without `exec` keeps a copy of the parent's liveness write end
-//!   until it first uses the liveness channel; until then the parent's death is seen only
-//!   once that child is gone too.
+//! - A child made by `fork` without `exec` shares its parent's eventfds but not its
+//!   fences: its copies of the parent's exports never write a record (the export's
+//!   callback compares the process id with the exporter's, read from a page the kernel
+//!   wipes in a forked child, so no syscall), so neither its signals nor its releases
+//!   (`-EDEADLK`) reach the parent's readers. It gets a watcher of its own on its first
+//!   wait (its copy of the parent's shares the parent's epoll set and has no thread),
+//!   which takes over the watches the child copied unless the parent's watcher was busy
+//!   at the fork; those then signal only when a peek sees their record. It keeps a copy
+//!   of the parent's liveness write end until it first uses the liveness channel; until
+//!   then the parent's death is seen only once that child is gone too.
 //! - The timestamp window above (26 days).
 //! - Eventfd ids are allocated by the kernel with an IDA, so they are reused once an
 //!   eventfd is freed; every id-keyed entry therefore pins its eventfd. On a kernel that
 //!   prints no `eventfd-id:` line, only the fast path gives identity (after `into_fd`,
-//!   imports give proxies) and received liveness descriptors are dropped.
+//!   imports give proxies, and each import of a foreign descriptor makes a new one: there
+//!   is nothing to cache it by) and received liveness descriptors are dropped.
+//!
+//! # Known differences from the kernel
+//!
+//! Besides the limits above, a program written against the kernel's sync file can tell
+//! these apart:
+//!
+//! - **Export enables signalling at once.** [`SyncFile::new`] registers the callback
+//!   that writes the record, which enables signalling on the fence (its
+//!   `enable_signaling` runs, a driver may start work, a timeline arms itself). The
+//!   kernel's `sync_file_create` does not: it enables signalling only at the first
+//!   `poll` of the file.
+//! - **Any eventfd whose counter is a record is a sync file.** An eventfd made by anyone,
+//!   holding 0 or a valid record (`1..=2^63`), imports as a sync file (a proxy); the
+//!   kernel accepts only files made by `sync_file_create`. Nothing marks our
+//!   descriptors either: they are anonymous `[eventfd]` inodes, not `sync_file` ones.
+//! - **The descriptor also polls writable.** An eventfd reports `POLLOUT` whenever its
+//!   counter can take a write, which for a sync file is always; the kernel's sync file
+//!   reports `EPOLLIN` once signalled and nothing else. Poll for `POLLIN` only (as
+//!   [`poll_readable`] does): a caller asking for `POLLOUT`, or for any event, sees the
+//!   descriptor ready at once.
+//! - **A descriptor passed without [`send_fd`] carries no liveness.** If its signalling
+//!   process dies without signalling, readers elsewhere wait forever; in the kernel the
+//!   fence belongs to a driver, not to the process, and does not depend on it staying
+//!   alive (sw_sync, for one, signals its points with an error when the timeline's last
+//!   file goes).
 //!
 //! # ioctl parity
 //!
@@ -112,7 +165,7 @@
 
 use crate::error::{Error, Result};
 use crate::fence::unwrap::{merge, unwrap};
-use crate::fence::{ktime_now, Context, Fence, FenceOps, Status, MAX_ERRNO};
+use crate::fence::{ktime_now, CallbackId, Context, Fence, FenceOps, Status, MAX_ERRNO};
 use parking_lot::Mutex;
 use rustix::event::{PollFd, PollFlags};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
@@ -252,7 +305,12 @@ fn fdinfo_of(n: RawFd) -> Result<EventfdInfo> {
             Err(e) => return Err(Error::Os(e)),
         }
     }
-    parse_fdinfo(&buf[..len]).ok_or(Error::Invalid("not an eventfd"))
+    let info = parse_fdinfo(&buf[..len]).ok_or(Error::Invalid("not an eventfd"))?;
+    #[cfg(test)]
+    if hooks::fdinfo_fails(info.id) {
+        return Err(Error::Os(Errno::MFILE));
+    }
+    Ok(info)
 }
 
 /// [`fdinfo_of`] an open descriptor.
@@ -262,7 +320,130 @@ fn eventfd_info(fd: BorrowedFd<'_>) -> Result<EventfdInfo> {
 
 /// A close-on-exec duplicate.
 fn dup(fd: impl AsFd) -> Result<OwnedFd> {
+    #[cfg(test)]
+    if hooks::dup_fails() {
+        return Err(Error::Os(Errno::MFILE));
+    }
     Ok(rustix::io::fcntl_dupfd_cloexec(fd, 0)?)
+}
+
+/// Fault injection for tests, per thread (tests run beside each other).
+#[cfg(test)]
+pub(crate) mod hooks {
+    use std::cell::Cell;
+
+    thread_local! {
+        /// `Some(n)`: the `n + 1`-th `dup` from now on this thread fails with `EMFILE`.
+        static FAIL_DUP: Cell<Option<u32>> = const { Cell::new(None) };
+    }
+
+    thread_local! {
+        /// A pid that [`super::pid::current`] reports on this thread instead of the real
+        /// one: this thread acts as a child made by `fork` would.
+        static FAKE_PID: Cell<Option<rustix::process::Pid>> = const { Cell::new(None) };
+    }
+
+    /// Make this thread act as if it were in child number `n` made by `fork` (`Some`), or
+    /// in this process again (`None`).
+    pub(crate) fn act_as_forked_child(n: Option<u16>) {
+        // No real pid is this large (`pid_max` is at most 2^22).
+        let pid = n.and_then(|n| rustix::process::Pid::from_raw(i32::MAX - i32::from(n)));
+        FAKE_PID.with(|c| c.set(pid));
+    }
+
+    thread_local! {
+        /// Whether the next start of a watcher on this thread fails.
+        static FAIL_WATCHER: Cell<bool> = const { Cell::new(false) };
+    }
+
+    /// Fail the next start of a watcher on this thread (once), as a failed
+    /// `epoll_create` or thread spawn would.
+    pub(crate) fn fail_next_watcher_start() {
+        FAIL_WATCHER.with(|c| c.set(true));
+    }
+
+    pub(super) fn watcher_start_fails() -> bool {
+        FAIL_WATCHER.with(|c| c.replace(false))
+    }
+
+    /// Eventfd ids whose fdinfo reads fail with `EMFILE`, how many more times, and on
+    /// which thread (`None`: any, for the watcher's reads). Keyed by ids, unique among
+    /// live eventfds; but another test's sweep may read a stale number that is now this
+    /// eventfd's, hence the thread.
+    #[allow(clippy::type_complexity)]
+    static FAIL_FDINFO: parking_lot::Mutex<Vec<(u64, u32, Option<std::thread::ThreadId>)>> =
+        parking_lot::const_mutex(Vec::new());
+
+    /// Fail the next `n` fdinfo reads of the eventfd with id `id` (0: stop failing), on
+    /// this thread only or on any.
+    pub(crate) fn fail_fdinfo_reads(id: u64, n: u32, this_thread_only: bool) {
+        let mut v = FAIL_FDINFO.lock();
+        v.retain(|e| e.0 != id);
+        if n > 0 {
+            v.push((id, n, this_thread_only.then(|| std::thread::current().id())));
+        }
+    }
+
+    /// How many failures are still to come for `id`.
+    pub(crate) fn fdinfo_failures_left(id: u64) -> u32 {
+        FAIL_FDINFO
+            .lock()
+            .iter()
+            .find(|e| e.0 == id)
+            .map_or(0, |e| e.1)
+    }
+
+    pub(super) fn fdinfo_fails(id: Option<u64>) -> bool {
+        let Some(id) = id else {
+            return false;
+        };
+        let me = std::thread::current().id();
+        let mut v = FAIL_FDINFO.lock();
+        let Some(i) = v
+            .iter()
+            .position(|e| e.0 == id && e.2.is_none_or(|t| t == me))
+        else {
+            return false;
+        };
+        v[i].1 -= 1;
+        if v[i].1 == 0 {
+            v.swap_remove(i);
+        }
+        true
+    }
+
+    pub(super) fn fake_pid() -> Option<rustix::process::Pid> {
+        FAKE_PID.with(Cell::get)
+    }
+
+    /// Let `n` more duplicates succeed on this thread, then fail the next one (once).
+    pub(crate) fn fail_dup_after(n: u32) {
+        FAIL_DUP.with(|c| c.set(Some(n)));
+    }
+
+    /// Whether a failure is still to come.
+    pub(crate) fn dup_armed() -> bool {
+        FAIL_DUP.with(|c| c.get().is_some())
+    }
+
+    /// No failure to come.
+    pub(crate) fn disarm() {
+        FAIL_DUP.with(|c| c.set(None));
+    }
+
+    pub(super) fn dup_fails() -> bool {
+        FAIL_DUP.with(|c| match c.get() {
+            Some(0) => {
+                c.set(None);
+                true
+            }
+            Some(n) => {
+                c.set(Some(n - 1));
+                false
+            }
+            None => false,
+        })
+    }
 }
 
 /// Whether `fd` polls readable right now.
@@ -278,6 +459,68 @@ fn hung_up(fd: BorrowedFd<'_>) -> bool {
             Ok(_) => return p[0].revents().intersects(PollFlags::HUP | PollFlags::ERR),
             Err(Errno::INTR) => continue,
             Err(_) => return false,
+        }
+    }
+}
+
+// ---- this process ----------------------------------------------------------------------
+
+/// This process's id, without a syscall each time: the export's fence callback asks for
+/// it on every signal.
+mod pid {
+    use rustix::process::Pid;
+    use std::sync::atomic::{AtomicI32, Ordering::Relaxed};
+    use std::sync::OnceLock;
+
+    /// A word in a page that the kernel zeroes in a child made by `fork`
+    /// (`MADV_WIPEONFORK`, Linux 4.14): this process's pid once read, 0 in a new child.
+    /// `None` if the page could not be had (an older kernel): then each call asks the
+    /// kernel.
+    fn cache() -> Option<&'static AtomicI32> {
+        static CACHE: OnceLock<Option<&'static AtomicI32>> = OnceLock::new();
+        *CACHE.get_or_init(|| {
+            use rustix::mm::{madvise, mmap_anonymous, munmap, Advice, MapFlags, ProtFlags};
+            let len = rustix::param::page_size();
+            let prot = ProtFlags::READ | ProtFlags::WRITE;
+            // SAFETY: a new private anonymous mapping at an address the kernel chooses:
+            // it replaces no existing mapping, so no memory anybody uses changes.
+            let page =
+                unsafe { mmap_anonymous(std::ptr::null_mut(), len, prot, MapFlags::PRIVATE) }
+                    .ok()?;
+            // SAFETY: `page..page + len` is exactly the mapping just made, which nothing
+            // else refers to yet; the advice changes only what a fork does with it.
+            if unsafe { madvise(page, len, Advice::LinuxWipeOnFork) }.is_err() {
+                // SAFETY: the same mapping, still referred to by nothing: unmapping it
+                // invalidates no reference.
+                let _ = unsafe { munmap(page, len) };
+                return None;
+            }
+            // SAFETY: the mapping is never unmapped, so the reference is valid for
+            // `'static`; it is page-aligned (more than `AtomicI32` needs), readable and
+            // writable, and zero-filled (a valid `AtomicI32`, as it is again after a fork
+            // wipes it); it is accessed only through this shared atomic reference.
+            Some(unsafe { &*page.cast::<AtomicI32>() })
+        })
+    }
+
+    /// This process's id (`getpid`). Costs a load once known; a child made by `fork`
+    /// asks the kernel once. (A `vfork` child, which shares the parent's memory, reads the
+    /// parent's: it may only `exec` or `_exit` anyway.)
+    pub(super) fn current() -> Pid {
+        #[cfg(test)]
+        if let Some(p) = super::hooks::fake_pid() {
+            return p;
+        }
+        let Some(c) = cache() else {
+            return rustix::process::getpid();
+        };
+        match Pid::from_raw(c.load(Relaxed)) {
+            Some(p) => p,
+            None => {
+                let p = rustix::process::getpid();
+                c.store(p.as_raw_pid(), Relaxed);
+                p
+            }
         }
     }
 }
@@ -304,7 +547,7 @@ mod liveness {
     ///
     /// Errors: OS errors creating the pipe (`EMFILE`…).
     pub(super) fn read_end() -> Result<Arc<OwnedFd>> {
-        let pid = rustix::process::getpid();
+        let pid = pid::current();
         let mut ch = CHANNEL.lock();
         if let Some(c) = ch.as_ref().filter(|c| c.pid == pid) {
             return Ok(c.read.clone());
@@ -357,20 +600,60 @@ struct Pinned<T> {
     fd_no: RawFd,
 }
 
+/// A hasher for descriptor numbers and eventfd ids: small integers the kernel hands out,
+/// which nobody picks to collide, so one multiply by an odd constant does instead of
+/// SipHash's rounds on the export → import path (the low bits, the bucket, stay distinct
+/// for nearby numbers; the high bits, the table's tag, are mixed).
+#[derive(Default, Clone, Copy)]
+struct IntHasher(u64);
+
+impl std::hash::Hasher for IntHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+    fn write_i32(&mut self, n: i32) {
+        self.write_u64(u64::from(n as u32));
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type IntMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<IntHasher>>;
+
+/// Whether descriptor number `n` no longer refers to the eventfd with id `id`: it is
+/// closed, or names another file now. An fdinfo that cannot be read (`EMFILE`…) proves
+/// neither: not stale.
+fn is_stale(id: u64, n: RawFd) -> bool {
+    match fdinfo_of(n) {
+        Ok(i) => i.id != Some(id),
+        Err(Error::BadFd | Error::Invalid(_)) => true,
+        Err(_) => false,
+    }
+}
+
 /// Smallest size at which an id-keyed map is swept.
 const SWEEP_MIN: usize = 64;
 
 /// A map keyed by eventfd id, swept each time it has doubled.
 struct SweptMap<T> {
-    map: HashMap<u64, Pinned<T>>,
+    map: IntMap<u64, Pinned<T>>,
     sweep_at: usize,
+    /// Sweeps so far.
+    sweeps: u64,
 }
 
 impl<T> SweptMap<T> {
     fn new() -> Self {
         SweptMap {
-            map: HashMap::new(),
+            map: IntMap::default(),
             sweep_at: SWEEP_MIN,
+            sweeps: 0,
         }
     }
 
@@ -384,10 +667,11 @@ impl<T> SweptMap<T> {
             let stale: Vec<u64> = self
                 .map
                 .iter()
-                .filter(|(id, p)| fdinfo_of(p.fd_no).ok().and_then(|i| i.id) != Some(**id))
+                .filter(|(id, p)| is_stale(**id, p.fd_no))
                 .map(|(id, _)| *id)
                 .collect();
             out.extend(stale.iter().filter_map(|id| self.map.remove(id)));
+            self.sweeps += 1;
             self.sweep_at = (self.map.len() * 2).max(SWEEP_MIN);
         }
         out
@@ -397,8 +681,9 @@ impl<T> SweptMap<T> {
 /// Every sync file this process knows, and the liveness descriptors it received.
 struct Registry {
     /// Descriptors owned by live [`SyncFile`]s, by number (the fast path).
-    by_fd: HashMap<RawFd, ByFd>,
-    /// Sync files that left their [`SyncFile`] through `into_fd`, by eventfd id.
+    by_fd: IntMap<RawFd, ByFd>,
+    /// Sync files that left their [`SyncFile`] through `into_fd`, and proxies of other
+    /// processes' sync files, by eventfd id.
     by_id: SweptMap<Arc<Known>>,
     /// Liveness read ends received beside a descriptor ([`recv_fd`]), by eventfd id.
     received: SweptMap<Arc<OwnedFd>>,
@@ -408,7 +693,7 @@ fn registry() -> &'static Mutex<Registry> {
     static R: OnceLock<Mutex<Registry>> = OnceLock::new();
     R.get_or_init(|| {
         Mutex::new(Registry {
-            by_fd: HashMap::new(),
+            by_fd: IntMap::default(),
             by_id: SweptMap::new(),
             received: SweptMap::new(),
         })
@@ -419,14 +704,28 @@ impl Registry {
     /// The sync file whose eventfd has id `id`: from the id map, else from the fast map,
     /// reading the ids of its entries that were never read. Each fast-map entry's number
     /// is open while the entry exists (it is removed before its descriptor can close).
-    fn known_by_id(&mut self, id: u64) -> Option<Arc<Known>> {
-        if let Some(p) = self.by_id.map.get(&id) {
+    ///
+    /// `seen_at`: a descriptor number that refers to that eventfd right now. If the
+    /// id-map entry found was registered under a number that has been closed since (or
+    /// names another file now), its sweep check moves to this one, which is open.
+    fn known_by_id(&mut self, id: u64, seen_at: Option<RawFd>) -> Option<Arc<Known>> {
+        if let Some(p) = self.by_id.map.get_mut(&id) {
+            if let Some(n) = seen_at.filter(|&n| n != p.fd_no) {
+                if is_stale(id, p.fd_no) {
+                    p.fd_no = n;
+                }
+            }
             return Some(p.value.clone());
         }
         for (n, e) in self.by_fd.iter_mut() {
-            let eid = *e
-                .id
-                .get_or_insert_with(|| fdinfo_of(*n).ok().and_then(|i| i.id));
+            let eid = match e.id {
+                Some(eid) => eid,
+                None => match fdinfo_of(*n) {
+                    Ok(i) => *e.id.insert(i.id),
+                    // Not remembered: read again next time.
+                    Err(_) => continue,
+                },
+            };
             if eid == Some(id) {
                 return Some(e.known.clone());
             }
@@ -492,18 +791,27 @@ impl SyncFile {
     /// Errors: OS errors creating the eventfd (`EMFILE`…); nothing is registered then.
     pub fn new(fence: Fence) -> Result<SyncFile> {
         let name = default_name(&fence);
-        Self::with_name(fence, &name)
+        Self::create(fence, name).map(|(sf, _)| sf)
     }
 
     /// Export `fence` under `name` (truncated to 31 bytes, as the kernel's 32-byte field).
     ///
     /// Errors: as [`new`](SyncFile::new).
     pub fn with_name(fence: Fence, name: &str) -> Result<SyncFile> {
+        Self::create(fence, name[..name_len(name)].to_owned()).map(|(sf, _)| sf)
+    }
+
+    /// [`with_name`](SyncFile::with_name), also returning the export's fence callback
+    /// (`None` if the fence had already signalled), for a caller that must undo the
+    /// export of a sync file nobody else has seen. `name` is cut to 31 bytes in place,
+    /// without a copy.
+    fn create(fence: Fence, mut name: String) -> Result<(SyncFile, Option<CallbackId>)> {
         use rustix::event::{eventfd, EventfdFlags};
         let fd = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
+        name.truncate(name_len(&name));
         let known = Arc::new(Known {
             fence: fence.clone(),
-            name: truncate_name(name),
+            name,
             origin: Origin::Local,
         });
         let old = registry().lock().by_fd.insert(
@@ -515,16 +823,31 @@ impl SyncFile {
         );
         drop(old);
         // The callback keeps the eventfd open until it has written the record, even if
-        // this object is dropped or gives its descriptor away first.
+        // this object is dropped or gives its descriptor away first. A child made by
+        // `fork` without `exec` shares the eventfd but not the fence: what happens to its
+        // copy of the fence (say it drops the last copy unsignalled, -EDEADLK) is not a
+        // signal of this one, and must not reach the parent's readers.
         let w = fd.clone();
-        if let Err((_, cb)) = fence.add_callback(move |f: &Fence| write_record(&w, f)) {
-            drop(cb);
-            write_record(&fd, &fence);
-        }
-        Ok(SyncFile {
-            fd: Some(fd),
-            known,
-        })
+        let exporter = pid::current();
+        let cb = match fence.add_callback(move |f: &Fence| {
+            if pid::current() == exporter {
+                write_record(&w, f);
+            }
+        }) {
+            Ok(id) => Some(id),
+            Err((_, cb)) => {
+                drop(cb);
+                write_record(&fd, &fence);
+                None
+            }
+        };
+        Ok((
+            SyncFile {
+                fd: Some(fd),
+                known,
+            },
+            cb,
+        ))
     }
 
     /// Import a descriptor (`sync_file_fdget` + `sync_file_get_fence`), taking ownership.
@@ -532,8 +855,10 @@ impl SyncFile {
     /// (see the module docs).
     ///
     /// Errors: [`Error::Invalid`] (`EINVAL`) if `fd` is not a sync file (not an eventfd, or
-    /// its counter is not a record); OS errors duplicating it for a proxy (`EMFILE`). The
-    /// descriptor is closed on error, as it was handed over.
+    /// its counter is not a record, or no procfs to tell); OS errors reading its fdinfo
+    /// (`EMFILE`, `ENFILE`, `ENOMEM`: nothing is known about the descriptor then) or
+    /// duplicating it for a proxy (`EMFILE`). The descriptor is closed on error, as it
+    /// was handed over.
     pub fn from_fd(fd: OwnedFd) -> Result<SyncFile> {
         let (known, id) = lookup(fd.as_fd())?;
         let old = registry().lock().by_fd.insert(
@@ -582,16 +907,30 @@ impl SyncFile {
     ///
     /// # Panics
     ///
-    /// If the fence is still pending and the process is out of descriptors, so that the
-    /// duplicate cannot be made (`EMFILE`): there is then no descriptor to hand over that
-    /// the callback would not close under the caller.
-    pub fn into_fd(mut self) -> OwnedFd {
+    /// Where [`try_into_fd`](SyncFile::try_into_fd) fails: the fence is still pending and
+    /// the process is out of descriptors (`EMFILE`), so that the duplicate cannot be made
+    /// (there is then no descriptor to hand over that the callback would not close under
+    /// the caller). Use `try_into_fd` where that can happen.
+    pub fn into_fd(self) -> OwnedFd {
+        match self.try_into_fd() {
+            Ok(fd) => fd,
+            Err(e) => panic!("SyncFile::into_fd: cannot duplicate the descriptor: {e}"),
+        }
+    }
+
+    /// [`into_fd`](SyncFile::into_fd), failing instead of panicking.
+    ///
+    /// Errors: OS errors duplicating the descriptor while the fence is still pending
+    /// (`EMFILE`, `ENFILE`, `ENOMEM`). The sync file is then dropped as it is when it goes
+    /// out of scope: its descriptor closes (once the fence callback has written, if
+    /// others hold duplicates), and nothing is leaked.
+    pub fn try_into_fd(mut self) -> Result<OwnedFd> {
         let Some(fd) = self.fd.take() else {
             unreachable!("the descriptor is only taken by into_fd and drop")
         };
-        let cached = registry().lock().by_fd.remove(&fd.as_raw_fd());
-        let id = cached.as_ref().and_then(|e| e.id);
-        drop(cached);
+        let n = fd.as_raw_fd();
+        // The descriptor to hand over first: on failure `self` is whole again, and its
+        // drop removes the fast-map entry before closing (number `n` is open until then).
         let (user, pin) = match Arc::try_unwrap(fd) {
             // The callback has run (or was never registered): hand over the original.
             Ok(own) => {
@@ -600,9 +939,15 @@ impl SyncFile {
             }
             Err(shared) => match dup(&*shared) {
                 Ok(user) => (user, Some(shared)),
-                Err(e) => panic!("SyncFile::into_fd: cannot duplicate the descriptor: {e}"),
+                Err(e) => {
+                    self.fd = Some(shared);
+                    return Err(e);
+                }
             },
         };
+        let cached = registry().lock().by_fd.remove(&n);
+        let id = cached.as_ref().and_then(|e| e.id);
+        drop(cached);
         // Without a duplicate to pin the id (out of descriptors), the identity is lost:
         // a later import gives a proxy.
         if let Some(pin) = pin {
@@ -619,7 +964,7 @@ impl SyncFile {
                 drop(out);
             }
         }
-        user
+        Ok(user)
     }
 
     /// Whether the descriptor polls readable now (the fence signalled, ok or error).
@@ -669,8 +1014,9 @@ impl Drop for SyncFile {
 
 /// Import without taking ownership: the fence behind `fd` (`sync_file_get_fence`).
 ///
-/// Errors: [`Error::Invalid`] (`EINVAL`) if `fd` is not a sync file; OS errors
-/// duplicating it for a proxy (`EMFILE`).
+/// Errors: [`Error::Invalid`] (`EINVAL`) if `fd` is not a sync file (or no procfs to
+/// tell); OS errors reading its fdinfo (`EMFILE`, `ENFILE`, `ENOMEM`) or duplicating it
+/// for a proxy (`EMFILE`).
 pub fn get_fence(fd: BorrowedFd<'_>) -> Result<Fence> {
     lookup(fd).map(|(k, _)| k.fence.clone())
 }
@@ -689,7 +1035,12 @@ fn lookup(fd: BorrowedFd<'_>) -> Result<(Arc<Known>, Option<Option<u64>>)> {
 #[cold]
 fn lookup_slow(fd: BorrowedFd<'_>) -> Result<(Arc<Known>, Option<u64>)> {
     let not = || Error::Invalid("not a sync file");
-    let info = eventfd_info(fd).map_err(|_| not())?;
+    // Not an eventfd, or no procfs to tell: not a sync file. An fdinfo that cannot be
+    // read now (`EMFILE`…) is the caller's error, not a verdict on the descriptor.
+    let info = eventfd_info(fd).map_err(|e| match e {
+        Error::Invalid(_) | Error::BadFd => not(),
+        e => e,
+    })?;
     let record = decode_record(info.count, ktime_now());
     if record == Record::Invalid {
         return Err(not());
@@ -697,14 +1048,17 @@ fn lookup_slow(fd: BorrowedFd<'_>) -> Result<(Arc<Known>, Option<u64>)> {
     let mut liveness = None;
     if let Some(id) = info.id {
         let mut r = registry().lock();
-        if let Some(k) = r.known_by_id(id) {
+        if let Some(k) = r.known_by_id(id, Some(fd.as_raw_fd())) {
             return Ok((k, info.id));
         }
         liveness = r.received.map.get(&id).map(|p| p.value.clone());
     }
+    // The proxy's own duplicate: it pins the eventfd (and so its id) for the id map,
+    // and the watcher registers it with epoll.
+    let pfd = Arc::new(dup(fd)?);
     let fence = Fence::new(
         Proxy {
-            fd: dup(fd)?,
+            fd: pfd.clone(),
             liveness: liveness.clone(),
         },
         Context::new(),
@@ -724,19 +1078,44 @@ fn lookup_slow(fd: BorrowedFd<'_>) -> Result<(Arc<Known>, Option<u64>)> {
         );
     }
     let name = default_name(&fence);
-    let known = Known {
+    let known = Arc::new(Known {
         fence,
         name,
         origin: Origin::Remote(liveness),
-    };
-    Ok((Arc::new(known), info.id))
+    });
+    // Cached by id, so that every later import of this eventfd gives the same fence,
+    // as the kernel's file gives its one fence. Another thread may have cached one
+    // meanwhile: then that one is the answer, and ours goes unused.
+    if let Some(id) = info.id {
+        let mut r = registry().lock();
+        if let Some(k) = r.known_by_id(id, Some(fd.as_raw_fd())) {
+            drop(r);
+            return Ok((k, info.id));
+        }
+        let out = r.by_id.insert(
+            id,
+            Pinned {
+                value: known.clone(),
+                _pin: pfd,
+                fd_no: fd.as_raw_fd(),
+            },
+        );
+        drop(r);
+        drop(out);
+    }
+    Ok((known, info.id))
 }
 
 /// Who writes the record of `fd`, as far as this process knows: `Some(None)` this
 /// process, `Some(Some(l))` another process whose liveness read end is `l`, `None`
 /// unknown (or another process without a liveness descriptor). `id` gives the eventfd
 /// id when `fd` is not owned by a live [`SyncFile`].
-fn writer_of(fd: BorrowedFd<'_>, id: impl FnOnce() -> Option<u64>) -> Option<Option<Arc<OwnedFd>>> {
+///
+/// Errors: those of `id`.
+fn writer_of(
+    fd: BorrowedFd<'_>,
+    id: impl FnOnce() -> Result<Option<u64>>,
+) -> Result<Option<Option<Arc<OwnedFd>>>> {
     fn of(k: &Known) -> Option<Option<Arc<OwnedFd>>> {
         match &k.origin {
             Origin::Local => Some(None),
@@ -744,15 +1123,17 @@ fn writer_of(fd: BorrowedFd<'_>, id: impl FnOnce() -> Option<u64>) -> Option<Opt
         }
     }
     if let Some(e) = registry().lock().by_fd.get(&fd.as_raw_fd()) {
-        return of(&e.known);
+        return Ok(of(&e.known));
     }
-    let id = id()?;
+    let Some(id) = id()? else {
+        return Ok(None);
+    };
     let mut r = registry().lock();
     let stashed = r.received.map.get(&id).map(|p| p.value.clone());
-    match r.known_by_id(id).as_deref().map(of) {
+    Ok(match r.known_by_id(id, None).as_deref().map(of) {
         Some(Some(w)) => Some(w),
         Some(None) | None => stashed.map(Some),
-    }
+    })
 }
 
 /// Keep `live`, received beside `fd`, for later imports of `fd`'s eventfd. Silently
@@ -803,7 +1184,7 @@ pub fn peek(fd: BorrowedFd<'_>) -> Result<FdState> {
             timestamp_ns,
         }),
         Record::Pending => {
-            let Some(Some(live)) = writer_of(fd, || info.id) else {
+            let Ok(Some(Some(live))) = writer_of(fd, || Ok(info.id)) else {
                 return Ok(FdState::Pending);
             };
             if !hung_up(live.as_fd()) {
@@ -826,35 +1207,46 @@ pub fn peek(fd: BorrowedFd<'_>) -> Result<FdState> {
 }
 
 /// What a proxy's descriptor (and liveness descriptor) say now: one `poll` each while
-/// pending, the fdinfo only once readable. A counter that is not a record reads as a
-/// signal with `-EINVAL`.
-fn observe(efd: BorrowedFd<'_>, live: Option<BorrowedFd<'_>>) -> FdState {
+/// pending, the fdinfo only once readable. A counter that is not a record (somebody wrote
+/// garbage into it) reads as a signal with `-EINVAL`.
+///
+/// Errors: those of reading the fdinfo of a readable descriptor (`EMFILE` opening it,
+/// procfs gone…): they say nothing about the producer, only that the record cannot be
+/// read now.
+fn observe(efd: BorrowedFd<'_>, live: Option<BorrowedFd<'_>>) -> Result<FdState> {
     if !readable_now(efd) {
         match live {
             // The record, if any, was written before the writer exited: look again.
             Some(l) if hung_up(l) => {
                 if !readable_now(efd) {
-                    return FdState::SignallerGone;
+                    return Ok(FdState::SignallerGone);
                 }
             }
-            _ => return FdState::Pending,
+            _ => return Ok(FdState::Pending),
         }
     }
-    match eventfd_info(efd).map(|i| decode_record(i.count, ktime_now())) {
-        Ok(Record::Signaled {
-            status,
-            timestamp_ns,
-        }) => FdState::Signaled {
-            status,
-            timestamp_ns,
+    let invalid = FdState::Signaled {
+        status: -Errno::INVAL.raw_os_error(),
+        timestamp_ns: ktime_now(),
+    };
+    Ok(match eventfd_info(efd) {
+        Ok(i) => match decode_record(i.count, ktime_now()) {
+            Record::Signaled {
+                status,
+                timestamp_ns,
+            } => FdState::Signaled {
+                status,
+                timestamp_ns,
+            },
+            // Readable a moment ago, 0 now: somebody read the record away.
+            Record::Pending => FdState::Pending,
+            Record::Invalid => invalid,
         },
-        // Readable a moment ago, 0 now: somebody read the record away.
-        Ok(Record::Pending) => FdState::Pending,
-        Ok(Record::Invalid) | Err(_) => FdState::Signaled {
-            status: -Errno::INVAL.raw_os_error(),
-            timestamp_ns: ktime_now(),
-        },
-    }
+        // Not an eventfd: cannot be (it was one at import, and a descriptor keeps its
+        // file); counted as garbage.
+        Err(Error::Invalid(_)) => invalid,
+        Err(e) => return Err(e),
+    })
 }
 
 fn signal_from(fence: &Fence, st: FdState) {
@@ -879,15 +1271,18 @@ fn signal_from(fence: &Fence, st: FdState) {
 /// Ops of a fence imported from a descriptor this process does not know (another
 /// process's sync file).
 struct Proxy {
-    /// A duplicate of the eventfd.
-    fd: OwnedFd,
+    /// A duplicate of the eventfd, shared with the id map's pin and the watcher.
+    fd: Arc<OwnedFd>,
     /// The origin's liveness read end, if it came along.
     liveness: Option<Arc<OwnedFd>>,
 }
 
 impl Proxy {
+    /// [`observe`]; an error reading the record counts as "not known to be signalled
+    /// yet" (see the watcher for what happens then).
     fn observe(&self) -> FdState {
         observe(self.fd.as_fd(), self.liveness.as_deref().map(AsFd::as_fd))
+            .unwrap_or(FdState::Pending)
     }
 }
 
@@ -925,41 +1320,110 @@ mod watcher {
     use rustix::event::epoll;
 
     /// One proxy being watched: epoll key `k` (even) is its eventfd, `k + 1` its liveness
-    /// descriptor. Both are duplicates owned here, removed from the epoll set before they
-    /// close (epoll forgets a registration only when the file itself goes).
+    /// descriptor. The eventfd is the proxy's own duplicate (a proxy is watched at most
+    /// once: the core enables signalling once per fence); the liveness descriptor, which
+    /// several proxies may share, is duplicated for the watch. Both are held here until
+    /// they are removed from the epoll set (epoll forgets a registration only when the
+    /// file itself goes, so the numbers must stay open until then).
     struct Watch {
         fence: Fence,
-        efd: OwnedFd,
+        efd: Arc<OwnedFd>,
         live: Option<OwnedFd>,
+        /// Failed attempts to read the record so far.
+        failures: u32,
+        /// Whether a retry is scheduled.
+        retry_due: bool,
     }
 
+    /// A watcher: an epoll set and the thread that waits on it.
     struct W {
+        /// The process it belongs to.
+        pid: rustix::process::Pid,
         ep: OwnedFd,
-        waiting: Mutex<HashMap<u64, Watch>>,
+        waiting: Mutex<IntMap<u64, Watch>>,
+        /// Watches whose record could not be read: when to look again, and the key.
+        /// Locked after `waiting`, never before.
+        retries: Mutex<Vec<(std::time::Instant, u64)>>,
         next: std::sync::atomic::AtomicU64,
     }
 
-    fn get() -> Option<&'static W> {
-        static W: OnceLock<Option<W>> = OnceLock::new();
-        W.get_or_init(|| {
-            let ep = epoll::create(epoll::CreateFlags::CLOEXEC).ok()?;
-            let w = W {
-                ep,
-                waiting: Mutex::new(HashMap::new()),
-                next: std::sync::atomic::AtomicU64::new(2),
-            };
-            Some(w)
-        })
-        .as_ref()
-        .inspect(|w| {
-            static STARTED: OnceLock<()> = OnceLock::new();
-            STARTED.get_or_init(|| {
-                let w: &'static W = w;
-                let _ = std::thread::Builder::new()
-                    .name("sync_file-watch".into())
-                    .spawn(move || run(w));
-            });
-        })
+    /// This process's watcher.
+    static CURRENT: Mutex<Option<Arc<W>>> = parking_lot::const_mutex(None);
+
+    /// This process's watcher, made on first use, and made again in a child made by
+    /// `fork`: the child's copy of the parent's shares the parent's epoll instance and has
+    /// no thread. A failed attempt is not remembered: the next call tries again.
+    ///
+    /// Errors: OS errors of `epoll_create` (`EMFILE`, `ENOMEM`); [`Error::NoMem`] if the
+    /// thread cannot be spawned.
+    fn get() -> Result<Arc<W>> {
+        let pid = pid::current();
+        let mut cur = CURRENT.lock();
+        if let Some(w) = cur.as_ref().filter(|w| w.pid == pid) {
+            return Ok(w.clone());
+        }
+        #[cfg(test)]
+        if hooks::watcher_start_fails() {
+            return Err(Error::NoMem);
+        }
+        let w = Arc::new(W {
+            pid,
+            ep: epoll::create(epoll::CreateFlags::CLOEXEC)?,
+            waiting: Mutex::new(HashMap::default()),
+            retries: Mutex::new(Vec::new()),
+            next: std::sync::atomic::AtomicU64::new(2),
+        });
+        let t = w.clone();
+        // On failure the closure, and with it `t`, is dropped: nothing is left behind.
+        std::thread::Builder::new()
+            .name("sync_file-watch".into())
+            .spawn(move || run(&t))
+            .map_err(|_| Error::NoMem)?;
+        if let Some(old) = cur.replace(w.clone()) {
+            adopt(&w, &old);
+            // The parent's watcher, copied by `fork`: its epoll set is the parent's, which
+            // this process must not touch (not even by closing its copy of the epoll
+            // descriptor), and its thread was not copied. Leaked.
+            std::mem::forget(old);
+        }
+        Ok(w)
+    }
+
+    /// Move the watches of `old` (a parent's watcher copied by `fork`: proxies this child
+    /// holds copies of) to `w`, so that they are signalled here too. Skipped if `old`'s
+    /// lock was held when the process forked (its owner is not in this process).
+    fn adopt(w: &W, old: &W) {
+        let Some(mut from) = old.waiting.try_lock() else {
+            return;
+        };
+        let mut to = w.waiting.lock();
+        for (_, mut watch) in from.drain() {
+            let key = w.next.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+            // A retry due in the parent: the new registration fires again instead.
+            watch.retry_due = false;
+            if register(w, key, &watch.efd, watch.live.as_ref()).is_ok() {
+                to.insert(key, watch);
+            }
+            // Else the proxy stays pending until a peek sees its record.
+        }
+    }
+
+    /// Add `efd` (and `live`) to `w`'s epoll set under `key`; nothing added on error.
+    fn register(w: &W, key: u64, efd: &OwnedFd, live: Option<&OwnedFd>) -> Result<()> {
+        epoll::add(&w.ep, efd, epoll::EventData::new_u64(key), EFD_FLAGS)?;
+        if let Some(l) = live {
+            if let Err(e) = epoll::add(&w.ep, l, epoll::EventData::new_u64(key + 1), LIVE_FLAGS) {
+                let _ = epoll::delete(&w.ep, efd);
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// The pid of the watcher this thread gets (for tests).
+    #[cfg(test)]
+    pub(super) fn pid_of_watcher() -> Result<rustix::process::Pid> {
+        get().map(|w| w.pid)
     }
 
     const EFD_FLAGS: epoll::EventFlags = epoll::EventFlags::IN.union(epoll::EventFlags::ONESHOT);
@@ -968,71 +1432,158 @@ mod watcher {
 
     /// Watch `efd` (and `live`) for `fence`; false if watching is impossible (the fence
     /// is then signalled by the core, with the error set here).
-    pub(super) fn watch(fence: Fence, efd: &OwnedFd, live: Option<&OwnedFd>) -> bool {
-        let Some(w) = get() else {
-            let _ = fence.set_error(-Errno::NOMEM.raw_os_error());
-            return false;
+    pub(super) fn watch(fence: Fence, efd: &Arc<OwnedFd>, live: Option<&OwnedFd>) -> bool {
+        let w = match get() {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = fence.set_error(-e.errno());
+                return false;
+            }
         };
-        let dups = dup(efd).and_then(|e| Ok((e, live.map(dup).transpose()?)));
-        let Ok((efd, live)) = dups else {
+        let efd = efd.clone();
+        let Ok(live) = live.map(dup).transpose() else {
             let _ = fence.set_error(-Errno::MFILE.raw_os_error());
             return false;
         };
         let key = w.next.fetch_add(2, std::sync::atomic::Ordering::Relaxed);
+        // Locked before registering: the thread cannot look the key up before it is in.
         let mut waiting = w.waiting.lock();
-        if epoll::add(&w.ep, &efd, epoll::EventData::new_u64(key), EFD_FLAGS).is_err() {
+        // Out of epoll watches (`ENOMEM`, `ENOSPC` for `max_user_watches`).
+        if register(&w, key, &efd, live.as_ref()).is_err() {
             let _ = fence.set_error(-Errno::NOMEM.raw_os_error());
             return false;
         }
-        if let Some(l) = &live {
-            if epoll::add(&w.ep, l, epoll::EventData::new_u64(key + 1), LIVE_FLAGS).is_err() {
-                let _ = epoll::delete(&w.ep, &efd);
-                let _ = fence.set_error(-Errno::NOMEM.raw_os_error());
-                return false;
-            }
-        }
-        waiting.insert(key, Watch { fence, efd, live });
+        waiting.insert(
+            key,
+            Watch {
+                fence,
+                efd,
+                live,
+                failures: 0,
+                retry_due: false,
+            },
+        );
         true
     }
 
-    fn run(w: &'static W) {
+    /// How many watches this process's watcher holds for `fence` now.
+    #[cfg(test)]
+    pub(super) fn watches_of(fence: &Fence) -> usize {
+        let w = CURRENT.lock().clone();
+        w.map_or(0, |w| {
+            w.waiting
+                .lock()
+                .values()
+                .filter(|watch| Fence::ptr_eq(&watch.fence, fence))
+                .count()
+        })
+    }
+
+    /// Whether the watcher holds `fence` now (for tests that must know a waiter is
+    /// blocked in the watcher before they act).
+    #[cfg(test)]
+    pub(super) fn is_watching(fence: &Fence) -> bool {
+        watches_of(fence) > 0
+    }
+
+    /// Delays between attempts to read the record of a readable descriptor whose fdinfo
+    /// could not be read (in units of [`RETRY_UNIT`]); once they are spent, the proxy
+    /// signals with `-EIO`. About 5 s in all.
+    const RETRY_DELAYS: [u32; 13] = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 1000, 1000, 1000];
+    #[cfg(not(test))]
+    const RETRY_UNIT: Duration = Duration::from_millis(1);
+    /// Tests do not wait 5 s for the last resort.
+    #[cfg(test)]
+    const RETRY_UNIT: Duration = Duration::from_micros(100);
+
+    fn run(w: &W) {
         let mut events: Vec<epoll::Event> = Vec::with_capacity(64);
         loop {
             events.clear();
-            if epoll::wait(&w.ep, rustix::buffer::spare_capacity(&mut events), None).is_err() {
+            let timeout = w.retries.lock().iter().map(|r| r.0).min().map(|at| {
+                let d = at.saturating_duration_since(std::time::Instant::now());
+                rustix::time::Timespec {
+                    tv_sec: d.as_secs() as i64,
+                    tv_nsec: d.subsec_nanos() as _,
+                }
+            });
+            let spare = rustix::buffer::spare_capacity(&mut events);
+            if epoll::wait(&w.ep, spare, timeout.as_ref()).is_err() {
                 continue;
             }
             for ev in events.iter() {
                 let data = ev.data.u64();
-                let key = data & !1;
-                let mut waiting = w.waiting.lock();
-                // Gone already: both of its descriptors fired in one batch.
-                let Some(watch) = waiting.get(&key) else {
-                    continue;
-                };
-                let st = observe(watch.efd.as_fd(), watch.live.as_ref().map(AsFd::as_fd));
-                if st == FdState::Pending {
-                    // Spurious (the record was read away): arm what fired again.
-                    let _ = if data & 1 == 0 {
-                        epoll::modify(&w.ep, &watch.efd, ev.data, EFD_FLAGS)
-                    } else if let Some(l) = &watch.live {
-                        epoll::modify(&w.ep, l, ev.data, LIVE_FLAGS)
-                    } else {
-                        Ok(())
-                    };
-                    continue;
-                }
-                let Some(watch) = waiting.remove(&key) else {
-                    continue;
-                };
-                drop(waiting);
-                let _ = epoll::delete(&w.ep, &watch.efd);
-                if let Some(l) = &watch.live {
-                    let _ = epoll::delete(&w.ep, l);
-                }
-                signal_from(&watch.fence, st);
+                look(w, data & !1, Some(data));
+            }
+            let now = std::time::Instant::now();
+            let due: Vec<u64> = {
+                let mut r = w.retries.lock();
+                let due = r.iter().filter(|x| x.0 <= now).map(|x| x.1).collect();
+                r.retain(|x| x.0 > now);
+                due
+            };
+            for key in due {
+                look(w, key, None);
             }
         }
+    }
+
+    /// Look at watch `key` because its descriptor `fired` (the epoll data), or because a
+    /// retry is due (`None`).
+    fn look(w: &W, key: u64, fired: Option<u64>) {
+        let mut waiting = w.waiting.lock();
+        // Gone already: both of its descriptors fired in one batch.
+        let Some(watch) = waiting.get_mut(&key) else {
+            return;
+        };
+        if fired.is_none() {
+            watch.retry_due = false;
+        }
+        let st = match observe(watch.efd.as_fd(), watch.live.as_ref().map(AsFd::as_fd)) {
+            Ok(FdState::Pending) => {
+                // Spurious (the record was read away): arm again what fired, or both
+                // after a retry (the eventfd's registration fired before it).
+                let rearm_efd = fired.is_none_or(|d| d & 1 == 0);
+                let rearm_live = fired.is_none_or(|d| d & 1 == 1);
+                if rearm_efd {
+                    let data = epoll::EventData::new_u64(key);
+                    let _ = epoll::modify(&w.ep, &watch.efd, data, EFD_FLAGS);
+                }
+                if let (true, Some(l)) = (rearm_live, &watch.live) {
+                    let data = epoll::EventData::new_u64(key + 1);
+                    let _ = epoll::modify(&w.ep, l, data, LIVE_FLAGS);
+                }
+                return;
+            }
+            Ok(st) => st,
+            // The record is there but cannot be read now (out of descriptors for the
+            // fdinfo, say): that is no verdict on the producer. Try again later, without
+            // re-arming (the descriptor stays readable: it would fire at once).
+            Err(_) if watch.retry_due => return,
+            Err(_) if (watch.failures as usize) < RETRY_DELAYS.len() => {
+                let delay = RETRY_UNIT * RETRY_DELAYS[watch.failures as usize];
+                watch.failures += 1;
+                watch.retry_due = true;
+                w.retries
+                    .lock()
+                    .push((std::time::Instant::now() + delay, key));
+                return;
+            }
+            // The last resort: an error, rather than a wait that never ends.
+            Err(_) => FdState::Signaled {
+                status: -Errno::IO.raw_os_error(),
+                timestamp_ns: ktime_now(),
+            },
+        };
+        let Some(watch) = waiting.remove(&key) else {
+            return;
+        };
+        drop(waiting);
+        let _ = epoll::delete(&w.ep, &*watch.efd);
+        if let Some(l) = &watch.live {
+            let _ = epoll::delete(&w.ep, l);
+        }
+        signal_from(&watch.fence, st);
     }
 }
 
@@ -1057,12 +1608,13 @@ pub fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<bo
     }
 }
 
-fn truncate_name(name: &str) -> String {
+/// The length of `name` cut to the kernel's 31 bytes (plus NUL), on a char boundary.
+fn name_len(name: &str) -> usize {
     let mut end = name.len().min(31);
     while !name.is_char_boundary(end) {
         end -= 1;
     }
-    name[..end].to_owned()
+    end
 }
 
 /// Per-leaf information of [`SyncFile::info`].
@@ -1194,8 +1746,14 @@ fn c_name(src: &[u8; 32]) -> String {
     String::from_utf8_lossy(&src[..end]).into_owned()
 }
 
+/// The sync file an ioctl is made on: `ENOTTY` if `fd` is not one (the kernel would not
+/// reach sync_file's ioctl); errors that keep us from telling (`EMFILE` reading its
+/// fdinfo, or duplicating it for a proxy) are returned as they are.
 fn this_file(fd: BorrowedFd<'_>) -> Result<(Fence, String)> {
-    let (k, _) = lookup(fd).map_err(|_| Error::NoTty)?;
+    let (k, _) = lookup(fd).map_err(|e| match e {
+        Error::Invalid(_) => Error::NoTty,
+        e => e,
+    })?;
     Ok((k.fence.clone(), k.name.clone()))
 }
 
@@ -1204,9 +1762,12 @@ fn this_file(fd: BorrowedFd<'_>) -> Result<(Fence, String)> {
 /// `OwnedFd` owns.
 ///
 /// Errors: [`Error::Invalid`] (`EINVAL`) if `flags` or `pad` is non-zero;
-/// [`Error::NoEntry`] (`ENOENT`) if `fd2` is not a sync file; [`Error::NoTty`]
-/// (`ENOTTY`) if `fd` itself is not a sync file (wrong file for the ioctl). Nothing is
-/// created and `data` is unchanged on error.
+/// [`Error::NoEntry`] (`ENOENT`) if `fd2` is not an open sync file; [`Error::NoTty`]
+/// (`ENOTTY`) if `fd` itself is not a sync file (wrong file for the ioctl); errors of
+/// [`get_fence`] other than `EINVAL` if either cannot be told;
+/// [`Error::NoMem`] (`ENOMEM`) from the merge; OS errors if no descriptor can be had for
+/// the new sync file (`EMFILE`, `ENFILE`, `ENOMEM`). Nothing is created, nothing is
+/// left registered and `data` is unchanged on error.
 pub fn ioctl_merge(fd: BorrowedFd<'_>, data: &mut SyncMergeData) -> Result<OwnedFd> {
     let (f1, _) = this_file(fd)?;
     if data.flags != 0 || data.pad != 0 {
@@ -1215,16 +1776,40 @@ pub fn ioctl_merge(fd: BorrowedFd<'_>, data: &mut SyncMergeData) -> Result<Owned
     if data.fd2 < 0 {
         return Err(Error::NoEntry("fd2 is not a sync file"));
     }
-    // SAFETY: `fd2` is a descriptor number supplied by the caller, borrowed only for the
-    // duration of this call, as the kernel's `sync_file_fdget` does; it is never closed
-    // here. If it is not open, the lookup below finds no fdinfo for it and we report
-    // ENOENT.
-    let fd2 = unsafe { BorrowedFd::borrow_raw(data.fd2) };
-    let (f2, _) = lookup(fd2).map_err(|_| Error::NoEntry("fd2 is not a sync file"))?;
+    // What the kernel's `fdget` does: take one reference to whatever file the number
+    // names right now, and work on that reference only.
+    // SAFETY: the number comes from the caller and nothing keeps it open, so it is not a
+    // descriptor this code owns or borrows for any length of time. The `BorrowedFd` made
+    // here is passed to exactly one syscall, `fcntl(F_DUPFD_CLOEXEC)`, and then dropped;
+    // nothing else reads, closes or keeps it. If the number is closed meanwhile, that
+    // syscall fails with EBADF (mapped to ENOENT below); if it has been reused, it
+    // duplicates the new file, which is then what is merged, as with `fdget`. In no case
+    // is another owner's descriptor closed or used after this call.
+    let fd2 = match dup(unsafe { BorrowedFd::borrow_raw(data.fd2) }) {
+        Ok(fd2) => fd2,
+        Err(Error::Os(Errno::BADF)) => return Err(Error::NoEntry("fd2 is not open")),
+        Err(e) => return Err(e),
+    };
+    let (f2, _) = lookup(fd2.as_fd()).map_err(|e| match e {
+        Error::Invalid(_) => Error::NoEntry("fd2 is not a sync file"),
+        e => e,
+    })?;
+    drop(fd2);
     let name = c_name(&data.name);
     let merged = merge(&[f1, f2.fence.clone()])?;
-    let sf = SyncFile::with_name(merged, &name)?;
-    let out = sf.into_fd();
+    let (sf, cb) = SyncFile::create(merged.clone(), name)?;
+    let out = match sf.try_into_fd() {
+        Ok(out) => out,
+        Err(e) => {
+            // Nobody else saw this sync file: take its callback back, which closes the
+            // eventfd now and releases the merged fence without an unsignalled-release
+            // warning.
+            if let Some(cb) = cb {
+                merged.remove_callback(cb);
+            }
+            return Err(e);
+        }
+    };
     data.fence = out.as_raw_fd();
     Ok(out)
 }
@@ -1236,7 +1821,8 @@ pub fn ioctl_merge(fd: BorrowedFd<'_>, data: &mut SyncMergeData) -> Result<Owned
 /// Errors: [`Error::Invalid`] (`EINVAL`) if `flags` or `pad` is non-zero or
 /// `0 < num_fences < count`; [`Error::Fault`] (`EFAULT`) if `out` is shorter than the
 /// leaf count (the kernel's failed copy to user); [`Error::NoTty`] if `fd` is not a sync
-/// file. `info` and `out` are unchanged on error.
+/// file; errors of [`get_fence`] other than `EINVAL` (`EMFILE`…) if that cannot be told.
+/// `info` and `out` are unchanged on error.
 pub fn ioctl_file_info(
     fd: BorrowedFd<'_>,
     info: &mut SyncFileInfo,
@@ -1276,7 +1862,8 @@ pub fn ioctl_file_info(
 /// `SYNC_IOC_SET_DEADLINE` on `fd`.
 ///
 /// Errors: [`Error::Invalid`] (`EINVAL`) if `pad` is non-zero; [`Error::NoTty`] if `fd`
-/// is not a sync file.
+/// is not a sync file; errors of [`get_fence`] other than `EINVAL` (`EMFILE`…) if that
+/// cannot be told.
 pub fn ioctl_set_deadline(fd: BorrowedFd<'_>, arg: &SyncSetDeadline) -> Result<()> {
     let (fence, _) = this_file(fd)?;
     if arg.pad != 0 {
@@ -1307,11 +1894,21 @@ pub fn fd_status(fd: BorrowedFd<'_>) -> Result<Status> {
 /// any other descriptor goes alone.
 ///
 /// Errors: OS errors of `sendmsg` (`ENOTSOCK`, `EPIPE`…); OS errors creating this
-/// process's liveness pipe on the first send of an own sync file (`EMFILE`). Nothing is
-/// sent on error.
+/// process's liveness pipe on the first send of an own sync file (`EMFILE`); OS errors
+/// reading the fdinfo of a descriptor not owned by a live [`SyncFile`] (`EMFILE`: it
+/// cannot be told whether a liveness descriptor must go along). Nothing is sent on
+/// error.
 pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> Result<()> {
     use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage};
-    let live = match writer_of(fd, || eventfd_info(fd).ok().and_then(|i| i.id)) {
+    // Only a sync file this process knows carries liveness: anything else (not an
+    // eventfd, no procfs) goes alone, but an fdinfo that cannot be read now is an error,
+    // not a reason to send a sync file without its liveness.
+    let id = || match eventfd_info(fd) {
+        Ok(i) => Ok(i.id),
+        Err(Error::Invalid(_) | Error::BadFd) => Ok(None),
+        Err(e) => Err(e),
+    };
+    let live = match writer_of(fd, id)? {
         Some(None) => Some(liveness::read_end()?),
         Some(Some(l)) => Some(l),
         None => None,

@@ -87,7 +87,8 @@ fn alloc_fence_negative() -> R {
     let tl = Timeline::new("neg");
     let sf = mk(&tl, 1)?;
     // A descriptor that is not a sync file: a pipe.
-    let (r, _w) = rustix::pipe::pipe().map_err(|e| e.to_string())?;
+    let (r, _w) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| e.to_string())?;
     ensure(
         matches!(get_fence(r.as_fd()), Err(Error::Invalid(_))),
         "import of a pipe must fail with EINVAL",
@@ -342,7 +343,7 @@ fn fd_copies_and_foreign_records() -> R {
     use crate::fence::{ktime_now, Status};
     let tl = Timeline::new("fd");
     let sf = mk(&tl, 1)?;
-    let dup = rustix::io::dup(sf.as_fd()).map_err(|e| e.to_string())?;
+    let dup = rustix::io::fcntl_dupfd_cloexec(sf.as_fd(), 0).map_err(|e| e.to_string())?;
     let back = get_fence(dup.as_fd()).map_err(|e| e.to_string())?;
     ensure(
         crate::fence::Fence::ptr_eq(&back, sf.fence()),

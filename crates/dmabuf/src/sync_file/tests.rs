@@ -21,6 +21,30 @@ fn pending() -> Fence {
     Fence::new(T, Context::new(), 7)
 }
 
+/// A close-on-exec pipe: a child spawned by a test running beside this one (see
+/// `cross_process`) must not inherit its write end, or hang-up tests would stall.
+fn pipe() -> (OwnedFd, OwnedFd) {
+    rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).unwrap()
+}
+
+/// A close-on-exec duplicate, for the same reason.
+fn cloexec_dup(fd: impl AsFd) -> OwnedFd {
+    rustix::io::fcntl_dupfd_cloexec(fd, 0).unwrap()
+}
+
+/// Wait (at most 10 s) until the watcher thread holds `f`, so that what the test does
+/// next is seen by the watcher and not by the peek at the start of the wait.
+fn wait_until_watched(f: &Fence) {
+    let t0 = std::time::Instant::now();
+    while !watcher::is_watching(f) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the watcher never took the fence"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 #[test]
 fn selftest_sync() {
     let mut failed = Vec::new();
@@ -56,7 +80,7 @@ fn polls_readable_once_signalled_and_reports_status() {
     }
     assert_eq!(counter(sf.as_fd()), encode_record(-125, ts));
     // A duplicate of the descriptor sees the same.
-    let dup = rustix::io::dup(sf.as_fd()).unwrap();
+    let dup = cloexec_dup(sf.as_fd());
     assert_eq!(fd_status(dup.as_fd()).unwrap(), Status::Error(-125));
 }
 
@@ -91,6 +115,19 @@ fn import_own_export_is_same_fence_even_after_into_fd() {
 fn names_are_truncated_on_a_char_boundary() {
     let sf = SyncFile::with_name(pending(), &"é".repeat(20)).unwrap();
     assert_eq!(sf.name(), "é".repeat(15));
+    // The default name too (cut in place).
+    struct Long;
+    impl FenceOps for Long {
+        fn driver_name(&self) -> &str {
+            "drïver-with-a-long-name"
+        }
+        fn timeline_name(&self) -> &str {
+            "tïmeline"
+        }
+    }
+    let sf = SyncFile::new(Fence::new(Long, Context::new(), 1)).unwrap();
+    assert_eq!(sf.name(), "drïver-with-a-long-name-tïmel");
+    assert_eq!(sf.name().len(), 31);
 }
 
 // ---- the record ---------------------------------------------------------------------------
@@ -238,7 +275,7 @@ fn fdinfo_parsing() {
     let info = eventfd_info(e.as_fd()).unwrap();
     assert_eq!(info.count, 0x1234);
     assert!(info.id.is_some());
-    let (r, _w) = rustix::pipe::pipe().unwrap();
+    let (r, _w) = pipe();
     assert!(matches!(eventfd_info(r.as_fd()), Err(Error::Invalid(_))));
 }
 
@@ -279,11 +316,11 @@ fn foreign_descriptor_becomes_a_proxy_fence() {
     );
     // Count 0: a pending proxy that the watcher signals when the record is written.
     let e = efd(0);
-    let w = rustix::io::dup(&e).unwrap();
+    let w = cloexec_dup(&e);
     let sf = SyncFile::from_fd(e).unwrap();
     assert!(!sf.fence().is_signaled());
     let t = wait_in_thread(sf.fence());
-    std::thread::sleep(Duration::from_millis(10));
+    wait_until_watched(sf.fence());
     let ts = ktime_now();
     rustix::io::write(&w, &encode_record(1, ts).to_ne_bytes()).unwrap();
     t.join().unwrap().unwrap();
@@ -291,25 +328,66 @@ fn foreign_descriptor_becomes_a_proxy_fence() {
     assert_eq!(sf.fence().timestamp(), Some(ts));
     // Without a waiter: `is_signaled` peeks the descriptor.
     let e = efd(0);
-    let w = rustix::io::dup(&e).unwrap();
+    let w = cloexec_dup(&e);
     let f = get_fence(e.as_fd()).unwrap();
     assert!(!f.is_signaled());
     let ts = ktime_now();
     rustix::io::write(&w, &encode_record(-5, ts).to_ne_bytes()).unwrap();
     assert!(f.is_signaled());
     assert_eq!((f.status(), f.timestamp()), (Status::Error(-5), Some(ts)));
-    // Every import of a descriptor nobody owns is a proxy of its own.
-    assert!(!Fence::ptr_eq(&f, &get_fence(e.as_fd()).unwrap()));
+    // Every import of the same eventfd gives that one proxy, as the kernel gives the
+    // file's one fence: through the same number, a duplicate, or an owning import.
+    assert!(Fence::ptr_eq(&f, &get_fence(e.as_fd()).unwrap()));
+    assert!(Fence::ptr_eq(&f, &get_fence(w.as_fd()).unwrap()));
+    let n = e.as_raw_fd();
+    let owned = SyncFile::from_fd(e).unwrap();
+    assert!(Fence::ptr_eq(&f, owned.fence()));
+    assert!(Fence::ptr_eq(&f, &get_fence(w.as_fd()).unwrap()));
+    drop(owned);
+    assert!(!registry().lock().by_fd.contains_key(&n));
+}
+
+#[test]
+fn reimporting_a_pending_foreign_descriptor_neither_leaks_nor_multiplies() {
+    // What leaked before: every import made a new proxy with its own duplicate, and every
+    // wait on it a watch with more; a never-signalling descriptor ran out of
+    // descriptors after a few hundred rounds.
+    let e = efd(0);
+    let first = get_fence(e.as_fd()).unwrap();
+    for _ in 0..400 {
+        let f = get_fence(e.as_fd()).unwrap();
+        assert!(Fence::ptr_eq(&f, &first));
+        assert!(matches!(
+            f.wait_timeout(Duration::from_micros(200)),
+            Err(Error::TimedOut)
+        ));
+    }
+    assert_eq!(watcher::watches_of(&first), 1);
+    // The one watch still delivers the record.
+    let ts = ktime_now();
+    rustix::io::write(&e, &encode_record(-7, ts).to_ne_bytes()).unwrap();
+    first.wait_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        (first.status(), first.timestamp()),
+        (Status::Error(-7), Some(ts))
+    );
+    // The watcher lets go once it has seen the record (a peek by the waiter may have
+    // signalled the fence first).
+    let t0 = std::time::Instant::now();
+    while watcher::watches_of(&first) != 0 {
+        assert!(t0.elapsed() < Duration::from_secs(10), "still watched");
+        std::thread::sleep(Duration::from_millis(1));
+    }
 }
 
 #[test]
 fn proxy_reads_epipe_when_the_liveness_pipe_hangs_up() {
     // The signaller dies while a waiter sleeps.
-    let (r, w) = rustix::pipe::pipe().unwrap();
+    let (r, w) = pipe();
     let sf = SyncFile::from_fd_with_liveness(efd(0), r).unwrap();
     assert_eq!(peek(sf.as_fd()).unwrap(), FdState::Pending);
     let t = wait_in_thread(sf.fence());
-    std::thread::sleep(Duration::from_millis(10));
+    wait_until_watched(sf.fence());
     drop(w);
     t.join().unwrap().unwrap();
     assert_eq!(sf.fence().status(), Status::Error(-32));
@@ -317,18 +395,18 @@ fn proxy_reads_epipe_when_the_liveness_pipe_hangs_up() {
     assert_eq!(fd_status(sf.as_fd()).unwrap(), Status::Error(-32));
     assert!(!sf.poll(), "the descriptor itself holds no record");
     // Already gone at import: the first peek says so.
-    let (r, w) = rustix::pipe::pipe().unwrap();
+    let (r, w) = pipe();
     drop(w);
     let sf = SyncFile::from_fd_with_liveness(efd(0), r).unwrap();
     assert!(sf.fence().is_signaled());
     assert_eq!(sf.fence().status(), Status::Error(-32));
     // A record written before the death wins over the hang-up.
-    let (r, w) = rustix::pipe::pipe().unwrap();
+    let (r, w) = pipe();
     let e = efd(0);
-    let writer = rustix::io::dup(&e).unwrap();
+    let writer = cloexec_dup(&e);
     let sf = SyncFile::from_fd_with_liveness(e, r).unwrap();
     let t = wait_in_thread(sf.fence());
-    std::thread::sleep(Duration::from_millis(10));
+    wait_until_watched(sf.fence());
     let ts = ktime_now();
     rustix::io::write(&writer, &encode_record(-125, ts).to_ne_bytes()).unwrap();
     drop(w);
@@ -343,12 +421,12 @@ fn import_rejects_non_sync_files() {
         assert!(matches!(get_fence(fd), Err(Error::Invalid(_))));
         assert!(matches!(peek(fd), Err(Error::Invalid(_))));
         assert!(matches!(fd_status(fd), Err(Error::Invalid(_))));
-        let owned = rustix::io::dup(fd).unwrap();
+        let owned = cloexec_dup(fd);
         let n = owned.as_raw_fd();
         assert!(matches!(SyncFile::from_fd(owned), Err(Error::Invalid(_))));
         assert!(!registry().lock().by_fd.contains_key(&n));
     };
-    let (r, w) = rustix::pipe::pipe().unwrap();
+    let (r, w) = pipe();
     rejected(r.as_fd());
     rejected(w.as_fd());
     let (a, _b) = rustix::net::socketpair(
@@ -387,11 +465,11 @@ fn into_fd_then_dup_then_import_gives_the_same_fence() {
     let f = pending();
     let sf = SyncFile::with_name(f.clone(), "same").unwrap();
     // A duplicate of a live sync file's descriptor: found through its eventfd id.
-    let d0 = rustix::io::dup(sf.as_fd()).unwrap();
+    let d0 = cloexec_dup(sf.as_fd());
     assert!(Fence::ptr_eq(&get_fence(d0.as_fd()).unwrap(), &f));
     // Pending: the caller gets a duplicate, the callback keeps the original.
     let fd = sf.into_fd();
-    let d = rustix::io::dup(&fd).unwrap();
+    let d = cloexec_dup(&fd);
     assert!(Fence::ptr_eq(&get_fence(d.as_fd()).unwrap(), &f));
     let back = SyncFile::from_fd(d).unwrap();
     assert!(Fence::ptr_eq(back.fence(), &f));
@@ -414,7 +492,7 @@ fn into_fd_then_dup_then_import_gives_the_same_fence() {
     let fd = sf.into_fd();
     assert_eq!(fd.as_raw_fd(), n);
     assert!(!registry().lock().by_fd.contains_key(&n));
-    let d = rustix::io::dup(&fd).unwrap();
+    let d = cloexec_dup(&fd);
     assert!(Fence::ptr_eq(&get_fence(d.as_fd()).unwrap(), &g));
 }
 
@@ -422,7 +500,7 @@ fn into_fd_then_dup_then_import_gives_the_same_fence() {
 fn dropped_export_of_a_pending_fence_still_signals_its_copies() {
     let f = pending();
     let sf = SyncFile::new(f.clone()).unwrap();
-    let d = rustix::io::dup(sf.as_fd()).unwrap();
+    let d = cloexec_dup(sf.as_fd());
     drop(sf);
     assert!(!poll_readable(d.as_fd(), Some(Duration::ZERO)).unwrap());
     f.signal().unwrap();
@@ -431,10 +509,163 @@ fn dropped_export_of_a_pending_fence_still_signals_its_copies() {
     // Released unsignalled: the callback still writes, with the core's -EDEADLK.
     let f = pending();
     let sf = SyncFile::new(f.clone()).unwrap();
-    let d = rustix::io::dup(sf.as_fd()).unwrap();
+    let d = cloexec_dup(sf.as_fd());
     drop(sf);
     drop(f);
     assert_eq!(fd_status(d.as_fd()).unwrap(), Status::Error(-35));
+}
+
+// ---- fork without exec ------------------------------------------------------------------
+//
+// A real `fork` of the multi-threaded test process cannot be done safely here (nor without
+// `libc` or rustix's `runtime`), so these tests let one thread act as the child: the
+// per-thread pid hook makes the module's pid differ from the exporter's, which is all the
+// module looks at.
+
+#[test]
+fn a_forked_child_releasing_or_signalling_its_copy_writes_no_record() {
+    // Released unsignalled in the child: the core's -EDEADLK stays in the child.
+    let f = pending();
+    let sf = SyncFile::new(f.clone()).unwrap();
+    let d = cloexec_dup(sf.as_fd());
+    let releases = crate::fence::unsignalled_releases_here();
+    hooks::act_as_forked_child(Some(1));
+    drop(sf);
+    drop(f);
+    hooks::act_as_forked_child(None);
+    assert_eq!(crate::fence::unsignalled_releases_here(), releases + 1);
+    assert_eq!(counter(d.as_fd()), 0);
+    assert_eq!(fd_status(d.as_fd()).unwrap(), Status::Pending);
+    // Signalled in the child: no record either (the parent's fence is still pending).
+    let g = pending();
+    let sf = SyncFile::new(g.clone()).unwrap();
+    hooks::act_as_forked_child(Some(1));
+    g.signal().unwrap();
+    hooks::act_as_forked_child(None);
+    assert_eq!(counter(sf.as_fd()), 0);
+    assert!(!sf.poll());
+    // In the exporting process itself, the record is written as ever.
+    let h = pending();
+    let sf = SyncFile::new(h.clone()).unwrap();
+    h.signal().unwrap();
+    assert!(sf.poll());
+}
+
+#[test]
+fn a_forked_child_gets_a_watcher_of_its_own() {
+    let real = rustix::process::getpid();
+    assert_eq!(watcher::pid_of_watcher().unwrap(), real);
+    let e = efd(0);
+    let f = get_fence(e.as_fd()).unwrap();
+    hooks::act_as_forked_child(Some(2));
+    let child = watcher::pid_of_watcher().unwrap();
+    // The child's wait goes to the child's watcher, which signals it.
+    f.enable_sw_signaling();
+    hooks::act_as_forked_child(None);
+    assert_ne!(child, real);
+    let ts = ktime_now();
+    rustix::io::write(&e, &encode_record(-3, ts).to_ne_bytes()).unwrap();
+    f.wait_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!((f.status(), f.timestamp()), (Status::Error(-3), Some(ts)));
+    // Back in this process, a watcher of this pid again; it serves new waits.
+    assert_eq!(watcher::pid_of_watcher().unwrap(), real);
+    let e = efd(0);
+    let g = get_fence(e.as_fd()).unwrap();
+    let t = wait_in_thread(&g);
+    wait_until_watched(&g);
+    rustix::io::write(&e, &encode_record(1, ktime_now()).to_ne_bytes()).unwrap();
+    t.join().unwrap().unwrap();
+    assert_eq!(g.status(), Status::Signaled);
+}
+
+// ---- transient errors ---------------------------------------------------------------------
+
+#[test]
+fn a_watcher_that_cannot_start_is_reported_and_tried_again() {
+    // Act as a new child, so that the next wait must start a watcher.
+    hooks::act_as_forked_child(Some(3));
+    hooks::fail_next_watcher_start();
+    let e = efd(0);
+    let f = get_fence(e.as_fd()).unwrap();
+    f.enable_sw_signaling();
+    let (e2, g) = {
+        let e2 = efd(0);
+        let g = get_fence(e2.as_fd()).unwrap();
+        g.enable_sw_signaling();
+        (e2, g)
+    };
+    hooks::act_as_forked_child(None);
+    // The failure reached the waiter, as the fence's error...
+    assert!(f.test_signaled_flag());
+    assert_eq!(f.status(), Status::Error(-12));
+    // ...and was not remembered: the next wait got a watcher, which signals.
+    assert!(!g.test_signaled_flag());
+    rustix::io::write(&e2, &encode_record(1, ktime_now()).to_ne_bytes()).unwrap();
+    g.wait_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(g.status(), Status::Signaled);
+}
+
+#[test]
+fn an_unreadable_fdinfo_is_the_callers_error_not_a_verdict() {
+    let e = efd(0);
+    let id = eventfd_info(e.as_fd()).unwrap().id.unwrap();
+    // Imports, peeks and ioctls report the error (not EINVAL / ENOTTY), and change
+    // nothing.
+    for call in 0..4 {
+        hooks::fail_fdinfo_reads(id, 1, true);
+        let errno = match call {
+            0 => get_fence(e.as_fd()).unwrap_err().errno(),
+            1 => peek(e.as_fd()).unwrap_err().errno(),
+            2 => ioctl_set_deadline(e.as_fd(), &SyncSetDeadline::default())
+                .unwrap_err()
+                .errno(),
+            _ => SyncFile::from_fd(cloexec_dup(&e)).unwrap_err().errno(),
+        };
+        assert_eq!(errno, 24, "call {call}");
+        assert_eq!(hooks::fdinfo_failures_left(id), 0);
+    }
+    // A record that cannot be read for a while: the proxy stays pending and the
+    // watcher tries again; the right status arrives in the end.
+    let f = get_fence(e.as_fd()).unwrap();
+    let t = wait_in_thread(&f);
+    wait_until_watched(&f);
+    hooks::fail_fdinfo_reads(id, 3, false);
+    let ts = ktime_now();
+    rustix::io::write(&e, &encode_record(-9, ts).to_ne_bytes()).unwrap();
+    t.join().unwrap().unwrap();
+    assert_eq!((f.status(), f.timestamp()), (Status::Error(-9), Some(ts)));
+    // One that can never be read: -EIO, as a last resort, once the retries are spent.
+    let e = efd(0);
+    let id = eventfd_info(e.as_fd()).unwrap().id.unwrap();
+    let f = get_fence(e.as_fd()).unwrap();
+    let t = wait_in_thread(&f);
+    wait_until_watched(&f);
+    hooks::fail_fdinfo_reads(id, u32::MAX, false);
+    rustix::io::write(&e, &encode_record(1, ktime_now()).to_ne_bytes()).unwrap();
+    let r = t.join().unwrap();
+    hooks::fail_fdinfo_reads(id, 0, false);
+    r.unwrap();
+    assert_eq!(f.status(), Status::Error(-5));
+}
+
+#[test]
+fn a_sweep_keeps_entries_whose_fdinfo_cannot_be_read() {
+    let f = pending();
+    let fd = SyncFile::new(f.clone()).unwrap().into_fd();
+    let id = eventfd_info(fd.as_fd()).unwrap().id.unwrap();
+    assert!(registry().lock().by_id.map.contains_key(&id));
+    hooks::fail_fdinfo_reads(id, u32::MAX, false);
+    let sweeps = registry().lock().by_id.sweeps;
+    for i in 0.. {
+        assert!(i < 10 * SWEEP_MIN, "never swept");
+        if registry().lock().by_id.sweeps != sweeps {
+            break;
+        }
+        drop(SyncFile::new(Fence::private_stub(1)).unwrap().into_fd());
+    }
+    hooks::fail_fdinfo_reads(id, 0, false);
+    assert!(registry().lock().by_id.map.contains_key(&id));
+    assert!(Fence::ptr_eq(&get_fence(fd.as_fd()).unwrap(), &f));
 }
 
 #[test]
@@ -556,7 +787,7 @@ fn send_fd_adds_the_liveness_descriptor_only_to_known_sync_files() {
     assert_eq!(again.len(), 2);
     assert!(same_file(again[1].as_fd(), got[1].as_fd()));
     // Anything else goes alone: a pipe, an eventfd nobody knows.
-    let (r, _w) = rustix::pipe::pipe().unwrap();
+    let (r, _w) = pipe();
     send_fd(a.as_fd(), r.as_fd()).unwrap();
     assert_eq!(recv_all(b.as_fd()).len(), 1);
     let e = efd(0);
@@ -566,8 +797,8 @@ fn send_fd_adds_the_liveness_descriptor_only_to_known_sync_files() {
     let p = SyncFile::from_fd(efd(0)).unwrap();
     send_fd(a.as_fd(), p.as_fd()).unwrap();
     assert_eq!(recv_all(b.as_fd()).len(), 1);
-    let (lr, _lw) = rustix::pipe::pipe().unwrap();
-    let lr2 = rustix::io::dup(&lr).unwrap();
+    let (lr, _lw) = pipe();
+    let lr2 = cloexec_dup(&lr);
     let p = SyncFile::from_fd_with_liveness(efd(0), lr).unwrap();
     send_fd(a.as_fd(), p.as_fd()).unwrap();
     let fwd = recv_all(b.as_fd());
@@ -586,25 +817,26 @@ fn recv_of_a_sync_file_carrying_the_liveness_descriptor() {
     let id = eventfd_info(got.as_fd()).unwrap().id.unwrap();
     assert!(registry().lock().received.map.contains_key(&id));
     assert!(Fence::ptr_eq(&get_fence(got.as_fd()).unwrap(), &f));
-    // A proxy forwarded and dropped: the receiver's import is a new proxy that carries
-    // the origin's liveness, and reads -EPIPE when the origin goes.
-    let (lr, lw) = rustix::pipe::pipe().unwrap();
+    // A proxy forwarded and dropped: the receiver's import is that same proxy (the
+    // eventfd is the same file), which carries the origin's liveness and reads -EPIPE
+    // when the origin goes.
+    let (lr, lw) = pipe();
     let p = SyncFile::from_fd_with_liveness(efd(0), lr).unwrap();
     let old = p.fence().clone();
     send_fd(a.as_fd(), p.as_fd()).unwrap();
-    drop(p);
     let got = recv_fd(b.as_fd()).unwrap();
     let sf = SyncFile::from_fd(got).unwrap();
-    assert!(!Fence::ptr_eq(sf.fence(), &old));
+    drop(p);
+    assert!(Fence::ptr_eq(sf.fence(), &old));
     assert_eq!(sf.fence().driver_name(), "sync_file");
     let t = wait_in_thread(sf.fence());
-    std::thread::sleep(Duration::from_millis(10));
+    wait_until_watched(sf.fence());
     drop(lw);
     t.join().unwrap().unwrap();
     assert_eq!(sf.fence().status(), Status::Error(-32));
     // A liveness descriptor beside something that is not a sync file is dropped.
-    let (r, _w) = rustix::pipe::pipe().unwrap();
-    let (lr, lw) = rustix::pipe::pipe().unwrap();
+    let (r, _w) = pipe();
+    let (lr, lw) = pipe();
     {
         use rustix::net::{SendAncillaryBuffer, SendAncillaryMessage};
         let fds = [r.as_fd(), lr.as_fd()];
@@ -626,7 +858,7 @@ fn bad_input_at_every_entry_point_changes_nothing() {
     let f = pending();
     let sf = SyncFile::new(f.clone()).unwrap();
     let n = sf.as_fd().as_raw_fd();
-    let (r, w) = rustix::pipe::pipe().unwrap();
+    let (r, w) = pipe();
     // Imports and peeks of a non-sync file.
     assert!(matches!(get_fence(r.as_fd()), Err(Error::Invalid(_))));
     assert!(matches!(peek(r.as_fd()), Err(Error::Invalid(_))));
@@ -707,7 +939,7 @@ fn merge_ioctl_validation() {
         ));
         assert_eq!(bad, before);
     }
-    let (p, _w) = rustix::pipe::pipe().unwrap();
+    let (p, _w) = pipe();
     let mut bad = d;
     bad.fd2 = p.as_raw_fd();
     assert!(matches!(
@@ -716,6 +948,16 @@ fn merge_ioctl_validation() {
     ));
     bad.fd2 = -1;
     assert_eq!(ioctl_merge(a.as_fd(), &mut bad).unwrap_err().errno(), 2);
+    // A number that is not open: ENOENT (the kernel's failed fdget).
+    bad.fd2 = i32::MAX;
+    assert_eq!(ioctl_merge(a.as_fd(), &mut bad).unwrap_err().errno(), 2);
+    // fd2 names a duplicate of a sync file, or one that left its SyncFile: merged.
+    let b2 = cloexec_dup(b.as_fd());
+    let mut ok = d;
+    ok.fd2 = b2.as_raw_fd();
+    let m = SyncFile::from_fd(ioctl_merge(a.as_fd(), &mut ok).unwrap()).unwrap();
+    assert_eq!(m.info().fences.len(), 2);
+    assert!(unwrap(m.fence()).any(|l| Fence::ptr_eq(&l, &f2)));
     // ioctl on something that is not a sync file.
     assert!(matches!(ioctl_merge(p.as_fd(), &mut d), Err(Error::NoTty)));
     // Unterminated name is force-terminated.
@@ -729,6 +971,81 @@ fn merge_ioctl_validation() {
     assert!(!m.poll());
     f2.signal().unwrap();
     assert!(m.poll());
+}
+
+#[test]
+fn try_into_fd_out_of_descriptors_is_emfile_and_leaks_nothing() {
+    let f = pending();
+    let sf = SyncFile::new(f.clone()).unwrap();
+    let n = sf.as_fd().as_raw_fd();
+    let d = cloexec_dup(sf.as_fd());
+    hooks::fail_dup_after(0);
+    assert_eq!(sf.try_into_fd().unwrap_err().errno(), 24);
+    // Dropped as usual: out of the registry, the fence no longer referenced by it (the
+    // callback keeps only the eventfd, so number `n` is still open and not reused).
+    assert!(!registry().lock().by_fd.contains_key(&n));
+    assert_eq!(f.ref_count(), 1);
+    // The record still reaches the duplicate.
+    f.set_error(-5).unwrap();
+    f.signal().unwrap();
+    assert_eq!(fd_status(d.as_fd()).unwrap(), Status::Error(-5));
+    // Once the fence has signalled the original is handed over: only the id map's pin
+    // is a duplicate, and without it the descriptor still comes (as a proxy later).
+    let g = pending();
+    g.signal().unwrap();
+    let sf = SyncFile::new(g).unwrap();
+    hooks::fail_dup_after(0);
+    let fd = sf.try_into_fd().unwrap();
+    assert!(!hooks::dup_armed(), "the pin was not attempted");
+    assert_eq!(fd_status(fd.as_fd()).unwrap(), Status::Signaled);
+}
+
+#[test]
+fn merge_ioctl_out_of_descriptors_is_an_errno_not_a_panic() {
+    let (f1, f2) = (pending(), pending());
+    let a = SyncFile::new(f1.clone()).unwrap();
+    let b = SyncFile::new(f2.clone()).unwrap();
+    let mut d = SyncMergeData {
+        fd2: b.as_fd().as_raw_fd(),
+        ..Default::default()
+    };
+    copy_name(&mut d.name, "m");
+    let before = d;
+    let releases = crate::fence::unsignalled_releases_here();
+    // Fail each duplicate the merge makes in turn, until it makes no more.
+    let mut failed = 0;
+    for after in 0.. {
+        assert!(after < 10, "the merge keeps duplicating");
+        hooks::fail_dup_after(after);
+        let r = ioctl_merge(a.as_fd(), &mut d);
+        let fired = !hooks::dup_armed();
+        hooks::disarm();
+        match r {
+            Err(e) => {
+                assert!(fired, "{e}");
+                assert_eq!(e.errno(), 24);
+                assert_eq!(d, before);
+                failed += 1;
+            }
+            Ok(out) => {
+                assert_eq!(d.fence, out.as_raw_fd());
+                if !fired {
+                    break;
+                }
+                d = before;
+            }
+        }
+    }
+    assert!(
+        failed > 0,
+        "no duplicate was ever made: the test proved nothing"
+    );
+    // The failed merges registered nothing: both inputs are referenced by their own
+    // sync files and the merges' arrays only, and none was released unsignalled.
+    assert_eq!(crate::fence::unsignalled_releases_here(), releases);
+    f1.signal().unwrap();
+    f2.signal().unwrap();
+    assert_eq!(crate::fence::unsignalled_releases_here(), releases);
 }
 
 #[test]
@@ -787,7 +1104,7 @@ fn file_info_ioctl_validation() {
     // Leaves are sorted by context: f1 (error) comes first, and the aggregate takes the
     // first non-positive leaf status.
     assert_eq!(info2.status, -5);
-    let (p, _w) = rustix::pipe::pipe().unwrap();
+    let (p, _w) = pipe();
     assert!(matches!(
         ioctl_file_info(p.as_fd(), &mut info2, &mut out),
         Err(Error::NoTty)
@@ -846,10 +1163,17 @@ fn child_entry() {
     let n: i32 = n.parse().unwrap();
     // SAFETY: the parent passed us this inherited descriptor number for our exclusive use.
     let sock = unsafe { OwnedFd::from_raw_fd(n) };
-    // 1. Receive a pending sync file, wait on it (watcher thread), report its status.
+    // 1. Receive a pending sync file, wait on it (watcher thread), say so once the
+    //    watcher holds it, report its status.
     let fd = recv_fd(sock.as_fd()).unwrap();
     let sf = SyncFile::from_fd(fd).unwrap();
-    sf.fence().wait_timeout(Duration::from_secs(10)).unwrap();
+    let t = {
+        let f = sf.fence().clone();
+        std::thread::spawn(move || f.wait_timeout(Duration::from_secs(10)).map(|_| ()))
+    };
+    wait_until_watched(sf.fence());
+    rustix::io::write(&sock, b"w").unwrap();
+    t.join().unwrap().unwrap();
     let st = sf.fence().get_status();
     rustix::io::write(&sock, &st.to_ne_bytes()).unwrap();
     // 2. Export a pending fence to the parent and die without signalling it.
@@ -888,7 +1212,10 @@ fn cross_process() {
     let f = pending();
     let sf = SyncFile::new(f.clone()).unwrap();
     send_fd(parent.as_fd(), sf.as_fd()).unwrap();
-    std::thread::sleep(Duration::from_millis(20));
+    // The child's waiter is blocked in its watcher before we signal.
+    let mut ready = [0u8; 1];
+    rustix::io::read(&parent, &mut ready).unwrap();
+    assert_eq!(&ready, b"w");
     f.set_error(-125).unwrap();
     f.signal().unwrap();
     let mut st = [0u8; 4];
