@@ -226,7 +226,7 @@ sync::fence_thread_local! {
 }
 
 /// How many of [`unsignalled_releases`] happened on this thread.
-#[cfg(all(test, not(loom)))]
+#[cfg(test)]
 pub(crate) fn unsignalled_releases_here() -> u64 {
     LOCAL_UNSIGNALLED_RELEASES.with(|c| c.get())
 }
