@@ -483,6 +483,16 @@ impl Fence {
     /// signalling. On a signalled fence: one atomic load.
     #[inline]
     pub fn is_signaled(&self) -> bool {
+        if self.inner.state.load(Acquire) & SIGNALED != 0 {
+            return true;
+        }
+        self.is_signaled_slow()
+    }
+
+    /// [`is_signaled`](Self::is_signaled) for internal loops over many fences: the "no
+    /// peek" answer inline too, at the price of a second test on every call.
+    #[inline]
+    pub(crate) fn is_signaled_inline(&self) -> bool {
         let s = self.inner.state.load(Acquire);
         if s & SIGNALED != 0 {
             return true;
@@ -495,6 +505,9 @@ impl Fence {
 
     #[cold]
     fn is_signaled_slow(&self) -> bool {
+        if self.inner.state.load(Acquire) & NO_PEEK != 0 {
+            return false;
+        }
         if self.inner.ops.signaled(self) {
             let _ = self.signal_unannotated();
             return true;

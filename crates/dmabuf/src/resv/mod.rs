@@ -265,7 +265,7 @@ impl Resv {
                 );
                 (out, v.tag())
             });
-            out.retain(|f| !f.is_signaled());
+            out.retain(|f| !f.is_signaled_inline());
             // The restart rule, checked once at the end of the walk.
             if self.storage.load(Ordering::Acquire) <= storage {
                 return out;
@@ -612,7 +612,7 @@ impl Iterator for UnlockedIter<'_> {
             }));
         }
         let (it, _) = self.snap.as_mut().expect("set above");
-        it.find(|(f, _)| !f.is_signaled())
+        it.find(|(f, _)| !f.is_signaled_inline())
     }
 }
 
