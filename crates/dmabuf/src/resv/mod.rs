@@ -363,7 +363,10 @@ impl Drop for ResvGuard<'_> {
     fn drop(&mut self) {
         // Reservations die at unlock: a missing re-reserve is caught next time.
         let g = &mut *self.g;
-        g.reserved_to = self.resv.list.len(&g.writer);
+        let len = self.resv.list.len(&g.writer);
+        if g.reserved_to != len {
+            g.reserved_to = len;
+        }
     }
 }
 
