@@ -19,12 +19,13 @@
 //! - `create-signal-drop`: about 40% of our side is the `CLOCK_MONOTONIC` read that
 //!   records the signal timestamp (~20 ns through the vDSO on the reference VM), which
 //!   the kernel's semantics require; the rest is one allocation, one read-modify-write
-//!   and the `Arc`'s two decrements. The baseline is dominated by the `FUTEX_WAKE` that
+//!   and the last put: one decrement, as the fence's count has no weak half (`fence::rc`;
+//!   an `Arc` would decrement twice). The baseline is dominated by the `FUTEX_WAKE` that
 //!   std's `Condvar::notify_all` always makes.
-//! - `is-signaled`: both sides read the flag through a shared handle (`&Fence`, an `Arc`
-//!   inside; `&Arc<AtomicBool>`). Ours pays one more dependent load and a little
-//!   arithmetic: the offset of the state word inside `Arc<Inner<dyn FenceOps>>` depends
-//!   on the ops' alignment, read from the vtable.
+//! - `is-signaled`: both sides read the flag through a shared handle (`&Fence`, a counted
+//!   pointer inside; `&Arc<AtomicBool>`). Ours pays one more dependent load and a little
+//!   arithmetic: the offset of the state word inside the block of an
+//!   `Inner<dyn FenceOps>` depends on the ops' alignment, read from the vtable.
 //! - `signal-wake-roundtrip`: our waiter spins briefly, then yields, then sleeps on a
 //!   futex; the Condvar waiter sleeps at once. When both threads have a CPU, ours
 //!   finishes a round trip while spinning (about 1 µs against tens of µs of futex

@@ -20,6 +20,7 @@ pub mod array;
 pub mod chain;
 mod defer;
 mod object;
+mod rc;
 pub mod selftest;
 pub(crate) mod sync;
 pub mod timeline;

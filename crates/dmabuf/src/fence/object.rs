@@ -37,12 +37,12 @@
 
 use super::annotations;
 use super::defer;
+use super::rc::{Block, Rc};
 use super::sync::{futex_wake_all, AtomicI32, AtomicU32, AtomicU64, Mutex};
 use super::{ktime_now, Context, Status};
 use crate::error::{Error, Result};
 use std::fmt;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
-use std::sync::Arc;
 use std::task::Waker;
 
 pub(crate) const SIGNALED: u32 = 1 << 0;
@@ -212,7 +212,7 @@ pub(crate) struct Inner<O: ?Sized + FenceOps> {
 /// [`unsignalled_releases`](super::unsignalled_releases) and logged.
 #[derive(Clone)]
 pub struct Fence {
-    pub(crate) inner: Arc<Inner<dyn FenceOps>>,
+    pub(crate) inner: Rc<Inner<dyn FenceOps>>,
 }
 
 /// Identifies a registered callback, for [`Fence::remove_callback`].
@@ -237,7 +237,7 @@ impl Fence {
     }
 
     fn build<O: FenceOps>(ops: O, context: Context, seqno: u64, flags: u32) -> Fence {
-        let inner: Arc<Inner<dyn FenceOps>> = Arc::new(Inner {
+        let block: Box<Block<Inner<dyn FenceOps>>> = Block::boxed(Inner {
             state: AtomicU32::new(flags),
             error: AtomicI32::new(0),
             context,
@@ -247,7 +247,9 @@ impl Fence {
             slow: Mutex::new(Slow::default()),
             ops,
         });
-        Fence { inner }
+        Fence {
+            inner: Rc::from_box(block),
+        }
     }
 
     /// The fence's context (timeline).
@@ -282,12 +284,12 @@ impl Fence {
 
     /// Whether `a` and `b` are the same fence object.
     pub fn ptr_eq(a: &Fence, b: &Fence) -> bool {
-        Arc::ptr_eq(&a.inner, &b.inner)
+        Rc::ptr_eq(&a.inner, &b.inner)
     }
 
     /// Number of references (for tests and debugging).
     pub fn ref_count(&self) -> usize {
-        Arc::strong_count(&self.inner)
+        Rc::count(&self.inner)
     }
 
     // ---- signalling -------------------------------------------------------------
