@@ -56,6 +56,9 @@ struct AttInner {
     /// Live mappings made through the attachment (the cached one counted per user).
     live_maps: AtomicUsize,
     detached: AtomicBool,
+    /// Set once the buffer lists the attachment (the end of attach, under the lock):
+    /// before that, the attachment may not be mapped or pinned (see `SgMapping`).
+    listed: AtomicBool,
     /// Whether `locked.owed` is non-empty (one load on the map/unmap paths; set with the
     /// mutex held, cleared with it held by `Attachment::settle`).
     has_owed: AtomicBool,
@@ -116,6 +119,7 @@ impl DmaBuf {
                 has_cache: AtomicBool::new(false),
                 live_maps: AtomicUsize::new(0),
                 detached: AtomicBool::new(false),
+                listed: AtomicBool::new(false),
                 has_owed: AtomicBool::new(false),
             }),
         };
@@ -131,6 +135,7 @@ impl DmaBuf {
             }
         }
         self.attach_state_push(&g, &att)?;
+        att.inner.listed.store(true, Ordering::Release);
         drop(g);
         Ok(AttachGuard { att: Some(att) })
     }
@@ -296,6 +301,10 @@ impl Attachment {
         self.inner.buf.check_lock(lock)?;
         if self.is_detached() {
             return Err(Error::Invalid("attachment is detached"));
+        }
+        if !self.inner.listed.load(Ordering::Acquire) {
+            // The exporter's attach callback is running, or failed: not attached yet.
+            return Err(Error::Invalid("attachment is not attached yet"));
         }
         Ok(())
     }
@@ -607,8 +616,9 @@ impl Drop for AttachGuard {
 ///
 /// The mapping refers to its attachment without owning a reference count (so that map and
 /// unmap make no atomic read-modify-write of their own). Invariant: a live mapping's
-/// attachment is alive. It holds because a mapping is made only through an attached
-/// attachment, an attached attachment is listed by its buffer (the list owns a count),
+/// attachment is alive. It holds because a mapping is made only through an attachment
+/// its buffer lists (`map` refuses others, even inside the exporter's attach callback),
+/// the list owns a count,
 /// and detach — the only way off the list — refuses while the attachment has live
 /// mappings; a mapping stops counting as live only inside its unmap, which is its last
 /// use of the attachment.

@@ -167,3 +167,53 @@ fn mapping_outlives_every_handle_of_its_attachment() {
         "dropping the mapping unmapped it"
     );
 }
+
+/// An exporter's attach callback cannot map or pin the attachment it is attaching: the
+/// buffer does not list it yet, so a mapping could outlive it if the attach failed.
+#[test]
+fn attach_callback_cannot_map_the_attachment_being_attached() {
+    use super::{export, Attachment, Direction, DmaBuf, ExportInfo, Exporter, SgTable};
+    use crate::device::Device;
+    use crate::error::Error;
+    use crate::resv::ResvGuard;
+    use std::sync::Arc;
+
+    #[derive(Default)]
+    struct Eager {
+        seen: parking_lot::Mutex<Vec<String>>,
+        fail: bool,
+    }
+    impl Exporter for Eager {
+        fn attach(&self, buf: &DmaBuf, att: &Attachment) -> crate::Result<()> {
+            let g = buf.resv().lock_no_ctx();
+            let m = att.map(&g, Direction::ToDevice).map(|_| ());
+            self.seen.lock().push(format!("{m:?}"));
+            if self.fail {
+                return Err(Error::Busy("attach refused"));
+            }
+            Ok(())
+        }
+        fn map(&self, _: &ResvGuard<'_>, _: &Attachment, _: Direction) -> crate::Result<SgTable> {
+            Ok(SgTable::new(Vec::new()))
+        }
+        fn unmap(&self, _: &ResvGuard<'_>, _: &Attachment, _: SgTable, _: Direction) {}
+        fn release(&self, _: u64) {}
+    }
+    for fail in [false, true] {
+        let ex = Arc::new(Eager {
+            fail,
+            ..Eager::default()
+        });
+        let b = export(ExportInfo::new("eager", 4096, ex.clone())).unwrap();
+        let r = b.attach(&Device::simple("eager"));
+        assert_eq!(r.is_ok(), !fail);
+        let seen = ex.seen.lock().clone();
+        assert_eq!(seen.len(), 1);
+        assert!(seen[0].contains("not attached yet"), "{seen:?}");
+        if let Ok(a) = r {
+            // Once attached, it maps.
+            let m = a.map_unlocked(Direction::ToDevice).unwrap();
+            a.unmap_unlocked(m).map_err(|e| e.0).unwrap();
+        }
+    }
+}

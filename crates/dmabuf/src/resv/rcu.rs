@@ -22,9 +22,10 @@
 //! Writers must not overlap: storing takes the cell's one [`Writer`] by `&mut`, which the
 //! reservation object keeps inside its lock. The reader's "announce, then load the
 //! pointer" and the writer's "swap the pointer, then read the counter" must not be
-//! reordered (a Dekker-style handshake): both sides put a `SeqCst` fence between the two,
-//! which is also what lets loom (which models `SeqCst` fences but not `SeqCst` accesses)
-//! check the handshake.
+//! reordered (a Dekker-style handshake). Natively that holds because every access of the
+//! handshake is `SeqCst` (all of them sit in one total order, which forbids the
+//! store-buffering outcome); under loom, which models `SeqCst` accesses only as
+//! acquire/release, both sides add an explicit `SeqCst` fence, which loom does model.
 
 #[cfg(loom)]
 use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
@@ -290,8 +291,10 @@ impl<E> Slot<E> {
 /// A fixed-capacity array of entries, published as one value of an [`RcuCell`].
 ///
 /// Invariant: the live cell of each of the first `len` slots holds an entry owned by the
-/// array, every other cell is empty. Only the cell's writer changes an array, and only
-/// while it is the cell's current value; once replaced, an array is frozen until it drops.
+/// array; the other cell of such a slot holds one exactly when the slot is `stale` (a
+/// replaced entry waiting for its grace period); every other cell is empty. Only the
+/// cell's writer changes an array, and only while it is the cell's current value; once
+/// replaced, an array is frozen until it drops.
 pub struct Slots<E> {
     tag: u64,
     len: AtomicUsize,
@@ -431,7 +434,8 @@ impl<E> RcuSlots<E> {
         s.slots[..n].iter().map(|slot| unsafe { slot.get() })
     }
 
-    /// Publish a new array (the old one is frozen, and dropped by its last reader).
+    /// Publish a new array; the old one is dropped, with its waiting entries, after the
+    /// grace period `store` waits for.
     pub fn republish(
         &self,
         w: &mut Writer,
@@ -439,13 +443,11 @@ impl<E> RcuSlots<E> {
         capacity: usize,
         items: impl IntoIterator<Item = E>,
     ) {
-        // Waiting entries belong to the old array, which drops them with itself (after
-        // the grace period `store` waits for).
+        let new = Arc::new(Slots::new(tag, capacity, items));
+        let old = self.cell.store(w, new);
+        // Waiting entries belong to the old array, which drops them with itself.
         w.pending.clear();
-        drop(
-            self.cell
-                .store(w, Arc::new(Slots::new(tag, capacity, items))),
-        );
+        drop(old);
     }
 
     /// Append `item`; handed back when the array is full.
@@ -495,19 +497,21 @@ impl<E> RcuSlots<E> {
     /// Wait for a grace period, then drop every replaced entry waiting in a spare cell.
     fn reclaim(&self, w: &mut Writer) {
         self.cell.synchronize();
-        let pending = std::mem::take(&mut w.pending);
         let s = self.current(w);
-        for &i in pending.iter() {
+        for &i in w.pending.iter() {
             let slot = &s.slots[i];
             let spare = slot.live.load(SeqCst) ^ 1;
+            // Cleared before the drop, and skipped when already clear: should dropping
+            // an entry panic (a fence's release runs driver code), the list is kept, and
+            // the next reclaim drops only what this one did not.
+            if !slot.stale.swap(false, SeqCst) {
+                continue;
+            }
             // SAFETY: a pending slot's non-live cell holds the entry it replaced (the
             // array owns it); it stopped being live before the grace period that just
             // ended, so no reader is looking at it.
             unsafe { (*slot.cells[spare].get()).assume_init_drop() };
-            slot.stale.store(false, SeqCst);
         }
-        // Keep the allocation.
-        w.pending = pending;
         w.pending.clear();
     }
 }
@@ -624,6 +628,48 @@ mod tests {
             DROPS.load(SeqCst),
             made.load(SeqCst),
             "every entry dropped once"
+        );
+    }
+
+    /// An entry whose drop panics during a reclaim is never dropped again, and the other
+    /// waiting entries are still dropped exactly once later.
+    #[test]
+    fn a_panicking_drop_in_reclaim_drops_nothing_twice() {
+        use std::sync::atomic::{AtomicBool, AtomicUsize};
+        static DROPS: [AtomicUsize; 8] = [const { AtomicUsize::new(0) }; 8];
+        static PANIC_ON: AtomicUsize = AtomicUsize::new(usize::MAX);
+        static ARMED: AtomicBool = AtomicBool::new(true);
+        struct E(usize);
+        impl Drop for E {
+            fn drop(&mut self) {
+                DROPS[self.0].fetch_add(1, SeqCst);
+                if PANIC_ON.load(SeqCst) == self.0 && ARMED.swap(false, SeqCst) {
+                    panic!("driver release panicked");
+                }
+            }
+        }
+        let (s, mut w) = RcuSlots::new(0, 2, vec![E(0), E(1)]);
+        assert!(s.replace(&mut w, 0, E(2)).is_ok()); // E(0) waits
+        assert!(s.replace(&mut w, 1, E(3)).is_ok()); // E(1) waits
+        PANIC_ON.store(0, SeqCst);
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = s.replace(&mut w, 0, E(4));
+        }));
+        assert!(r.is_err(), "the panic reaches the writer");
+        assert_eq!(DROPS[0].load(SeqCst), 1);
+        assert_eq!(
+            DROPS[4].load(SeqCst),
+            1,
+            "the item being placed unwound with it"
+        );
+        assert!(s.replace(&mut w, 0, E(5)).is_ok()); // E(2) waits
+        assert!(s.replace(&mut w, 0, E(6)).is_ok()); // reclaim: E(1), E(2)
+        drop(s);
+        let drops: Vec<usize> = DROPS.iter().map(|d| d.load(SeqCst)).collect();
+        assert_eq!(
+            drops,
+            vec![1, 1, 1, 1, 1, 1, 1, 0],
+            "each entry dropped exactly once"
         );
     }
 

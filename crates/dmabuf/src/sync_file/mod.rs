@@ -504,8 +504,9 @@ mod pid {
     }
 
     /// This process's id (`getpid`). Costs a load once known; a child made by `fork`
-    /// asks the kernel once. (A `vfork` child, which shares the parent's memory, reads the
-    /// parent's: it may only `exec` or `_exit` anyway.)
+    /// asks the kernel once. A `vfork` child shares the parent's memory, so it must not
+    /// call this (it may only `exec` or `_exit` anyway): if the parent had not cached its
+    /// id yet, the child would cache its own in the parent's page.
     pub(super) fn current() -> Pid {
         #[cfg(test)]
         if let Some(p) = super::hooks::fake_pid() {
