@@ -163,6 +163,17 @@ fn export_validation() -> R {
     Ok(())
 }
 
+/// The exporter's release ran exactly once, at the last reference: ours, or — a moment
+/// later — that of a bufinfo walk running beside this case (it holds every live buffer
+/// while it prints).
+fn released_once(calls: &super::simple::Calls, what: &str) -> R {
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    while n(&calls.release) == 0 && std::time::Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    ensure(n(&calls.release) == 1, what)
+}
+
 fn refcount_release() -> R {
     let ex = s(SimpleExporter::new(1))?;
     let b = s(ex.export())?;
@@ -177,12 +188,7 @@ fn refcount_release() -> R {
     drop(b);
     ensure(n(&ex.calls.release) == 0, "not released while referenced")?;
     drop(b2);
-    // Released once, at the last drop (ours, or a concurrent bufinfo walk's just after).
-    let end = std::time::Instant::now() + Duration::from_secs(5);
-    while n(&ex.calls.release) == 0 && std::time::Instant::now() < end {
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    ensure(n(&ex.calls.release) == 1, "released once at the last drop")?;
+    released_once(&ex.calls, "released once at the last drop")?;
     ensure(
         !live_buffers().iter().any(|x| x.ino() == ino),
         "unlisted after release",
@@ -1136,7 +1142,7 @@ fn drop_mapping_under_lock() -> R {
     ensure(n(&ex.calls.lock_state_wrong) == 0, "unmaps ran locked")?;
     ensure(b.ref_count() == 1, "the attachment let the buffer go")?;
     drop(b);
-    ensure(n(&ex.calls.release) == 1, "released at the last reference")
+    released_once(&ex.calls, "released at the last reference")
 }
 
 /// A vmap guard dropped under its own buffer's lock: reported, no hang, the vunmap
@@ -1170,7 +1176,7 @@ fn drop_vmap_guard_under_lock() -> R {
     drop(g);
     ensure(n(&ex.calls.lock_state_wrong) == 0, "vunmaps ran locked")?;
     drop(b);
-    ensure(n(&ex.calls.release) == 1, "released at the last reference")
+    released_once(&ex.calls, "released at the last reference")
 }
 
 /// Drops while holding ANOTHER buffer's lock defer too (locking this one there would
@@ -1220,5 +1226,5 @@ fn drop_under_other_lock() -> R {
     s(a.detach().map_err(|(e, _)| e))?;
     ensure(n(&ex.calls.lock_state_wrong) == 0, "callbacks ran locked")?;
     drop(b);
-    ensure(n(&ex.calls.release) == 1, "released at the last reference")
+    released_once(&ex.calls, "released at the last reference")
 }
