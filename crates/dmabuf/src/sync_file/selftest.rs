@@ -339,7 +339,7 @@ fn stress_merge() -> R {
 /// once signalled; a descriptor made elsewhere, holding a signal record, imports as a
 /// signalled proxy with that record's status and timestamp.
 fn fd_copies_and_foreign_records() -> R {
-    use super::{encode_record, fd_status};
+    use super::{fd_status, record::encode_record};
     use crate::fence::{ktime_now, Status};
     let tl = Timeline::new("fd");
     let sf = mk(&tl, 1)?;

@@ -2,10 +2,21 @@
 //! the liveness channel, bad input at every entry point, polling, and a real second
 //! process on the other end of a Unix socket.
 
+use super::ioctl::{c_name, copy_name};
+use super::record::{
+    decode_record, encode_record, hung_up, parse_fdinfo, EventfdInfo, Record, RECORD_MAX, TS_MOD,
+};
+use super::registry::SWEEP_MIN;
 use super::*;
+use crate::error::Error;
+use crate::fence::unwrap::unwrap;
 use crate::fence::Fence;
+use crate::fence::{ktime_now, Context, FenceOps, Status, MAX_ERRNO};
 use rustix::fd::{AsRawFd, FromRawFd};
+use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType};
+use rustix::net::{RecvFlags, SendFlags};
+use std::time::Duration;
 
 struct T;
 impl FenceOps for T {
