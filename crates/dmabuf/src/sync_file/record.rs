@@ -194,14 +194,6 @@ pub fn peek(fd: BorrowedFd<'_>) -> Result<FdState> {
         e => e,
     })?;
     match decode_record(info.count, ktime_now()) {
-        Record::Invalid => Err(Error::Invalid("not a sync-file record")),
-        Record::Signaled {
-            status,
-            timestamp_ns,
-        } => Ok(FdState::Signaled {
-            status,
-            timestamp_ns,
-        }),
         Record::Pending => {
             let Ok(Some(Some(live))) = writer_of(fd, || Ok(info.id)) else {
                 return Ok(FdState::Pending);
@@ -212,16 +204,25 @@ pub fn peek(fd: BorrowedFd<'_>) -> Result<FdState> {
             // The record, if any, was written before the writer exited: look again.
             match decode_record(eventfd_info(fd)?.count, ktime_now()) {
                 Record::Pending => Ok(FdState::SignallerGone),
-                Record::Invalid => Err(Error::Invalid("not a sync-file record")),
-                Record::Signaled {
-                    status,
-                    timestamp_ns,
-                } => Ok(FdState::Signaled {
-                    status,
-                    timestamp_ns,
-                }),
+                r => fd_state(r),
             }
         }
+        r => fd_state(r),
+    }
+}
+
+/// What a record that is not pending says.
+fn fd_state(r: Record) -> Result<FdState> {
+    match r {
+        Record::Invalid => Err(Error::Invalid("not a sync-file record")),
+        Record::Signaled {
+            status,
+            timestamp_ns,
+        } => Ok(FdState::Signaled {
+            status,
+            timestamp_ns,
+        }),
+        Record::Pending => Ok(FdState::Pending),
     }
 }
 
