@@ -100,8 +100,6 @@ impl Usage {
 struct Locked {
     /// Identity of the current array (see [`Resv::storage`]).
     storage: u64,
-    /// Slots the array has room for.
-    capacity: usize,
     /// Entries may be appended while `len < reserved_to`; reset to `len` at unlock.
     reserved_to: usize,
     /// The right to publish into `Resv::list`, kept under the lock.
@@ -147,7 +145,6 @@ impl Resv {
                 &RESERVATION_WW_CLASS,
                 Locked {
                     storage: 0,
-                    capacity: 0,
                     reserved_to: 0,
                     writer,
                 },
@@ -401,11 +398,12 @@ impl<'a> ResvGuard<'a> {
         }
         let len = self.len();
         let want = len.checked_add(n).ok_or(Error::NoMem)?;
-        if want > self.g.capacity {
-            let cap = if self.g.capacity == 0 {
+        let capacity = self.resv.list.capacity(&self.g.writer);
+        if want > capacity {
+            let cap = if capacity == 0 {
                 n.next_power_of_two().max(4)
             } else {
-                want.max(self.g.capacity.saturating_mul(2))
+                want.max(capacity.saturating_mul(2))
             };
             let kept: Vec<(Fence, Usage)> = self
                 .resv
@@ -414,9 +412,8 @@ impl<'a> ResvGuard<'a> {
                 .filter(|(f, _)| !f.is_signaled())
                 .cloned()
                 .collect();
-            self.g.capacity = cap;
             self.g.reserved_to = kept.len() + n;
-            self.republish(kept);
+            self.republish(cap, kept);
             return Ok(());
         }
         self.g.reserved_to = self.g.reserved_to.max(want);
@@ -430,12 +427,12 @@ impl<'a> ResvGuard<'a> {
 
     /// Publish `entries` as a new array of `capacity` slots for unlocked readers, then
     /// announce it, so walks of the old one restart.
-    fn republish(&mut self, entries: Vec<(Fence, Usage)>) {
+    fn republish(&mut self, capacity: usize, entries: Vec<(Fence, Usage)>) {
         let g = &mut *self.g;
         g.storage += 1;
         self.resv
             .list
-            .republish(&mut g.writer, g.storage, g.capacity, entries);
+            .republish(&mut g.writer, g.storage, capacity, entries);
         self.resv.storage.store(g.storage, Ordering::Release);
     }
 
@@ -525,9 +522,8 @@ impl<'a> ResvGuard<'a> {
             out.push(e);
         }
         let n = out.len();
-        self.g.capacity = n;
         self.g.reserved_to = n;
-        self.republish(out);
+        self.republish(n, out);
     }
 
     /// The fences of usage `usage` or stronger, signalled ones included, with their usage

@@ -6,6 +6,11 @@
 //! with [`RcuCell::store`], which returns the old one once no reader can still be about
 //! to take a reference to it (its *grace period*), so the writer may reuse it.
 //!
+//! [`RcuSlots<E>`], built on the cell, is what the reservation object uses: a
+//! fixed-capacity array whose entries the one writer appends and replaces in place,
+//! dropping replaced entries after a (batched) grace period, while readers walk it inside
+//! short read-side sections ([`RcuSlots::read`]).
+//!
 //! # How
 //!
 //! A reader announces itself in one of two counters, picked by the current *epoch*, then
@@ -419,11 +424,6 @@ impl<E> RcuSlots<E> {
         self.current(w).len.load(SeqCst)
     }
 
-    /// Whether the current array has no entries.
-    pub fn is_empty(&self, w: &Writer) -> bool {
-        self.len(w) == 0
-    }
-
     /// The entries, as the writer sees them (no read-side section: nothing changes them
     /// while `w` is borrowed).
     pub fn entries<'a>(&'a self, w: &'a Writer) -> impl Iterator<Item = &'a E> + 'a {
@@ -629,6 +629,24 @@ mod tests {
             made.load(SeqCst),
             "every entry dropped once"
         );
+    }
+
+    /// Appending to a full array and replacing past the end hand the item back and change
+    /// nothing.
+    #[test]
+    fn full_push_and_out_of_range_replace_hand_the_item_back() {
+        let (s, mut w) = RcuSlots::new(3, 1, vec![Arc::new(1u32)]);
+        let two = Arc::new(2u32);
+        let back = s.push(&mut w, two.clone()).unwrap_err();
+        assert!(Arc::ptr_eq(&back, &two));
+        drop(back);
+        let back = s.replace(&mut w, 1, two.clone()).unwrap_err();
+        assert!(Arc::ptr_eq(&back, &two));
+        drop(back);
+        assert_eq!(Arc::strong_count(&two), 1, "nothing kept");
+        let (tag, v): (u64, Vec<u32>) = s.read(|v| (v.tag(), v.iter().map(|e| **e).collect()));
+        assert_eq!((tag, v), (3, vec![1]));
+        assert_eq!((s.len(&w), s.capacity(&w)), (1, 1));
     }
 
     /// An entry whose drop panics during a reclaim is never dropped again, and the other
