@@ -300,14 +300,8 @@ pub fn cases() -> Vec<lockdep::selftest::Case> {
         }
     }
     vec![
-        lockdep::selftest::Case {
-            name: "demo/pipeline-system-heap",
-            run: || on("system"),
-        },
-        lockdep::selftest::Case {
-            name: "demo/pipeline-contig-heap",
-            run: || on("contig"),
-        },
+        lockdep::selftest::Case::new("demo/pipeline-system-heap", || on("system")),
+        lockdep::selftest::Case::new("demo/pipeline-contig-heap", || on("contig")),
     ]
 }
 

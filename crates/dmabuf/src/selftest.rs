@@ -35,15 +35,26 @@ pub fn cases() -> Vec<Case> {
 pub struct Outcome {
     /// The case name.
     pub name: &'static str,
-    /// `Ok`, or what failed (a panic counts as a failure).
+    /// `Ok`, or what failed (a panic counts as a failure). A skipped case is `Ok`.
     pub result: Result<(), String>,
+    /// Why the case did not run (e.g. [`lockdep::selftest::SKIPPED_LOCKDEP_OFF`]).
+    pub skipped: Option<&'static str>,
     /// How long it ran.
     pub time: Duration,
 }
 
-/// Run one case, turning a panic into a failure.
+/// Run one case on this thread, turning a panic into a failure; a lockdep-only case is
+/// skipped while lockdep is off.
 pub fn run_case(case: &Case) -> Outcome {
     let start = Instant::now();
+    if let Some(why) = case.skip_reason() {
+        return Outcome {
+            name: case.name,
+            result: Ok(()),
+            skipped: Some(why),
+            time: start.elapsed(),
+        };
+    }
     let result = match std::panic::catch_unwind(case.run) {
         Ok(r) => r,
         Err(p) => Err(panic_text(&p)),
@@ -51,6 +62,7 @@ pub fn run_case(case: &Case) -> Outcome {
     Outcome {
         name: case.name,
         result,
+        skipped: None,
         time: start.elapsed(),
     }
 }

@@ -10,8 +10,9 @@
 //! rwlock reader, which the kernel's self-test treats as recursive) is
 //! [`Mode::RecursiveRead`]; `rsem` (an rwsem reader) is [`Mode::Read`].
 //!
-//! With checking off (feature `off`, `LOCKDEP=off`, or [`crate::set_enabled`]) every
-//! scenario that expects a report fails: that is the honest answer.
+//! Every scenario here is [`Case::lockdep_only`]: with checking off (feature `off`,
+//! `LOCKDEP=off`, or [`crate::set_enabled`]) runners report it as skipped, never as
+//! passed.
 
 use crate::{acquire, capture, release, Acquire, Capture, LockClass, Mode, Report, ReportKind};
 
@@ -22,6 +23,41 @@ pub struct Case {
     pub name: &'static str,
     /// Runs the scenario; `Err` says what went wrong.
     pub run: fn() -> Result<(), String>,
+    /// The scenario's whole point is a lockdep report (or lockdep's own bookkeeping):
+    /// with checking off there is nothing to check, and runners skip it
+    /// ([`Case::skip_reason`]) instead of failing it. Scenarios that check an errno *and*
+    /// a report are not lockdep-only: they check the errno always and the report only
+    /// when [`crate::enabled`].
+    pub lockdep_only: bool,
+}
+
+/// What a runner prints for a lockdep-only case while checking is off.
+pub const SKIPPED_LOCKDEP_OFF: &str = "skipped: lockdep off";
+
+impl Case {
+    /// A scenario that runs with lockdep on or off.
+    pub const fn new(name: &'static str, run: fn() -> Result<(), String>) -> Self {
+        Case {
+            name,
+            run,
+            lockdep_only: false,
+        }
+    }
+
+    /// A scenario that checks lockdep itself; skipped while checking is off.
+    pub const fn lockdep_only(name: &'static str, run: fn() -> Result<(), String>) -> Self {
+        Case {
+            name,
+            run,
+            lockdep_only: true,
+        }
+    }
+
+    /// Why this case does not run now (`Some(SKIPPED_LOCKDEP_OFF)` for a lockdep-only
+    /// case while checking is off), or `None` when it runs.
+    pub fn skip_reason(&self) -> Option<&'static str> {
+        (self.lockdep_only && !crate::enabled()).then_some(SKIPPED_LOCKDEP_OFF)
+    }
 }
 
 impl std::fmt::Debug for Case {
@@ -1174,30 +1210,12 @@ fn map_try() -> Outcome {
 macro_rules! per_kind {
     ($name:literal, $f:ident) => {
         [
-            Case {
-                name: concat!("locking/", $name, "-spin"),
-                run: || $f(W),
-            },
-            Case {
-                name: concat!("locking/", $name, "-wlock"),
-                run: || $f(W),
-            },
-            Case {
-                name: concat!("locking/", $name, "-rlock"),
-                run: || $f(RR),
-            },
-            Case {
-                name: concat!("locking/", $name, "-mutex"),
-                run: || $f(W),
-            },
-            Case {
-                name: concat!("locking/", $name, "-wsem"),
-                run: || $f(W),
-            },
-            Case {
-                name: concat!("locking/", $name, "-rsem"),
-                run: || $f(R),
-            },
+            Case::lockdep_only(concat!("locking/", $name, "-spin"), || $f(W)),
+            Case::lockdep_only(concat!("locking/", $name, "-wlock"), || $f(W)),
+            Case::lockdep_only(concat!("locking/", $name, "-rlock"), || $f(RR)),
+            Case::lockdep_only(concat!("locking/", $name, "-mutex"), || $f(W)),
+            Case::lockdep_only(concat!("locking/", $name, "-wsem"), || $f(W)),
+            Case::lockdep_only(concat!("locking/", $name, "-rsem"), || $f(R)),
         ]
     };
 }
@@ -1205,14 +1223,8 @@ macro_rules! per_kind {
 macro_rules! per_read_kind {
     ($name:literal, $f:ident) => {
         [
-            Case {
-                name: concat!("locking/", $name, "-rlock"),
-                run: || $f(RR),
-            },
-            Case {
-                name: concat!("locking/", $name, "-rsem"),
-                run: || $f(R),
-            },
+            Case::lockdep_only(concat!("locking/", $name, "-rlock"), || $f(RR)),
+            Case::lockdep_only(concat!("locking/", $name, "-rsem"), || $f(R)),
         ]
     };
 }
@@ -1220,30 +1232,12 @@ macro_rules! per_read_kind {
 macro_rules! permutations {
     ($name:literal, $f:ident) => {
         [
-            Case {
-                name: concat!("locking/", $name, "/123"),
-                run: || $f([1, 2, 3]),
-            },
-            Case {
-                name: concat!("locking/", $name, "/132"),
-                run: || $f([1, 3, 2]),
-            },
-            Case {
-                name: concat!("locking/", $name, "/213"),
-                run: || $f([2, 1, 3]),
-            },
-            Case {
-                name: concat!("locking/", $name, "/231"),
-                run: || $f([2, 3, 1]),
-            },
-            Case {
-                name: concat!("locking/", $name, "/312"),
-                run: || $f([3, 1, 2]),
-            },
-            Case {
-                name: concat!("locking/", $name, "/321"),
-                run: || $f([3, 2, 1]),
-            },
+            Case::lockdep_only(concat!("locking/", $name, "/123"), || $f([1, 2, 3])),
+            Case::lockdep_only(concat!("locking/", $name, "/132"), || $f([1, 3, 2])),
+            Case::lockdep_only(concat!("locking/", $name, "/213"), || $f([2, 1, 3])),
+            Case::lockdep_only(concat!("locking/", $name, "/231"), || $f([2, 3, 1])),
+            Case::lockdep_only(concat!("locking/", $name, "/312"), || $f([3, 1, 2])),
+            Case::lockdep_only(concat!("locking/", $name, "/321"), || $f([3, 2, 1])),
         ]
     };
 }
@@ -1267,10 +1261,10 @@ pub fn cases() -> Vec<Case> {
     v.extend(per_read_kind!("read-ABBA1-R-L-L-W", read_abba1));
     v.extend(per_read_kind!("read-ABBA2-R-L-L-R", read_abba2));
     v.extend(per_read_kind!("read-ABBA3-W-L-L-W", read_abba3));
-    v.push(Case {
-        name: "locking/read-chaincache-ABBA1",
-        run: rlock_chaincache_abba1,
-    });
+    v.push(Case::lockdep_only(
+        "locking/read-chaincache-ABBA1",
+        rlock_chaincache_abba1,
+    ));
     v.extend(permutations!("rlock-W1R2-W2R3-W3R1", w1r2_w2r3_w3r1));
     v.extend(permutations!("rlock-W1W2-R2R3-W3R1", w1w2_r2r3_w3r1));
     v.extend(permutations!("rlock-W1W2-R2R3-R3W1", w1w2_r2r3_r3w1));
@@ -1333,14 +1327,14 @@ pub fn cases() -> Vec<Case> {
         ("locking/map-nested-signalling", map_nested_signalling),
         ("locking/map-disjoint-paths", map_disjoint_paths),
     ];
-    v.extend(more.into_iter().map(|(name, run)| Case { name, run }));
-    v.push(Case {
-        name: "locking/map-wait-in-signalling",
-        run: map_wait_in_signalling,
-    });
-    v.push(Case {
-        name: "locking/map-try",
-        run: map_try,
-    });
+    v.extend(
+        more.into_iter()
+            .map(|(name, run)| Case::lockdep_only(name, run)),
+    );
+    v.push(Case::lockdep_only(
+        "locking/map-wait-in-signalling",
+        map_wait_in_signalling,
+    ));
+    v.push(Case::lockdep_only("locking/map-try", map_try));
     v
 }

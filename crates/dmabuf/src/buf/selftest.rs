@@ -30,7 +30,7 @@ fn n(c: &AtomicUsize) -> usize {
 pub fn cases() -> Vec<Case> {
     macro_rules! c {
         ($n:expr, $f:expr) => {
-            Case { name: $n, run: $f }
+            Case::new($n, $f)
         };
     }
     vec![

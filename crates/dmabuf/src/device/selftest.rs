@@ -30,7 +30,7 @@ fn s<T>(r: crate::Result<T>) -> Result<T, String> {
 pub fn cases() -> Vec<Case> {
     macro_rules! c {
         ($n:expr, $f:expr) => {
-            Case { name: $n, run: $f }
+            Case::new($n, $f)
         };
     }
     vec![

@@ -22,7 +22,7 @@ use crate::selftest::{ensure, R};
 pub fn cases() -> Vec<Case> {
     macro_rules! c {
         ($n:literal, $f:path) => {
-            Case { name: $n, run: $f }
+            Case::new($n, $f)
         };
     }
     vec![

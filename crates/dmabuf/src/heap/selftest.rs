@@ -45,14 +45,8 @@ pub fn cases() -> Vec<Case> {
     macro_rules! per_heap {
         ($v:ident, $suffix:literal, $f:ident) => {
             $v.extend([
-                Case {
-                    name: concat!("dmabuf-heaps/system/", $suffix),
-                    run: $f::<0>,
-                },
-                Case {
-                    name: concat!("dmabuf-heaps/contig/", $suffix),
-                    run: $f::<1>,
-                },
+                Case::new(concat!("dmabuf-heaps/system/", $suffix), $f::<0>),
+                Case::new(concat!("dmabuf-heaps/contig/", $suffix), $f::<1>),
             ]);
         };
     }
@@ -66,22 +60,10 @@ pub fn cases() -> Vec<Case> {
     per_heap!(v, "sync-ioctl", sync_ioctl);
     per_heap!(v, "mmap", mmap);
     v.extend([
-        Case {
-            name: "dmabuf-heaps/udmabuf/create",
-            run: udmabuf_create,
-        },
-        Case {
-            name: "dmabuf-heaps/udmabuf/create-list",
-            run: udmabuf_create_list,
-        },
-        Case {
-            name: "dmabuf-heaps/udmabuf/errors",
-            run: udmabuf_errors,
-        },
-        Case {
-            name: "dmabuf-heaps/udmabuf/cpu-access-order",
-            run: udmabuf_cpu_order,
-        },
+        Case::new("dmabuf-heaps/udmabuf/create", udmabuf_create),
+        Case::new("dmabuf-heaps/udmabuf/create-list", udmabuf_create_list),
+        Case::new("dmabuf-heaps/udmabuf/errors", udmabuf_errors),
+        Case::new("dmabuf-heaps/udmabuf/cpu-access-order", udmabuf_cpu_order),
     ]);
     v
 }

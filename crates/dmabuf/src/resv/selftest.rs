@@ -17,7 +17,7 @@ use crate::selftest::{ensure, R};
 pub fn cases() -> Vec<Case> {
     macro_rules! c {
         ($n:expr, $f:expr) => {
-            Case { name: $n, run: $f }
+            Case::new($n, $f)
         };
     }
     vec![

@@ -1324,7 +1324,7 @@ fn mix(first: &str, second: &str, expect_failure: bool) -> R {
 
 macro_rules! cases {
     ($($name:literal => $f:expr),* $(,)?) => {
-        vec![$(Case { name: $name, run: { fn run() -> R { $f } run } }),*]
+        vec![$(Case::new($name, { fn run() -> R { $f } run })),*]
     };
 }
 
