@@ -2,6 +2,7 @@
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
+use std::time::Duration;
 
 mod bench;
 mod demo;
@@ -49,14 +50,20 @@ enum Cmd {
         /// List the cases instead of running them.
         #[arg(long)]
         list: bool,
+        /// Seconds a case may run before the watchdog calls it hung (a FAIL).
+        #[arg(long, default_value_t = 60, value_parser = parse_secs)]
+        timeout: u64,
     },
     /// Run the racing self-test scenarios over and over for a while, lockdep on.
     Torture {
-        /// How long to run.
-        #[arg(long, default_value_t = 10)]
+        /// How long to run, in seconds (at least 1).
+        #[arg(long, default_value_t = 10, value_parser = parse_secs)]
         seconds: u64,
         /// Only scenarios whose name contains this text.
         filter: Option<String>,
+        /// Seconds one run of a scenario may take before the watchdog calls it hung.
+        #[arg(long, default_value_t = 60, value_parser = parse_secs)]
+        timeout: u64,
     },
     /// Run a benchmark suite beside its baselines and print the ratios.
     Bench {
@@ -94,8 +101,25 @@ fn main() -> ExitCode {
                 dmabuf::heap::heaps().alloc(&heap, &data)
             },
         ),
-        Cmd::Selftest { filter, list } => selftest::main(filter.as_deref(), list),
+        Cmd::Selftest {
+            filter,
+            list,
+            timeout,
+        } => selftest::main(filter.as_deref(), list, Duration::from_secs(timeout)),
         Cmd::Bench { suite, quick, json } => bench::main(&suite, quick, json),
-        Cmd::Torture { seconds, filter } => torture::main(seconds, filter.as_deref()),
+        Cmd::Torture {
+            seconds,
+            filter,
+            timeout,
+        } => torture::main(seconds, filter.as_deref(), Duration::from_secs(timeout)),
+    }
+}
+
+/// A whole number of seconds, at least 1.
+fn parse_secs(s: &str) -> Result<u64, String> {
+    match s.parse::<u64>() {
+        Ok(0) => Err("must be at least 1 second (0 would run nothing)".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("not a whole number of seconds: {e}")),
     }
 }

@@ -2,12 +2,23 @@
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::time::Duration;
 
-pub fn main(filter: Option<&str>, list: bool) -> ExitCode {
+pub fn main(filter: Option<&str>, list: bool, limit: Duration) -> ExitCode {
     let cases = dmabuf::selftest::select(filter);
+    let mut out = std::io::stdout().lock();
+    if let Some(f) = filter.filter(|_| cases.is_empty()) {
+        eprintln!(
+            "dmabuf selftest: no case name contains {f:?} (`dmabuf selftest --list` lists them)"
+        );
+        return ExitCode::from(2);
+    }
     if list {
         for c in &cases {
-            println!("{}", c.name);
+            // A closed pipe (`--list | head`) ends the listing quietly.
+            if writeln!(out, "{}", c.name).is_err() {
+                break;
+            }
         }
         return ExitCode::SUCCESS;
     }
@@ -18,25 +29,37 @@ pub fn main(filter: Option<&str>, list: bool) -> ExitCode {
     // message is printed on its FAIL line. Keep the default hook's noise out.
     std::panic::set_hook(Box::new(|_| {}));
     let width = cases.iter().map(|c| c.name.len()).max().unwrap_or(0);
-    let (mut passed, mut failed) = (0usize, 0usize);
-    let mut out = std::io::stdout().lock();
+    let (mut passed, mut failed, mut skipped) = (0usize, 0usize, 0usize);
     for case in &cases {
-        let o = dmabuf::selftest::run_case(case);
+        // Each case runs under a watchdog: a hang is a FAIL with the case's name, and the
+        // run goes on, so it ends in bounded time.
+        let o = dmabuf::selftest::run_case_watched(case, limit);
         let ms = o.time.as_secs_f64() * 1e3;
-        match &o.result {
-            Ok(()) => {
+        let line = match (&o.result, o.skipped) {
+            (_, Some(why)) => {
+                skipped += 1;
+                format!("{:<width$}  skip  {ms:9.2} ms  {why}", o.name)
+            }
+            (Ok(()), None) => {
                 passed += 1;
-                let _ = writeln!(out, "{:<width$}  ok    {ms:9.2} ms", o.name);
+                format!("{:<width$}  ok    {ms:9.2} ms", o.name)
             }
-            Err(why) => {
+            (Err(why), None) => {
                 failed += 1;
-                let _ = writeln!(out, "{:<width$}  FAIL  {ms:9.2} ms  {why}", o.name);
+                format!("{:<width$}  FAIL  {ms:9.2} ms  {why}", o.name)
             }
-        }
+        };
+        let _ = writeln!(out, "{line}");
         let _ = out.flush();
     }
-    let _ = writeln!(out, "{passed} passed, {failed} failed");
-    if failed > 0 || (cases.is_empty() && filter.is_some()) {
+    let tail = if skipped > 0 {
+        format!(", {skipped} skipped")
+    } else {
+        String::new()
+    };
+    let _ = writeln!(out, "{passed} passed, {failed} failed{tail}");
+    let _ = out.flush();
+    if failed > 0 {
         ExitCode::FAILURE
     } else {
         ExitCode::SUCCESS

@@ -1,0 +1,75 @@
+//! The `dmabuf` binary as a user runs it: exit codes, messages, and runs that must end.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+
+fn dmabuf() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dmabuf"))
+}
+
+fn run(args: &[&str], envs: &[(&str, &str)]) -> (i32, String, String) {
+    let out = dmabuf()
+        .args(args)
+        .envs(envs.iter().copied())
+        .output()
+        .expect("run dmabuf");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn selftest_filter_matching_nothing_is_a_usage_error() {
+    let (code, out, err) = run(&["selftest", "no-such-case-anywhere"], &[]);
+    assert_eq!(code, 2, "stdout: {out}\nstderr: {err}");
+    assert!(
+        err.contains("no-such-case-anywhere") && err.contains("--list"),
+        "{err}"
+    );
+    assert!(!out.contains("passed"), "{out}");
+}
+
+#[test]
+fn selftest_list_into_a_closed_pipe_ends_quietly() {
+    let mut child = dmabuf()
+        .args(["selftest", "--list"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // Close our end before the child writes (a pipe buffer would otherwise swallow the
+    // whole listing): every write of the listing meets a closed pipe, as `| head -1`'s
+    // would once head has exited.
+    drop(child.stdout.take());
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(status.code(), Some(0), "stderr: {err}");
+}
+
+#[test]
+fn torture_zero_seconds_is_an_error() {
+    let (code, out, err) = run(&["torture", "--seconds", "0"], &[]);
+    assert_eq!(code, 2, "stdout: {out}");
+    assert!(err.contains("at least 1"), "{err}");
+    assert!(!out.contains("passed"), "{out}");
+}
+
+#[test]
+fn lockdep_only_cases_are_skipped_with_lockdep_off() {
+    let (code, out, err) = run(&["selftest", "locking/AA-spin"], &[("LOCKDEP", "off")]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(
+        out.contains("skip") && out.contains("skipped: lockdep off"),
+        "{out}"
+    );
+    assert!(out.contains("0 passed, 0 failed, 1 skipped"), "{out}");
+}
