@@ -720,7 +720,7 @@ impl Attachment {
         let resv = self.inner.buf.resv().clone();
         let g = if lockdep::enabled() {
             // Lockdep knows this thread holds no reservation lock: waiting is safe.
-            Some(resv.lock_no_ctx())
+            Some(resv.try_lock().unwrap_or_else(|| resv.lock_no_ctx()))
         } else {
             // Without lockdep the holder may be this very thread: never wait for it.
             (0..64).find_map(|_| {

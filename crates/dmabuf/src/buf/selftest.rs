@@ -1307,6 +1307,25 @@ fn drop_guard_live_one(dyn_exp: bool, dyn_imp: bool) -> R {
     let a = s(b.dynamic_attach(&dev, imp))?;
     let m = s(a.map_unlocked(Direction::ToDevice))?;
     let m2 = s(a.map_unlocked(Direction::ToDevice))?;
+    // An explicit detach is refused (EBUSY, nothing changes) and reported.
+    let a = match a.detach() {
+        Ok(()) => return Err("detach with live mappings must fail".into()),
+        Err((e, a)) => {
+            ensure(e.errno() == 16, "EBUSY")?;
+            a
+        }
+    };
+    let r = tracker.take_reports();
+    ensure(
+        r.len() == 1
+            && r[0].violation == Violation::DetachWhileMapped
+            && r[0].message.contains("refused"),
+        &format!("the refused detach is reported, got {r:?}"),
+    )?;
+    ensure(
+        !a.is_detach_pending() && listed(&b)? == 1 && n(&ex.calls.detach) == 0,
+        "the refused detach changed nothing",
+    )?;
     let handle = a.attachment();
     drop(a);
     // (With lockdep off, a lock held for a moment by a bufinfo walk defers the drop.)
