@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 /// The wait-die class of every reservation lock (`reservation_ww_class`). Its lock
 /// order is primed before the first reservation object or acquire context of the class
-/// exists (see [`prime_lockdep`]).
+/// exists (see `prime_lockdep`).
 pub static RESERVATION_WW_CLASS: WwClass =
     WwClass::wait_die("reservation_ww_class_mutex", "reservation_ww_class_acquire")
         .with_lockdep_prime(prime_lockdep);
