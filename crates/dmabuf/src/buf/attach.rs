@@ -56,6 +56,11 @@ struct AttInner {
     /// Live mappings made through the attachment (the cached one counted per user).
     live_maps: AtomicUsize,
     detached: AtomicBool,
+    /// Set when the guard was dropped with live mappings: the attachment stays listed
+    /// (the list's count keeps it alive for its mappings), refuses new maps and pins, and
+    /// is detached by the unmap of its last mapping (see [`AttachGuard`]'s drop). Written
+    /// with the reservation lock and `locked` held.
+    detach_pending: AtomicBool,
     /// Set once the buffer lists the attachment (the end of attach, under the lock):
     /// before that, the attachment may not be mapped or pinned (see `SgMapping`).
     listed: AtomicBool,
@@ -119,6 +124,7 @@ impl DmaBuf {
                 has_cache: AtomicBool::new(false),
                 live_maps: AtomicUsize::new(0),
                 detached: AtomicBool::new(false),
+                detach_pending: AtomicBool::new(false),
                 listed: AtomicBool::new(false),
                 has_owed: AtomicBool::new(false),
             }),
@@ -235,12 +241,18 @@ impl Attachment {
     #[inline]
     pub(super) fn settle(&self, lock: &ResvGuard<'_>) {
         if self.inner.has_owed.load(Ordering::Acquire) {
-            self.settle_slow(lock);
+            if let Some(done) = self.settle_slow(lock) {
+                // The caller holds the lock; the exporter's detach must run unlocked.
+                done.detach_callback_elsewhere();
+            }
         }
     }
 
+    /// The owed unmaps; then, if that unmapped the last mapping of an attachment whose
+    /// guard was dropped, its detach under the lock: the handle returned still needs the
+    /// exporter's detach, unlocked.
     #[cold]
-    fn settle_slow(&self, lock: &ResvGuard<'_>) {
+    fn settle_slow(&self, lock: &ResvGuard<'_>) -> Option<Attachment> {
         let owed = {
             let mut l = self.inner.locked.lock();
             self.inner.has_owed.store(false, Ordering::SeqCst);
@@ -249,17 +261,114 @@ impl Attachment {
         for o in owed {
             self.finish_unmap(lock, o.table, o.dir, o.cached, o.pinned);
         }
+        self.complete_if_pending(lock)
     }
 
     /// Record the unmap of a mapping dropped while this thread holds a reservation lock,
-    /// for the next locked call to settle.
+    /// for the next locked call to settle. When the attachment's guard is gone (detach
+    /// pending), nothing may ever make that call: a helper thread settles it as soon as
+    /// the lock is free, and completes the detach.
     fn defer_unmap(&self, o: OwedUnmap) {
-        {
+        let pending = {
             let mut l = self.inner.locked.lock();
             l.owed.push(o);
             self.inner.has_owed.store(true, Ordering::SeqCst);
-        }
+            // Read with `locked` held, as the drop of the guard sets it: either it took
+            // this unmap with the others, or this sees the flag.
+            self.inner.detach_pending.load(Ordering::Relaxed)
+        };
         self.inner.buf.note_owed();
+        if pending {
+            let att = self.clone();
+            defer_to_thread("settling of a deferred unmap", move || {
+                let g = att.inner.buf.resv().lock_no_ctx();
+                let done = att.settle_slow(&g);
+                drop(g);
+                if let Some(done) = done {
+                    done.detach_callback();
+                }
+            });
+        }
+    }
+
+    /// Finish a detach left pending by a guard dropped with live mappings, once none is
+    /// left: the locked half of detach (see [`detach_locked`](Self::detach_locked)).
+    /// One atomic load when no detach is pending. Lock held.
+    #[inline]
+    fn complete_if_pending(&self, lock: &ResvGuard<'_>) -> Option<Attachment> {
+        if !self.inner.detach_pending.load(Ordering::Relaxed) {
+            return None;
+        }
+        self.complete_pending_slow(lock)
+    }
+
+    #[cold]
+    fn complete_pending_slow(&self, lock: &ResvGuard<'_>) -> Option<Attachment> {
+        if self.is_detached() || self.inner.live_maps.load(Ordering::Relaxed) > 0 {
+            return None;
+        }
+        Some(self.detach_locked(lock))
+    }
+
+    /// The locked half of detach: unlist, unmap (and unpin) the cached mapping, mark
+    /// detached. Returns the handle the buffer's list owned (it keeps the attachment
+    /// alive until the exporter's detach, next, has run unlocked). Lock held; no live
+    /// mappings.
+    fn detach_locked(&self, lock: &ResvGuard<'_>) -> Attachment {
+        let buf = &self.inner.buf;
+        let listed = buf.attach_state_take(lock, self);
+        let cached = {
+            let mut l = self.inner.locked.lock();
+            self.inner.has_cache.store(false, Ordering::Release);
+            l.cached.take().map(|c| (c, l.cache_pinned))
+        };
+        let ops = buf.exporter();
+        if let Some(((t, d), pinned)) = cached {
+            self.track_unmapped(&t);
+            ops.unmap(lock, self, t, d);
+            if pinned {
+                ops.unpin(lock, self);
+            }
+        }
+        self.inner.detached.store(true, Ordering::Release);
+        listed.unwrap_or_else(|| self.clone())
+    }
+
+    /// The exporter's detach, the last step of a detach. Must run unlocked.
+    fn detach_callback(self) {
+        let buf = self.inner.buf.clone();
+        buf.exporter().clone().detach(&buf, &self);
+    }
+
+    /// [`detach_callback`](Self::detach_callback) on a helper thread, for a caller that
+    /// holds the reservation lock.
+    fn detach_callback_elsewhere(self) {
+        defer_to_thread("exporter detach", move || self.detach_callback());
+    }
+
+    /// Report a detach while mappings are live: to the ownership tracker, if any, and
+    /// through `tracing`. `dropped`: the guard was dropped (the detach completes at the
+    /// last unmap) rather than detached explicitly (refused).
+    fn report_live_maps(&self, live: usize, dropped: bool) {
+        let buf = &self.inner.buf;
+        let dev = self.inner.dev.name();
+        if dropped {
+            tracing::warn!(
+                ino = buf.ino(),
+                attachment = self.id(),
+                "attachment of {dev} dropped with {live} live mapping(s): unmap before \
+                 detaching; the detach completes when the last mapping is unmapped"
+            );
+        } else {
+            tracing::warn!(
+                ino = buf.ino(),
+                attachment = self.id(),
+                "detach of {dev}'s attachment with {live} live mapping(s) refused (EBUSY)"
+            );
+        }
+        if let Some(t) = buf.tracker() {
+            t.detached_while_mapped(buf.ino(), dev, live, dropped);
+        }
     }
 
     /// The unmap proper, lock held: the live count, then (unless cached) the tracker, the
@@ -301,6 +410,10 @@ impl Attachment {
         self.inner.buf.check_lock(lock)?;
         if self.is_detached() {
             return Err(Error::Invalid("attachment is detached"));
+        }
+        if self.inner.detach_pending.load(Ordering::Relaxed) {
+            // Its guard was dropped with live mappings: only unmaps are left to do.
+            return Err(Error::Invalid("attachment is being detached"));
         }
         if !self.inner.listed.load(Ordering::Acquire) {
             // The exporter's attach callback is running, or failed: not attached yet.
@@ -477,11 +590,28 @@ impl Attachment {
     ///
     /// Errors: `Invalid` for another buffer's lock or a mapping of another attachment;
     /// the mapping is handed back then.
+    ///
+    /// The unmap of the last mapping of an attachment whose guard was dropped completes
+    /// its detach: unlisted and the cached mapping unmapped here, the exporter's detach
+    /// on a helper thread (it must run unlocked, and the caller holds the lock).
     pub fn unmap(
         &self,
         lock: &ResvGuard<'_>,
-        mut m: SgMapping,
+        m: SgMapping,
     ) -> std::result::Result<(), (Error, SgMapping)> {
+        if let Some(done) = self.unmap_inner(lock, m)? {
+            done.detach_callback_elsewhere();
+        }
+        Ok(())
+    }
+
+    /// [`unmap`](Self::unmap), handing back a detach this unmap completed (the exporter's
+    /// detach still to run, unlocked).
+    fn unmap_inner(
+        &self,
+        lock: &ResvGuard<'_>,
+        mut m: SgMapping,
+    ) -> std::result::Result<Option<Attachment>, (Error, SgMapping)> {
         if let Err(e) = self.inner.buf.check_lock(lock) {
             return Err((e, m));
         }
@@ -491,7 +621,7 @@ impl Attachment {
         self.settle(lock);
         let table = m.table.take().expect("live mapping");
         self.finish_unmap(lock, table, m.dir, m.cached, m.pinned);
-        Ok(())
+        Ok(self.complete_if_pending(lock))
     }
 
     /// [`map`](Self::map) taking the lock itself (`dma_buf_map_attachment_unlocked`).
@@ -514,15 +644,21 @@ impl Attachment {
             return Err((e, m));
         }
         let g = self.inner.buf.resv().lock_no_ctx();
-        self.unmap(&g, m)
+        let done = self.unmap_inner(&g, m)?;
+        drop(g);
+        if let Some(done) = done {
+            done.detach_callback();
+        }
+        Ok(())
     }
 
     /// Detach (`dma_buf_detach`): unlist and drop the cached mapping (unpinning) under
     /// the lock, then the exporter's detach, unlocked.
     ///
     /// Must not hold a reservation lock. Errors: `Busy` while mappings made through the
-    /// attachment are live (unmap them first); `Invalid` when called holding a
-    /// reservation lock or already detached. The attachment is unchanged on error.
+    /// attachment are live (unmap them first; reported to the ownership tracker as
+    /// `DetachWhileMapped`); `Invalid` when called holding a reservation lock or already
+    /// detached. The attachment is unchanged on error.
     #[track_caller]
     fn detach_inner(&self) -> Result<()> {
         must_not_hold_resv("dma_buf_detach")?;
@@ -534,31 +670,175 @@ impl Attachment {
         // Unmaps owed by mappings dropped under a reservation lock count as done.
         self.settle(&g);
         buf.settle_owed(&g);
-        if self.inner.live_maps.load(Ordering::Relaxed) > 0 {
+        let live = self.inner.live_maps.load(Ordering::Relaxed);
+        if live > 0 {
+            drop(g);
+            self.report_live_maps(live, false);
             return Err(Error::Busy("detach with live mappings"));
         }
-        buf.attach_state_remove(&g, self)?;
-        let cached = {
-            let mut l = self.inner.locked.lock();
-            self.inner.has_cache.store(false, Ordering::Release);
-            l.cached.take().map(|c| (c, l.cache_pinned))
+        let att = self.detach_locked(&g);
+        drop(g);
+        att.detach_callback();
+        Ok(())
+    }
+
+    /// Whether the attachment's guard was dropped while mappings were live and the
+    /// detach waits for their unmaps (see [`AttachGuard`]). Such an attachment is still
+    /// listed, refuses new maps and pins, and is detached by its last unmap.
+    pub fn is_detach_pending(&self) -> bool {
+        self.inner.detach_pending.load(Ordering::Relaxed) && !self.is_detached()
+    }
+
+    /// The detach of a dropped guard: never blocks on a lock this thread may hold.
+    fn detach_dropped(self) {
+        let class = RESERVATION_WW_CLASS.lock_class();
+        if lockdep::is_held(class) {
+            let whose = if self.inner.buf.resv().is_held_by_current_thread() {
+                "its own buffer's"
+            } else {
+                "another buffer's"
+            };
+            let id = self.id();
+            tracing::warn!(
+                attachment = id,
+                "attachment guard dropped while holding {whose} reservation lock: the \
+                 detach is deferred until the lock is free"
+            );
+            // Defer first: the report may panic (the default policy).
+            defer_to_thread("detach", move || self.detach_dropped_blocking());
+            lockdep::report(
+                lockdep::ReportKind::Misuse,
+                &[class],
+                &format!(
+                    "attachment {id} dropped while holding {whose} reservation lock: \
+                     dma_buf_detach must run unlocked; the detach is deferred until the \
+                     lock is free"
+                ),
+            );
+            return;
+        }
+        let resv = self.inner.buf.resv().clone();
+        let g = if lockdep::enabled() {
+            // Lockdep knows this thread holds no reservation lock: waiting is safe.
+            Some(resv.try_lock().unwrap_or_else(|| resv.lock_no_ctx()))
+        } else {
+            // Without lockdep the holder may be this very thread: never wait for it.
+            (0..64).find_map(|_| {
+                resv.try_lock().or_else(|| {
+                    std::thread::yield_now();
+                    None
+                })
+            })
         };
-        let ops = buf.exporter().clone();
-        if let Some(((t, d), pinned)) = cached {
-            self.track_unmapped(&t);
-            ops.unmap(&g, self, t, d);
-            if pinned {
-                ops.unpin(&g, self);
+        match g {
+            Some(g) => self.detach_dropped_locked(g),
+            None => defer_to_thread("detach", move || self.detach_dropped_blocking()),
+        }
+    }
+
+    /// [`detach_dropped`](Self::detach_dropped) on a helper thread, which holds nothing
+    /// and so may wait for the lock.
+    fn detach_dropped_blocking(self) {
+        let resv = self.inner.buf.resv().clone();
+        self.detach_dropped_locked(resv.lock_no_ctx());
+    }
+
+    /// The detach of a dropped guard, with this buffer's lock `g`: settle what is owed,
+    /// mark the detach pending, and complete it at once when no mapping is live; else
+    /// report, and leave it to the last unmap.
+    fn detach_dropped_locked(&self, g: ResvGuard<'_>) {
+        let buf = &self.inner.buf;
+        if self.is_detached() || self.inner.detach_pending.load(Ordering::Relaxed) {
+            return;
+        }
+        buf.settle_owed(&g);
+        let owed = {
+            let mut l = self.inner.locked.lock();
+            self.inner.detach_pending.store(true, Ordering::Relaxed);
+            self.inner.has_owed.store(false, Ordering::SeqCst);
+            std::mem::take(&mut l.owed)
+        };
+        for o in owed {
+            self.finish_unmap(&g, o.table, o.dir, o.cached, o.pinned);
+        }
+        match self.complete_if_pending(&g) {
+            Some(att) => {
+                drop(g);
+                att.detach_callback();
+            }
+            None => {
+                let live = self.inner.live_maps.load(Ordering::Relaxed);
+                drop(g);
+                self.report_live_maps(live, true);
             }
         }
-        self.inner.detached.store(true, Ordering::Release);
-        drop(g);
-        ops.detach(buf, self);
-        Ok(())
+    }
+}
+
+/// Deferred detach work (guards dropped under a reservation lock, exporter detaches
+/// owed by a locked unmap) running or about to run on helper threads.
+static DEFERRED: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one deferred job until dropped (also when its thread could not start).
+struct DeferredJob;
+
+impl Drop for DeferredJob {
+    fn drop(&mut self) {
+        DEFERRED.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Run `job` on a helper thread that holds no lock (the kernel would use a worker).
+fn defer_to_thread(what: &'static str, job: impl FnOnce() + Send + 'static) {
+    DEFERRED.fetch_add(1, Ordering::SeqCst);
+    let token = DeferredJob;
+    let spawned = std::thread::Builder::new()
+        .name("dmabuf-detach".into())
+        .spawn(move || {
+            let _token = token;
+            job();
+        });
+    if let Err(e) = spawned {
+        tracing::error!("no thread for the deferred {what}: {e}; it is not done");
+    }
+}
+
+/// Wait, at most `timeout`, until no deferred detach work is left: the detaches of
+/// guards dropped while holding a reservation lock (or, with lockdep off, while the lock
+/// was busy) and the exporter detaches owed by a locked unmap of a dropped guard's last
+/// mapping run on helper threads, each as soon as the lock is free. Returns whether none
+/// is left. Takes no lock; call it unlocked (work waiting for a lock this thread holds
+/// cannot finish).
+pub fn wait_deferred_detaches(timeout: Duration) -> bool {
+    let end = std::time::Instant::now() + timeout;
+    loop {
+        if DEFERRED.load(Ordering::SeqCst) == 0 {
+            return true;
+        }
+        if std::time::Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_micros(200));
     }
 }
 
 /// Owns an attachment; detaches it when dropped (or by [`AttachGuard::detach`]).
+///
+/// The importer's obligations are the kernel's: unmap every mapping, then detach.
+/// Dropping the guard with mappings still live is a mistake; it is reported (a `tracing`
+/// warning, and `DetachWhileMapped` to the buffer's ownership tracker) and the detach
+/// waits for the mappings: the attachment stays listed (bufinfo shows it) and refuses
+/// new maps and pins ([`Attachment::is_detach_pending`]), and the unmap of its last
+/// mapping — dropped or unmapped explicitly — detaches it: unlisted, cached mapping
+/// unmapped, exporter's detach. The buffer's reference goes with the attachment, so the
+/// exporter's release runs once every other reference is gone too.
+///
+/// Dropped while this thread holds a reservation lock (as lockdep sees it), it is
+/// reported (lockdep `Misuse`) and the detach is done by a helper thread once the lock is
+/// free. With lockdep off the drop cannot tell whether this thread holds the lock, so it
+/// only tries it: when the lock stays busy, the helper thread does the detach. The
+/// exporter's detach owed by an unmap made with the lock held runs on a helper thread too.
+/// [`wait_deferred_detaches`] waits for such work.
 pub struct AttachGuard {
     att: Option<Attachment>,
 }
@@ -596,9 +876,7 @@ impl AttachGuard {
 impl Drop for AttachGuard {
     fn drop(&mut self) {
         if let Some(att) = self.att.take() {
-            if let Err(e) = att.detach_inner() {
-                tracing::error!("attachment {} dropped without detaching: {e}", att.id());
-            }
+            att.detach_dropped();
         }
     }
 }
@@ -619,9 +897,10 @@ impl Drop for AttachGuard {
 /// attachment is alive. It holds because a mapping is made only through an attachment
 /// its buffer lists (`map` refuses others, even inside the exporter's attach callback),
 /// the list owns a count,
-/// and detach — the only way off the list — refuses while the attachment has live
-/// mappings; a mapping stops counting as live only inside its unmap, which is its last
-/// use of the attachment.
+/// and nothing takes an attachment off the list while it has live mappings: an explicit
+/// detach refuses, and a dropped guard leaves the attachment listed until the unmap of
+/// its last mapping; a mapping stops counting as live only inside its unmap, which is its
+/// last use of the attachment (the detach that unmap may complete uses a counted handle).
 pub struct SgMapping {
     att: ManuallyDrop<Attachment>,
     table: Option<SgTable>,

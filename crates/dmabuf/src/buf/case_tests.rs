@@ -156,14 +156,19 @@ fn mapping_outlives_every_handle_of_its_attachment() {
     }
     assert_eq!(ex.calls.release.load(SeqCst), 1, "last reference: released");
 
-    // The guard itself dropped (detach refused, logged): the mapping still works.
+    // The guard itself dropped (reported, the detach waits for the unmap): the mapping
+    // still works, and its unmap completes the detach and lets the buffer go.
     let ex = SimpleExporter::new(1).unwrap();
     let b = ex.export().unwrap();
     let a = b.attach(&Device::simple("outlive2")).unwrap();
     let m = a.map_unlocked(Direction::ToDevice).unwrap();
     drop(a);
     drop(b);
+    assert!(super::wait_deferred_detaches(
+        std::time::Duration::from_secs(5)
+    ));
     assert_eq!(ex.calls.detach.load(SeqCst), 0);
+    assert!(m.attachment().is_detach_pending());
     assert!(!m.table().entries().is_empty());
     let _ = m.key();
     drop(m);
@@ -172,6 +177,12 @@ fn mapping_outlives_every_handle_of_its_attachment() {
         1,
         "dropping the mapping unmapped it"
     );
+    assert_eq!(ex.calls.detach.load(SeqCst), 1, "and detached");
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while ex.calls.release.load(SeqCst) == 0 && std::time::Instant::now() < end {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(ex.calls.release.load(SeqCst), 1, "and released");
 }
 
 /// An exporter's attach callback cannot map or pin the attachment it is attaching: the
@@ -222,4 +233,79 @@ fn attach_callback_cannot_map_the_attachment_being_attached() {
             a.unmap_unlocked(m).map_err(|e| e.0).unwrap();
         }
     }
+}
+
+/// A guard dropped while another thread drops the attachment's mappings, some under
+/// another buffer's lock (their unmaps deferred) and some unlocked: however the two
+/// interleave, the attachment ends detached once, every map is unmapped, and the buffer
+/// is released. Bounded: 200 rounds or two seconds.
+#[test]
+fn stress_guard_drop_races_mapping_drops() {
+    use super::simple::SimpleExporter;
+    use super::Direction;
+    use crate::device::Device;
+    use std::sync::atomic::Ordering::SeqCst;
+    use std::time::{Duration, Instant};
+
+    if !lockdep::enabled() {
+        // Dropping a mapping under a reservation lock is only deferred with lockdep.
+        return;
+    }
+    let capture = lockdep::Capture::new();
+    let other = SimpleExporter::new(1).unwrap().export().unwrap();
+    let dev = Device::simple("race-dev");
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let mut rounds = 0;
+    while rounds < 200 && Instant::now() < deadline {
+        rounds += 1;
+        let ex = if rounds % 2 == 0 {
+            SimpleExporter::new(1).unwrap()
+        } else {
+            SimpleExporter::dynamic(1).unwrap()
+        };
+        let b = ex.export().unwrap();
+        let a = b.attach(&dev).unwrap();
+        let maps: Vec<_> = (0..4)
+            .map(|_| a.map_unlocked(Direction::ToDevice).unwrap())
+            .collect();
+        let h = a.attachment();
+        let t = {
+            let (other, capture) = (other.clone(), capture.clone());
+            std::thread::spawn(move || {
+                let _c = capture.install();
+                let mut maps = maps;
+                let og = other.resv().lock_no_ctx();
+                drop(maps.pop());
+                drop(maps.pop());
+                drop(og);
+                drop(maps);
+            })
+        };
+        if rounds % 3 == 0 {
+            std::thread::yield_now();
+        }
+        drop(a);
+        t.join().unwrap();
+        assert!(super::wait_deferred_detaches(Duration::from_secs(5)));
+        assert!(h.is_detached(), "round {rounds}: detached");
+        assert_eq!(ex.calls.detach.load(SeqCst), 1, "round {rounds}");
+        assert_eq!(
+            ex.calls.unmap.load(SeqCst),
+            ex.calls.map.load(SeqCst),
+            "round {rounds}: every map unmapped"
+        );
+        assert_eq!(ex.calls.unpin.load(SeqCst), ex.calls.pin.load(SeqCst));
+        drop((h, b));
+        let end = Instant::now() + Duration::from_secs(5);
+        while ex.calls.release.load(SeqCst) == 0 && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(ex.calls.release.load(SeqCst), 1, "round {rounds}: released");
+    }
+    // Only the deferred unmaps are reported: two per round.
+    let reports = capture.take();
+    assert_eq!(reports.len(), 2 * rounds, "{reports:?}");
+    assert!(reports
+        .iter()
+        .all(|r| r.kind == lockdep::ReportKind::Misuse));
 }

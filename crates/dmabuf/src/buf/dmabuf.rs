@@ -774,12 +774,20 @@ impl DmaBuf {
         Ok(())
     }
 
-    pub(super) fn attach_state_remove(&self, lock: &ResvGuard<'_>, a: &Attachment) -> Result<bool> {
-        self.check_lock(lock)?;
+    /// Unlist `a`, handing back the list's handle (`None` if it was not listed). `lock`
+    /// is this buffer's guard (the caller took it).
+    pub(super) fn attach_state_take(
+        &self,
+        lock: &ResvGuard<'_>,
+        a: &Attachment,
+    ) -> Option<Attachment> {
+        debug_assert!(self.check_lock(lock).is_ok());
         let mut l = self.inner.locked.lock();
-        let before = l.attachments.len();
-        l.attachments.retain(|x| !Attachment::ptr_eq(x, a));
-        Ok(l.attachments.len() != before)
+        let i = l
+            .attachments
+            .iter()
+            .position(|x| Attachment::ptr_eq(x, a))?;
+        Some(l.attachments.remove(i))
     }
 }
 

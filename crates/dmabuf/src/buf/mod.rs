@@ -21,7 +21,7 @@ pub mod simple;
 #[cfg(test)]
 mod case_tests;
 
-pub use attach::{AttachGuard, Attachment, SgMapping};
+pub use attach::{wait_deferred_detaches, AttachGuard, Attachment, SgMapping};
 pub(crate) use dmabuf::must_not_hold_resv;
 pub use dmabuf::{
     export, live_buffers, sync_flags, CpuAccess, DmaBuf, ExportInfo, FileFlags, UserMapping, VMap,

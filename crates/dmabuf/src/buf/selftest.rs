@@ -87,6 +87,18 @@ pub fn cases() -> Vec<Case> {
             "dma-buf/drop-under-another-buffers-lock-defers",
             drop_under_other_lock
         ),
+        c!(
+            "dma-buf/drop-guard-with-live-mapping-detaches-at-last-unmap",
+            drop_guard_with_live_mapping
+        ),
+        c!(
+            "dma-buf/drop-guard-under-own-lock-defers",
+            drop_guard_under_own_lock
+        ),
+        c!(
+            "dma-buf/drop-guard-then-last-unmap-under-lock",
+            drop_guard_then_unmap_under_lock
+        ),
     ]
 }
 
@@ -1227,4 +1239,223 @@ fn drop_under_other_lock() -> R {
     ensure(n(&ex.calls.lock_state_wrong) == 0, "callbacks ran locked")?;
     drop(b);
     released_once(&ex.calls, "released at the last reference")
+}
+
+/// Poll `cond` for at most five seconds.
+fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        if cond() {
+            return true;
+        }
+        if std::time::Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+fn listed(b: &DmaBuf) -> Result<usize, String> {
+    let g = b.resv().lock_no_ctx();
+    Ok(s(b.attachments(&g))?.len())
+}
+
+/// Everything of `ex`'s one buffer `ino` is undone: every map unmapped, every pin
+/// unpinned, one detach per attach, released once, no longer live.
+fn all_undone(ex: &SimpleExporter, ino: u64) -> R {
+    let c = &ex.calls;
+    ensure(n(&c.unmap) == n(&c.map), "every map unmapped")?;
+    ensure(n(&c.unpin) == n(&c.pin), "every pin undone")?;
+    ensure(n(&c.detach) == n(&c.attach), "one detach per attach")?;
+    ensure(
+        n(&c.lock_state_wrong) == 0,
+        "callbacks ran in the right lock state",
+    )?;
+    released_once(c, "released once, at the last reference")?;
+    ensure(
+        eventually(|| !live_buffers().iter().any(|x| x.ino() == ino)),
+        "no longer a live buffer",
+    )
+}
+
+/// A guard dropped while its mappings are live (the importer must unmap, then detach):
+/// reported to the tracker; the attachment stays listed, refuses new maps, keeps its
+/// buffer, and its mappings stay usable; the unmap of the last one detaches it, and the
+/// buffer is released at its last reference. For every importer/exporter pairing (the
+/// mixed ones hold a cached mapping, pinned for a dynamic exporter).
+fn drop_guard_with_live_mapping() -> R {
+    for (dyn_exp, dyn_imp) in [(false, false), (true, true), (true, false), (false, true)] {
+        drop_guard_live_one(dyn_exp, dyn_imp)
+            .map_err(|e| format!("dynamic exporter {dyn_exp}, dynamic importer {dyn_imp}: {e}"))?;
+    }
+    Ok(())
+}
+
+fn drop_guard_live_one(dyn_exp: bool, dyn_imp: bool) -> R {
+    use crate::debug::ownership::{Tracker, Violation};
+    let ex = s(if dyn_exp {
+        SimpleExporter::dynamic(1)
+    } else {
+        SimpleExporter::new(1)
+    })?;
+    let b = s(ex.export())?;
+    let ino = b.ino();
+    let tracker = Arc::new(Tracker::new());
+    s(b.set_tracker(&tracker))?;
+    let dev = Device::simple("drop-live-dev");
+    let imp: Option<Arc<dyn Importer>> = if dyn_imp { Some(importer()) } else { None };
+    let a = s(b.dynamic_attach(&dev, imp))?;
+    let m = s(a.map_unlocked(Direction::ToDevice))?;
+    let m2 = s(a.map_unlocked(Direction::ToDevice))?;
+    // An explicit detach is refused (EBUSY, nothing changes) and reported.
+    let a = match a.detach() {
+        Ok(()) => return Err("detach with live mappings must fail".into()),
+        Err((e, a)) => {
+            ensure(e.errno() == 16, "EBUSY")?;
+            a
+        }
+    };
+    let r = tracker.take_reports();
+    ensure(
+        r.len() == 1
+            && r[0].violation == Violation::DetachWhileMapped
+            && r[0].message.contains("refused"),
+        &format!("the refused detach is reported, got {r:?}"),
+    )?;
+    ensure(
+        !a.is_detach_pending() && listed(&b)? == 1 && n(&ex.calls.detach) == 0,
+        "the refused detach changed nothing",
+    )?;
+    let handle = a.attachment();
+    drop(a);
+    // (With lockdep off, a lock held for a moment by a bufinfo walk defers the drop.)
+    ensure(
+        wait_deferred_detaches(Duration::from_secs(5)),
+        "no deferred work left",
+    )?;
+    let r = tracker.take_reports();
+    ensure(
+        r.len() == 1
+            && r[0].violation == Violation::DetachWhileMapped
+            && r[0].device.as_deref() == Some("drop-live-dev"),
+        &format!("one DetachWhileMapped report naming the device, got {r:?}"),
+    )?;
+    ensure(
+        handle.is_detach_pending() && !handle.is_detached(),
+        "detach pending",
+    )?;
+    ensure(listed(&b)? == 1, "still listed while mapped")?;
+    ensure(
+        bufinfo::bufinfo().contains("\tdrop-live-dev\n"),
+        "bufinfo shows the attachment",
+    )?;
+    let e = handle.map_unlocked(Direction::ToDevice);
+    ensure(e.is_err_and(|e| e.errno() == 22), "no new map: EINVAL")?;
+    ensure(n(&ex.calls.detach) == 0, "not detached while mapped")?;
+    drop(handle);
+    drop(b);
+    ensure(
+        n(&ex.calls.release) == 0,
+        "the attachment keeps its buffer while mapped",
+    )?;
+    ensure(!m.table().entries().is_empty(), "the mapping stays usable")?;
+    drop(m);
+    ensure(n(&ex.calls.detach) == 0, "one mapping left")?;
+    drop(m2);
+    ensure(n(&ex.calls.detach) == 1, "the last unmap detached it")?;
+    all_undone(&ex, ino)?;
+    let r = tracker.take_reports();
+    ensure(r.is_empty(), &format!("nothing else reported, got {r:?}"))
+}
+
+/// A guard dropped while this thread holds its buffer's lock: the drop returns (lockdep
+/// on: a Misuse report; off: it cannot tell, and only tries the lock), nothing is done
+/// under the lock, and a helper thread detaches once the lock is free — also when a
+/// mapping is live, the detach then waiting for its unmap.
+fn drop_guard_under_own_lock() -> R {
+    let ex = s(SimpleExporter::new(1))?;
+    let b = s(ex.export())?;
+    let ino = b.ino();
+    let dev = Device::simple("drop-locked-dev");
+    let a = s(b.attach(&dev))?;
+    let a2 = s(b.attach(&dev))?;
+    let m2 = s(a2.map_unlocked(Direction::ToDevice))?;
+    let (h, h2) = (a.attachment(), a2.attachment());
+    let g = b.resv().lock_no_ctx();
+    drop_reports_once(a, "guard dropped under its own lock")?;
+    drop_reports_once(a2, "mapped guard dropped under its own lock")?;
+    ensure(
+        n(&ex.calls.detach) == 0 && !h.is_detached() && !h2.is_detach_pending(),
+        "nothing done under the caller's lock",
+    )?;
+    drop(g);
+    ensure(
+        wait_deferred_detaches(Duration::from_secs(5)),
+        "the deferred detaches finished",
+    )?;
+    ensure(
+        h.is_detached() && n(&ex.calls.detach) == 1,
+        "detached once the lock was free",
+    )?;
+    ensure(h2.is_detach_pending(), "the mapped one waits for its unmap")?;
+    ensure(listed(&b)? == 1, "only the mapped one still listed")?;
+    drop(m2);
+    ensure(
+        h2.is_detached() && listed(&b)? == 0,
+        "its unmap detached it",
+    )?;
+    drop((h, h2, b));
+    all_undone(&ex, ino)
+}
+
+/// The last mapping of a dropped guard unmapped with the lock held — explicitly, or
+/// dropped there (lockdep on: reported and deferred): the attachment is unlisted under
+/// that lock, and the exporter's detach, which must run unlocked, runs on a helper thread.
+fn drop_guard_then_unmap_under_lock() -> R {
+    let ex = s(SimpleExporter::new(1))?;
+    let b = s(ex.export())?;
+    let ino = b.ino();
+    let dev = Device::simple("drop-unmap-dev");
+    let a = s(b.attach(&dev))?;
+    let m = s(a.map_unlocked(Direction::ToDevice))?;
+    let h = a.attachment();
+    drop(a);
+    ensure(
+        wait_deferred_detaches(Duration::from_secs(5)),
+        "no deferred work left",
+    )?;
+    let g = b.resv().lock_no_ctx();
+    unmap_ok(&h, &g, m)?;
+    ensure(
+        h.is_detached() && s(b.attachments(&g))?.is_empty(),
+        "unlisted by the unmap",
+    )?;
+    drop(g);
+    ensure(
+        wait_deferred_detaches(Duration::from_secs(5)) && n(&ex.calls.detach) == 1,
+        "the exporter's detach ran",
+    )?;
+    if lockdep::enabled() {
+        // Without lockdep a mapping dropped under its own lock deadlocks (documented).
+        let a = s(b.attach(&dev))?;
+        let m = s(a.map_unlocked(Direction::ToDevice))?;
+        let h = a.attachment();
+        drop(a);
+        let g = b.resv().lock_no_ctx();
+        ensure(h.is_detach_pending(), "detach pending")?;
+        drop_reports_once(m, "mapping dropped under its own lock")?;
+        ensure(h.is_detach_pending(), "its unmap is owed")?;
+        drop(g);
+        ensure(
+            wait_deferred_detaches(Duration::from_secs(5)),
+            "the deferred settle finished",
+        )?;
+        ensure(
+            h.is_detached() && n(&ex.calls.detach) == 2,
+            "the owed unmap was settled and the attachment detached",
+        )?;
+    }
+    drop(h);
+    drop(b);
+    all_undone(&ex, ino)
 }

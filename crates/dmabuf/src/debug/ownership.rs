@@ -16,6 +16,7 @@
 //! | [`Violation::SyncDirectionMismatch`] | a sync names a direction its mapping was not made for |
 //! | [`Violation::UnbalancedCpuAccess`] | end CPU access without a matching begin |
 //! | [`Violation::UnknownMapping`] | a sync, job or unmap names a mapping that is not live |
+//! | [`Violation::DetachWhileMapped`] | an attachment is detached (or its guard dropped) while mappings made through it are live |
 //!
 //! Reports are kept (see [`Tracker::take_reports`]) and logged through `tracing`; the
 //! tracked operation itself always goes on — the tracker observes, it never refuses.
@@ -55,6 +56,9 @@ pub enum Violation {
     UnbalancedCpuAccess,
     /// A mapping id that is not live.
     UnknownMapping,
+    /// Detach (or the drop of the attachment's guard) while mappings made through the
+    /// attachment are live: the importer must unmap first.
+    DetachWhileMapped,
 }
 
 /// One report: the violation, the buffer, the device if one is involved, and a sentence.
@@ -365,6 +369,27 @@ impl Tracker {
         }
     }
 
+    /// `device`'s attachment of `buf` was detached while `live` mappings made through it
+    /// were still live: `dropped` when its guard was dropped (the detach then waits for
+    /// the unmaps), else an explicit detach (refused with `EBUSY`). The mappings stay
+    /// tracked until they are unmapped.
+    pub fn detached_while_mapped(&self, buf: u64, device: &str, live: usize, dropped: bool) {
+        let g = self.bufs.lock();
+        let st = g.get(&buf);
+        let msg = if dropped {
+            format!(
+                "attachment of {device} dropped with {live} live mapping(s): unmap before \
+                 detaching (the detach waits for the last unmap)"
+            )
+        } else {
+            format!(
+                "detach of {device}'s attachment with {live} live mapping(s): unmap before \
+                 detaching (refused)"
+            )
+        };
+        self.report(buf, st, Violation::DetachWhileMapped, Some(device), msg);
+    }
+
     /// The reports so far, oldest first.
     pub fn reports(&self) -> Vec<OwnershipReport> {
         self.reports.lock().clone()
@@ -458,6 +483,22 @@ mod tests {
         t.mapped(5, 50, "dev", Bidirectional);
         t.buffer_freed(5);
         assert_eq!(kinds(&t), [Violation::FreeWhileBusy]);
+    }
+
+    #[test]
+    fn detach_while_mapped_names_the_device() {
+        let t = Tracker::new();
+        t.buffer_created(7, "scanout");
+        t.mapped(7, 70, "display", ToDevice);
+        t.detached_while_mapped(7, "display", 1, true);
+        let r = t.take_reports();
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].violation, Violation::DetachWhileMapped);
+        assert_eq!(r[0].device.as_deref(), Some("display"));
+        assert!(r[0].message.contains("dropped with 1 live mapping"));
+        // The mapping is still known: its unmap is not an unknown mapping.
+        t.unmapped(7, 70);
+        assert!(t.reports().is_empty());
     }
 
     #[test]

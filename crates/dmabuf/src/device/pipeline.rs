@@ -171,7 +171,9 @@ pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
         let ia = f.input.attach(&isp)?;
         let im = ia.map_unlocked(Direction::ToDevice)?;
         isp_e.submit(Job::invert(Operand::new(&im), Operand::new(&f.isp_out_map)))?;
-        isp_inputs.push((ia, im));
+        // The mapping first: a tuple drops its fields in order, and unmap comes before
+        // detach.
+        isp_inputs.push((im, ia));
         // The CPU inspects the output.
         let view = CpuView::new(&f.output)?;
         let seen = match cfg.bug {

@@ -21,7 +21,10 @@
 //! mmap lock → reservation lock → reclaim → (mmu notifier) → fence wait. That is: under a
 //! reservation lock you may allocate with reclaim and wait for fences; reclaim and mmu
 //! notifiers may wait for fences; and therefore signalling paths must take none of them.
-//! [`prime_fence_map`] records that chain for the reservation class of the resv layer.
+//! [`prime_fence_map`] records that chain for a reservation class;
+//! [`prime_fence_map_with_ctx`] puts the class's acquire context ahead of its lock, as
+//! the kernel does (mmap lock → acquire context → reservation lock → …): the resv layer
+//! primes that one.
 
 use super::sync::fence_thread_local;
 use lockdep::LockClass;
@@ -151,6 +154,25 @@ pub fn prime_fence_map(resv_class: &'static LockClass) {
     if lockdep_on() {
         lockdep::prime(&[
             &MMAP_LOCK,
+            resv_class,
+            &FS_RECLAIM,
+            &MMU_NOTIFIER,
+            &DMA_FENCE_MAP,
+        ]);
+    }
+}
+
+/// [`prime_fence_map`] with the acquire-context class of the reservation locks ahead of
+/// them, as the kernel's boot-time priming takes a context before the lock:
+/// [`MMAP_LOCK`] → `acquire_class` → `resv_class` → [`FS_RECLAIM`] → [`MMU_NOTIFIER`] →
+/// [`DMA_FENCE_MAP`]. Afterwards starting an acquire context of the class inside a
+/// signalling section is reported too, the first time it happens.
+#[track_caller]
+pub fn prime_fence_map_with_ctx(acquire_class: &'static LockClass, resv_class: &'static LockClass) {
+    if lockdep_on() {
+        lockdep::prime(&[
+            &MMAP_LOCK,
+            acquire_class,
             resv_class,
             &FS_RECLAIM,
             &MMU_NOTIFIER,

@@ -35,7 +35,7 @@ mod loom_tests;
 
 pub use annotations::{
     begin_signalling, end_signalling, in_signalling_section, might_wait, prime_fence_map,
-    SignallingGuard, DMA_FENCE_MAP,
+    prime_fence_map_with_ctx, SignallingGuard, DMA_FENCE_MAP,
 };
 pub use array::FenceArray;
 pub use chain::FenceChain;

@@ -42,20 +42,38 @@ use crate::interrupt::Interrupt;
 use crate::ww::{AcquireCtx, WwClass, WwGuard, WwMutex};
 use rcu::RcuSlots;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Once;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// The wait-die class of every reservation lock (`reservation_ww_class`).
+/// The wait-die class of every reservation lock (`reservation_ww_class`). Its lock
+/// order is primed before the first reservation object or acquire context of the class
+/// exists (see `prime_lockdep`).
 pub static RESERVATION_WW_CLASS: WwClass =
-    WwClass::wait_die("reservation_ww_class_mutex", "reservation_ww_class_acquire");
+    WwClass::wait_die("reservation_ww_class_mutex", "reservation_ww_class_acquire")
+        .with_lockdep_prime(prime_lockdep);
 
-/// Teach lockdep, once, that reservation locks are taken before fence waits (waiting for a
-/// fence while holding a reservation lock is legal; taking one inside a signalling
-/// section is not), as the kernel does at boot.
+/// Teach lockdep, once, the order the kernel primes at boot: the mmap lock, then an
+/// acquire context of the reservation class, then a reservation lock, then reclaim, mmu
+/// notifiers, and fence waits ([`fence::prime_fence_map_with_ctx`]). So waiting for a
+/// fence under a reservation lock (or context) is known legal, and starting a context or
+/// taking a reservation lock inside a signalling section is reported the first time it
+/// happens, in any process — and a correct order is never blamed for a bad one that ran
+/// before. Runs when the first reservation object is made and before each acquire
+/// context of the class starts (one flag load once done); a no-op while lockdep is off,
+/// so it primes the first time it runs with lockdep on.
 fn prime_lockdep() {
-    static PRIMED: Once = Once::new();
-    PRIMED.call_once(|| fence::prime_fence_map(RESERVATION_WW_CLASS.lock_class()));
+    static PRIMED: AtomicBool = AtomicBool::new(false);
+    if PRIMED.load(Ordering::Relaxed) || !fence::annotations::lockdep_on() {
+        return;
+    }
+    // Claimed before priming: a report from `prime` (an order recorded earlier that
+    // contradicts it) may panic, and must not leave priming half-claimed.
+    if !PRIMED.swap(true, Ordering::Relaxed) {
+        fence::prime_fence_map_with_ctx(
+            RESERVATION_WW_CLASS.acquire_class(),
+            RESERVATION_WW_CLASS.lock_class(),
+        );
+    }
 }
 
 /// How a fence in a reservation object is used, in the kernel's order: a query for a

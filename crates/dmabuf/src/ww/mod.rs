@@ -141,6 +141,9 @@ pub struct WwClass {
     stamp: StampCounter,
     mutex_class: LockClass,
     acquire_class: LockClass,
+    /// Records the class's boot-time lock order with lockdep; see
+    /// [`with_lockdep_prime`](Self::with_lockdep_prime).
+    prime: Option<fn()>,
 }
 
 impl std::fmt::Debug for WwClass {
@@ -170,6 +173,19 @@ impl WwClass {
             stamp: StampCounter(std::sync::atomic::AtomicU64::new(0)),
             mutex_class: LockClass::new(name),
             acquire_class: LockClass::new(acquire_name),
+            prime: None,
+        }
+    }
+
+    /// The class, with `prime` run (while lockdep is on) before each acquire context of
+    /// the class starts: for a class whose lock order is primed ahead of use, as the
+    /// kernel primes the reservation class at boot, so that a context started before any
+    /// of its mutexes exists is already checked against that order. `prime` must be
+    /// cheap once done (a flag check) and take no lock of the class.
+    pub const fn with_lockdep_prime(self, prime: fn()) -> Self {
+        WwClass {
+            prime: Some(prime),
+            ..self
         }
     }
 
@@ -376,6 +392,11 @@ impl AcquireCtx {
         } else {
             None
         };
+        if let Some(prime) = class.prime {
+            if ld::enabled() {
+                prime();
+            }
+        }
         ld::acquire(
             class.acquire_class(),
             ctx.instance(),
