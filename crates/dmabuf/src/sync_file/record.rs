@@ -195,7 +195,7 @@ pub fn peek(fd: BorrowedFd<'_>) -> Result<FdState> {
     })?;
     match decode_record(info.count, ktime_now()) {
         Record::Pending => {
-            let Ok(Some(Some(live))) = writer_of(fd, || Ok(info.id)) else {
+            let Ok(Some(Some(live))) = writer_of(fd, || Ok(info.id), false) else {
                 return Ok(FdState::Pending);
             };
             if !hung_up(live.as_fd()) {

@@ -8,6 +8,7 @@ use super::record::{
 };
 use super::registry::SWEEP_MIN;
 use super::*;
+use super::{export, record};
 use crate::error::Error;
 use crate::fence::unwrap::unwrap;
 use crate::fence::Fence;
@@ -507,23 +508,187 @@ fn into_fd_then_dup_then_import_gives_the_same_fence() {
     assert!(Fence::ptr_eq(&get_fence(d.as_fd()).unwrap(), &g));
 }
 
+/// Whether descriptor number `n` still refers to the eventfd with id `id` (another test
+/// may have reused the number for another file meanwhile: that is "no").
+fn still_open(n: i32, id: u64) -> bool {
+    matches!(record::fdinfo_of(n), Ok(i) if i.id == Some(id))
+}
+
 #[test]
-fn dropped_export_of_a_pending_fence_still_signals_its_copies() {
+fn dropping_an_unshared_pending_export_closes_its_descriptor_now() {
     let f = pending();
     let sf = SyncFile::new(f.clone()).unwrap();
-    let d = cloexec_dup(sf.as_fd());
+    let n = sf.as_fd().as_raw_fd();
+    let id = eventfd_info(sf.as_fd()).unwrap().id.unwrap();
     drop(sf);
-    assert!(!poll_readable(d.as_fd(), Some(Duration::ZERO)).unwrap());
+    assert!(
+        !still_open(n, id),
+        "the dropped sync file's descriptor is still open"
+    );
+    // The callback finds nothing to write to, and frees nothing twice.
     f.signal().unwrap();
-    assert!(poll_readable(d.as_fd(), Some(Duration::ZERO)).unwrap());
+    // The same through a merge of pending fences.
+    let (g, h) = (pending(), pending());
+    let (a, b) = (
+        SyncFile::new(g.clone()).unwrap(),
+        SyncFile::new(h.clone()).unwrap(),
+    );
+    let m = a.merge("m", &b).unwrap();
+    let (n, id) = (
+        m.as_fd().as_raw_fd(),
+        eventfd_info(m.as_fd()).unwrap().id.unwrap(),
+    );
+    drop(m);
+    assert!(!still_open(n, id));
+    g.signal().unwrap();
+    h.signal().unwrap();
+    assert!(a.poll() && b.poll());
+}
+
+#[test]
+fn dropped_shared_export_of_a_pending_fence_still_signals_its_copies() {
+    // Each way this process knows the descriptor reached another holder: that holder
+    // still gets the record after the sync file is dropped, and the export's own
+    // descriptor stays open only until then.
+    let (sa, sb) = seqpacket_pair();
+    type Share = fn(&SyncFile, BorrowedFd<'_>, BorrowedFd<'_>) -> OwnedFd;
+    let ways: [(&str, Share); 4] = [
+        ("try_clone_fd", |sf, _, _| sf.try_clone_fd().unwrap()),
+        ("send_fd", |sf, a, b| {
+            send_fd(a, sf.as_fd()).unwrap();
+            recv_all(b).swap_remove(0)
+        }),
+        ("from_fd of a duplicate", |sf, _, _| {
+            // Held as a second sync file, which is leaked here on purpose into its
+            // descriptor: it is what must keep seeing the record.
+            SyncFile::from_fd(cloexec_dup(sf.as_fd()))
+                .unwrap()
+                .into_fd()
+        }),
+        ("fork", |sf, _, _| {
+            export::pretend_fork();
+            cloexec_dup(sf.as_fd())
+        }),
+    ];
+    for (i, (how, share)) in ways.into_iter().enumerate() {
+        // A second sync file holds the fence, as the kernel's file does: it is not
+        // released by dropping `f`.
+        let releases: &[bool] = if i == 2 { &[false] } else { &[false, true] };
+        for &release in releases {
+            let f = pending();
+            let sf = SyncFile::new(f.clone()).unwrap();
+            let n = sf.as_fd().as_raw_fd();
+            let id = eventfd_info(sf.as_fd()).unwrap().id.unwrap();
+            let d = share(&sf, sa.as_fd(), sb.as_fd());
+            drop(sf);
+            assert!(still_open(n, id), "{how}: closed before the record");
+            assert!(!poll_readable(d.as_fd(), Some(Duration::ZERO)).unwrap());
+            // Signalled, or released unsignalled (the core's -EDEADLK).
+            let want = if release {
+                drop(f);
+                Status::Error(-35)
+            } else {
+                f.signal().unwrap();
+                Status::Signaled
+            };
+            assert_eq!(fd_status(d.as_fd()).unwrap(), want, "{how}");
+            assert!(!still_open(n, id), "{how}: kept after the record");
+        }
+    }
+    // into_fd hands over a descriptor the caller may do anything with.
+    let f = pending();
+    let fd = SyncFile::new(f.clone()).unwrap().into_fd();
+    let d = cloexec_dup(&fd);
+    drop(fd);
+    f.signal().unwrap();
     assert_eq!(fd_status(d.as_fd()).unwrap(), Status::Signaled);
-    // Released unsignalled: the callback still writes, with the core's -EDEADLK.
+}
+
+/// What a duplicate made behind the crate's back gets: the record while the sync file
+/// lives, nothing once it was dropped before the signal (the documented price of
+/// closing at once).
+#[test]
+fn a_raw_duplicate_sees_the_record_only_while_its_sync_file_lives() {
+    let f = pending();
+    let sf = SyncFile::new(f.clone()).unwrap();
+    let d = cloexec_dup(sf.as_fd());
+    f.signal().unwrap();
+    assert_eq!(fd_status(d.as_fd()).unwrap(), Status::Signaled);
+    drop(sf);
     let f = pending();
     let sf = SyncFile::new(f.clone()).unwrap();
     let d = cloexec_dup(sf.as_fd());
     drop(sf);
-    drop(f);
-    assert_eq!(fd_status(d.as_fd()).unwrap(), Status::Error(-35));
+    f.signal().unwrap();
+    assert_eq!(fd_status(d.as_fd()).unwrap(), Status::Pending);
+}
+
+const FD_CHILD_ENV: &str = "DMABUF_SYNC_FILE_FD_CHILD";
+
+/// Descriptors open in this process.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Run test `name` of this binary alone in a child process with `env` set, and
+/// assert that it passed.
+fn run_alone(name: &str, env: &str) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--test-threads=1", "--nocapture"])
+        .env(env, "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name} failed in its own process:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// 2000 merges over pending fences, each dropping the previous sync file, with at most
+/// 256 descriptors: the count stays flat (the kernel keeps two files: the newest merge
+/// and the one being made), and signalling leaves everything clean. Run in a process of
+/// its own, where nothing else opens descriptors meanwhile.
+#[test]
+fn merging_in_a_loop_over_pending_fences_keeps_the_descriptor_count_flat() {
+    if std::env::var(FD_CHILD_ENV).is_err() {
+        return run_alone(
+            "sync_file::tests::merging_in_a_loop_over_pending_fences_keeps_the_descriptor_count_flat",
+            FD_CHILD_ENV,
+        );
+    }
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    lim.current = Some(256);
+    setrlimit(Resource::Nofile, lim).unwrap();
+    let (fa, fb) = (pending(), pending());
+    let a = SyncFile::new(fa.clone()).unwrap();
+    let b = SyncFile::new(fb.clone()).unwrap();
+    let mut m = a.merge("m", &b).unwrap();
+    let before = open_fds();
+    let mut peak = before;
+    for i in 0..2000 {
+        m = match m.merge("m", &b) {
+            Ok(next) => next,
+            Err(e) => panic!("merge {i}: {e} with {} descriptors open", open_fds()),
+        };
+        peak = peak.max(open_fds());
+    }
+    assert!(
+        peak <= before + 1,
+        "{before} descriptors before, {peak} at the peak"
+    );
+    assert!(!m.poll());
+    fa.signal().unwrap();
+    fb.signal().unwrap();
+    assert!(m.poll());
+    assert_eq!(fd_status(m.as_fd()).unwrap(), Status::Signaled);
+    drop((m, a, b));
+    assert!(
+        open_fds() <= before - 1,
+        "descriptors left after the signal"
+    );
 }
 
 // ---- fork without exec ------------------------------------------------------------------
@@ -989,11 +1154,11 @@ fn try_into_fd_out_of_descriptors_is_emfile_and_leaks_nothing() {
     let f = pending();
     let sf = SyncFile::new(f.clone()).unwrap();
     let n = sf.as_fd().as_raw_fd();
-    let d = cloexec_dup(sf.as_fd());
+    let d = sf.try_clone_fd().unwrap();
     hooks::fail_dup_after(0);
     assert_eq!(sf.try_into_fd().unwrap_err().errno(), 24);
     // Dropped as usual: out of the registry, the fence no longer referenced by it (the
-    // callback keeps only the eventfd, so number `n` is still open and not reused).
+    // callback keeps only the eventfd, for the shared duplicate `d`).
     assert!(!registry().lock().by_fd.contains_key(&n));
     assert_eq!(f.ref_count(), 1);
     // The record still reaches the duplicate.
@@ -1219,10 +1384,12 @@ fn cross_process() {
         .spawn()
         .unwrap();
     drop(child);
-    // 1. Parent signals, child observes the error across the process boundary.
+    // 1. Parent signals, child observes the error across the process boundary, though
+    //    the parent dropped its sync file as soon as it was sent.
     let f = pending();
     let sf = SyncFile::new(f.clone()).unwrap();
     send_fd(parent.as_fd(), sf.as_fd()).unwrap();
+    drop(sf);
     // The child's waiter is blocked in its watcher before we signal.
     let mut ready = [0u8; 1];
     rustix::io::read(&parent, &mut ready).unwrap();
