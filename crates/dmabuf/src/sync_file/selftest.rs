@@ -42,6 +42,10 @@ pub fn cases() -> Vec<Case> {
             "sync/fd-copies-and-foreign-records",
             fd_copies_and_foreign_records
         ),
+        c!(
+            "sync/sw-sync-point-implicit-sync",
+            sw_sync_point_implicit_sync
+        ),
     ]
 }
 
@@ -367,4 +371,37 @@ fn fd_copies_and_foreign_records() -> R {
         f.is_signaled() && f.get_status() == -110 && f.timestamp() == Some(ts),
         "a foreign record imports as a signalled proxy with its status and time",
     )
+}
+
+/// A sw_sync point is a plain fence, not a container: its sync file imports into a
+/// buffer's implicit sync (`DMA_BUF_IOCTL_IMPORT_SYNC_FILE`) with READ, WRITE and
+/// READ|WRITE, making the buffer busy in the right directions until the timeline
+/// reaches the point.
+fn sw_sync_point_implicit_sync() -> R {
+    use crate::buf::simple::SimpleExporter;
+    use crate::buf::sync_flags;
+    let s = |r: crate::error::Result<()>| r.map_err(|e| e.to_string());
+    // (flags, readable while pending, writable while pending)
+    for (flags, readable, what) in [
+        (sync_flags::READ, true, "READ"),
+        (sync_flags::WRITE, false, "WRITE"),
+        (sync_flags::RW, false, "READ|WRITE"),
+    ] {
+        let ex = SimpleExporter::new(1).map_err(|e| e.to_string())?;
+        let b = ex.export().map_err(|e| e.to_string())?;
+        let tl = Timeline::new("implicit");
+        let sf = sw_sync_create_fence(&tl, 1).map_err(|e| e.to_string())?;
+        s(b.import_sync_file(flags, sf.as_fd()))?;
+        ensure(b.resv().num_fences() == 1, "the point was added")?;
+        ensure(
+            b.poll() == (readable, false),
+            &format!("{what}: busy while the point is pending"),
+        )?;
+        tl.inc(1);
+        ensure(
+            b.poll() == (true, true),
+            &format!("{what}: idle once it signals"),
+        )?;
+    }
+    Ok(())
 }

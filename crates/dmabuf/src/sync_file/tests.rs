@@ -1325,6 +1325,35 @@ fn sw_sync_get_deadline() {
     assert!(matches!(get_deadline(&pending()), Err(Error::Invalid(_))));
 }
 
+#[test]
+fn a_sw_sync_point_is_not_a_container() {
+    use crate::fence::timeline::Timeline;
+    use crate::resv::{Resv, Usage};
+    for usage in [Usage::Kernel, Usage::Write, Usage::Read, Usage::Bookkeep] {
+        let tl = Timeline::new("resv");
+        let p = tl.create_fence(1);
+        assert!(!p.is_container());
+        let r = Resv::new();
+        let mut g = r.lock_no_ctx();
+        g.reserve_fences(1).unwrap();
+        g.add_fence(&p, usage).unwrap();
+        drop(g);
+        assert_eq!(r.num_fences(), 1);
+        assert!(!r.test_signaled(Usage::Bookkeep), "{usage:?}");
+        tl.inc(1);
+        assert!(r.test_signaled(Usage::Bookkeep), "{usage:?}");
+    }
+}
+
+#[test]
+fn a_sw_sync_point_imports_into_a_buffer() {
+    let c = selftest::cases()
+        .into_iter()
+        .find(|c| c.name == "sync/sw-sync-point-implicit-sync")
+        .unwrap();
+    crate::selftest::run_case(&c).result.unwrap();
+}
+
 // ---- a second process -----------------------------------------------------------------
 
 const CHILD_ENV: &str = "DMABUF_SYNC_FILE_CHILD";
