@@ -111,12 +111,6 @@ impl Export {
             write_record(&fd, f);
         }
     }
-
-    /// Whether the descriptor is kept for the callback now (for tests).
-    #[cfg(test)]
-    pub(super) fn keeps(&self) -> bool {
-        self.st.lock().keep.is_some()
-    }
 }
 
 /// Forks seen by this process: each `fork` adds 1 before (odd while under way) and 1

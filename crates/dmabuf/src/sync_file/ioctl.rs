@@ -280,7 +280,9 @@ pub fn fd_status(fd: BorrowedFd<'_>) -> Result<Status> {
 
 // ---- sw_sync as descriptors -----------------------------------------------------------
 
-/// `SW_SYNC_IOC_CREATE_FENCE`: a point of `tl` at `value`, exported as a sync file.
+/// `SW_SYNC_IOC_CREATE_FENCE`: a point of the in-process timeline `tl` at `value`,
+/// exported as a sync file. For a timeline that is itself a descriptor (inherited,
+/// sent, closed by its last close), see [`super::sw_sync`].
 ///
 /// Errors: as [`SyncFile::new`].
 pub fn sw_sync_create_fence(tl: &crate::fence::timeline::Timeline, value: u32) -> Result<SyncFile> {

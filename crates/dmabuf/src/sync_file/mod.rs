@@ -214,6 +214,7 @@ mod pid;
 mod proxy;
 mod record;
 mod registry;
+pub mod sw_sync;
 /// The background thread that signals proxy fences when their descriptor is readable or
 /// their liveness descriptor hangs up.
 mod watcher;
@@ -274,6 +275,36 @@ pub enum FdState {
     SignallerGone,
 }
 
+/// The descriptor of a sync file about to be made (see [`SyncFile::create_on`]).
+pub(super) struct Reserved {
+    fd: OwnedFd,
+    /// [`export::forks`] read before the eventfd was made.
+    forks: u64,
+}
+
+impl Reserved {
+    /// A new close-on-exec, non-blocking eventfd at 0.
+    ///
+    /// Errors: OS errors creating it (`EMFILE`, `ENFILE`, `ENOMEM`).
+    pub(super) fn new() -> Result<Reserved> {
+        use rustix::event::{eventfd, EventfdFlags};
+        // Read before the eventfd exists: a fork from here on is seen (see `export`).
+        let forks = export::forks();
+        #[cfg(test)]
+        if let Some(e) = hooks::fd_fails() {
+            return Err(e.into());
+        }
+        let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        Ok(Reserved { fd, forks })
+    }
+
+    /// Export `fence` under its default name on this descriptor. Cannot fail.
+    pub(super) fn export(self, fence: Fence) -> SyncFile {
+        let name = default_name(&fence);
+        SyncFile::create_on(self, fence, name).0
+    }
+}
+
 impl SyncFile {
     /// Export `fence` as a sync file (`sync_file_create`), named
     /// `<driver>-<timeline><context>-<seqno>`. The descriptor is a close-on-exec eventfd
@@ -296,11 +327,16 @@ impl SyncFile {
     /// (`None` if the fence had already signalled), for a caller that must undo the
     /// export of a sync file nobody else has seen. `name` is cut to 31 bytes in place,
     /// without a copy.
-    fn create(fence: Fence, mut name: String) -> Result<(SyncFile, Option<CallbackId>)> {
-        use rustix::event::{eventfd, EventfdFlags};
-        // Read before the eventfd exists: a fork from here on is seen (see `export`).
-        let forks = export::forks();
-        let fd = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
+    fn create(fence: Fence, name: String) -> Result<(SyncFile, Option<CallbackId>)> {
+        let r = Reserved::new()?;
+        Ok(Self::create_on(r, fence, name))
+    }
+
+    /// [`create`](SyncFile::create) on a descriptor made beforehand, by a caller that
+    /// must not fail once it has the fence. Cannot fail.
+    fn create_on(r: Reserved, fence: Fence, mut name: String) -> (SyncFile, Option<CallbackId>) {
+        let Reserved { fd, forks } = r;
+        let fd = Arc::new(fd);
         name.truncate(name_len(&name));
         let exp = Arc::new(Export::new(&fd, forks));
         let known = Arc::new(Known {
@@ -335,13 +371,13 @@ impl SyncFile {
                 None
             }
         };
-        Ok((
+        (
             SyncFile {
                 fd: Some(fd),
                 known,
             },
             cb,
-        ))
+        )
     }
 
     /// Import a descriptor (`sync_file_fdget` + `sync_file_get_fence`), taking ownership.

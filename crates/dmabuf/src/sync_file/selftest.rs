@@ -46,6 +46,10 @@ pub fn cases() -> Vec<Case> {
             "sync/sw-sync-point-implicit-sync",
             sw_sync_point_implicit_sync
         ),
+        c!(
+            "sync/sw-sync-timeline-descriptor",
+            sw_sync_timeline_descriptor
+        ),
     ]
 }
 
@@ -404,4 +408,43 @@ fn sw_sync_point_implicit_sync() -> R {
         )?;
     }
     Ok(())
+}
+
+/// The timeline as a descriptor: points made through it signal on increments made
+/// through any descriptor of it, the last close signals the pending ones with -ENOENT,
+/// and a descriptor that is not a timeline is refused with ENOTTY.
+fn sw_sync_timeline_descriptor() -> R {
+    use super::sw_sync;
+    let e = |r: crate::error::Error| r.to_string();
+    let tl = sw_sync::open().map_err(e)?;
+    let dup = rustix::io::fcntl_dupfd_cloexec(&tl, 0).map_err(|x| x.to_string())?;
+    let p1 = sw_sync::create_fence(tl.as_fd(), 1).map_err(e)?;
+    let p2 = sw_sync::create_fence(dup.as_fd(), 2).map_err(e)?;
+    sw_sync::inc(dup.as_fd(), 1).map_err(e)?;
+    ensure(p1.poll() && !p2.poll(), "inc signals the points reached")?;
+    drop(dup);
+    ensure(
+        !p2.poll(),
+        "closing one of two descriptors is not the last close",
+    )?;
+    drop(tl);
+    ensure(
+        wait(&p2, 10_000),
+        "the last close signals the pending point",
+    )?;
+    ensure(
+        p2.fence().get_status() == -2,
+        "the pending point reads -ENOENT after the last close",
+    )?;
+    let (r, w) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|x| x.to_string())?;
+    drop(r);
+    ensure(
+        sw_sync::create_fence(w.as_fd(), 1).is_err_and(|x| x.errno() == 25),
+        "a pipe that is not a timeline: ENOTTY",
+    )?;
+    ensure(
+        sw_sync::inc(p1.as_fd(), 1).is_err_and(|x| x.errno() == 25),
+        "a sync file is not a timeline: ENOTTY",
+    )
 }
