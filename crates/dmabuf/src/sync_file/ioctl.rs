@@ -194,9 +194,9 @@ pub fn ioctl_merge(fd: BorrowedFd<'_>, data: &mut SyncMergeData) -> Result<Owned
     let out = match sf.try_into_fd() {
         Ok(out) => out,
         Err(e) => {
-            // Nobody else saw this sync file: take its callback back, which closes the
-            // eventfd now and releases the merged fence without an unsignalled-release
-            // warning.
+            // Nobody else saw this sync file (its eventfd closed with it, unshared):
+            // take its callback back, which releases the merged fence without an
+            // unsignalled-release warning.
             if let Some(cb) = cb {
                 merged.remove_callback(cb);
             }

@@ -427,7 +427,10 @@ impl SyncFile {
         }
     }
 
-    /// The descriptor.
+    /// The descriptor, valid while this sync file lives. A duplicate made from it by
+    /// other means than the crate's gets the record only if the fence signals before
+    /// this sync file is dropped: use [`try_clone_fd`](SyncFile::try_clone_fd),
+    /// [`into_fd`](SyncFile::into_fd) or [`send_fd`] (see the module docs).
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.owned_fd().as_fd()
     }

@@ -161,6 +161,10 @@ pub(super) fn dup(fd: impl AsFd) -> Result<OwnedFd> {
     if hooks::dup_fails() {
         return Err(Error::Os(Errno::MFILE));
     }
+    #[cfg(test)]
+    if let Some(e) = hooks::fd_fails() {
+        return Err(Error::Os(e));
+    }
     Ok(rustix::io::fcntl_dupfd_cloexec(fd, 0)?)
 }
 

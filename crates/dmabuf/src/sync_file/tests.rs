@@ -604,6 +604,22 @@ fn dropped_shared_export_of_a_pending_fence_still_signals_its_copies() {
     assert_eq!(fd_status(d.as_fd()).unwrap(), Status::Signaled);
 }
 
+#[test]
+fn try_clone_fd_out_of_descriptors_or_memory_changes_nothing() {
+    for errno in [Errno::MFILE, Errno::NOMEM] {
+        let f = pending();
+        let sf = SyncFile::new(f.clone()).unwrap();
+        let n = sf.as_fd().as_raw_fd();
+        let id = eventfd_info(sf.as_fd()).unwrap().id.unwrap();
+        hooks::fail_fd_after(0, errno);
+        assert_eq!(sf.try_clone_fd().unwrap_err().errno(), errno.raw_os_error());
+        // Not shared by the failed attempt: dropping still closes at once.
+        drop(sf);
+        assert!(!still_open(n, id));
+        f.signal().unwrap();
+    }
+}
+
 /// What a duplicate made behind the crate's back gets: the record while the sync file
 /// lives, nothing once it was dropped before the signal (the documented price of
 /// closing at once).
