@@ -132,7 +132,11 @@ pub(super) fn forks() -> u64 {
         // count stays 0, and exports are then treated as unshared by forks.
         let _ = unsafe { pthread_atfork(Some(on_fork), Some(on_fork), None) };
     });
-    FORKS.load(SeqCst)
+    #[cfg(test)]
+    let pretended = PRETENDED.with(std::cell::Cell::get);
+    #[cfg(not(test))]
+    let pretended = 0;
+    FORKS.load(SeqCst) + pretended
 }
 
 static FORKS: AtomicU64 = AtomicU64::new(0);
@@ -142,10 +146,16 @@ unsafe extern "C" fn on_fork() {
     FORKS.fetch_add(1, SeqCst);
 }
 
-/// Act as if this process forked now (both handlers), for tests: a real fork of the
-/// multi-threaded test process is not safe.
+#[cfg(test)]
+thread_local! {
+    /// Forks pretended on this thread (tests run beside each other: a pretended fork
+    /// must not make other tests' exports shared).
+    static PRETENDED: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Act, on this thread, as if this process forked now (both handlers), for tests: a
+/// real fork of the multi-threaded test process is not safe.
 #[cfg(test)]
 pub(super) fn pretend_fork() {
-    forks();
-    FORKS.fetch_add(2, SeqCst);
+    PRETENDED.with(|c| c.set(c.get() + 2));
 }
