@@ -3,7 +3,8 @@
 //! The kernel's timeline is an open file: a child made by `fork` inherits it, it crosses
 //! processes over a socket, and the last close of it anywhere signals every pending
 //! point with `-ENOENT`. [`open`] gives a descriptor with those semantics, worked with
-//! [`create_fence`] (`SW_SYNC_IOC_CREATE_FENCE`) and [`inc`] (`SW_SYNC_IOC_INC`); the
+//! [`create_fence`] (`SW_SYNC_IOC_CREATE_FENCE`), [`inc`] (`SW_SYNC_IOC_INC`) and
+//! [`get_deadline`] (`SW_SYNC_GET_DEADLINE`); the
 //! in-process [`Timeline`] type is unchanged.
 //!
 //! # The descriptor
@@ -68,7 +69,7 @@ use std::sync::Arc;
 #[cfg(test)]
 use super::hooks;
 #[cfg(doc)]
-use super::{ioctl_merge, send_fd};
+use super::{get_fence, ioctl_merge, send_fd};
 
 /// Marks a token ("sw_sync!" in little-endian bytes).
 const MAGIC: u64 = u64::from_le_bytes(*b"sw_sync!");
@@ -212,6 +213,19 @@ pub fn inc(tl: BorrowedFd<'_>, n: u32) -> Result<()> {
     };
     e.advance_to(new);
     Ok(())
+}
+
+/// The earliest deadline set on the point behind sync file `fence` (`SW_SYNC_GET_DEADLINE`
+/// on timeline `tl`).
+///
+/// Errors: [`Error::NoTty`] (`ENOTTY`) if `tl` is not a timeline descriptor;
+/// [`Error::Invalid`] (`EINVAL`) if `fence` is not a sync file of a sw_sync point;
+/// [`Error::NoEntry`] (`ENOENT`) if no deadline was set; errors of [`get_fence`] other
+/// than `EINVAL` (`EMFILE`…) if that cannot be told.
+pub fn get_deadline(tl: BorrowedFd<'_>, fence: BorrowedFd<'_>) -> Result<u64> {
+    entry(tl)?;
+    let f = super::get_fence(fence)?;
+    crate::fence::timeline::get_deadline(&f)
 }
 
 /// An exclusive `flock`, released on drop.

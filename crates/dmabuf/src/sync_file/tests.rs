@@ -1400,6 +1400,28 @@ fn sw_sync_timeline_descriptor_in_one_process() {
     assert_eq!(fd_status(p1.as_fd()).unwrap(), Status::Signaled);
     // A value reached gives a point signalled at birth.
     assert!(sw_sync::create_fence(tl.as_fd(), 1).unwrap().poll());
+    // Deadlines, through the descriptors.
+    assert_eq!(
+        sw_sync::get_deadline(tl.as_fd(), p3.as_fd())
+            .unwrap_err()
+            .errno(),
+        2
+    );
+    p3.set_deadline(77);
+    assert_eq!(sw_sync::get_deadline(tl.as_fd(), p3.as_fd()).unwrap(), 77);
+    let other = SyncFile::new(pending()).unwrap();
+    assert_eq!(
+        sw_sync::get_deadline(tl.as_fd(), other.as_fd())
+            .unwrap_err()
+            .errno(),
+        22
+    );
+    assert_eq!(
+        sw_sync::get_deadline(other.as_fd(), p3.as_fd())
+            .unwrap_err()
+            .errno(),
+        25
+    );
     // A duplicate of the descriptor is the same timeline.
     let d = cloexec_dup(&tl);
     let p4 = sw_sync::create_fence(d.as_fd(), 4).unwrap();
