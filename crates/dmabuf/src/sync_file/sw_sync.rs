@@ -44,7 +44,8 @@
 //!
 //! - Needs `/proc` (to open a read end of the pipe) and Linux's `tee`.
 //! - Anybody holding the descriptor can write to it and so break the timeline (the
-//!   token would then read as garbage: [`inc`] and [`create_fence`] fail with `EIO`);
+//!   token would then read as garbage: [`inc`] fails with `EIO`, and a process that
+//!   had not used the timeline yet takes it for a descriptor that is not one);
 //!   the kernel's file has no such hole.
 //! - A process killed in the few instructions between taking the token out and putting
 //!   the new one in leaves the pipe without a token: [`inc`] then fails with `EIO` after
@@ -164,9 +165,9 @@ pub fn open() -> Result<OwnedFd> {
 /// increments it past `value`, or with `-ENOENT` at the timeline's last close.
 ///
 /// Errors: [`Error::NoTty`] (`ENOTTY`) if `tl` is not a timeline descriptor (see the
-/// module docs); `EIO` if its token is damaged; OS errors opening this process's read
-/// end of it, starting the watcher, or creating the sync file (`EMFILE`, `ENFILE`,
-/// `ENOMEM`). On error nothing is left open or registered, and the timeline has no new
+/// module docs; a timeline whose token was damaged before this process first used it
+/// reads as one that is not); OS errors opening this process's read end of it,
+/// starting the watcher, or creating the sync file (`EMFILE`, `ENFILE`, `ENOMEM`). On error nothing is left open or registered, and the timeline has no new
 /// point.
 pub fn create_fence(tl: BorrowedFd<'_>, value: u32) -> Result<SyncFile> {
     // The sync file's descriptor first: once the point exists, nothing can fail.
