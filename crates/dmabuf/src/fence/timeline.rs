@@ -151,14 +151,24 @@ impl Timeline {
     }
 }
 
-impl Drop for Timeline {
-    fn drop(&mut self) {
+impl Timeline {
+    /// Signal every pending point with `-ENOENT`, as the last close of the kernel's
+    /// timeline file does (what dropping the timeline does); points made afterwards
+    /// are pending again until the value reaches them. Takes the signal lock (must not
+    /// be called from a point's callback).
+    pub(crate) fn close(&self) {
         let _order = self.inner.signal_lock.lock();
         let all = std::mem::take(&mut *self.inner.pending.lock());
         for p in all {
             let _ = p.set_error(-(rustix::io::Errno::NOENT.raw_os_error()));
             let _ = p.signal();
         }
+    }
+}
+
+impl Drop for Timeline {
+    fn drop(&mut self) {
+        self.close();
     }
 }
 

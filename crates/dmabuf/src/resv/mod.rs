@@ -464,7 +464,9 @@ impl<'a> ResvGuard<'a> {
     /// (also a lockdep `Misuse` report); nothing changes.
     #[track_caller]
     pub fn add_fence(&mut self, fence: &Fence, usage: Usage) -> Result<()> {
-        if !matches!(fence.ops().container(), fence::Container::None) {
+        // `dma_fence_is_container`: arrays and chains only. A sw_sync point carries a
+        // tag of its own in the same enum (for `get_deadline`) and is a plain fence.
+        if fence.is_container() {
             return Err(Error::Invalid(
                 "container fence added to a reservation object; add its leaves",
             ));

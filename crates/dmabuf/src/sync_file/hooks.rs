@@ -112,3 +112,34 @@ pub(super) fn dup_fails() -> bool {
         None => false,
     })
 }
+
+thread_local! {
+    /// `Some((n, e))`: the `n + 1`-th new descriptor from now on this thread (in the
+    /// code paths that ask: sync-file exports, sw_sync timelines) fails with `e`.
+    static FAIL_FD: Cell<Option<(u32, rustix::io::Errno)>> = const { Cell::new(None) };
+}
+
+/// Let `n` more new descriptors succeed on this thread, then fail the next one with
+/// `errno` (once).
+pub(crate) fn fail_fd_after(n: u32, errno: rustix::io::Errno) {
+    FAIL_FD.with(|c| c.set(Some((n, errno))));
+}
+
+/// Whether a descriptor failure is still to come (then clears it).
+pub(crate) fn fd_fault_armed_then_disarm() -> bool {
+    FAIL_FD.with(|c| c.take().is_some())
+}
+
+pub(super) fn fd_fails() -> Option<rustix::io::Errno> {
+    FAIL_FD.with(|c| match c.get() {
+        Some((0, e)) => {
+            c.set(None);
+            Some(e)
+        }
+        Some((n, e)) => {
+            c.set(Some((n - 1, e)));
+            None
+        }
+        None => None,
+    })
+}

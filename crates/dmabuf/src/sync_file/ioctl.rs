@@ -194,9 +194,9 @@ pub fn ioctl_merge(fd: BorrowedFd<'_>, data: &mut SyncMergeData) -> Result<Owned
     let out = match sf.try_into_fd() {
         Ok(out) => out,
         Err(e) => {
-            // Nobody else saw this sync file: take its callback back, which closes the
-            // eventfd now and releases the merged fence without an unsignalled-release
-            // warning.
+            // Nobody else saw this sync file (its eventfd closed with it, unshared):
+            // take its callback back, which releases the merged fence without an
+            // unsignalled-release warning.
             if let Some(cb) = cb {
                 merged.remove_callback(cb);
             }
@@ -280,7 +280,9 @@ pub fn fd_status(fd: BorrowedFd<'_>) -> Result<Status> {
 
 // ---- sw_sync as descriptors -----------------------------------------------------------
 
-/// `SW_SYNC_IOC_CREATE_FENCE`: a point of `tl` at `value`, exported as a sync file.
+/// `SW_SYNC_IOC_CREATE_FENCE`: a point of the in-process timeline `tl` at `value`,
+/// exported as a sync file. For a timeline that is itself a descriptor (inherited,
+/// sent, closed by its last close), see [`super::sw_sync`].
 ///
 /// Errors: as [`SyncFile::new`].
 pub fn sw_sync_create_fence(tl: &crate::fence::timeline::Timeline, value: u32) -> Result<SyncFile> {

@@ -37,6 +37,19 @@
 //! [`signal_timestamp`](Fence::signal_timestamp) can produce) reads off by a multiple of
 //! `2^51` ns.
 //!
+//! ## The descriptor's lifetime
+//!
+//! As in the kernel, dropping a [`SyncFile`] closes its descriptor at once, pending or
+//! not: the fence callback that writes the record holds the descriptor only weakly, and
+//! writes nothing if it is gone. A loop of merges over pending fences that drops each
+//! previous sync file keeps a constant number of descriptors open. The callback takes the
+//! descriptor over, and holds it until it has written the record, only where another
+//! holder may be waiting for it, which this process can tell when the descriptor went
+//! through the crate: a [`send_fd`] of it, [`SyncFile::into_fd`] (or `try_into_fd`, and so
+//! [`ioctl_merge`]), [`SyncFile::try_clone_fd`], a [`SyncFile::from_fd`] of a duplicate,
+//! or a `fork` while it lived (counted by a `pthread_atfork` handler). See *Known
+//! differences* for duplicates made any other way.
+//!
 //! # Signaller death: the liveness channel
 //!
 //! An eventfd has no other end that closes when the signalling process dies. So each
@@ -151,6 +164,20 @@
 //!   reports `EPOLLIN` once signalled and nothing else. Poll for `POLLIN` only (as
 //!   [`poll_readable`] does): a caller asking for `POLLOUT`, or for any event, sees the
 //!   descriptor ready at once.
+//! - **A duplicate made behind the crate's back loses the record once its [`SyncFile`]
+//!   is gone.** A `dup` of [`as_fd`](SyncFile::as_fd), a descriptor sent by another
+//!   library's `sendmsg` or inherited over `exec` with close-on-exec cleared, sees the
+//!   record if the fence signals while the sync file lives; if the sync file is dropped
+//!   first, its descriptor closes and the record is never written, so the duplicate
+//!   stays pending. The kernel's file lives while any descriptor does. The crate cannot
+//!   see such duplicates, and keeping every pending export's descriptor open for them
+//!   would keep them all open (the `EMFILE` this replaced): make duplicates with
+//!   [`SyncFile::try_clone_fd`] or [`into_fd`](SyncFile::into_fd), and send with
+//!   [`send_fd`]. A `fork` done without `pthread_atfork` handlers (a raw `clone`) is
+//!   not seen either. Conversely, a shared export's descriptor stays open until its
+//!   fence signals (or is released), even if every other holder is gone; in particular
+//!   descriptors returned by [`ioctl_merge`] and `into_fd` for pending fences each keep
+//!   one eventfd open until then.
 //! - **A descriptor passed without [`send_fd`] carries no liveness.** If its signalling
 //!   process dies without signalling, readers elsewhere wait forever; in the kernel the
 //!   fence belongs to a driver, not to the process, and does not depend on it staying
@@ -172,6 +199,9 @@ use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
 
 mod bench;
+/// The writing side of an export: holds its descriptor only while another holder may
+/// wait for the record.
+mod export;
 /// Fault injection for tests, per thread (tests run beside each other).
 #[cfg(test)]
 pub(crate) mod hooks;
@@ -184,6 +214,7 @@ mod pid;
 mod proxy;
 mod record;
 mod registry;
+pub mod sw_sync;
 /// The background thread that signals proxy fences when their descriptor is readable or
 /// their liveness descriptor hangs up.
 mod watcher;
@@ -197,8 +228,9 @@ pub use passing::{recv_fd, send_fd};
 pub use record::{peek, poll_readable};
 pub use registry::get_fence;
 
+use export::Export;
 use ioctl::file_info;
-use record::{dup, eventfd_info, readable_now, write_record};
+use record::{dup, eventfd_info, readable_now};
 #[cfg(test)]
 use registry::stash_liveness;
 use registry::{default_name, lookup, registry, ByFd, Known, Origin, Pinned};
@@ -210,7 +242,8 @@ use registry::{default_name, lookup, registry, ByFd, Known, Origin, Pinned};
 /// Invariant: while it lives, the registry's fast map has an entry for its descriptor
 /// number; `fd` is `None` only inside [`into_fd`](SyncFile::into_fd) and `drop`.
 pub struct SyncFile {
-    /// The eventfd, shared with the export's fence callback until that has run.
+    /// The eventfd. For an export of this process, its fence callback holds it weakly,
+    /// and takes it over on drop only if the export was shared (see the module docs).
     fd: Option<Arc<OwnedFd>>,
     known: Arc<Known>,
 }
@@ -242,6 +275,36 @@ pub enum FdState {
     SignallerGone,
 }
 
+/// The descriptor of a sync file about to be made (see [`SyncFile::create_on`]).
+pub(super) struct Reserved {
+    fd: OwnedFd,
+    /// [`export::forks`] read before the eventfd was made.
+    forks: u64,
+}
+
+impl Reserved {
+    /// A new close-on-exec, non-blocking eventfd at 0.
+    ///
+    /// Errors: OS errors creating it (`EMFILE`, `ENFILE`, `ENOMEM`).
+    pub(super) fn new() -> Result<Reserved> {
+        use rustix::event::{eventfd, EventfdFlags};
+        // Read before the eventfd exists: a fork from here on is seen (see `export`).
+        let forks = export::forks();
+        #[cfg(test)]
+        if let Some(e) = hooks::fd_fails() {
+            return Err(e.into());
+        }
+        let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        Ok(Reserved { fd, forks })
+    }
+
+    /// Export `fence` under its default name on this descriptor. Cannot fail.
+    pub(super) fn export(self, fence: Fence) -> SyncFile {
+        let name = default_name(&fence);
+        SyncFile::create_on(self, fence, name).0
+    }
+}
+
 impl SyncFile {
     /// Export `fence` as a sync file (`sync_file_create`), named
     /// `<driver>-<timeline><context>-<seqno>`. The descriptor is a close-on-exec eventfd
@@ -264,14 +327,22 @@ impl SyncFile {
     /// (`None` if the fence had already signalled), for a caller that must undo the
     /// export of a sync file nobody else has seen. `name` is cut to 31 bytes in place,
     /// without a copy.
-    fn create(fence: Fence, mut name: String) -> Result<(SyncFile, Option<CallbackId>)> {
-        use rustix::event::{eventfd, EventfdFlags};
-        let fd = Arc::new(eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?);
+    fn create(fence: Fence, name: String) -> Result<(SyncFile, Option<CallbackId>)> {
+        let r = Reserved::new()?;
+        Ok(Self::create_on(r, fence, name))
+    }
+
+    /// [`create`](SyncFile::create) on a descriptor made beforehand, by a caller that
+    /// must not fail once it has the fence. Cannot fail.
+    fn create_on(r: Reserved, fence: Fence, mut name: String) -> (SyncFile, Option<CallbackId>) {
+        let Reserved { fd, forks } = r;
+        let fd = Arc::new(fd);
         name.truncate(name_len(&name));
+        let exp = Arc::new(Export::new(&fd, forks));
         let known = Arc::new(Known {
             fence: fence.clone(),
             name,
-            origin: Origin::Local,
+            origin: Origin::Local(exp.clone()),
         });
         let old = registry().lock().by_fd.insert(
             fd.as_raw_fd(),
@@ -281,32 +352,32 @@ impl SyncFile {
             },
         );
         drop(old);
-        // The callback keeps the eventfd open until it has written the record, even if
-        // this object is dropped or gives its descriptor away first. A child made by
-        // `fork` without `exec` shares the eventfd but not the fence: what happens to its
-        // copy of the fence (say it drops the last copy unsignalled, -EDEADLK) is not a
-        // signal of this one, and must not reach the parent's readers.
-        let w = fd.clone();
+        // The callback writes through the export's descriptor while something holds it
+        // (see `export`): it does not keep it open by itself. A child made by `fork`
+        // without `exec` shares the eventfd but not the fence: what happens to its copy of
+        // the fence (say it drops the last copy unsignalled, -EDEADLK) is not a signal of
+        // this one, and must not reach the parent's readers.
         let exporter = pid::current();
+        let writer = exp.clone();
         let cb = match fence.add_callback(move |f: &Fence| {
             if pid::current() == exporter {
-                write_record(&w, f);
+                writer.write(f);
             }
         }) {
             Ok(id) => Some(id),
             Err((_, cb)) => {
                 drop(cb);
-                write_record(&fd, &fence);
+                exp.write(&fence);
                 None
             }
         };
-        Ok((
+        (
             SyncFile {
                 fd: Some(fd),
                 known,
             },
             cb,
-        ))
+        )
     }
 
     /// Import a descriptor (`sync_file_fdget` + `sync_file_get_fence`), taking ownership.
@@ -320,6 +391,11 @@ impl SyncFile {
     /// was handed over.
     pub fn from_fd(fd: OwnedFd) -> Result<SyncFile> {
         let (known, id) = lookup(fd.as_fd())?;
+        // A second holder of one of our exports: it must get the record even if the
+        // export's own sync file goes first.
+        if let Origin::Local(e) = &known.origin {
+            e.share();
+        }
         let old = registry().lock().by_fd.insert(
             fd.as_raw_fd(),
             ByFd {
@@ -351,7 +427,10 @@ impl SyncFile {
         }
     }
 
-    /// The descriptor.
+    /// The descriptor, valid while this sync file lives. A duplicate made from it by
+    /// other means than the crate's gets the record only if the fence signals before
+    /// this sync file is dropped: use [`try_clone_fd`](SyncFile::try_clone_fd),
+    /// [`into_fd`](SyncFile::into_fd) or [`send_fd`] (see the module docs).
     pub fn as_fd(&self) -> BorrowedFd<'_> {
         self.owned_fd().as_fd()
     }
@@ -362,7 +441,8 @@ impl SyncFile {
     /// descriptor number refers to the eventfd.
     ///
     /// Costs a `dup` and an fdinfo read. If the fence is still pending, the returned
-    /// descriptor is a duplicate (the fence callback keeps the original until it writes).
+    /// descriptor is a duplicate, and the fence callback keeps the original until it
+    /// writes: the caller may duplicate, send or close the one it got as it likes.
     ///
     /// # Panics
     ///
@@ -381,8 +461,8 @@ impl SyncFile {
     ///
     /// Errors: OS errors duplicating the descriptor while the fence is still pending
     /// (`EMFILE`, `ENFILE`, `ENOMEM`). The sync file is then dropped as it is when it goes
-    /// out of scope: its descriptor closes (once the fence callback has written, if
-    /// others hold duplicates), and nothing is leaked.
+    /// out of scope: its descriptor closes (once the fence callback has written, if the
+    /// export was shared: see the module docs), and nothing is leaked.
     pub fn try_into_fd(mut self) -> Result<OwnedFd> {
         let Some(fd) = self.fd.take() else {
             unreachable!("the descriptor is only taken by into_fd and drop")
@@ -390,18 +470,39 @@ impl SyncFile {
         let n = fd.as_raw_fd();
         // The descriptor to hand over first: on failure `self` is whole again, and its
         // drop removes the fast-map entry before closing (number `n` is open until then).
-        let (user, pin) = match Arc::try_unwrap(fd) {
-            // The callback has run (or was never registered): hand over the original.
-            Ok(own) => {
-                let pin = dup(&own).ok().map(Arc::new);
-                (own, pin)
-            }
-            Err(shared) => match dup(&*shared) {
-                Ok(user) => (user, Some(shared)),
-                Err(e) => {
-                    self.fd = Some(shared);
-                    return Err(e);
+        let export = match &self.known.origin {
+            Origin::Local(e) if e.is_original(&fd) => Some(e.clone()),
+            _ => None,
+        };
+        let (user, pin) = match export {
+            // Pending: the caller gets a duplicate, to do anything with (send it, dup
+            // it, close it); the original is the id map's pin and is kept for the
+            // callback until it has written (the export is shared from now on).
+            Some(e) if !e.written() => match dup(&*fd) {
+                Ok(user) => {
+                    e.share();
+                    e.release(fd.clone());
+                    (user, Some(fd))
                 }
+                Err(err) => {
+                    self.fd = Some(fd);
+                    return Err(err);
+                }
+            },
+            _ => match Arc::try_unwrap(fd) {
+                // Signalled, or not our export: hand over the original.
+                Ok(own) => {
+                    let pin = dup(&own).ok().map(Arc::new);
+                    (own, pin)
+                }
+                // The callback is writing through it right now.
+                Err(shared) => match dup(&*shared) {
+                    Ok(user) => (user, Some(shared)),
+                    Err(e) => {
+                        self.fd = Some(shared);
+                        return Err(e);
+                    }
+                },
             },
         };
         let cached = registry().lock().by_fd.remove(&n);
@@ -424,6 +525,20 @@ impl SyncFile {
             }
         }
         Ok(user)
+    }
+
+    /// A close-on-exec duplicate of the descriptor that receives the record even if
+    /// this sync file is dropped first (a duplicate made from [`as_fd`](SyncFile::as_fd)
+    /// by other means does not: see the module docs).
+    ///
+    /// Errors: OS errors of the duplicate (`EMFILE`, `ENFILE`, `ENOMEM`); nothing changes
+    /// then.
+    pub fn try_clone_fd(&self) -> Result<OwnedFd> {
+        let d = dup(self.owned_fd())?;
+        if let Origin::Local(e) = &self.known.origin {
+            e.share();
+        }
+        Ok(d)
     }
 
     /// Whether the descriptor polls readable now (the fence signalled, ok or error).
@@ -466,7 +581,12 @@ impl Drop for SyncFile {
             // Out of the fast map before the number can be closed and reused.
             let entry = registry().lock().by_fd.remove(&fd.as_raw_fd());
             drop(entry);
-            drop(fd);
+            // Closed now, unless the export is shared and still pending (then its
+            // callback keeps it until it has written the record).
+            match &self.known.origin {
+                Origin::Local(e) if e.is_original(&fd) => e.release(fd),
+                _ => drop(fd),
+            }
         }
     }
 }

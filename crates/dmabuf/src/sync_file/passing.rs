@@ -31,7 +31,7 @@ pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> Result<()> {
         Err(Error::Invalid(_) | Error::BadFd) => Ok(None),
         Err(e) => Err(e),
     };
-    let live = match writer_of(fd, id)? {
+    let live = match writer_of(fd, id, true)? {
         Some(None) => Some(liveness::read_end()?),
         Some(Some(l)) => Some(l),
         None => None,

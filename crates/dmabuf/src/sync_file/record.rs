@@ -161,6 +161,10 @@ pub(super) fn dup(fd: impl AsFd) -> Result<OwnedFd> {
     if hooks::dup_fails() {
         return Err(Error::Os(Errno::MFILE));
     }
+    #[cfg(test)]
+    if let Some(e) = hooks::fd_fails() {
+        return Err(Error::Os(e));
+    }
     Ok(rustix::io::fcntl_dupfd_cloexec(fd, 0)?)
 }
 
@@ -195,7 +199,7 @@ pub fn peek(fd: BorrowedFd<'_>) -> Result<FdState> {
     })?;
     match decode_record(info.count, ktime_now()) {
         Record::Pending => {
-            let Ok(Some(Some(live))) = writer_of(fd, || Ok(info.id)) else {
+            let Ok(Some(Some(live))) = writer_of(fd, || Ok(info.id), false) else {
                 return Ok(FdState::Pending);
             };
             if !hung_up(live.as_fd()) {

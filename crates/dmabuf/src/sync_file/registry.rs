@@ -1,3 +1,4 @@
+use super::export::Export;
 use super::proxy::{signal_from, Proxy};
 use super::record::{decode_record, dup, eventfd_info, fdinfo_of, Record};
 use super::FdState;
@@ -15,8 +16,8 @@ use super::{recv_fd, SyncFile};
 
 /// Who writes a sync file's record.
 pub(super) enum Origin {
-    /// This process (its fence callback).
-    Local,
+    /// This process (its fence callback, through this writing side).
+    Local(Arc<Export>),
     /// Another process; with its liveness read end if that came along.
     Remote(Option<Arc<OwnedFd>>),
 }
@@ -286,19 +287,24 @@ fn lookup_slow(fd: BorrowedFd<'_>) -> Result<(Arc<Known>, Option<u64>)> {
 /// Who writes the record of `fd`, as far as this process knows: `Some(None)` this
 /// process, `Some(Some(l))` another process whose liveness read end is `l`, `None`
 /// unknown (or another process without a liveness descriptor). `id` gives the eventfd
-/// id when `fd` is not owned by a live [`SyncFile`].
+/// id when `fd` is not owned by a live [`SyncFile`]. With `share`, an export of this
+/// process is marked shared (its descriptor is about to reach another holder).
 ///
 /// Errors: those of `id`.
 pub(super) fn writer_of(
     fd: BorrowedFd<'_>,
     id: impl FnOnce() -> Result<Option<u64>>,
+    share: bool,
 ) -> Result<Option<Option<Arc<OwnedFd>>>> {
-    fn of(k: &Known) -> Option<Option<Arc<OwnedFd>>> {
-        match &k.origin {
-            Origin::Local => Some(None),
-            Origin::Remote(l) => l.clone().map(Some),
+    let of = |k: &Known| match &k.origin {
+        Origin::Local(e) => {
+            if share {
+                e.share();
+            }
+            Some(None)
         }
-    }
+        Origin::Remote(l) => l.clone().map(Some),
+    };
     if let Some(e) = registry().lock().by_fd.get(&fd.as_raw_fd()) {
         return Ok(of(&e.known));
     }

@@ -42,6 +42,14 @@ pub fn cases() -> Vec<Case> {
             "sync/fd-copies-and-foreign-records",
             fd_copies_and_foreign_records
         ),
+        c!(
+            "sync/sw-sync-point-implicit-sync",
+            sw_sync_point_implicit_sync
+        ),
+        c!(
+            "sync/sw-sync-timeline-descriptor",
+            sw_sync_timeline_descriptor
+        ),
     ]
 }
 
@@ -366,5 +374,77 @@ fn fd_copies_and_foreign_records() -> R {
     ensure(
         f.is_signaled() && f.get_status() == -110 && f.timestamp() == Some(ts),
         "a foreign record imports as a signalled proxy with its status and time",
+    )
+}
+
+/// A sw_sync point is a plain fence, not a container: its sync file imports into a
+/// buffer's implicit sync (`DMA_BUF_IOCTL_IMPORT_SYNC_FILE`) with READ, WRITE and
+/// READ|WRITE, making the buffer busy in the right directions until the timeline
+/// reaches the point.
+fn sw_sync_point_implicit_sync() -> R {
+    use crate::buf::simple::SimpleExporter;
+    use crate::buf::sync_flags;
+    let s = |r: crate::error::Result<()>| r.map_err(|e| e.to_string());
+    // (flags, readable while pending, writable while pending)
+    for (flags, readable, what) in [
+        (sync_flags::READ, true, "READ"),
+        (sync_flags::WRITE, false, "WRITE"),
+        (sync_flags::RW, false, "READ|WRITE"),
+    ] {
+        let ex = SimpleExporter::new(1).map_err(|e| e.to_string())?;
+        let b = ex.export().map_err(|e| e.to_string())?;
+        let tl = Timeline::new("implicit");
+        let sf = sw_sync_create_fence(&tl, 1).map_err(|e| e.to_string())?;
+        s(b.import_sync_file(flags, sf.as_fd()))?;
+        ensure(b.resv().num_fences() == 1, "the point was added")?;
+        ensure(
+            b.poll() == (readable, false),
+            &format!("{what}: busy while the point is pending"),
+        )?;
+        tl.inc(1);
+        ensure(
+            b.poll() == (true, true),
+            &format!("{what}: idle once it signals"),
+        )?;
+    }
+    Ok(())
+}
+
+/// The timeline as a descriptor: points made through it signal on increments made
+/// through any descriptor of it, the last close signals the pending ones with -ENOENT,
+/// and a descriptor that is not a timeline is refused with ENOTTY.
+fn sw_sync_timeline_descriptor() -> R {
+    use super::sw_sync;
+    let e = |r: crate::error::Error| r.to_string();
+    let tl = sw_sync::open().map_err(e)?;
+    let dup = rustix::io::fcntl_dupfd_cloexec(&tl, 0).map_err(|x| x.to_string())?;
+    let p1 = sw_sync::create_fence(tl.as_fd(), 1).map_err(e)?;
+    let p2 = sw_sync::create_fence(dup.as_fd(), 2).map_err(e)?;
+    sw_sync::inc(dup.as_fd(), 1).map_err(e)?;
+    ensure(p1.poll() && !p2.poll(), "inc signals the points reached")?;
+    drop(dup);
+    ensure(
+        !p2.poll(),
+        "closing one of two descriptors is not the last close",
+    )?;
+    drop(tl);
+    ensure(
+        wait(&p2, 10_000),
+        "the last close signals the pending point",
+    )?;
+    ensure(
+        p2.fence().get_status() == -2,
+        "the pending point reads -ENOENT after the last close",
+    )?;
+    let (r, w) =
+        rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|x| x.to_string())?;
+    drop(r);
+    ensure(
+        sw_sync::create_fence(w.as_fd(), 1).is_err_and(|x| x.errno() == 25),
+        "a pipe that is not a timeline: ENOTTY",
+    )?;
+    ensure(
+        sw_sync::inc(p1.as_fd(), 1).is_err_and(|x| x.errno() == 25),
+        "a sync file is not a timeline: ENOTTY",
     )
 }

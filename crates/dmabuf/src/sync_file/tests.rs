@@ -8,6 +8,7 @@ use super::record::{
 };
 use super::registry::SWEEP_MIN;
 use super::*;
+use super::{export, record};
 use crate::error::Error;
 use crate::fence::unwrap::unwrap;
 use crate::fence::Fence;
@@ -507,23 +508,201 @@ fn into_fd_then_dup_then_import_gives_the_same_fence() {
     assert!(Fence::ptr_eq(&get_fence(d.as_fd()).unwrap(), &g));
 }
 
+/// Whether descriptor number `n` still refers to the eventfd with id `id` (another test
+/// may have reused the number for another file meanwhile: that is "no").
+fn still_open(n: i32, id: u64) -> bool {
+    matches!(record::fdinfo_of(n), Ok(i) if i.id == Some(id))
+}
+
 #[test]
-fn dropped_export_of_a_pending_fence_still_signals_its_copies() {
+fn dropping_an_unshared_pending_export_closes_its_descriptor_now() {
     let f = pending();
     let sf = SyncFile::new(f.clone()).unwrap();
-    let d = cloexec_dup(sf.as_fd());
+    let n = sf.as_fd().as_raw_fd();
+    let id = eventfd_info(sf.as_fd()).unwrap().id.unwrap();
     drop(sf);
-    assert!(!poll_readable(d.as_fd(), Some(Duration::ZERO)).unwrap());
+    assert!(
+        !still_open(n, id),
+        "the dropped sync file's descriptor is still open"
+    );
+    // The callback finds nothing to write to, and frees nothing twice.
     f.signal().unwrap();
-    assert!(poll_readable(d.as_fd(), Some(Duration::ZERO)).unwrap());
+    // The same through a merge of pending fences.
+    let (g, h) = (pending(), pending());
+    let (a, b) = (
+        SyncFile::new(g.clone()).unwrap(),
+        SyncFile::new(h.clone()).unwrap(),
+    );
+    let m = a.merge("m", &b).unwrap();
+    let (n, id) = (
+        m.as_fd().as_raw_fd(),
+        eventfd_info(m.as_fd()).unwrap().id.unwrap(),
+    );
+    drop(m);
+    assert!(!still_open(n, id));
+    g.signal().unwrap();
+    h.signal().unwrap();
+    assert!(a.poll() && b.poll());
+}
+
+#[test]
+fn dropped_shared_export_of_a_pending_fence_still_signals_its_copies() {
+    // Each way this process knows the descriptor reached another holder: that holder
+    // still gets the record after the sync file is dropped, and the export's own
+    // descriptor stays open only until then.
+    let (sa, sb) = seqpacket_pair();
+    type Share = fn(&SyncFile, BorrowedFd<'_>, BorrowedFd<'_>) -> OwnedFd;
+    let ways: [(&str, Share); 4] = [
+        ("try_clone_fd", |sf, _, _| sf.try_clone_fd().unwrap()),
+        ("send_fd", |sf, a, b| {
+            send_fd(a, sf.as_fd()).unwrap();
+            recv_all(b).swap_remove(0)
+        }),
+        ("from_fd of a duplicate", |sf, _, _| {
+            // Held as a second sync file, which is leaked here on purpose into its
+            // descriptor: it is what must keep seeing the record.
+            SyncFile::from_fd(cloexec_dup(sf.as_fd()))
+                .unwrap()
+                .into_fd()
+        }),
+        ("fork", |sf, _, _| {
+            export::pretend_fork();
+            cloexec_dup(sf.as_fd())
+        }),
+    ];
+    for (i, (how, share)) in ways.into_iter().enumerate() {
+        // A second sync file holds the fence, as the kernel's file does: it is not
+        // released by dropping `f`.
+        let releases: &[bool] = if i == 2 { &[false] } else { &[false, true] };
+        for &release in releases {
+            let f = pending();
+            let sf = SyncFile::new(f.clone()).unwrap();
+            let n = sf.as_fd().as_raw_fd();
+            let id = eventfd_info(sf.as_fd()).unwrap().id.unwrap();
+            let d = share(&sf, sa.as_fd(), sb.as_fd());
+            drop(sf);
+            assert!(still_open(n, id), "{how}: closed before the record");
+            assert!(!poll_readable(d.as_fd(), Some(Duration::ZERO)).unwrap());
+            // Signalled, or released unsignalled (the core's -EDEADLK).
+            let want = if release {
+                drop(f);
+                Status::Error(-35)
+            } else {
+                f.signal().unwrap();
+                Status::Signaled
+            };
+            assert_eq!(fd_status(d.as_fd()).unwrap(), want, "{how}");
+            assert!(!still_open(n, id), "{how}: kept after the record");
+        }
+    }
+    // into_fd hands over a descriptor the caller may do anything with.
+    let f = pending();
+    let fd = SyncFile::new(f.clone()).unwrap().into_fd();
+    let d = cloexec_dup(&fd);
+    drop(fd);
+    f.signal().unwrap();
     assert_eq!(fd_status(d.as_fd()).unwrap(), Status::Signaled);
-    // Released unsignalled: the callback still writes, with the core's -EDEADLK.
+}
+
+#[test]
+fn try_clone_fd_out_of_descriptors_or_memory_changes_nothing() {
+    for errno in [Errno::MFILE, Errno::NOMEM] {
+        let f = pending();
+        let sf = SyncFile::new(f.clone()).unwrap();
+        let n = sf.as_fd().as_raw_fd();
+        let id = eventfd_info(sf.as_fd()).unwrap().id.unwrap();
+        hooks::fail_fd_after(0, errno);
+        assert_eq!(sf.try_clone_fd().unwrap_err().errno(), errno.raw_os_error());
+        // Not shared by the failed attempt: dropping still closes at once.
+        drop(sf);
+        assert!(!still_open(n, id));
+        f.signal().unwrap();
+    }
+}
+
+/// What a duplicate made behind the crate's back gets: the record while the sync file
+/// lives, nothing once it was dropped before the signal (the documented price of
+/// closing at once).
+#[test]
+fn a_raw_duplicate_sees_the_record_only_while_its_sync_file_lives() {
+    let f = pending();
+    let sf = SyncFile::new(f.clone()).unwrap();
+    let d = cloexec_dup(sf.as_fd());
+    f.signal().unwrap();
+    assert_eq!(fd_status(d.as_fd()).unwrap(), Status::Signaled);
+    drop(sf);
     let f = pending();
     let sf = SyncFile::new(f.clone()).unwrap();
     let d = cloexec_dup(sf.as_fd());
     drop(sf);
-    drop(f);
-    assert_eq!(fd_status(d.as_fd()).unwrap(), Status::Error(-35));
+    f.signal().unwrap();
+    assert_eq!(fd_status(d.as_fd()).unwrap(), Status::Pending);
+}
+
+const FD_CHILD_ENV: &str = "DMABUF_SYNC_FILE_FD_CHILD";
+
+/// Descriptors open in this process.
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+/// Run test `name` of this binary alone in a child process with `env` set, and
+/// assert that it passed.
+fn run_alone(name: &str, env: &str) {
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", name, "--test-threads=1", "--nocapture"])
+        .env(env, "1")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name} failed in its own process:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// 2000 merges over pending fences, each dropping the previous sync file, with at most
+/// 256 descriptors: the count stays flat (the kernel keeps two files: the newest merge
+/// and the one being made), and signalling leaves everything clean. Run in a process of
+/// its own, where nothing else opens descriptors meanwhile.
+#[test]
+fn merging_in_a_loop_over_pending_fences_keeps_the_descriptor_count_flat() {
+    if std::env::var(FD_CHILD_ENV).is_err() {
+        return run_alone(
+            "sync_file::tests::merging_in_a_loop_over_pending_fences_keeps_the_descriptor_count_flat",
+            FD_CHILD_ENV,
+        );
+    }
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut lim = getrlimit(Resource::Nofile);
+    lim.current = Some(256);
+    setrlimit(Resource::Nofile, lim).unwrap();
+    let (fa, fb) = (pending(), pending());
+    let a = SyncFile::new(fa.clone()).unwrap();
+    let b = SyncFile::new(fb.clone()).unwrap();
+    let mut m = a.merge("m", &b).unwrap();
+    let before = open_fds();
+    let mut peak = before;
+    for i in 0..2000 {
+        m = match m.merge("m", &b) {
+            Ok(next) => next,
+            Err(e) => panic!("merge {i}: {e} with {} descriptors open", open_fds()),
+        };
+        peak = peak.max(open_fds());
+    }
+    assert!(
+        peak <= before + 1,
+        "{before} descriptors before, {peak} at the peak"
+    );
+    assert!(!m.poll());
+    fa.signal().unwrap();
+    fb.signal().unwrap();
+    assert!(m.poll());
+    assert_eq!(fd_status(m.as_fd()).unwrap(), Status::Signaled);
+    drop((m, a, b));
+    // The three sync files' descriptors (a, b, m) were all that the loop left open.
+    assert_eq!(open_fds(), before - 3, "descriptors left after the signal");
 }
 
 // ---- fork without exec ------------------------------------------------------------------
@@ -989,11 +1168,11 @@ fn try_into_fd_out_of_descriptors_is_emfile_and_leaks_nothing() {
     let f = pending();
     let sf = SyncFile::new(f.clone()).unwrap();
     let n = sf.as_fd().as_raw_fd();
-    let d = cloexec_dup(sf.as_fd());
+    let d = sf.try_clone_fd().unwrap();
     hooks::fail_dup_after(0);
     assert_eq!(sf.try_into_fd().unwrap_err().errno(), 24);
     // Dropped as usual: out of the registry, the fence no longer referenced by it (the
-    // callback keeps only the eventfd, so number `n` is still open and not reused).
+    // callback keeps only the eventfd, for the shared duplicate `d`).
     assert!(!registry().lock().by_fd.contains_key(&n));
     assert_eq!(f.ref_count(), 1);
     // The record still reaches the duplicate.
@@ -1160,6 +1339,297 @@ fn sw_sync_get_deadline() {
     assert!(matches!(get_deadline(&pending()), Err(Error::Invalid(_))));
 }
 
+#[test]
+fn a_sw_sync_point_is_not_a_container() {
+    use crate::fence::timeline::Timeline;
+    use crate::resv::{Resv, Usage};
+    for usage in [Usage::Kernel, Usage::Write, Usage::Read, Usage::Bookkeep] {
+        let tl = Timeline::new("resv");
+        let p = tl.create_fence(1);
+        assert!(!p.is_container());
+        let r = Resv::new();
+        let mut g = r.lock_no_ctx();
+        g.reserve_fences(1).unwrap();
+        g.add_fence(&p, usage).unwrap();
+        drop(g);
+        assert_eq!(r.num_fences(), 1);
+        assert!(!r.test_signaled(Usage::Bookkeep), "{usage:?}");
+        tl.inc(1);
+        assert!(r.test_signaled(Usage::Bookkeep), "{usage:?}");
+    }
+}
+
+#[test]
+fn a_sw_sync_point_imports_into_a_buffer() {
+    let c = selftest::cases()
+        .into_iter()
+        .find(|c| c.name == "sync/sw-sync-point-implicit-sync")
+        .unwrap();
+    crate::selftest::run_case(&c).result.unwrap();
+}
+
+// ---- sw_sync timelines as descriptors ---------------------------------------------------
+
+fn ino(fd: BorrowedFd<'_>) -> u64 {
+    rustix::fs::fstat(fd).unwrap().st_ino
+}
+
+/// Wait (at most 10 s) until `sf` polls readable; its status then.
+fn status_within_10s(sf: &SyncFile) -> Status {
+    assert!(
+        poll_readable(sf.as_fd(), Some(Duration::from_secs(10))).unwrap(),
+        "not signalled within 10 s"
+    );
+    fd_status(sf.as_fd()).unwrap()
+}
+
+#[test]
+fn sw_sync_timeline_descriptor_in_one_process() {
+    let tl = sw_sync::open().unwrap();
+    let key = ino(tl.as_fd());
+    let p1 = sw_sync::create_fence(tl.as_fd(), 1).unwrap();
+    let p3 = sw_sync::create_fence(tl.as_fd(), 3).unwrap();
+    // A live pending point of the same value is reused.
+    let again = sw_sync::create_fence(tl.as_fd(), 3).unwrap();
+    assert!(Fence::ptr_eq(again.fence(), p3.fence()));
+    assert_eq!(p1.fence().driver_name(), "sw_sync");
+    assert_eq!(sw_sync::pending_here(key), 2);
+    // An increment signals this process's points before it returns, in order.
+    sw_sync::inc(tl.as_fd(), 1).unwrap();
+    assert!(p1.poll() && !p3.poll());
+    assert_eq!(fd_status(p1.as_fd()).unwrap(), Status::Signaled);
+    // A value reached gives a point signalled at birth.
+    assert!(sw_sync::create_fence(tl.as_fd(), 1).unwrap().poll());
+    // Deadlines, through the descriptors.
+    assert_eq!(
+        sw_sync::get_deadline(tl.as_fd(), p3.as_fd())
+            .unwrap_err()
+            .errno(),
+        2
+    );
+    p3.set_deadline(77);
+    assert_eq!(sw_sync::get_deadline(tl.as_fd(), p3.as_fd()).unwrap(), 77);
+    let other = SyncFile::new(pending()).unwrap();
+    assert_eq!(
+        sw_sync::get_deadline(tl.as_fd(), other.as_fd())
+            .unwrap_err()
+            .errno(),
+        22
+    );
+    assert_eq!(
+        sw_sync::get_deadline(other.as_fd(), p3.as_fd())
+            .unwrap_err()
+            .errno(),
+        25
+    );
+    // A duplicate of the descriptor is the same timeline.
+    let d = cloexec_dup(&tl);
+    let p4 = sw_sync::create_fence(d.as_fd(), 4).unwrap();
+    sw_sync::inc(d.as_fd(), 1).unwrap();
+    assert!(!p3.poll() && !p4.poll());
+    // Closing one descriptor is not the last close.
+    drop(d);
+    sw_sync::inc(tl.as_fd(), 1).unwrap();
+    assert!(p3.poll() && !p4.poll());
+    // The last close signals the pending points with -ENOENT.
+    drop(tl);
+    assert_eq!(status_within_10s(&p4), Status::Error(-2));
+    assert_eq!(fd_status(p3.as_fd()).unwrap(), Status::Signaled);
+    let t0 = std::time::Instant::now();
+    while sw_sync::knows(key) {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "state kept after close"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[test]
+fn sw_sync_timeline_refuses_other_descriptors() {
+    let tl = sw_sync::open().unwrap();
+    // A pipe of somebody else's: empty, or holding bytes that are not a token (kept).
+    let (r, w) = pipe();
+    let garbage = [7u8; 32];
+    let (r2, w2) = pipe();
+    rustix::io::write(&w2, &garbage).unwrap();
+    // A timeline's read end cannot be had from the API; one opened by hand is refused
+    // as not writable.
+    let tl_read = rustix::fs::open(
+        format!("/proc/self/fd/{}", tl.as_raw_fd()).as_str(),
+        rustix::fs::OFlags::RDONLY | rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    let e = efd(0);
+    let sf = SyncFile::new(pending()).unwrap();
+    for fd in [
+        w.as_fd(),
+        r.as_fd(),
+        w2.as_fd(),
+        tl_read.as_fd(),
+        e.as_fd(),
+        sf.as_fd(),
+    ] {
+        let err = sw_sync::create_fence(fd, 1).unwrap_err();
+        assert_eq!(err.errno(), 25, "{err}");
+        assert_eq!(sw_sync::inc(fd, 1).unwrap_err().errno(), 25);
+    }
+    for p in [&w, &w2] {
+        assert!(!sw_sync::knows(ino(p.as_fd())));
+    }
+    let mut back = [0u8; 32];
+    assert_eq!(rustix::io::read(&r2, &mut back).unwrap(), 32);
+    assert_eq!(back, garbage);
+    // The real one still works.
+    let p = sw_sync::create_fence(tl.as_fd(), 1).unwrap();
+    sw_sync::inc(tl.as_fd(), 1).unwrap();
+    assert!(p.poll());
+}
+
+const SW_SYNC_FAULT_ENV: &str = "DMABUF_SW_SYNC_FAULT_CHILD";
+
+/// Every descriptor `open`, `create_fence` and `inc` make, failed in turn with EMFILE
+/// and ENOMEM: the errno comes back, the process has the same descriptors open, the
+/// timeline has the same points and value. In a process of its own, for exact counts.
+#[test]
+fn sw_sync_descriptor_faults_leave_nothing_behind() {
+    if std::env::var(SW_SYNC_FAULT_ENV).is_err() {
+        return run_alone(
+            "sync_file::tests::sw_sync_descriptor_faults_leave_nothing_behind",
+            SW_SYNC_FAULT_ENV,
+        );
+    }
+    for errno in [Errno::MFILE, Errno::NOMEM] {
+        let before = open_fds();
+        hooks::fail_fd_after(0, errno);
+        assert_eq!(sw_sync::open().unwrap_err().errno(), errno.raw_os_error());
+        assert_eq!(open_fds(), before);
+        type Op = fn(BorrowedFd<'_>) -> Result<Option<SyncFile>>;
+        let ops: [(&str, Op); 2] = [
+            ("create_fence", |tl| sw_sync::create_fence(tl, 2).map(Some)),
+            ("inc", |tl| sw_sync::inc(tl, 1).map(|()| None)),
+        ];
+        for (what, op) in ops {
+            let tl = sw_sync::open().unwrap();
+            let key = ino(tl.as_fd());
+            let mut failed = 0;
+            for after in 0.. {
+                assert!(after < 10, "{what} keeps making descriptors");
+                let before = open_fds();
+                let had_watcher = sw_sync::watcher_running();
+                hooks::fail_fd_after(after, errno);
+                let r = op(tl.as_fd());
+                let fired = !hooks::fd_fault_armed_then_disarm();
+                match r {
+                    Err(e) => {
+                        assert!(fired, "{what}: {e}");
+                        assert_eq!(e.errno(), errno.raw_os_error(), "{what}");
+                        // Only the process's watcher, if this attempt started it (its
+                        // epoll set and scratch pipe), stays: it serves every timeline.
+                        let grown = open_fds() - before;
+                        let started = !had_watcher && sw_sync::watcher_running();
+                        assert_eq!(
+                            grown,
+                            if started { 3 } else { 0 },
+                            "{what}: descriptors left open"
+                        );
+                        assert!(!sw_sync::knows(key), "{what}: state left registered");
+                        failed += 1;
+                    }
+                    Ok(out) => {
+                        assert!(!fired, "{what} succeeded through a fault");
+                        // The timeline did not move on any failed attempt.
+                        let p = sw_sync::create_fence(tl.as_fd(), 1).unwrap();
+                        assert_eq!(p.poll(), what == "inc", "{what}");
+                        drop(out);
+                        break;
+                    }
+                }
+            }
+            assert!(failed > 0, "{what}: no descriptor was ever made");
+        }
+    }
+}
+
+const SW_SYNC_CHILD_ENV: &str = "DMABUF_SW_SYNC_CHILD";
+
+/// The child's side of `sw_sync_timeline_across_processes`; a no-op unless started by
+/// it with the socket in the environment.
+#[test]
+fn sw_sync_child_entry() {
+    let Ok(n) = std::env::var(SW_SYNC_CHILD_ENV) else {
+        return;
+    };
+    // SAFETY: the parent passed us this inherited descriptor number for our exclusive use.
+    let sock = unsafe { OwnedFd::from_raw_fd(n.parse().unwrap()) };
+    let tl = recv_fd(sock.as_fd()).unwrap();
+    // A point of our own, and an increment that the parent's points see.
+    let mine = sw_sync::create_fence(tl.as_fd(), 2).unwrap();
+    sw_sync::inc(tl.as_fd(), 1).unwrap();
+    rustix::io::write(&sock, b"i").unwrap();
+    // The parent's increment signals our point.
+    let st = status_within_10s(&mine);
+    rustix::io::write(&sock, &st.to_raw().to_ne_bytes()).unwrap();
+    // Hold the timeline until told, then close it: the last close.
+    let mut b = [0u8; 1];
+    let _ = rustix::io::read(&sock, &mut b);
+    drop(tl);
+    rustix::io::write(&sock, b"c").unwrap();
+    let _ = rustix::io::read(&sock, &mut b);
+    std::process::exit(0);
+}
+
+#[test]
+fn sw_sync_timeline_across_processes() {
+    let (parent, child) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::empty(),
+        None,
+    )
+    .unwrap();
+    rustix::io::fcntl_setfd(&parent, rustix::io::FdFlags::CLOEXEC).unwrap();
+    let mut proc = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "sync_file::tests::sw_sync_child_entry",
+            "--test-threads=1",
+            "--quiet",
+        ])
+        .env(SW_SYNC_CHILD_ENV, child.as_raw_fd().to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(child);
+    let tl = sw_sync::open().unwrap();
+    let p1 = sw_sync::create_fence(tl.as_fd(), 1).unwrap();
+    let p5 = sw_sync::create_fence(tl.as_fd(), 5).unwrap();
+    send_fd(parent.as_fd(), tl.as_fd()).unwrap();
+    // The child's increment signals our point at 1, not the one at 5.
+    let mut b = [0u8; 1];
+    rustix::io::read(&parent, &mut b).unwrap();
+    assert_eq!(&b, b"i");
+    assert_eq!(status_within_10s(&p1), Status::Signaled);
+    assert!(!p5.poll());
+    // Ours signals the child's point at 2.
+    sw_sync::inc(tl.as_fd(), 1).unwrap();
+    let mut st = [0u8; 4];
+    rustix::io::read(&parent, &mut st).unwrap();
+    assert_eq!(i32::from_ne_bytes(st), 1);
+    // We close ours: the child still holds the timeline, so nothing happens...
+    drop(tl);
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!p5.poll(), "signalled while the child holds the timeline");
+    rustix::io::write(&parent, b"x").unwrap();
+    rustix::io::read(&parent, &mut b).unwrap();
+    assert_eq!(&b, b"c");
+    // ...until the child's close, the last one: our pending point reads -ENOENT.
+    assert_eq!(status_within_10s(&p5), Status::Error(-2));
+    rustix::io::write(&parent, b"x").unwrap();
+    assert!(proc.wait().unwrap().success());
+}
+
 // ---- a second process -----------------------------------------------------------------
 
 const CHILD_ENV: &str = "DMABUF_SYNC_FILE_CHILD";
@@ -1219,10 +1689,12 @@ fn cross_process() {
         .spawn()
         .unwrap();
     drop(child);
-    // 1. Parent signals, child observes the error across the process boundary.
+    // 1. Parent signals, child observes the error across the process boundary, though
+    //    the parent dropped its sync file as soon as it was sent.
     let f = pending();
     let sf = SyncFile::new(f.clone()).unwrap();
     send_fd(parent.as_fd(), sf.as_fd()).unwrap();
+    drop(sf);
     // The child's waiter is blocked in its watcher before we signal.
     let mut ready = [0u8; 1];
     rustix::io::read(&parent, &mut ready).unwrap();
