@@ -117,23 +117,34 @@ impl LockClass {
     }
 
     /// Acquire this class as a pseudo-lock for write (the kernel's `lock_map_acquire`).
+    /// A pseudo-lock never sleeps: it does not count as a sleep inside an atomic section.
     #[track_caller]
     pub fn map_acquire(&'static self) {
-        acquire(self, self.map_instance(), Acquire::write());
+        self.map_acquire_with(Acquire::write());
     }
 
     /// Acquire this class as a pseudo-lock for recursive read
     /// (`lock_map_acquire_read`): readers never conflict with each other.
     #[track_caller]
     pub fn map_acquire_read(&'static self) {
-        acquire(self, self.map_instance(), Acquire::recursive_read());
+        self.map_acquire_with(Acquire::recursive_read());
     }
 
     /// Try-acquire this class as a pseudo-lock (`lock_map_acquire_try`): no deadlock
     /// check, but later locks depend on it.
     #[track_caller]
     pub fn map_acquire_try(&'static self) {
-        acquire(self, self.map_instance(), Acquire::write().trylock());
+        self.map_acquire_with(Acquire::write().trylock());
+    }
+
+    /// Acquire this class as a pseudo-lock with the given parameters (say, a
+    /// non-recursive reader, as the kernel's fence signalling annotation takes its map).
+    /// Validated as [`acquire`] is, but never counted as a sleep ([`might_sleep`]).
+    #[track_caller]
+    pub fn map_acquire_with(&'static self, how: Acquire) {
+        if enabled() {
+            imp::acquire(self, self.map_instance(), how, Location::caller())
+        }
     }
 
     /// Release the pseudo-lock (`lock_map_release`).
