@@ -1143,7 +1143,7 @@ fn callback_timed_wait_own_fence() -> R {
                 Duration::from_secs(60),
                 &crate::interrupt::Interrupt::new(),
             ),
-            wait_any_timeout(&[f.clone()], Some(Duration::from_secs(60)), None),
+            wait_any_timeout(std::slice::from_ref(f), Some(Duration::from_secs(60)), None),
         )
     })?;
     let (a, b, c, d) = out.ok_or("the callback did not run")?;
@@ -1172,7 +1172,7 @@ fn callback_untimed_wait_own_fence() -> R {
     let (out, reports) = in_own_callback("untimed wait in own callback", |f: &Fence| {
         f.wait();
         let w = f.wait_interruptible(&crate::interrupt::Interrupt::new());
-        let any = super::wait_any(&[f.clone()], None);
+        let any = super::wait_any(std::slice::from_ref(f), None);
         (f.is_signaled(), w, any)
     })?;
     let (signalled, w, any) = out.ok_or("the callback did not run")?;

@@ -192,10 +192,7 @@ impl Fence {
                 }
                 std::hint::spin_loop();
             }
-            loop {
-                let Some(seen) = self.set_waiter_flag(HAS_WAITERS) else {
-                    break;
-                };
+            while let Some(seen) = self.set_waiter_flag(HAS_WAITERS) {
                 let sleep = match bound {
                     Some(b) => {
                         let now = Instant::now();
