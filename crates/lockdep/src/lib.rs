@@ -142,9 +142,7 @@ impl LockClass {
     /// Validated as [`acquire`] is, but never counted as a sleep ([`might_sleep`]).
     #[track_caller]
     pub fn map_acquire_with(&'static self, how: Acquire) {
-        if enabled() {
-            imp::acquire(self, self.map_instance(), how, Location::caller())
-        }
+        acquire_pseudo(self, self.map_instance(), how);
     }
 
     /// Release the pseudo-lock (`lock_map_release`).
@@ -362,6 +360,17 @@ pub fn acquire(class: &'static LockClass, instance: usize, how: Acquire) {
         if !how.trylock {
             imp::might_sleep(Some((class, how.subclass)), Location::caller());
         }
+        imp::acquire(class, instance, how, Location::caller())
+    }
+}
+
+/// [`acquire`] for a pseudo-lock that never blocks (a ww acquire context, a fence map):
+/// validated and recorded the same way, but never counted as a sleep inside an atomic
+/// section ([`atomic_enter`]), even when `how` is not a trylock.
+#[track_caller]
+#[inline]
+pub fn acquire_pseudo(class: &'static LockClass, instance: usize, how: Acquire) {
+    if enabled() {
         imp::acquire(class, instance, how, Location::caller())
     }
 }

@@ -1011,6 +1011,32 @@ fn atomic_trylock() -> Outcome {
     clean(r)
 }
 
+/// Pseudo-locks never sleep: map acquisitions and `acquire_pseudo` inside an atomic
+/// section are not reported (while still validated: an AA on them is).
+fn atomic_pseudo_lock() -> Outcome {
+    let [m, ctx] = classes(["map", "ctx"]);
+    let ((), r) = capture(|| {
+        let _s = crate::atomic_enter("test-atomic");
+        m.map_acquire();
+        m.map_release();
+        m.map_acquire_read();
+        m.map_release();
+        m.map_acquire_with(Acquire::read());
+        m.map_release();
+        crate::acquire_pseudo(ctx, inst(ctx, 1), Acquire::write());
+        release(ctx, inst(ctx, 1));
+    });
+    clean(r)?;
+    let ((), r) = capture(|| {
+        let _s = crate::atomic_enter("test-atomic");
+        crate::acquire_pseudo(ctx, inst(ctx, 1), Acquire::write());
+        crate::acquire_pseudo(ctx, inst(ctx, 2), Acquire::write()); // should fail: AA
+        release(ctx, inst(ctx, 2));
+        release(ctx, inst(ctx, 1));
+    });
+    one(r, Recursive, &["ctx"])
+}
+
 /// `might_sleep` reports inside a section, not outside; `in_atomic` follows the guard.
 fn atomic_might_sleep() -> Outcome {
     let (states, r) = capture(|| {
@@ -1439,5 +1465,9 @@ pub fn cases() -> Vec<Case> {
         atomic_might_sleep,
     ));
     v.push(Case::lockdep_only("locking/atomic-nested", atomic_nested));
+    v.push(Case::lockdep_only(
+        "locking/atomic-pseudo-lock",
+        atomic_pseudo_lock,
+    ));
     v
 }

@@ -173,6 +173,7 @@ case_tests! {
     atomic_trylock => "locking/atomic-trylock",
     atomic_might_sleep => "locking/atomic-might-sleep",
     atomic_nested => "locking/atomic-nested",
+    atomic_pseudo_lock => "locking/atomic-pseudo-lock",
 }
 
 #[test]

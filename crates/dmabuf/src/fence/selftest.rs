@@ -1329,13 +1329,18 @@ fn callback_blocking_lock() -> R {
     Ok(())
 }
 
-/// Non-blocking work in a callback is clean: a trylock, signalling another fence, adding
-/// a callback to another fence, peeking, setting a deadline.
+/// Non-blocking work in a callback is clean: a trylock, an acquire context begun and
+/// ended, signalling another fence, adding a callback to another fence, peeking, setting
+/// a deadline.
 fn callback_nonblocking_work() -> R {
     static T_CLASS: LockClass = LockClass::new("fence_selftest_cb_trylock");
+    static WW: crate::ww::WwClass =
+        crate::ww::WwClass::wait_die("fence_selftest_cb_ww", "fence_selftest_cb_ww_acquire");
     let (out, reports) = in_own_callback("non-blocking work in a callback", |f: &Fence| {
         let m = lockdep::sync::Mutex::new(&T_CLASS, 0u32);
         let took = m.try_lock().map(|mut g| *g += 1).is_some();
+        // Starting (and ending) an acquire context takes no lock: not a sleep.
+        drop(crate::ww::AcquireCtx::new(&WW));
         let other = mock();
         let (seen, cb) = seen_cb();
         let added = other.add_callback(cb).is_ok();

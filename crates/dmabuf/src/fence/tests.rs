@@ -600,6 +600,10 @@ fn panicking_callback_still_completes_the_fence() {
     assert!(r.is_ok(), "the waiter got {r:?}");
     assert!(t0.elapsed() < Duration::from_secs(15), "the waiter hung");
     assert!(f.is_complete());
-    assert_eq!(seen.load(Ordering::SeqCst), 0, "later callbacks are dropped uncalled");
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        0,
+        "later callbacks are dropped uncalled"
+    );
     f.wait();
 }
