@@ -13,7 +13,9 @@
 //!   under a held *nest lock* ([`Acquire::nest`]), as wound/wait mutexes are under their
 //!   acquire context;
 //! - release of a lock that is not held;
-//! - a thread that exits while holding locks.
+//! - a thread that exits while holding locks;
+//! - sleeping in an atomic section: a blocking acquisition or a [`might_sleep`] inside a
+//!   section entered with [`atomic_enter`] (a fence callback, say).
 //!
 //! Read locks follow the kernel's rules: a recursive reader ([`Mode::RecursiveRead`]) may
 //! take a lock its thread already holds for read, and a cycle is only a deadlock when it
@@ -115,23 +117,32 @@ impl LockClass {
     }
 
     /// Acquire this class as a pseudo-lock for write (the kernel's `lock_map_acquire`).
+    /// A pseudo-lock never sleeps: it does not count as a sleep inside an atomic section.
     #[track_caller]
     pub fn map_acquire(&'static self) {
-        acquire(self, self.map_instance(), Acquire::write());
+        self.map_acquire_with(Acquire::write());
     }
 
     /// Acquire this class as a pseudo-lock for recursive read
     /// (`lock_map_acquire_read`): readers never conflict with each other.
     #[track_caller]
     pub fn map_acquire_read(&'static self) {
-        acquire(self, self.map_instance(), Acquire::recursive_read());
+        self.map_acquire_with(Acquire::recursive_read());
     }
 
     /// Try-acquire this class as a pseudo-lock (`lock_map_acquire_try`): no deadlock
     /// check, but later locks depend on it.
     #[track_caller]
     pub fn map_acquire_try(&'static self) {
-        acquire(self, self.map_instance(), Acquire::write().trylock());
+        self.map_acquire_with(Acquire::write().trylock());
+    }
+
+    /// Acquire this class as a pseudo-lock with the given parameters (say, a
+    /// non-recursive reader, as the kernel's fence signalling annotation takes its map).
+    /// Validated as [`acquire`] is, but never counted as a sleep ([`might_sleep`]).
+    #[track_caller]
+    pub fn map_acquire_with(&'static self, how: Acquire) {
+        acquire_pseudo(self, self.map_instance(), how);
     }
 
     /// Release the pseudo-lock (`lock_map_release`).
@@ -253,6 +264,11 @@ pub enum ReportKind {
     /// A lock-API misuse found by a lock implementation (e.g. wound/wait context rules),
     /// reported through [`report`].
     Misuse,
+    /// Something that may sleep (a blocking lock acquisition, a [`might_sleep`] call such
+    /// as a fence wait) ran inside an atomic section ([`atomic_enter`]), e.g. a fence
+    /// callback: the kernel's "BUG: sleeping function called from invalid context". The
+    /// report names the section first, then the lock class if a lock was taken.
+    SleepInAtomic,
 }
 
 /// One report: its kind, the classes it names, and the full splat text.
@@ -332,13 +348,28 @@ pub fn enabled() -> bool {
 ///
 /// Validation (recursion, then new dependencies on the held locks from the top down to
 /// the first non-trylock) runs only when this chain of held locks is new; a trylock is
-/// never validated. When the report it raises panics ([`OnReport::Panic`]), the
+/// never validated. A blocking acquisition (not a trylock) inside an atomic section
+/// ([`atomic_enter`]) is first reported as [`ReportKind::SleepInAtomic`]. When the report it raises panics ([`OnReport::Panic`]), the
 /// acquisition is not recorded, so the unwinding caller that never got the lock leaves
 /// the held stack as it was; under the other policies it is recorded and must be
 /// released as usual.
 #[track_caller]
 #[inline]
 pub fn acquire(class: &'static LockClass, instance: usize, how: Acquire) {
+    if enabled() {
+        if !how.trylock {
+            imp::might_sleep(Some((class, how.subclass)), Location::caller());
+        }
+        imp::acquire(class, instance, how, Location::caller())
+    }
+}
+
+/// [`acquire`] for a pseudo-lock that never blocks (a ww acquire context, a fence map):
+/// validated and recorded the same way, but never counted as a sleep inside an atomic
+/// section ([`atomic_enter`]), even when `how` is not a trylock.
+#[track_caller]
+#[inline]
+pub fn acquire_pseudo(class: &'static LockClass, instance: usize, how: Acquire) {
     if enabled() {
         imp::acquire(class, instance, how, Location::caller())
     }
@@ -422,6 +453,57 @@ pub fn prime(chain: &[&'static LockClass]) {
 pub fn report(kind: ReportKind, classes: &[&'static LockClass], detail: &str) {
     if enabled() {
         imp::report_external(kind, classes, detail, Location::caller())
+    }
+}
+
+/// Enter an *atomic section* on this thread: code that must not sleep, the kernel's
+/// preempt-disabled / IRQ context (a fence callback runs under the fence's spinlock).
+/// `what` names the section in reports. Until the guard drops, every blocking
+/// [`acquire`] (not a trylock) and every [`might_sleep`] raises a
+/// [`ReportKind::SleepInAtomic`] report through the report policy. Sections nest; the
+/// innermost is the one reported. Cost: a per-thread flag flip on entry and exit; nothing
+/// while checking is off (a section entered while off stays unchecked).
+#[track_caller]
+#[inline]
+pub fn atomic_enter(what: &'static str) -> AtomicGuard {
+    AtomicGuard {
+        _private: if enabled() {
+            imp::atomic_enter(what, Location::caller())
+        } else {
+            imp::AtomicToken::inert()
+        },
+    }
+}
+
+/// Leaves the atomic section entered by [`atomic_enter`] when dropped. It belongs to the
+/// thread that entered the section (it is not `Send`); drop guards in reverse order of
+/// entry (scoped use does).
+#[must_use = "the atomic section ends as soon as the guard is dropped"]
+pub struct AtomicGuard {
+    _private: imp::AtomicToken,
+}
+
+impl fmt::Debug for AtomicGuard {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("AtomicGuard")
+    }
+}
+
+/// Whether this thread is inside an atomic section ([`atomic_enter`]). Always false
+/// while checking is off.
+#[inline]
+pub fn in_atomic() -> bool {
+    enabled() && imp::in_atomic()
+}
+
+/// Annotate a point that may sleep (the kernel's `might_sleep`): inside an atomic
+/// section it raises a [`ReportKind::SleepInAtomic`] report naming the caller and the
+/// section; elsewhere it does nothing. Blocking [`acquire`]s call it implicitly.
+#[track_caller]
+#[inline]
+pub fn might_sleep() {
+    if enabled() {
+        imp::might_sleep(None, Location::caller())
     }
 }
 

@@ -167,6 +167,13 @@ case_tests! {
     map_disjoint_paths => "locking/map-disjoint-paths",
     map_wait_in_signalling => "locking/map-wait-in-signalling",
     map_try => "locking/map-try",
+    atomic_blocking_lock_mutex => "locking/atomic-blocking-lock-mutex",
+    atomic_blocking_lock_wsem => "locking/atomic-blocking-lock-wsem",
+    atomic_blocking_lock_rsem => "locking/atomic-blocking-lock-rsem",
+    atomic_trylock => "locking/atomic-trylock",
+    atomic_might_sleep => "locking/atomic-might-sleep",
+    atomic_nested => "locking/atomic-nested",
+    atomic_pseudo_lock => "locking/atomic-pseudo-lock",
 }
 
 #[test]

@@ -606,7 +606,29 @@ fn execute(s: &Shared, job: &Job, deadline: Instant) -> std::result::Result<Opti
     Ok(matches!(job.op, JobOp::Checksum { .. }).then(|| sum.value()))
 }
 
-/// Whether `f` is a fence of an engine (driver "dmabuf-engine").
+/// Whether `f` is a fence of an engine (driver "dmabuf-engine"), signalled or not: asks
+/// the ops, since a signalled fence's name reads "detached-driver".
 pub fn is_engine_fence(f: &Fence) -> bool {
-    f.driver_name() == "dmabuf-engine"
+    f.ops().driver_name() == "dmabuf-engine"
+}
+
+#[cfg(test)]
+mod engine_fence_tests {
+    use super::*;
+
+    #[test]
+    fn an_engine_fence_stays_one_after_signal() {
+        let f = Fence::new64(
+            EngineFenceOps {
+                timeline: "t".into(),
+            },
+            crate::fence::Context::new(),
+            1,
+        );
+        assert!(is_engine_fence(&f));
+        f.signal().unwrap();
+        assert_eq!(f.driver_name(), crate::fence::DETACHED_DRIVER);
+        assert!(is_engine_fence(&f));
+        assert!(!is_engine_fence(&crate::fence::Fence::stub()));
+    }
 }

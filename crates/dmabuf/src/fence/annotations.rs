@@ -113,11 +113,15 @@ impl Drop for SignallingGuard {
 /// held now is recorded as "held across a fence wait". Every wait calls it. Inside a
 /// signalling section the section's read hold is dropped around the check, as the kernel
 /// does, so the wait itself is not reported as recursion.
+///
+/// A wait may sleep: inside a lockdep atomic section (a fence callback runs in one) it is
+/// reported as [`lockdep::ReportKind::SleepInAtomic`], as the kernel's `might_sleep`.
 #[track_caller]
 pub fn might_wait() {
     if !lockdep_on() {
         return;
     }
+    lockdep::might_sleep();
     let inside = lockdep::is_held(&DMA_FENCE_MAP);
     if inside {
         DMA_FENCE_MAP.map_release();
@@ -136,11 +140,7 @@ pub fn might_wait() {
 /// sections are counted, not re-acquired.
 #[track_caller]
 fn take_section() {
-    lockdep::acquire(
-        &DMA_FENCE_MAP,
-        DMA_FENCE_MAP.map_instance(),
-        lockdep::Acquire::read(),
-    );
+    DMA_FENCE_MAP.map_acquire_with(lockdep::Acquire::read());
 }
 
 /// Record the kernel's boot-time order ahead of any real use: [`MMAP_LOCK`] →

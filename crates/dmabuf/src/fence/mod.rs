@@ -39,7 +39,10 @@ pub use annotations::{
 };
 pub use array::FenceArray;
 pub use chain::FenceChain;
-pub use object::{CallbackId, Container, Fence, FenceOps, MAX_ERRNO};
+pub use object::{
+    CallbackId, Container, Fence, FenceOps, CALLBACK_SECTION, DETACHED_DRIVER, MAX_ERRNO,
+    SIGNALED_TIMELINE,
+};
 pub use wait::{wait_any, wait_any_timeout, FenceFuture, MIN_REMAINING};
 
 use crate::error::{Error, Result};

@@ -25,7 +25,11 @@
 //! which holds `NO_TS` until the signaller stores the time right after setting
 //! `SIGNALED`; readers that see `SIGNALED` spin the few instructions until it is there.
 //! So signalling a fence nobody waits for is one read-modify-write and one store.
-//! Waits return only once the fence is complete and its timestamp stored.
+//! Waits return only once the fence is complete and its timestamp stored, with two
+//! exceptions where waiting for the callback run would break a promise: a timed wait
+//! whose time runs out while the signaller is still in the callbacks returns then (the
+//! fence is signalled: success), and a wait on the thread that is running the callbacks
+//! returns at once (it would wait for itself).
 //!
 //! Why the protocol is race-free: `HAS_CALLBACKS`, `HAS_WAITERS` and `HAS_WAKERS` are only
 //! ever set by a compare-and-swap that fails if the signal already happened, and the
@@ -38,9 +42,10 @@
 use super::annotations;
 use super::defer;
 use super::rc::{Block, Rc};
-use super::sync::{futex_wake_all, AtomicI32, AtomicU32, AtomicU64, Mutex};
+use super::sync::{fence_thread_local, futex_wake_all, AtomicI32, AtomicU32, AtomicU64, Mutex};
 use super::{ktime_now, Context, Status};
 use crate::error::{Error, Result};
+use std::cell::RefCell;
 use std::fmt;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::task::Waker;
@@ -70,12 +75,61 @@ pub const MAX_ERRNO: i32 = 4095;
 /// The timestamp word before the signaller stores the time.
 const NO_TS: u64 = u64::MAX;
 
+/// What a signalled fence's driver name reads (the kernel's, since 6.17): a signalled
+/// fence no longer calls its ops.
+pub const DETACHED_DRIVER: &str = "detached-driver";
+
+/// What a signalled fence's timeline name reads (the kernel's, since 6.17).
+pub const SIGNALED_TIMELINE: &str = "signaled-timeline";
+
+/// The lockdep atomic section a fence callback runs in: the kernel runs callbacks under
+/// the fence's spinlock, where nothing may sleep.
+pub const CALLBACK_SECTION: &str = "dma_fence callback";
+
+fence_thread_local! {
+    /// Addresses of the fences whose callbacks this thread is running, innermost last.
+    static RUNNING: RefCell<Vec<usize>> = RefCell::new(Vec::new());
+}
+
+/// Marks a callback run of one fence on this thread: the fence is on [`RUNNING`], the
+/// thread is inside a lockdep atomic section ([`CALLBACK_SECTION`]) and inside a deferred
+/// work scope ([`defer::enter`]). Dropping it (also on unwind) leaves all three.
+struct CallbackScope {
+    _atomic: Option<lockdep::AtomicGuard>,
+    _defer: defer::CallbackRun,
+}
+
+impl CallbackScope {
+    #[track_caller]
+    fn enter(addr: usize) -> CallbackScope {
+        RUNNING.with(|r| r.borrow_mut().push(addr));
+        CallbackScope {
+            _atomic: annotations::lockdep_on().then(|| lockdep::atomic_enter(CALLBACK_SECTION)),
+            _defer: defer::enter(),
+        }
+    }
+}
+
+impl Drop for CallbackScope {
+    fn drop(&mut self) {
+        RUNNING.with(|r| r.borrow_mut().pop());
+    }
+}
+
 /// The operations of a fence, the kernel's `dma_fence_ops`: what makes a fence a
 /// particular driver's fence. `driver_name` and `timeline_name` are mandatory; the rest
 /// have defaults that suit a fence signalled explicitly by its owner.
 ///
 /// None of these is called with a fence lock held; they may take their own locks. They
 /// must not wait on the fence they are called for.
+///
+/// None of them is called once the fence is signalled (the kernel since 6.17): the
+/// names read [`DETACHED_DRIVER`] / [`SIGNALED_TIMELINE`] instead, and peeks, enables and
+/// deadlines stop at the signalled flag (one that raced with the signal may still arrive
+/// just after it). Only [`release`](FenceOps::release) comes later, at the last put,
+/// after which the ops value is dropped: it is not dropped at signal, because
+/// [`Fence::ops`] lends it out for as long as a reference lives (the kernel likewise keeps
+/// the ops of a fence that has a `release` op).
 pub trait FenceOps: Send + Sync + 'static {
     /// Name of the driver that created the fence (for debugging and sync-file info).
     fn driver_name(&self) -> &str;
@@ -201,10 +255,19 @@ pub(crate) struct Inner<O: ?Sized + FenceOps> {
 /// drop is `dma_fence_put`. All methods take `&self` and are safe from any thread.
 ///
 /// The fence holds one internal lock, taken only on slow paths (a callback or an async
-/// waiter exists): callbacks run under it. Consequently a callback must not call
-/// [`remove_callback`](Fence::remove_callback) or wait on the fence it runs for (the
-/// kernel deadlocks there too); adding a callback to it is fine (refused, it is
-/// signalled). Other methods never block on it for long.
+/// waiter exists): callbacks run under it, inside a lockdep atomic section
+/// ([`CALLBACK_SECTION`]), as the kernel runs them under its spinlock. So a callback must
+/// not sleep: a fence wait, [`might_wait`](super::might_wait) or a blocking lock taken
+/// there is reported by lockdep ([`lockdep::ReportKind::SleepInAtomic`]) the first time
+/// it runs. It cannot deadlock on its own fence either: a wait on it from inside its
+/// callbacks returns at once (the fence is signalled), [`remove_callback`](Fence::remove_callback)
+/// returns false (nothing is pending any more), and adding a callback is refused
+/// (`ENOENT`, it is signalled). Other methods never block on the lock for long.
+///
+/// Once signalled, a fence no longer calls its [`FenceOps`] (the kernel's rule since
+/// 6.17): its names read [`DETACHED_DRIVER`] and [`SIGNALED_TIMELINE`], and no peek,
+/// enable or deadline reaches the ops. The ops value itself stays in the object until the
+/// last reference is dropped; then `release` is called and it is dropped.
 ///
 /// Dropping the last reference to an unsignalled fence that still has callbacks is a bug
 /// (the kernel warns): the fence is signalled with `-EDEADLK`, its callbacks run (they see
@@ -267,19 +330,46 @@ impl Fence {
         self.inner.state.load(Relaxed) & SEQNO64 != 0
     }
 
-    /// The fence's ops.
+    /// The fence's ops, the driver's object (alive until the last reference is dropped).
+    /// Calling them directly bypasses the rule that a signalled fence no longer calls its
+    /// ops: use [`driver_name`](Fence::driver_name) and friends for that.
     pub fn ops(&self) -> &dyn FenceOps {
         &self.inner.ops
     }
 
-    /// The driver name (`ops.driver_name`).
+    /// The driver name (`dma_fence_driver_name`): `ops.driver_name` while the fence is
+    /// unsignalled, [`DETACHED_DRIVER`] (`"detached-driver"`) once it is signalled, as in
+    /// the kernel since 6.17 (a signalled fence no longer calls its ops). A reader racing
+    /// with the signal gets either name; both stay valid as long as the `&self` borrow.
     pub fn driver_name(&self) -> &str {
-        self.inner.ops.driver_name()
+        if self.test_signaled_flag() {
+            DETACHED_DRIVER
+        } else {
+            self.inner.ops.driver_name()
+        }
     }
 
-    /// The timeline name (`ops.timeline_name`).
+    /// The timeline name (`dma_fence_timeline_name`): `ops.timeline_name` while the fence
+    /// is unsignalled, [`SIGNALED_TIMELINE`] (`"signaled-timeline"`) once it is signalled.
     pub fn timeline_name(&self) -> &str {
-        self.inner.ops.timeline_name()
+        if self.test_signaled_flag() {
+            SIGNALED_TIMELINE
+        } else {
+            self.inner.ops.timeline_name()
+        }
+    }
+
+    /// The address identifying this fence object on [`RUNNING`].
+    fn addr(&self) -> usize {
+        &*self.inner as *const Inner<dyn FenceOps> as *const () as usize
+    }
+
+    /// Whether this thread is running this fence's callbacks right now (it is inside one
+    /// of them, or inside something one of them called). The fence is signalled then, and
+    /// waiting for its callback run to finish would wait for itself.
+    pub(crate) fn running_callbacks_here(&self) -> bool {
+        let me = self.addr();
+        RUNNING.with(|r| r.borrow().contains(&me))
     }
 
     /// Whether `a` and `b` are the same fence object.
@@ -385,17 +475,20 @@ impl Fence {
     /// Run the callback list under the slow lock; returns the state word from before
     /// `CALLBACKS_RUN` was set.
     fn run_callbacks(&self) -> u32 {
+        // Declared before the lock guard, so that on unwind it runs after the unlock.
+        let mut unwind = CompleteOnUnwind(Some(self));
         let mut slow = self.inner.slow.lock();
         let first = slow.first.take();
         let cbs = slow.take_callbacks();
         {
-            let _run = defer::enter();
+            let _run = CallbackScope::enter(self.addr());
             for (_, cb) in first.into_iter().chain(cbs) {
                 cb(self);
             }
         }
         let old = self.inner.state.fetch_or(CALLBACKS_RUN, AcqRel);
         drop(slow);
+        unwind.0 = None;
         old
     }
 
@@ -602,6 +695,11 @@ impl Fence {
     /// this fence. When this returns `false` for a callback that was registered, the
     /// callback has finished running. Must not be called from a callback of this fence.
     pub fn remove_callback(&self, id: CallbackId) -> bool {
+        if self.running_callbacks_here() {
+            // From one of its own callbacks: the list was taken for this run, so no
+            // callback is pending any more (and the lock is held further up this stack).
+            return false;
+        }
         let mut slow = self.inner.slow.lock();
         if slow.first.as_ref().is_some_and(|(i, _)| *i == id.0) {
             let removed = slow.first.take();
@@ -629,7 +727,9 @@ impl Fence {
 
     /// Register an async waker, woken once the fence is complete. `None` if it already is.
     pub(crate) fn add_waker(&self, waker: &Waker) -> Option<WakerId> {
-        if self.is_complete() {
+        // From one of its own callbacks the fence is signalled and its lock is held
+        // further up this stack: treat it as complete.
+        if self.is_complete() || self.running_callbacks_here() {
             return None;
         }
         self.enable_sw_signaling();
@@ -645,6 +745,9 @@ impl Fence {
 
     /// Replace the waker registered under `id`; false if it was already woken.
     pub(crate) fn update_waker(&self, id: WakerId, waker: &Waker) -> bool {
+        if self.running_callbacks_here() {
+            return false;
+        }
         let mut slow = self.inner.slow.lock();
         let Some(rest) = slow.rest.as_mut() else {
             return false;
@@ -662,6 +765,10 @@ impl Fence {
 
     /// Drop a waker registration (no-op if already woken).
     pub(crate) fn remove_waker(&self, id: WakerId) {
+        if self.running_callbacks_here() {
+            // Left for the signaller, which wakes and drops every waker after the run.
+            return;
+        }
         let mut slow = self.inner.slow.lock();
         if let Some(rest) = slow.rest.as_mut() {
             rest.wakers.retain(|(i, _)| *i != id.0);
@@ -793,7 +900,7 @@ impl<O: ?Sized + FenceOps> Drop for Inner<O> {
                 let _ = snap.store_error(-(rustix::io::Errno::DEADLK.raw_os_error()), false);
                 let _ = snap.signal_unannotated();
                 {
-                    let _run = defer::enter();
+                    let _run = CallbackScope::enter(snap.addr());
                     for (_, cb) in cbs {
                         cb(&snap);
                     }
@@ -805,6 +912,21 @@ impl<O: ?Sized + FenceOps> Drop for Inner<O> {
             }
         }
         self.ops.release();
+    }
+}
+
+/// Completes a fence whose callback run unwinds (a callback panicked, or a lockdep report
+/// panicked inside one): marks the callbacks run and wakes every waiter, so that nobody
+/// waits forever for a run that will not finish. The callbacks after the panicking one
+/// are dropped uncalled.
+struct CompleteOnUnwind<'a>(Option<&'a Fence>);
+
+impl Drop for CompleteOnUnwind<'_> {
+    fn drop(&mut self) {
+        if let Some(f) = self.0 {
+            let old = f.inner.state.fetch_or(CALLBACKS_RUN, AcqRel);
+            f.wake_all(old);
+        }
     }
 }
 

@@ -12,6 +12,7 @@ use super::unwrap::{merge, unwrap};
 use super::{wait_any_timeout, Context, Fence, FenceArray, FenceOps, Status};
 use crate::error::Error;
 use lockdep::selftest::Case;
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
@@ -54,6 +55,31 @@ pub fn cases() -> Vec<Case> {
             "fence/lockdep-array-completion-annotated",
             lockdep_array_completion
         ),
+        c!(
+            "fence/callback-timed-wait-own-fence",
+            callback_timed_wait_own_fence
+        ),
+        c!(
+            "fence/callback-untimed-wait-own-fence",
+            callback_untimed_wait_own_fence
+        ),
+        c!(
+            "fence/callback-nested-wait-outer-fence",
+            callback_nested_wait_outer_fence
+        ),
+        c!(
+            "fence/callback-own-remove-and-poll",
+            callback_own_remove_and_poll
+        ),
+        c!(
+            "fence/timed-wait-while-callbacks-run",
+            timed_wait_while_callbacks_run
+        ),
+        Case::lockdep_only("fence/callback-might-wait", callback_might_wait),
+        Case::lockdep_only("fence/callback-blocking-lock", callback_blocking_lock),
+        c!("fence/callback-nonblocking-work", callback_nonblocking_work),
+        c!("fence/ops-detached-after-signal", ops_detached_after_signal),
+        c!("fence/names-vs-signal-stress", names_vs_signal_stress),
         c!("fence/array-all", array_all),
         c!("fence/array-any", array_any),
         c!("fence/array-error", array_error),
@@ -1021,5 +1047,498 @@ fn unwrap_merge_signaled() -> R {
     ensure(
         Fence::ptr_eq(&m, &f3),
         "merge with one pending must return it",
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// Callbacks: no sleeping there, no waiting for oneself; timeouts on every path
+// ---------------------------------------------------------------------------------------
+
+/// How long a scenario that used to hang may take before it counts as hung.
+const HANG_LIMIT: Duration = Duration::from_secs(10);
+
+/// Run `f` on a fresh thread under a lockdep capture; returns its result and the reports
+/// it raised, or `Err` if it panicked or did not finish within [`HANG_LIMIT`] (the thread
+/// is then left behind: a hang becomes a failure instead of a stuck run).
+fn bounded<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<(T, Vec<lockdep::Report>), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("fence-selftest-bounded".into())
+        .spawn(move || {
+            let r = lockdep::capture(f);
+            let _ = tx.send(r);
+        })
+        .map_err(|e| format!("{what}: cannot spawn a thread: {e}"))?;
+    rx.recv_timeout(HANG_LIMIT).map_err(|e| match e {
+        std::sync::mpsc::RecvTimeoutError::Timeout => {
+            format!("{what}: still running after {HANG_LIMIT:?} (hung)")
+        }
+        std::sync::mpsc::RecvTimeoutError::Disconnected => format!("{what}: panicked"),
+    })
+}
+
+/// The reports of `kind` SleepInAtomic naming the fence callback section (and `class`).
+fn sleep_reports(reports: &[lockdep::Report], class: Option<&str>) -> usize {
+    reports
+        .iter()
+        .filter(|r| {
+            r.kind == ReportKind::SleepInAtomic
+                && r.classes.iter().any(|c| c == super::CALLBACK_SECTION)
+                && class.is_none_or(|n| r.classes.iter().any(|c| c == n))
+        })
+        .count()
+}
+
+/// With lockdep on, exactly `n` sleep-in-callback reports (naming `class`, if given), and
+/// nothing else; with lockdep off, nothing is checked.
+fn expect_sleeps(reports: &[lockdep::Report], n: usize, class: Option<&str>) -> R {
+    if !lockdep::enabled() {
+        return Ok(());
+    }
+    let got = sleep_reports(reports, class);
+    ensure(
+        got == n && reports.iter().all(|r| r.kind == ReportKind::SleepInAtomic),
+        &format!(
+            "expected {n} SleepInAtomic report(s) on the fence callback{}, got {:?}",
+            class.map(|c| format!(" naming {c}")).unwrap_or_default(),
+            reports
+                .iter()
+                .map(|r| (r.kind, r.classes.clone()))
+                .collect::<Vec<_>>()
+        ),
+    )
+}
+
+/// Register `cb` on a fresh fence, signal it on a bounded thread, and return what the
+/// callback produced and the reports.
+fn in_own_callback<T: Send + 'static>(
+    what: &str,
+    cb: impl FnOnce(&Fence) -> T + Send + 'static,
+) -> Result<(Option<T>, Vec<lockdep::Report>), String> {
+    bounded(what, move || {
+        let f = mock();
+        let out = Arc::new(parking_lot::Mutex::new(None));
+        let o = out.clone();
+        f.add_callback(move |f: &Fence| *o.lock() = Some(cb(f)))
+            .map_err(|_| ())
+            .expect("fresh fence");
+        f.signal().expect("first signal");
+        let r = out.lock().take();
+        r
+    })
+}
+
+/// A callback that waits with a timeout on its own fence: the fence is signalled, so the
+/// wait returns at once with time to spare (it used to block forever, waiting for the
+/// callback run it is part of); lockdep reports the wait as sleeping in a callback.
+fn callback_timed_wait_own_fence() -> R {
+    let (out, reports) = in_own_callback("timed wait in own callback", |f: &Fence| {
+        (
+            f.wait_timeout(Duration::from_secs(60)),
+            f.wait_timeout(Duration::ZERO),
+            f.wait_timeout_interruptible(
+                Duration::from_secs(60),
+                &crate::interrupt::Interrupt::new(),
+            ),
+            wait_any_timeout(std::slice::from_ref(f), Some(Duration::from_secs(60)), None),
+        )
+    })?;
+    let (a, b, c, d) = out.ok_or("the callback did not run")?;
+    ensure(
+        a.as_ref().is_ok_and(|r| *r > Duration::from_secs(50)),
+        &format!("wait_timeout(60 s) in own callback: {a:?}"),
+    )?;
+    ensure(
+        b.is_ok(),
+        &format!("wait_timeout(0) in own callback: {b:?}"),
+    )?;
+    ensure(
+        c.as_ref().is_ok_and(|r| *r > Duration::from_secs(50)),
+        &format!("interruptible wait in own callback: {c:?}"),
+    )?;
+    ensure(
+        d.as_ref().is_ok_and(|(i, _)| *i == 0),
+        &format!("wait_any in own callback: {d:?}"),
+    )?;
+    expect_sleeps(&reports, 4, None)
+}
+
+/// An untimed wait on its own fence from inside its callback returns (the fence is
+/// signalled, as the kernel's wait would see) instead of deadlocking; reported.
+fn callback_untimed_wait_own_fence() -> R {
+    let (out, reports) = in_own_callback("untimed wait in own callback", |f: &Fence| {
+        f.wait();
+        let w = f.wait_interruptible(&crate::interrupt::Interrupt::new());
+        let any = super::wait_any(std::slice::from_ref(f), None);
+        (f.is_signaled(), w, any)
+    })?;
+    let (signalled, w, any) = out.ok_or("the callback did not run")?;
+    ensure(
+        signalled,
+        "the fence is not signalled inside its own callback",
+    )?;
+    ensure(w.is_ok(), &format!("wait_interruptible: {w:?}"))?;
+    ensure(matches!(any, Ok(0)), &format!("wait_any: {any:?}"))?;
+    expect_sleeps(&reports, 3, None)
+}
+
+/// A callback of a nested run (a callback of `a` signals `b`, whose callback waits on
+/// `a`): `a`'s callbacks are still running on this thread, so the wait must not wait for
+/// them.
+fn callback_nested_wait_outer_fence() -> R {
+    let ((ok, done), reports) = bounded("wait on the outer fence from a nested callback", || {
+        let a = mock();
+        let b = mock();
+        let done = Arc::new(AtomicBool::new(false));
+        let (a2, d) = (a.clone(), done.clone());
+        b.add_callback(move |_: &Fence| {
+            let r = a2.wait_timeout(Duration::from_secs(60));
+            d.store(r.is_ok(), Ordering::SeqCst);
+        })
+        .map_err(|_| ())
+        .expect("fresh fence");
+        let b2 = b.clone();
+        a.add_callback(move |_: &Fence| {
+            let _ = b2.signal();
+        })
+        .map_err(|_| ())
+        .expect("fresh fence");
+        let ok = a.signal().is_ok() && b.is_signaled();
+        (ok, done.load(Ordering::SeqCst))
+    })?;
+    ensure(ok, "signal failed")?;
+    ensure(done, "the nested wait did not return Ok")?;
+    expect_sleeps(&reports, 1, None)
+}
+
+/// `remove_callback` and polling a future of the fence from inside its own callback
+/// neither deadlock: nothing is pending any more (false), the future is ready.
+fn callback_own_remove_and_poll() -> R {
+    let (out, reports) = bounded("remove_callback/poll in own callback", || {
+        let f = mock();
+        let slot = Arc::new(parking_lot::Mutex::new(None));
+        let out = Arc::new(parking_lot::Mutex::new(None));
+        let (s, o) = (slot.clone(), out.clone());
+        let id = f
+            .add_callback(move |f: &Fence| {
+                let id = s.lock().take().expect("id stored");
+                let removed = f.remove_callback(id);
+                let mut fut = std::pin::pin!(f.wait_async());
+                let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+                let ready = fut.as_mut().poll(&mut cx).is_ready();
+                *o.lock() = Some((removed, ready));
+            })
+            .map_err(|_| ())
+            .expect("fresh fence");
+        *slot.lock() = Some(id);
+        f.signal().expect("first signal");
+        let r = out.lock().take();
+        r
+    })?;
+    let (removed, ready) = out.ok_or("the callback did not run")?;
+    ensure(!removed, "remove_callback from own callback returned true")?;
+    ensure(
+        ready,
+        "a future of the fence polled in its callback is not ready",
+    )?;
+    expect_sleeps(&reports, 0, None)
+}
+
+/// A timed wait on a signalled fence whose callback is still running on another thread
+/// returns within its timeout, with success (the fence is signalled); an untimed wait
+/// returns once the callback finished.
+fn timed_wait_while_callbacks_run() -> R {
+    let ((timed, untimed_after_release), _) = bounded("timed wait during a long callback", || {
+        let f = mock();
+        let (entered_tx, entered_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        f.add_callback(move |_: &Fence| {
+            let _ = entered_tx.send(());
+            // Blocks until the test lets it go (not lockdep-tracked: no report).
+            let _ = release_rx.recv_timeout(Duration::from_secs(30));
+        })
+        .map_err(|_| ())
+        .expect("fresh fence");
+        let g = f.clone();
+        let signaller = std::thread::spawn(move || g.signal());
+        let _ = entered_rx.recv_timeout(Duration::from_secs(30));
+        let t0 = Instant::now();
+        let timed = f.wait_timeout(Duration::from_millis(50));
+        let took = t0.elapsed();
+        let _ = release_tx.send(());
+        f.wait();
+        let ok = signaller.join().is_ok_and(|r| r.is_ok());
+        ((timed, took), ok && f.is_complete())
+    })?;
+    let (res, took) = timed;
+    ensure(
+        matches!(res, Ok(d) if d == super::MIN_REMAINING),
+        &format!("a timed wait during the callback run returned {res:?}"),
+    )?;
+    ensure(
+        took < Duration::from_secs(20),
+        &format!("a 50 ms wait returned after {took:?}"),
+    )?;
+    ensure(untimed_after_release, "untimed wait or signal failed")
+}
+
+/// `might_wait` in a callback: reported on the first run, naming the callback section.
+fn callback_might_wait() -> R {
+    let (out, reports) = in_own_callback("might_wait in a callback", |_: &Fence| {
+        super::might_wait();
+    })?;
+    ensure(out.is_some(), "the callback did not run")?;
+    expect_sleeps(&reports, 1, None)
+}
+
+/// A blocking lock in a callback: a tracked mutex, and a reservation lock; each is
+/// reported (SleepInAtomic naming the lock's class) on the first run.
+fn callback_blocking_lock() -> R {
+    static M_CLASS: LockClass = LockClass::new("fence_selftest_cb_mutex");
+    let (out, reports) = in_own_callback("a blocking mutex in a callback", |_: &Fence| {
+        let m = lockdep::sync::Mutex::new(&M_CLASS, 0u32);
+        *m.lock() += 1;
+        let v = *m.lock();
+        v
+    })?;
+    ensure(out == Some(1), &format!("the callback returned {out:?}"))?;
+    expect_sleeps(&reports, 2, Some("fence_selftest_cb_mutex"))?;
+    let (out, reports) = in_own_callback("a resv lock in a callback", |_: &Fence| {
+        let resv = crate::resv::Resv::new();
+        let g = resv.lock_no_ctx();
+        drop(g);
+    })?;
+    ensure(out.is_some(), "the callback did not run")?;
+    if lockdep::enabled() {
+        // Also a lock-order report (the reservation lock inside a signalling section):
+        // check for the sleep only.
+        ensure(
+            sleep_reports(&reports, None) == 1,
+            &format!(
+                "expected one SleepInAtomic report for the resv lock, got {:?}",
+                reports
+                    .iter()
+                    .map(|r| (r.kind, r.classes.clone()))
+                    .collect::<Vec<_>>()
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+/// Non-blocking work in a callback is clean: a trylock, an acquire context begun and
+/// ended, signalling another fence, adding a callback to another fence, peeking, setting
+/// a deadline.
+fn callback_nonblocking_work() -> R {
+    static T_CLASS: LockClass = LockClass::new("fence_selftest_cb_trylock");
+    static WW: crate::ww::WwClass =
+        crate::ww::WwClass::wait_die("fence_selftest_cb_ww", "fence_selftest_cb_ww_acquire");
+    let (out, reports) = in_own_callback("non-blocking work in a callback", |f: &Fence| {
+        let m = lockdep::sync::Mutex::new(&T_CLASS, 0u32);
+        let took = m.try_lock().map(|mut g| *g += 1).is_some();
+        // Starting (and ending) an acquire context takes no lock: not a sleep.
+        drop(crate::ww::AcquireCtx::new(&WW));
+        let other = mock();
+        let (seen, cb) = seen_cb();
+        let added = other.add_callback(cb).is_ok();
+        other.set_deadline(super::ktime_now());
+        let signalled = other.signal().is_ok() && f.is_signaled();
+        let own_add = f.add_callback(|_: &Fence| {}).is_err();
+        (took, added, signalled, own_add, seen)
+    })?;
+    let (took, added, signalled, own_add, seen) = out.ok_or("the callback did not run")?;
+    ensure(
+        took && added && signalled && own_add,
+        "a non-blocking step failed",
+    )?;
+    ensure(
+        seen.load(Ordering::SeqCst),
+        "the other fence's callback did not run",
+    )?;
+    if lockdep::enabled() {
+        ensure(
+            reports.is_empty(),
+            &format!(
+                "non-blocking work in a callback reported: {:?}",
+                reports.iter().map(|r| r.text.clone()).collect::<Vec<_>>()
+            ),
+        )?;
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------
+// Detached ops after signal (the kernel since 6.17)
+// ---------------------------------------------------------------------------------------
+
+/// Ops that count every call after the fence signalled, and their own drop.
+struct Counting {
+    calls_after: Arc<AtomicUsize>,
+    signalled: Arc<AtomicBool>,
+    releases: Arc<AtomicUsize>,
+    drops: Arc<AtomicUsize>,
+}
+
+impl Counting {
+    fn note(&self) {
+        if self.signalled.load(Ordering::SeqCst) {
+            self.calls_after.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl FenceOps for Counting {
+    fn driver_name(&self) -> &str {
+        self.note();
+        "counting-driver"
+    }
+    fn timeline_name(&self) -> &str {
+        self.note();
+        "counting-timeline"
+    }
+    fn enable_signaling(&self, _f: &Fence) -> bool {
+        self.note();
+        true
+    }
+    fn signaled(&self, _f: &Fence) -> bool {
+        self.note();
+        false
+    }
+    fn set_deadline(&self, _f: &Fence, _d: u64) {
+        self.note();
+    }
+    fn release(&self) {
+        self.releases.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Counting {
+    fn drop(&mut self) {
+        self.drops.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// Before signal the names come from the ops; after, they read `detached-driver` /
+/// `signaled-timeline`, and no op is called any more (names, peek, enable, deadline,
+/// Debug); `release` and the drop of the ops come at the last put, not at signal.
+fn ops_detached_after_signal() -> R {
+    let calls_after = Arc::new(AtomicUsize::new(0));
+    let signalled = Arc::new(AtomicBool::new(false));
+    let releases = Arc::new(AtomicUsize::new(0));
+    let drops = Arc::new(AtomicUsize::new(0));
+    let f = Fence::new(
+        Counting {
+            calls_after: calls_after.clone(),
+            signalled: signalled.clone(),
+            releases: releases.clone(),
+            drops: drops.clone(),
+        },
+        Context::new(),
+        1,
+    );
+    ensure(
+        f.driver_name() == "counting-driver" && f.timeline_name() == "counting-timeline",
+        &format!(
+            "names before signal: {} / {}",
+            f.driver_name(),
+            f.timeline_name()
+        ),
+    )?;
+    ensure(!f.is_signaled(), "signalled too early")?;
+    f.signal().map_err(|e| format!("signal: {e}"))?;
+    signalled.store(true, Ordering::SeqCst);
+    ensure(
+        f.driver_name() == super::DETACHED_DRIVER && f.timeline_name() == super::SIGNALED_TIMELINE,
+        &format!(
+            "names after signal: {} / {}",
+            f.driver_name(),
+            f.timeline_name()
+        ),
+    )?;
+    ensure(
+        f.driver_name() == "detached-driver" && f.timeline_name() == "signaled-timeline",
+        "the kernel's spelling",
+    )?;
+    let dbg = format!("{f:?}");
+    ensure(
+        dbg.contains("detached-driver") && !dbg.contains("counting"),
+        &format!("Debug after signal: {dbg}"),
+    )?;
+    let _ = f.is_signaled();
+    let _ = f.status();
+    f.enable_sw_signaling();
+    f.set_deadline(super::ktime_now());
+    let _ = f.add_callback(|_: &Fence| {});
+    f.wait();
+    let _ = f.wait_timeout(Duration::ZERO);
+    ensure(
+        calls_after.load(Ordering::SeqCst) == 0,
+        &format!(
+            "{} op call(s) after signal",
+            calls_after.load(Ordering::SeqCst)
+        ),
+    )?;
+    let g = f.clone();
+    drop(f);
+    ensure(
+        releases.load(Ordering::SeqCst) == 0 && drops.load(Ordering::SeqCst) == 0,
+        "ops released or dropped before the last put",
+    )?;
+    drop(g);
+    ensure(
+        releases.load(Ordering::SeqCst) == 1 && drops.load(Ordering::SeqCst) == 1,
+        &format!(
+            "at the last put: {} release(s), {} drop(s) of the ops (want 1, 1)",
+            releases.load(Ordering::SeqCst),
+            drops.load(Ordering::SeqCst)
+        ),
+    )
+}
+
+/// Readers of the names racing with the signal: every read is a valid name (the ops'
+/// before, the detached ones after), and once a reader has seen the fence signalled it
+/// only reads the detached names. Bounded by rounds and about a second.
+fn names_vs_signal_stress() -> R {
+    let start = Instant::now();
+    let bad = Arc::new(AtomicUsize::new(0));
+    let mut rounds = 0;
+    while rounds < 2000 && start.elapsed() < Duration::from_secs(1) {
+        rounds += 1;
+        let f = Fence::new(Mock, Context::new(), rounds);
+        let go = Arc::new(Barrier::new(3));
+        let readers: Vec<_> = (0..2)
+            .map(|_| {
+                let (f, go, bad) = (f.clone(), go.clone(), bad.clone());
+                std::thread::spawn(move || {
+                    go.wait();
+                    for _ in 0..200 {
+                        let seen = f.test_signaled_flag();
+                        let (d, t) = (f.driver_name(), f.timeline_name());
+                        let valid_d = d == "mock" || d == "detached-driver";
+                        let valid_t = t == "mock" || t == "signaled-timeline";
+                        let after_ok =
+                            !seen || (d == "detached-driver" && t == "signaled-timeline");
+                        if !(valid_d && valid_t && after_ok) {
+                            bad.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if seen {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        go.wait();
+        let _ = f.signal();
+        for r in readers {
+            r.join().map_err(|_| "a reader panicked".to_string())?;
+        }
+    }
+    ensure(
+        bad.load(Ordering::SeqCst) == 0,
+        &format!("{} invalid name read(s)", bad.load(Ordering::SeqCst)),
     )
 }

@@ -564,3 +564,46 @@ fn default_peek_is_learned_real_peek_is_asked_every_time() {
     assert_eq!(asked.load(Ordering::SeqCst), 3, "not asked once signalled");
     assert_eq!(g.inner.state.load(Ordering::SeqCst) & NO_PEEK, 0);
 }
+
+/// A callback that panics (say, a lockdep report under the panic policy) unwinds out of
+/// `signal`, but the fence still completes: waiters return instead of waiting forever
+/// for a callback run that will not finish, and the thread is left outside any callback
+/// run (no atomic section, nothing on the running list).
+#[test]
+fn panicking_callback_still_completes_the_fence() {
+    let f = mock();
+    let waiter = {
+        let f = f.clone();
+        std::thread::spawn(move || f.wait_timeout(Duration::from_secs(20)))
+    };
+    // Let the waiter sleep first (best effort; the outcome is the same either way).
+    std::thread::sleep(Duration::from_millis(20));
+    let (seen, cb) = {
+        let seen = Arc::new(AtomicUsize::new(0));
+        let s = seen.clone();
+        (seen, move |_: &Fence| s.store(1, Ordering::SeqCst))
+    };
+    f.add_callback(|_: &Fence| panic!("callback panics"))
+        .map_err(|_| ())
+        .unwrap();
+    f.add_callback(cb).map_err(|_| ()).unwrap();
+    let g = f.clone();
+    let signaller = std::thread::spawn(move || {
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| g.signal()));
+        (r.is_err(), g.running_callbacks_here(), lockdep::in_atomic())
+    });
+    let (panicked, still_running, in_atomic) = signaller.join().unwrap();
+    assert!(panicked, "the callback's panic reaches the signaller");
+    assert!(!still_running && !in_atomic, "left the callback run");
+    let t0 = Instant::now();
+    let r = waiter.join().unwrap();
+    assert!(r.is_ok(), "the waiter got {r:?}");
+    assert!(t0.elapsed() < Duration::from_secs(15), "the waiter hung");
+    assert!(f.is_complete());
+    assert_eq!(
+        seen.load(Ordering::SeqCst),
+        0,
+        "later callbacks are dropped uncalled"
+    );
+    f.wait();
+}

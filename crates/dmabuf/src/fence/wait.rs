@@ -4,7 +4,11 @@
 //! here is held across a fence wait"), enables signalling, spins briefly, then sleeps on
 //! the fence's state word (a futex) until the fence is *complete*: signalled, timestamp
 //! stored, every callback registered before the signal has run. No lock is taken and
-//! nothing is allocated by a plain wait.
+//! nothing is allocated by a plain wait. Timeouts hold on every path: once the fence is
+//! signalled the wait succeeds, and waiting for the signaller's callback run is bounded
+//! by the deadline; on the thread running the fence's callbacks (a wait from inside one
+//! of them) it is skipped, so such a wait never waits for itself (lockdep reports it as
+//! sleeping in a callback, [`lockdep::ReportKind::SleepInAtomic`]).
 //!
 //! Return values follow the kernel's `dma_fence_wait_timeout`: `Ok(remaining)` with
 //! `remaining` ≥ 1 ns when the fence signalled (also for a zero timeout on a signalled
@@ -15,7 +19,7 @@
 //! expressed with [`Duration`].
 
 use super::annotations::might_wait;
-use super::object::{Fence, WakerId, HAS_WAITERS};
+use super::object::{Fence, WakerId, HAS_WAITERS, SIGNALED};
 use super::sync::{futex_wait, futex_wake_all, AtomicU32};
 use crate::error::{Error, Result};
 use crate::interrupt::Interrupt;
@@ -77,7 +81,8 @@ impl Fence {
         let deadline = start.checked_add(timeout);
         if timeout.is_zero() {
             if self.is_signaled() {
-                self.wait_complete();
+                // A poll: signalled is the answer, whoever is still running callbacks.
+                self.wait_callbacks(Some(start));
                 return Ok(MIN_REMAINING);
             }
             if intr.is_some_and(|i| i.is_interrupted()) {
@@ -91,30 +96,38 @@ impl Fence {
     }
 
     /// The core wait: until complete, `deadline` (→ TimedOut) or `intr` (→ Interrupted).
+    /// Once the fence is signalled, the answer is `Ok` whatever happens next: the wait for
+    /// the callback run is bounded by `deadline` and the interrupt's deadline, and skipped
+    /// when this thread is the one running the callbacks.
     fn wait_until(&self, deadline: Option<Instant>, intr: Option<&Interrupt>) -> Result<()> {
         if self.is_complete() {
             return Ok(());
         }
-        self.enable_sw_signaling();
+        let bound = earliest(deadline, intr.and_then(|i| i.deadline()));
         // Signalled wins over interrupted and timed out; then only the callback run of
         // the signaller is left to wait for.
-        let intr = if self.is_signaled() { None } else { intr };
-        let deadline = if intr.is_none() && self.test_signaled_flag() {
-            None
-        } else {
-            deadline
-        };
+        if self.test_signaled_flag() {
+            self.wait_callbacks(bound);
+            return Ok(());
+        }
+        self.enable_sw_signaling();
+        if self.is_signaled() {
+            self.wait_callbacks(bound);
+            return Ok(());
+        }
         if intr.is_some_and(|i| i.is_interrupted()) {
             return Err(Error::Interrupted);
         }
         for _ in 0..SPIN_ROUNDS {
-            if self.is_complete() {
+            if self.test_signaled_flag() {
+                self.wait_callbacks(bound);
                 return Ok(());
             }
             std::hint::spin_loop();
         }
         for _ in 0..YIELD_ROUNDS {
-            if self.is_complete() {
+            if self.test_signaled_flag() {
+                self.wait_callbacks(bound);
                 return Ok(());
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
@@ -133,17 +146,23 @@ impl Fence {
                 self.spin_for_timestamp();
                 return Ok(());
             };
+            if seen & SIGNALED != 0 {
+                self.wait_callbacks(bound);
+                return Ok(());
+            }
             if let Some(i) = intr {
                 if i.is_interrupted() {
                     return Err(Error::Interrupted);
                 }
             }
-            let limit = earliest(deadline, intr.and_then(|i| i.deadline()));
-            let sleep = match limit {
+            let sleep = match bound {
                 Some(l) => {
                     let now = Instant::now();
                     if now >= l {
-                        return if intr.is_some_and(|i| i.is_interrupted()) {
+                        return if self.test_signaled_flag() {
+                            self.spin_for_timestamp();
+                            Ok(())
+                        } else if intr.is_some_and(|i| i.is_interrupted()) {
                             Err(Error::Interrupted)
                         } else {
                             Err(Error::TimedOut)
@@ -157,9 +176,37 @@ impl Fence {
         }
     }
 
-    /// The fence is signalled: wait (uninterruptibly, briefly) for its callbacks to finish.
-    pub(crate) fn wait_complete(&self) {
-        let _ = self.wait_until(None, None);
+    /// The fence is signalled: wait (uninterruptibly) for its callback run to finish, so
+    /// that callbacks registered before the signal have run when a wait returns, but
+    /// never past `bound` (a timed wait's deadline: the fence is signalled, so the wait
+    /// succeeds then even though the signaller is still in its callbacks), and not at all
+    /// on the thread running those callbacks (a wait from inside one of them, or from
+    /// something it calls, would wait for itself: the kernel returns at once there too,
+    /// its waits look only at the signalled bit). Returns with the timestamp stored.
+    pub(crate) fn wait_callbacks(&self, bound: Option<Instant>) {
+        if !self.running_callbacks_here() {
+            // Callback runs are short by contract: spin a little before sleeping.
+            for _ in 0..SPIN_ROUNDS {
+                if self.is_complete() {
+                    return;
+                }
+                std::hint::spin_loop();
+            }
+            while let Some(seen) = self.set_waiter_flag(HAS_WAITERS) {
+                let sleep = match bound {
+                    Some(b) => {
+                        let now = Instant::now();
+                        if now >= b {
+                            break;
+                        }
+                        Some(b - now)
+                    }
+                    None => None,
+                };
+                futex_wait(&self.inner.state, seen, sleep);
+            }
+        }
+        self.spin_for_timestamp();
     }
 
     /// A future that resolves once the fence is signalled and its callbacks have run.
@@ -273,8 +320,15 @@ pub fn wait_any_timeout(
         }
     };
     let first = || fences.iter().position(|f| f.is_signaled());
+    let bound = earliest(deadline, intr.and_then(|i| i.deadline()));
     if let Some(i) = first() {
-        fences[i].wait_complete();
+        // A zero timeout polls: no waiting for the callback run then.
+        let bound = if timeout.is_some_and(|t| t.is_zero()) {
+            Some(start)
+        } else {
+            bound
+        };
+        fences[i].wait_callbacks(bound);
         return Ok((i, remaining(Instant::now())));
     }
     if timeout.is_some_and(|t| t.is_zero()) {
@@ -346,7 +400,7 @@ pub fn wait_any_timeout(
     }
     outcome?;
     let i = first().expect("a fence signalled");
-    fences[i].wait_complete();
+    fences[i].wait_callbacks(bound);
     Ok((i, remaining(Instant::now())))
 }
 

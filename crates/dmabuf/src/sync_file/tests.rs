@@ -317,14 +317,21 @@ fn foreign_descriptor_becomes_a_proxy_fence() {
     // Already holding a record: signalled at import, with its status and timestamp.
     let ts = ktime_now() - 1_000;
     let sf = SyncFile::from_fd(efd(encode_record(-62, ts))).unwrap();
-    assert_eq!(sf.fence().driver_name(), "sync_file");
-    assert_eq!(sf.fence().timeline_name(), "imported");
+    assert_eq!(sf.fence().ops().driver_name(), "sync_file");
+    assert_eq!(sf.fence().ops().timeline_name(), "imported");
+    // Signalled at import: the names read detached (the kernel since 6.17).
+    assert_eq!(sf.fence().driver_name(), "detached-driver");
+    assert_eq!(sf.fence().timeline_name(), "signaled-timeline");
     assert!(sf.fence().test_signaled_flag());
     assert_eq!(sf.fence().status(), Status::Error(-62));
     assert_eq!(sf.fence().timestamp(), Some(ts));
+    // Named from the names of the signalled fence, which read detached.
     assert_eq!(
         sf.name(),
-        format!("sync_file-imported{}-1", sf.fence().context().id())
+        format!(
+            "detached-driver-signaled-timeline{}-1",
+            sf.fence().context().id()
+        )
     );
     // Count 0: a pending proxy that the watcher signals when the record is written.
     let e = efd(0);
@@ -876,7 +883,9 @@ fn fd_number_registry_never_returns_a_stale_fence() {
         }
         let g = get_fence(e.as_fd()).unwrap();
         assert!(!Fence::ptr_eq(&g, &f));
-        assert_eq!(g.driver_name(), "sync_file");
+        // Signalled: the names read detached; the ops say who made it.
+        assert_eq!(g.ops().driver_name(), "sync_file");
+        assert_eq!(g.driver_name(), "detached-driver");
         assert_eq!(g.status(), Status::Error(-5));
     }
     assert!(
@@ -1289,8 +1298,9 @@ fn file_info_ioctl_validation() {
     let signalled: Vec<_> = out.iter().filter(|i| i.status == -5).collect();
     assert_eq!(signalled.len(), 1);
     assert_eq!(signalled[0].timestamp_ns, 10);
-    assert_eq!(c_name(&signalled[0].obj_name), "tl");
-    assert_eq!(c_name(&signalled[0].driver_name), "test");
+    // A signalled fence's names read detached (the kernel since 6.17).
+    assert_eq!(c_name(&signalled[0].obj_name), "signaled-timeline");
+    assert_eq!(c_name(&signalled[0].driver_name), "detached-driver");
     // Leaves are sorted by context: f1 (error) comes first, and the aggregate takes the
     // first non-positive leaf status.
     assert_eq!(info2.status, -5);

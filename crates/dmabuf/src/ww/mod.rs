@@ -237,10 +237,12 @@ impl WwClass {
 /// Lockdep calls; none under loom, whose threads all share one OS thread.
 mod ld {
     #[cfg(not(loom))]
-    pub(super) use lockdep::{acquire, enabled, is_instance_held, release, report};
+    pub(super) use lockdep::{acquire, acquire_pseudo, enabled, is_instance_held, release, report};
 
     #[cfg(loom)]
     pub(super) fn acquire(_: &'static lockdep::LockClass, _: usize, _: lockdep::Acquire) {}
+    #[cfg(loom)]
+    pub(super) fn acquire_pseudo(_: &'static lockdep::LockClass, _: usize, _: lockdep::Acquire) {}
     #[cfg(loom)]
     pub(super) fn release(_: &'static lockdep::LockClass, _: usize) {}
     #[cfg(loom)]
@@ -397,7 +399,8 @@ impl AcquireCtx {
                 prime();
             }
         }
-        ld::acquire(
+        // A pseudo-lock: starting a context never sleeps (its locks do).
+        ld::acquire_pseudo(
             class.acquire_class(),
             ctx.instance(),
             lockdep::Acquire::write(),

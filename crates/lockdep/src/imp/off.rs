@@ -13,6 +13,35 @@ impl Drop for CaptureToken {
     fn drop(&mut self) {}
 }
 
+/// A no-op atomic section (feature `off`).
+pub(crate) struct AtomicToken {
+    _not_send: std::marker::PhantomData<*const ()>,
+}
+
+impl AtomicToken {
+    #[inline]
+    pub(crate) fn inert() -> Self {
+        AtomicToken {
+            _not_send: std::marker::PhantomData,
+        }
+    }
+}
+
+#[inline]
+pub(crate) fn atomic_enter(_what: &'static str, _at: &'static Location<'static>) -> AtomicToken {
+    AtomicToken::inert()
+}
+#[inline]
+pub(crate) fn in_atomic() -> bool {
+    false
+}
+#[inline]
+pub(crate) fn might_sleep(
+    _lock: Option<(&'static LockClass, u8)>,
+    _at: &'static Location<'static>,
+) {
+}
+
 #[inline]
 pub(crate) fn register_class(_class: &'static LockClass) -> u32 {
     0
