@@ -125,7 +125,14 @@ impl DmaBuf {
         };
         let ops = self.exporter().clone();
         ops.attach(self, &att)?;
-        let g = self.resv().lock_no_ctx();
+        // Refused (EINVAL) when this thread holds the lock: undo the exporter's attach.
+        let g = match self.resv().lock_no_ctx() {
+            Ok(g) => g,
+            Err(e) => {
+                ops.detach(self, &att);
+                return Err(e);
+            }
+        };
         self.settle_owed(&g);
         if att.is_dynamic() != self.is_dynamic() {
             if let Err(e) = att.map_at_attach(&g) {
@@ -500,7 +507,7 @@ impl Attachment {
     #[track_caller]
     pub fn map_unlocked(&self, dir: Direction) -> Result<SgMapping> {
         must_not_hold_resv("dma_buf_map_attachment_unlocked")?;
-        let g = self.inner.buf.resv().lock_no_ctx();
+        let g = self.inner.buf.resv().lock_no_ctx()?;
         self.map(&g, dir)
     }
 
@@ -513,7 +520,10 @@ impl Attachment {
         if let Err(e) = must_not_hold_resv("dma_buf_unmap_attachment_unlocked") {
             return Err((e, m));
         }
-        let g = self.inner.buf.resv().lock_no_ctx();
+        let g = match self.inner.buf.resv().lock_no_ctx() {
+            Ok(g) => g,
+            Err(e) => return Err((e, m)),
+        };
         self.unmap(&g, m)
     }
 
@@ -527,7 +537,7 @@ impl Attachment {
     fn detach_inner(&self) -> Result<()> {
         must_not_hold_resv("dma_buf_detach")?;
         let buf = &self.inner.buf;
-        let g = buf.resv().lock_no_ctx();
+        let g = buf.resv().lock_no_ctx()?;
         if self.is_detached() {
             return Err(Error::Invalid("attachment already detached"));
         }
