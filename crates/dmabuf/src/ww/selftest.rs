@@ -385,9 +385,11 @@ fn check_fair(rounds: &[usize]) -> R {
 /// released it again and again, and one worker completed almost every round (e.g.
 /// `[1235, 3, 6, 2]`, or `[49405, 2]` transactions in 600 ms).
 ///
-/// A window where a worker was descheduled most of the time can look unfair on a loaded
-/// machine (about one window in a hundred here, after the fix); so up to
-/// `STRESS_WINDOWS` windows run, and one must be fair. The hand-off itself has an exact
+/// A single window can still look unfair after the fix (on the loaded 2-core reference
+/// machine: none in about a hundred wait-die windows, a few in a hundred wound-wait
+/// windows with 4 workers, e.g. `[4325, 80928, 35246, 1602]`; before the fix most
+/// windows were, e.g. `[1, 47239]`); so up to `STRESS_WINDOWS` windows run, and one must
+/// be fair. The hand-off itself has an exact
 /// test (`ww::tests::handoff_bounds_stealing_*`).
 fn stress(algo: WwAlgorithm, kind: &str, nthreads: usize, inject: bool) -> R {
     let mut unfair = Vec::new();
