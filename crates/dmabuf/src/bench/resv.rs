@@ -88,7 +88,7 @@ fn add_fence(iters: u64) -> Duration {
     let f = fence();
     let t = Instant::now();
     for _ in 0..iters {
-        let mut g = r.lock_no_ctx();
+        let mut g = r.lock_no_ctx().expect("uncontended lock");
         g.reserve_fences(1).expect("reserve");
         g.add_fence(&f, Usage::Write).expect("add");
         drop(black_box(g));
@@ -153,7 +153,7 @@ fn nth_fence(i: u64) -> Fence {
 fn get_fences(iters: u64) -> Duration {
     let r = Arc::new(Resv::new());
     {
-        let mut g = r.lock_no_ctx();
+        let mut g = r.lock_no_ctx().expect("uncontended lock");
         g.reserve_fences(CTXS).expect("reserve");
         for i in 0..CTXS as u64 {
             g.add_fence(&nth_fence(i), Usage::Read).expect("add");
@@ -164,7 +164,7 @@ fn get_fences(iters: u64) -> Duration {
         iters,
         move |i| {
             let f = nth_fence(CTXS as u64 + i);
-            let mut g = w.lock_no_ctx();
+            let mut g = w.lock_no_ctx().expect("uncontended lock");
             g.reserve_fences(1).expect("reserve");
             g.add_fence(&f, Usage::Read).expect("add");
         },

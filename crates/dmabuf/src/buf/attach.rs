@@ -131,7 +131,14 @@ impl DmaBuf {
         };
         let ops = self.exporter().clone();
         ops.attach(self, &att)?;
-        let g = self.resv().lock_no_ctx();
+        // Refused (EINVAL) when this thread holds the lock: undo the exporter's attach.
+        let g = match self.resv().lock_no_ctx() {
+            Ok(g) => g,
+            Err(e) => {
+                ops.detach(self, &att);
+                return Err(e);
+            }
+        };
         self.settle_owed(&g);
         if att.is_dynamic() != self.is_dynamic() {
             if let Err(e) = att.map_at_attach(&g) {
@@ -281,7 +288,11 @@ impl Attachment {
         if pending {
             let att = self.clone();
             defer_to_thread("settling of a deferred unmap", move || {
-                let g = att.inner.buf.resv().lock_no_ctx();
+                // A helper thread holds no lock: the lock is refused only for its holder.
+                let Ok(g) = att.inner.buf.resv().lock_no_ctx() else {
+                    tracing::error!("deferred unmap: the reservation lock was refused");
+                    return;
+                };
                 let done = att.settle_slow(&g);
                 drop(g);
                 if let Some(done) = done {
@@ -630,7 +641,7 @@ impl Attachment {
     #[track_caller]
     pub fn map_unlocked(&self, dir: Direction) -> Result<SgMapping> {
         must_not_hold_resv("dma_buf_map_attachment_unlocked")?;
-        let g = self.inner.buf.resv().lock_no_ctx();
+        let g = self.inner.buf.resv().lock_no_ctx()?;
         self.map(&g, dir)
     }
 
@@ -643,7 +654,10 @@ impl Attachment {
         if let Err(e) = must_not_hold_resv("dma_buf_unmap_attachment_unlocked") {
             return Err((e, m));
         }
-        let g = self.inner.buf.resv().lock_no_ctx();
+        let g = match self.inner.buf.resv().lock_no_ctx() {
+            Ok(g) => g,
+            Err(e) => return Err((e, m)),
+        };
         let done = self.unmap_inner(&g, m)?;
         drop(g);
         if let Some(done) = done {
@@ -663,7 +677,7 @@ impl Attachment {
     fn detach_inner(&self) -> Result<()> {
         must_not_hold_resv("dma_buf_detach")?;
         let buf = &self.inner.buf;
-        let g = buf.resv().lock_no_ctx();
+        let g = buf.resv().lock_no_ctx()?;
         if self.is_detached() {
             return Err(Error::Invalid("attachment already detached"));
         }
@@ -720,7 +734,7 @@ impl Attachment {
         let resv = self.inner.buf.resv().clone();
         let g = if lockdep::enabled() {
             // Lockdep knows this thread holds no reservation lock: waiting is safe.
-            Some(resv.try_lock().unwrap_or_else(|| resv.lock_no_ctx()))
+            resv.try_lock().or_else(|| resv.lock_no_ctx().ok())
         } else {
             // Without lockdep the holder may be this very thread: never wait for it.
             (0..64).find_map(|_| {
@@ -740,7 +754,11 @@ impl Attachment {
     /// and so may wait for the lock.
     fn detach_dropped_blocking(self) {
         let resv = self.inner.buf.resv().clone();
-        self.detach_dropped_locked(resv.lock_no_ctx());
+        // A helper thread holds no lock: the lock is refused only for its holder.
+        match resv.lock_no_ctx() {
+            Ok(g) => self.detach_dropped_locked(g),
+            Err(e) => tracing::error!("deferred detach: the reservation lock was refused: {e}"),
+        };
     }
 
     /// The detach of a dropped guard, with this buffer's lock `g`: settle what is owed,

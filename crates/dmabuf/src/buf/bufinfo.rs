@@ -6,7 +6,8 @@ use std::fmt::Write as _;
 /// Every live buffer in the kernel's `bufinfo` format: a header, per buffer its size,
 /// flags, mode, file count, exporter name, inode and name, its fences (KERNEL, WRITE and
 /// READ usages) and attached devices, then the totals. Each buffer's reservation is
-/// locked while it is described, so this must not be called holding one.
+/// locked while it is described, so this must not be called holding one: a buffer whose
+/// lock this thread holds is listed as one line saying so, without its details.
 pub fn bufinfo() -> String {
     let mut s = String::new();
     let _ = writeln!(s, "\nDma-buf Objects:");
@@ -17,7 +18,16 @@ pub fn bufinfo() -> String {
     );
     let (mut n, mut bytes) = (0usize, 0usize);
     for b in live_buffers() {
-        let g = b.resv().lock_no_ctx();
+        let Ok(g) = b.resv().lock_no_ctx() else {
+            let _ = writeln!(
+                s,
+                "{:08}\t<details skipped: this thread holds the reservation lock>",
+                b.size()
+            );
+            n += 1;
+            bytes += b.size();
+            continue;
+        };
         let atts = b.attachments(&g).unwrap_or_default();
         // The file count: references less the walk's own and the attachments' (in the
         // kernel attachments hold no file reference).

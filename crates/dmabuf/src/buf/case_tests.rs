@@ -106,7 +106,7 @@ fn stress_shared_buffers_zero_reports() {
     assert!(capture.is_empty(), "lockdep reports: {:#?}", capture.take());
     for (e, b) in exporters.iter().zip(bufs.iter()) {
         assert_eq!(Calls::get(&e.calls.lock_state_wrong), 0);
-        let g = b.resv().lock_no_ctx();
+        let g = b.resv().lock_no_ctx().unwrap();
         assert!(b.attachments(&g).unwrap().is_empty(), "all detached");
         drop(g);
         assert_eq!(Calls::get(&e.calls.attach), Calls::get(&e.calls.detach));
@@ -202,7 +202,7 @@ fn attach_callback_cannot_map_the_attachment_being_attached() {
     }
     impl Exporter for Eager {
         fn attach(&self, buf: &DmaBuf, att: &Attachment) -> crate::Result<()> {
-            let g = buf.resv().lock_no_ctx();
+            let g = buf.resv().lock_no_ctx().unwrap();
             let m = att.map(&g, Direction::ToDevice).map(|_| ());
             self.seen.lock().push(format!("{m:?}"));
             if self.fail {

@@ -558,7 +558,7 @@ impl DmaBuf {
     #[track_caller]
     pub fn vmap_unlocked(&self) -> Result<VMapGuard> {
         must_not_hold_resv("dma_buf_vmap_unlocked")?;
-        let g = self.inner.resv.lock_no_ctx();
+        let g = self.inner.resv.lock_no_ctx()?;
         let map = self.vmap(&g)?;
         Ok(VMapGuard {
             buf: self.clone(),
@@ -676,7 +676,7 @@ impl DmaBuf {
         if leaves.is_empty() {
             return Ok(());
         }
-        let mut g = self.inner.resv.lock_no_ctx();
+        let mut g = self.inner.resv.lock_no_ctx()?;
         g.reserve_fences(leaves.len())?;
         for f in &leaves {
             g.add_fence(f, usage)?;
@@ -931,8 +931,14 @@ impl Drop for VMapGuard {
                 );
                 return;
             }
-            let g = self.buf.resv().lock_no_ctx();
-            let _ = self.buf.vunmap(&g, m);
+            match self.buf.resv().lock_no_ctx() {
+                Ok(g) => {
+                    let _ = self.buf.vunmap(&g, m);
+                }
+                // This thread holds the buffer's lock and lockdep is off (else the
+                // branch above ran): defer, as above, rather than wait forever.
+                Err(_) => self.buf.defer_vunmap(m),
+            }
         }
     }
 }

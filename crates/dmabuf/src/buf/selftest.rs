@@ -269,7 +269,7 @@ fn static_attach_map() -> R {
         "no mapping at attach when both are static",
     )?;
     {
-        let g = b.resv().lock_no_ctx();
+        let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
         let m = s(a.map(&g, Direction::ToDevice))?;
         ensure(n(&ex.calls.map) == 1, "exporter map called")?;
         ensure(m.table().total_len() == b.size(), "table covers the buffer")?;
@@ -321,7 +321,7 @@ fn dyn_importer_static_exporter() -> R {
         n(&ex.calls.map) == 1 && n(&ex.calls.pin) == 0,
         "one BIDIRECTIONAL map, no pin",
     )?;
-    let g = b.resv().lock_no_ctx();
+    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
     let m1 = s(a.map(&g, Direction::ToDevice))?;
     let m2 = s(a.map(&g, Direction::FromDevice))?;
     ensure(
@@ -368,7 +368,7 @@ fn cache_sgt_busy() -> R {
     let b = s(ex.export())?;
     let dev = Device::simple("cache-dev");
     let a = s(b.attach(&dev))?;
-    let g = b.resv().lock_no_ctx();
+    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
     let m = s(a.map(&g, Direction::ToDevice))?;
     ensure(m.is_cached(), "first map cached")?;
     let again = s(a.map(&g, Direction::ToDevice))?;
@@ -388,7 +388,7 @@ fn cache_sgt_busy() -> R {
 }
 
 fn add(b: &DmaBuf, f: &Fence, u: Usage) -> R {
-    let mut g = b.resv().lock_no_ctx();
+    let mut g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
     s(g.reserve_fences(1))?;
     s(g.add_fence(f, u))
 }
@@ -464,7 +464,7 @@ fn pin_unpin() -> R {
     let dev = Device::simple("pin2-dev");
     let st = s(b.attach(&dev))?;
     let dy = s(b.dynamic_attach(&dev, Some(importer())))?;
-    let g = b.resv().lock_no_ctx();
+    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
     let pins = n(&ex.calls.pin);
     let e = st.pin(&g);
     ensure(
@@ -489,7 +489,7 @@ fn move_notify() -> R {
     let _a2 = s(b.dynamic_attach(&dev, Some(i2.clone())))?;
     let _st = s(b.attach(&dev))?;
     {
-        let g = b.resv().lock_no_ctx();
+        let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
         s(b.move_notify(&g))?;
         ensure(s(b.attachments(&g))?.len() == 3, "three attachments listed")?;
     }
@@ -504,7 +504,7 @@ fn move_notify() -> R {
         )?;
     }
     let other = s(s(SimpleExporter::new(1))?.export())?;
-    let g = other.resv().lock_no_ctx();
+    let g = other.resv().lock_no_ctx().map_err(|e| e.to_string())?;
     ensure(
         b.move_notify(&g).is_err_and(|e| e.errno() == 22),
         "another buffer's lock: EINVAL",
@@ -518,7 +518,7 @@ fn proof_other() -> R {
     let other = s(s(SimpleExporter::new(1))?.export())?;
     let dev = Device::simple("proof-dev");
     let a = s(b.dynamic_attach(&dev, Some(importer())))?;
-    let g = other.resv().lock_no_ctx();
+    let g = other.resv().lock_no_ctx().map_err(|e| e.to_string())?;
     let maps = n(&ex.calls.map);
     ensure(
         a.map(&g, Direction::ToDevice)
@@ -558,7 +558,7 @@ fn must_not_hold() -> R {
     let dev = Device::simple("nohold-dev");
     let a = s(b.attach(&dev))?;
     let other = s(s(SimpleExporter::new(1))?.export())?;
-    let g = other.resv().lock_no_ctx();
+    let g = other.resv().lock_no_ctx().map_err(|e| e.to_string())?;
     expect_misuse(|| b.attach(&dev).map(|_| ()), "attach")?;
     expect_misuse(
         || b.begin_cpu_access(Direction::ToDevice),
@@ -590,7 +590,7 @@ struct Relocker;
 
 impl Exporter for Relocker {
     fn map(&self, _: &ResvGuard<'_>, att: &Attachment, _: Direction) -> crate::Result<SgTable> {
-        let _g = att.buf().resv().lock_no_ctx();
+        let _g = att.buf().resv().lock_no_ctx()?;
         Err(Error::NoMem)
     }
     fn unmap(&self, _: &ResvGuard<'_>, _: &Attachment, _: SgTable, _: Direction) {}
@@ -636,7 +636,7 @@ fn relock_in_callback() -> R {
 fn vmap_refcount() -> R {
     let ex = s(SimpleExporter::new(2))?;
     let b = s(ex.export())?;
-    let g = b.resv().lock_no_ctx();
+    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
     let v1 = s(b.vmap(&g))?;
     let v2 = s(b.vmap(&g))?;
     ensure(n(&ex.calls.vmap) == 1, "exporter vmap called once")?;
@@ -663,7 +663,7 @@ fn vmap_refcount() -> R {
         4096,
         Arc::new(CapsOnly(Caps::default())),
     )))?;
-    let g = nv.resv().lock_no_ctx();
+    let g = nv.resv().lock_no_ctx().map_err(|e| e.to_string())?;
     ensure(
         nv.vmap(&g).is_err_and(|e| e.errno() == 22),
         "no vmap op: EINVAL",
@@ -856,7 +856,7 @@ fn import_sync_fence() -> R {
     )?;
     ensure(b.resv().num_fences() == 0, "nothing added on error")?;
     s(b.import_sync_fence(sync_flags::WRITE, &f))?;
-    let g = b.resv().lock_no_ctx();
+    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
     let v = g.fences(Usage::Bookkeep);
     ensure(
         v.len() == 1 && v[0].1 == Usage::Write,
@@ -871,7 +871,7 @@ fn import_sync_fence() -> R {
         false,
     ))?;
     s(b.import_sync_fence(sync_flags::READ, &arr))?;
-    let g = b.resv().lock_no_ctx();
+    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
     let v = g.fences(Usage::Bookkeep);
     ensure(v.len() == 3, "an array is unwrapped into its leaves")?;
     ensure(
@@ -1027,7 +1027,7 @@ fn attach_failure() -> R {
         e.is_err_and(|e| e.errno() == 16),
         "exporter's EBUSY passed through",
     )?;
-    let g = b.resv().lock_no_ctx();
+    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
     ensure(s(b.attachments(&g))?.is_empty(), "nothing listed")?;
     drop(g);
     // A map failure at attach (dynamic importer, static exporter) undoes the attach.
@@ -1038,7 +1038,7 @@ fn attach_failure() -> R {
         "map failure at attach: ENOMEM",
     )?;
     ensure(n(&ex.calls.detach) == 1, "exporter detach undid the attach")?;
-    let g = b.resv().lock_no_ctx();
+    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
     ensure(s(b.attachments(&g))?.is_empty(), "still nothing listed")
 }
 
@@ -1134,7 +1134,7 @@ fn drop_mapping_under_lock() -> R {
     let b = s(ex.export())?;
     let dev = Device::simple("defer-map-dev");
     let a = s(b.attach(&dev))?;
-    let g = b.resv().lock_no_ctx();
+    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
     let m = s(a.map(&g, Direction::ToDevice))?;
     drop_reports_once(m, "mapping dropped under its own lock")?;
     ensure(n(&ex.calls.unmap) == 0, "the unmap is deferred")?;
@@ -1166,7 +1166,7 @@ fn drop_vmap_guard_under_lock() -> R {
     let ex = s(SimpleExporter::new(1))?;
     let b = s(ex.export())?;
     let guard = s(b.vmap_unlocked())?;
-    let g = b.resv().lock_no_ctx();
+    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
     drop_reports_once(guard, "vmap guard dropped under its own lock")?;
     ensure(n(&ex.calls.vunmap) == 0, "the vunmap is deferred")?;
     let v = s(b.vmap(&g))?;
@@ -1177,7 +1177,7 @@ fn drop_vmap_guard_under_lock() -> R {
     drop(g);
     let guard = s(b.vmap_unlocked())?;
     ensure(n(&ex.calls.vmap) == 2, "shared with the live vmap")?;
-    let g = b.resv().lock_no_ctx();
+    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
     drop_reports_once(guard, "second guard dropped under its own lock")?;
     ensure(n(&ex.calls.vunmap) == 1, "deferred again")?;
     s(b.vunmap(&g, v))?;
@@ -1204,13 +1204,13 @@ fn drop_under_other_lock() -> R {
     let dev = Device::simple("defer-other-dev");
     let a = s(b.attach(&dev))?;
     let (m1, m2) = {
-        let g = b.resv().lock_no_ctx();
+        let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
         let m1 = s(a.map(&g, Direction::ToDevice))?;
         let m2 = s(a.map(&g, Direction::ToDevice))?;
         (m1, m2)
     };
     let guard = s(b.vmap_unlocked())?;
-    let og = other.resv().lock_no_ctx();
+    let og = other.resv().lock_no_ctx().map_err(|e| e.to_string())?;
     drop_reports_once(m1, "mapping dropped under another buffer's lock")?;
     drop_reports_once(guard, "vmap guard dropped under another buffer's lock")?;
     drop(og);
@@ -1218,7 +1218,7 @@ fn drop_under_other_lock() -> R {
         n(&ex.calls.unmap) == 0 && n(&ex.calls.vunmap) == 0,
         "both deferred",
     )?;
-    let g = b.resv().lock_no_ctx();
+    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
     let atts = s(b.attachments(&g))?;
     ensure(atts.len() == 1, "one attachment")?;
     drop(atts);
@@ -1227,10 +1227,10 @@ fn drop_under_other_lock() -> R {
         "the buffer's next locked call settles both",
     )?;
     drop(g);
-    let og = other.resv().lock_no_ctx();
+    let og = other.resv().lock_no_ctx().map_err(|e| e.to_string())?;
     drop_reports_once(m2, "second mapping dropped under another buffer's lock")?;
     drop(og);
-    let g = b.resv().lock_no_ctx();
+    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
     let m3 = s(a.map(&g, Direction::ToDevice))?;
     ensure(n(&ex.calls.unmap) == 2, "the next locked map settles it")?;
     unmap_ok(&a, &g, m3)?;
@@ -1256,7 +1256,7 @@ fn eventually(mut cond: impl FnMut() -> bool) -> bool {
 }
 
 fn listed(b: &DmaBuf) -> Result<usize, String> {
-    let g = b.resv().lock_no_ctx();
+    let g = s(b.resv().lock_no_ctx())?;
     Ok(s(b.attachments(&g))?.len())
 }
 
@@ -1424,7 +1424,7 @@ fn drop_guard_then_unmap_under_lock() -> R {
         wait_deferred_detaches(Duration::from_secs(5)),
         "no deferred work left",
     )?;
-    let g = b.resv().lock_no_ctx();
+    let g = s(b.resv().lock_no_ctx())?;
     unmap_ok(&h, &g, m)?;
     ensure(
         h.is_detached() && s(b.attachments(&g))?.is_empty(),

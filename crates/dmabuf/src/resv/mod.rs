@@ -185,7 +185,9 @@ impl Resv {
     ///
     /// Errors: `Deadlock` (EDEADLK) — drop every lock of `ctx`, then
     /// [`lock_slow`](Self::lock_slow) this one; `Already` (EALREADY) — `ctx` holds it;
-    /// `Invalid` for a context misuse (see [`crate::ww`]).
+    /// `Invalid` for a context misuse (see [`crate::ww`]), or when this thread already
+    /// holds the lock outside `ctx` (without a context, or in another context): waiting
+    /// would never end, so it is refused, with lockdep on or off.
     #[track_caller]
     pub fn lock<'a>(&'a self, ctx: &'a AcquireCtx) -> Result<ResvGuard<'a>> {
         Ok(self.guard(self.lock.lock(ctx)?))
@@ -203,7 +205,8 @@ impl Resv {
 
     /// Lock after a `Deadlock`, with nothing else of `ctx` held (`dma_resv_lock_slow`).
     ///
-    /// Errors: `Invalid` when `ctx` still holds locks or saw no `Deadlock`.
+    /// Errors: `Invalid` when `ctx` still holds locks or saw no `Deadlock`, or when this
+    /// thread holds the lock outside `ctx` (refused rather than waiting forever).
     #[track_caller]
     pub fn lock_slow<'a>(&'a self, ctx: &'a AcquireCtx) -> Result<ResvGuard<'a>> {
         Ok(self.guard(self.lock.lock_slow(ctx)?))
@@ -221,9 +224,13 @@ impl Resv {
 
     /// Lock without a context, as a plain mutex (`dma_resv_lock(obj, NULL)`). Never
     /// mix with context locking of the same objects in one transaction.
+    ///
+    /// Errors: `Invalid` when this thread already holds the lock (with or without a
+    /// context): the kernel would wait forever; here it is refused, with lockdep on or
+    /// off (with lockdep on it is also reported as recursive locking). Nothing changes.
     #[track_caller]
-    pub fn lock_no_ctx(&self) -> ResvGuard<'_> {
-        self.guard(self.lock.lock_no_ctx())
+    pub fn lock_no_ctx(&self) -> Result<ResvGuard<'_>> {
+        Ok(self.guard(self.lock.lock_no_ctx()?))
     }
 
     /// Try to lock without blocking (`dma_resv_trylock`).

@@ -76,7 +76,7 @@ fn sanity() -> R {
     ensure(r.num_fences() == 0, "new object has no fences")?;
     let f = new_fence();
     {
-        let mut g = r.lock_no_ctx();
+        let mut g = r.lock_no_ctx().map_err(|e| e.to_string())?;
         ensure(r.is_locked(), "locked after lock")?;
         ensure(r.try_lock().is_none(), "trylock of a held lock fails")?;
         g.reserve_fences(1).map_err(|e| e.to_string())?;
@@ -99,7 +99,7 @@ fn signaling() -> R {
         let r = Resv::new();
         let f = new_fence();
         {
-            let mut g = r.lock_no_ctx();
+            let mut g = r.lock_no_ctx().map_err(|e| e.to_string())?;
             g.reserve_fences(1).map_err(|e| e.to_string())?;
             g.add_fence(&f, u).map_err(|e| e.to_string())?;
         }
@@ -121,7 +121,7 @@ fn for_each() -> R {
     for u in USAGES {
         let r = Resv::new();
         let f = new_fence();
-        let mut g = r.lock_no_ctx();
+        let mut g = r.lock_no_ctx().map_err(|e| e.to_string())?;
         g.reserve_fences(1).map_err(|e| e.to_string())?;
         g.add_fence(&f, u).map_err(|e| e.to_string())?;
         f.signal().map_err(|e| e.to_string())?;
@@ -139,7 +139,7 @@ fn for_each_unlocked() -> R {
         let r = Resv::new();
         let (f, s) = (new_fence(), new_fence());
         {
-            let mut g = r.lock_no_ctx();
+            let mut g = r.lock_no_ctx().map_err(|e| e.to_string())?;
             g.reserve_fences(2).map_err(|e| e.to_string())?;
             g.add_fence(&s, u).map_err(|e| e.to_string())?;
             g.add_fence(&f, u).map_err(|e| e.to_string())?;
@@ -166,7 +166,7 @@ fn get_fences() -> R {
         let r = Resv::new();
         let f = new_fence();
         {
-            let mut g = r.lock_no_ctx();
+            let mut g = r.lock_no_ctx().map_err(|e| e.to_string())?;
             g.reserve_fences(1).map_err(|e| e.to_string())?;
             g.add_fence(&f, u).map_err(|e| e.to_string())?;
         }
@@ -186,7 +186,7 @@ fn usage_order() -> R {
     let r = Resv::new();
     let fs: Vec<Fence> = USAGES.iter().map(|_| new_fence()).collect();
     {
-        let mut g = r.lock_no_ctx();
+        let mut g = r.lock_no_ctx().map_err(|e| e.to_string())?;
         g.reserve_fences(4).map_err(|e| e.to_string())?;
         for (f, u) in fs.iter().zip(USAGES) {
             g.add_fence(f, u).map_err(|e| e.to_string())?;
@@ -212,7 +212,7 @@ fn replace_rule() -> R {
     let r = Resv::new();
     let ctx = Context::new();
     let (w1, r2, w3) = (fence_on(ctx, 1), fence_on(ctx, 2), fence_on(ctx, 3));
-    let mut g = r.lock_no_ctx();
+    let mut g = r.lock_no_ctx().map_err(|e| e.to_string())?;
     g.reserve_fences(1).map_err(|e| e.to_string())?;
     g.add_fence(&w1, Usage::Write).map_err(|e| e.to_string())?;
     // A READ never replaces its own context's WRITE: appended (needs a slot).
@@ -252,7 +252,7 @@ fn replace_rule() -> R {
 fn signalled_slot_reused() -> R {
     let r = Resv::new();
     let (a, b) = (new_fence(), new_fence());
-    let mut g = r.lock_no_ctx();
+    let mut g = r.lock_no_ctx().map_err(|e| e.to_string())?;
     g.reserve_fences(1).map_err(|e| e.to_string())?;
     g.add_fence(&a, Usage::Read).map_err(|e| e.to_string())?;
     a.signal().map_err(|e| e.to_string())?;
@@ -270,7 +270,7 @@ fn signalled_slot_reused() -> R {
 
 fn reserve_zero() -> R {
     let r = Resv::new();
-    let mut g = r.lock_no_ctx();
+    let mut g = r.lock_no_ctx().map_err(|e| e.to_string())?;
     let e = g.reserve_fences(0);
     ensure(
         matches!(e, Err(Error::Invalid(_))),
@@ -284,13 +284,13 @@ fn reserve_zero() -> R {
 fn reservations_die() -> R {
     let r = Resv::new();
     {
-        let mut g = r.lock_no_ctx();
+        let mut g = r.lock_no_ctx().map_err(|e| e.to_string())?;
         g.reserve_fences(3).map_err(|e| e.to_string())?;
         ensure(g.reserved_free() == 3, "three slots reserved")?;
     }
     let f = new_fence();
     let (res, reports) = lockdep::capture(|| {
-        let mut g = r.lock_no_ctx();
+        let mut g = r.lock_no_ctx().map_err(|e| e.to_string())?;
         ensure(g.reserved_free() == 0, "reservations died at unlock")?;
         Ok::<_, String>(g.add_fence(&f, Usage::Write))
     });
@@ -316,7 +316,7 @@ fn container_refused() -> R {
     let arr =
         crate::fence::FenceArray::create(vec![a.clone(), b.clone()], Context::new(), 1, false)
             .map_err(|e| e.to_string())?;
-    let mut g = r.lock_no_ctx();
+    let mut g = r.lock_no_ctx().map_err(|e| e.to_string())?;
     g.reserve_fences(1).map_err(|e| e.to_string())?;
     let e = g.add_fence(&arr, Usage::Read);
     ensure(
@@ -340,7 +340,7 @@ fn singleton() -> R {
     )?;
     let (a, b) = (new_fence(), new_fence());
     {
-        let mut g = r.lock_no_ctx();
+        let mut g = r.lock_no_ctx().map_err(|e| e.to_string())?;
         g.reserve_fences(2).map_err(|e| e.to_string())?;
         g.add_fence(&a, Usage::Write).map_err(|e| e.to_string())?;
     }
@@ -350,7 +350,7 @@ fn singleton() -> R {
         "one: the fence itself",
     )?;
     {
-        let mut g = r.lock_no_ctx();
+        let mut g = r.lock_no_ctx().map_err(|e| e.to_string())?;
         g.reserve_fences(1).map_err(|e| e.to_string())?;
         g.add_fence(&b, Usage::Read).map_err(|e| e.to_string())?;
     }
@@ -374,7 +374,7 @@ fn wait_timeout() -> R {
     let r = Resv::new();
     let f = new_fence();
     {
-        let mut g = r.lock_no_ctx();
+        let mut g = r.lock_no_ctx().map_err(|e| e.to_string())?;
         g.reserve_fences(1).map_err(|e| e.to_string())?;
         g.add_fence(&f, Usage::Write).map_err(|e| e.to_string())?;
     }
@@ -416,7 +416,7 @@ fn restart_on_grow() -> R {
     let r = Resv::new();
     let fs: Vec<Fence> = (0..3).map(|_| new_fence()).collect();
     {
-        let mut g = r.lock_no_ctx();
+        let mut g = r.lock_no_ctx().map_err(|e| e.to_string())?;
         g.reserve_fences(4).map_err(|e| e.to_string())?;
         for f in &fs[..2] {
             g.add_fence(f, Usage::Read).map_err(|e| e.to_string())?;
@@ -427,7 +427,7 @@ fn restart_on_grow() -> R {
     ensure(it.is_restarted(), "first is marked")?;
     // An add within reserved room does not restart.
     {
-        let mut g = r.lock_no_ctx();
+        let mut g = r.lock_no_ctx().map_err(|e| e.to_string())?;
         g.reserve_fences(1).map_err(|e| e.to_string())?;
         g.add_fence(&fs[2], Usage::Read)
             .map_err(|e| e.to_string())?;
@@ -436,7 +436,7 @@ fn restart_on_grow() -> R {
     ensure(!it.is_restarted(), "no restart without a grow")?;
     // A grow restarts.
     {
-        let mut g = r.lock_no_ctx();
+        let mut g = r.lock_no_ctx().map_err(|e| e.to_string())?;
         g.reserve_fences(64).map_err(|e| e.to_string())?;
     }
     let again = it.next().ok_or("restarted walk returns the first again")?;
@@ -458,7 +458,7 @@ fn replace_fences() -> R {
     let ctx = Context::new();
     let (a, b, other) = (fence_on(ctx, 1), fence_on(ctx, 2), new_fence());
     let repl = new_fence();
-    let mut g = r.lock_no_ctx();
+    let mut g = r.lock_no_ctx().map_err(|e| e.to_string())?;
     g.reserve_fences(3).map_err(|e| e.to_string())?;
     g.add_fence(&a, Usage::Write).map_err(|e| e.to_string())?;
     g.add_fence(&b, Usage::Read).map_err(|e| e.to_string())?;
@@ -484,13 +484,13 @@ fn copy_fences() -> R {
     let (src, dst) = (Resv::new(), Resv::new());
     let (a, s, old) = (new_fence(), new_fence(), new_fence());
     {
-        let mut g = src.lock_no_ctx();
+        let mut g = src.lock_no_ctx().map_err(|e| e.to_string())?;
         g.reserve_fences(2).map_err(|e| e.to_string())?;
         g.add_fence(&a, Usage::Kernel).map_err(|e| e.to_string())?;
         g.add_fence(&s, Usage::Read).map_err(|e| e.to_string())?;
     }
     s.signal().map_err(|e| e.to_string())?;
-    let mut g = dst.lock_no_ctx();
+    let mut g = dst.lock_no_ctx().map_err(|e| e.to_string())?;
     g.reserve_fences(1).map_err(|e| e.to_string())?;
     g.add_fence(&old, Usage::Write).map_err(|e| e.to_string())?;
     g.copy_fences(&src);
@@ -528,7 +528,7 @@ fn deadline() -> R {
     let f = Fence::new(DeadlineOps(Default::default()), Context::new(), 1);
     let g2 = new_fence();
     {
-        let mut g = r.lock_no_ctx();
+        let mut g = r.lock_no_ctx().map_err(|e| e.to_string())?;
         g.reserve_fences(2).map_err(|e| e.to_string())?;
         g.add_fence(&f, Usage::Read).map_err(|e| e.to_string())?;
         g.add_fence(&g2, Usage::Bookkeep)
@@ -552,7 +552,7 @@ fn deadline() -> R {
 
 fn proof_other() -> R {
     let (a, b) = (Resv::new(), Resv::new());
-    let g = a.lock_no_ctx();
+    let g = a.lock_no_ctx().map_err(|e| e.to_string())?;
     ensure(g.check(&a).is_ok(), "own proof accepted")?;
     let e = g.check(&b);
     ensure(

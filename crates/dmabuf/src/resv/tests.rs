@@ -39,7 +39,7 @@ fn unlocked_readers_see_consistent_lists_while_a_writer_churns() {
             let mut seq = 1;
             let deadline = Instant::now() + Duration::from_millis(200);
             while Instant::now() < deadline {
-                let mut g = r.lock_no_ctx();
+                let mut g = r.lock_no_ctx().unwrap();
                 g.reserve_fences(1).unwrap();
                 let f = fence_on(ctxs[seq as usize % 4], seq);
                 g.add_fence(&f, Usage::Read).unwrap();
@@ -99,14 +99,14 @@ proptest! {
         // Model: entries and the reserved limit.
         let mut model: Vec<(Fence, Usage)> = Vec::new();
         let mut reserved_to = 0usize;
-        let mut g = Some(r.lock_no_ctx());
+        let mut g = Some(r.lock_no_ctx().unwrap());
         for o in ops {
             match o {
                 Op::Unlock => {
                     if g.take().is_some() {
                         reserved_to = model.len();
                     } else {
-                        g = Some(r.lock_no_ctx());
+                        g = Some(r.lock_no_ctx().unwrap());
                     }
                 }
                 Op::Reserve(n) => {
@@ -172,7 +172,7 @@ proptest! {
 fn locked_fences_include_signalled_unlocked_do_not() {
     let r = Resv::new();
     let f = new_fence();
-    let mut g = r.lock_no_ctx();
+    let mut g = r.lock_no_ctx().unwrap();
     g.reserve_fences(1).unwrap();
     g.add_fence(&f, Usage::Kernel).unwrap();
     f.signal().unwrap();
@@ -190,7 +190,7 @@ fn replaced_fences_are_released_within_one_pass() {
     let ctx = crate::fence::Context::new();
     let r = Resv::new();
     let add = |f: &Fence| {
-        let mut g = r.lock_no_ctx();
+        let mut g = r.lock_no_ctx().unwrap();
         g.reserve_fences(1).unwrap();
         g.add_fence(f, Usage::Read).unwrap();
     };
@@ -208,7 +208,7 @@ fn replaced_fences_are_released_within_one_pass() {
     assert_eq!(f2.ref_count(), 2);
     // Growing the array leaves the waiting fence to the old array, which drops it.
     {
-        let mut g = r.lock_no_ctx();
+        let mut g = r.lock_no_ctx().unwrap();
         g.reserve_fences(64).unwrap();
     }
     assert_eq!(f2.ref_count(), 1);

@@ -1358,7 +1358,7 @@ fn a_sw_sync_point_is_not_a_container() {
         let p = tl.create_fence(1);
         assert!(!p.is_container());
         let r = Resv::new();
-        let mut g = r.lock_no_ctx();
+        let mut g = r.lock_no_ctx().unwrap();
         g.reserve_fences(1).unwrap();
         g.add_fence(&p, usage).unwrap();
         drop(g);

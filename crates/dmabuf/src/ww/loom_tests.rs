@@ -12,6 +12,9 @@ use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 
+/// Hand-offs made by `unlock_slow`, over every execution of every model.
+pub(super) static HANDOFFS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
 static WD: WwClass = WwClass::wait_die("loom_wd", "loom_wd_ctx");
 static WW: WwClass = WwClass::wound_wait("loom_ww", "loom_ww_ctx");
 
@@ -80,14 +83,14 @@ fn loom_plain_lock_unlock() {
         let t = {
             let s = s.clone();
             thread::spawn(move || {
-                let mut g = s.a.lock_no_ctx();
+                let mut g = s.a.lock_no_ctx().unwrap();
                 s.inside_a.enter();
                 *g += 1;
                 s.inside_a.leave();
             })
         };
         {
-            let mut g = s.a.lock_no_ctx();
+            let mut g = s.a.lock_no_ctx().unwrap();
             s.inside_a.enter();
             *g += 1;
             s.inside_a.leave();
@@ -102,11 +105,11 @@ fn loom_plain_lock_unlock() {
 fn loom_trylock_vs_waiter() {
     model(|| {
         let s = Shared::new(&WW);
-        let g = s.a.lock_no_ctx();
+        let g = s.a.lock_no_ctx().unwrap();
         let t = {
             let s = s.clone();
             thread::spawn(move || {
-                let _g = s.a.lock_no_ctx();
+                let _g = s.a.lock_no_ctx().unwrap();
                 s.inside_a.enter();
                 s.inside_a.leave();
             })
@@ -207,4 +210,56 @@ fn loom_wound_delivered() {
         old.fini().unwrap();
         t.join().unwrap();
     });
+}
+
+/// Lock stealing and the hand-off (`HANDOFF`): the main thread unlocks and takes the
+/// mutex back twice while another thread waits for it, with or without a context. In
+/// every interleaving: mutual exclusion, no lost wake-up (loom fails a model where every
+/// thread is parked), and nothing left locked or queued; and some interleaving has the
+/// waiter find the mutex stolen, ask for the hand-off, and get the mutex from the unlock.
+fn handoff(waiter_ctx: bool) {
+    let before = HANDOFFS.load(std::sync::atomic::Ordering::Relaxed);
+    model(move || {
+        let s = Shared::new(&WD);
+        let g = s.a.lock_no_ctx().unwrap();
+        let t = {
+            let s = s.clone();
+            thread::spawn(move || {
+                let ctx = waiter_ctx.then(|| AcquireCtx::new(&WD));
+                let mut g = match &ctx {
+                    Some(c) => s.a.lock(c).unwrap(),
+                    None => s.a.lock_no_ctx().unwrap(),
+                };
+                s.inside_a.enter();
+                *g += 1;
+                s.inside_a.leave();
+                drop(g);
+                if let Some(c) = ctx {
+                    c.fini().unwrap();
+                }
+            })
+        };
+        drop(g);
+        for _ in 0..2 {
+            let mut g = s.a.lock_no_ctx().unwrap();
+            s.inside_a.enter();
+            *g += 1;
+            s.inside_a.leave();
+        }
+        t.join().unwrap();
+        assert_eq!(s.a.waiter_count(), 0);
+        assert_eq!(*s.a.try_lock(None).expect("left locked"), 3);
+    });
+    let n = HANDOFFS.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert!(n > 0, "no interleaving handed the mutex over");
+}
+
+#[test]
+fn loom_handoff_plain() {
+    handoff(false);
+}
+
+#[test]
+fn loom_handoff_ctx() {
+    handoff(true);
 }

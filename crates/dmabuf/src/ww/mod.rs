@@ -36,29 +36,62 @@
 //!
 //! A context that holds no lock never gets `Deadlock` (it cannot be part of a cycle), and
 //! its wounded flag is cleared. Without a context ([`WwMutex::lock_no_ctx`]) a `WwMutex`
-//! is a plain mutex; mixing both kinds in one class can deadlock undetected, as in the
-//! kernel.
+//! is a plain mutex; mixing both kinds in one class can deadlock undetected across
+//! threads, as in the kernel.
+//!
+//! # DOC: a lock this thread already holds
+//!
+//! The mutex records its holder's thread (a context's slot names its thread; a lock
+//! without context stores the thread's id), so a lock that could only be granted after
+//! the asking thread lets go of it is refused instead of waiting forever, whether lockdep
+//! is on or off:
+//!
+//! | the mutex is held by | and is locked | outcome |
+//! |---|---|---|
+//! | the same context | with that context (`lock`, `lock_interruptible`) | `Already` (EALREADY) |
+//! | this thread, without context | with a context, or without (`lock_no_ctx`) | `Invalid` (EINVAL) |
+//! | another context of this thread | with a context, or without | `Invalid` (EINVAL) |
+//! | this thread | with `lock_slow` | `Invalid` (EINVAL) |
+//!
+//! The kernel hangs in the last three rows (lockdep, when on, reports them first).
+//! EINVAL, not EDEADLK: in this API `Deadlock` means "back off and `lock_slow` the
+//! contended mutex", and backing off cannot resolve a wait for oneself ([`lock_all`]
+//! would `lock_slow` the same mutex); the refusal is a misuse, like the other debug
+//! checks below, and has the errno the lockdep-on path (`must_not_hold_resv` of the
+//! buffer layer, this module's own check) already returned. With lockdep on, the
+//! context-less relock is also reported as recursive locking, the others as `Misuse`.
+//! Nothing changes on a refusal. `try_lock` of a held mutex is `None` as always.
 //!
 //! # DOC: the state word
 //!
 //! ```text
-//!  63            32 31          2    1        0
-//! +----------------+-------------+---------+--------+
-//! | holder slot    |      0      | WAITERS | LOCKED |
-//! +----------------+-------------+---------+--------+
+//!  63            32 31      4     3       2         1        0
+//! +----------------+---------+-------+---------+---------+--------+
+//! | holder         |    0    | NOCTX | HANDOFF | WAITERS | LOCKED |
+//! +----------------+---------+-------+---------+---------+--------+
 //! ```
 //!
 //! - `LOCKED`: someone holds the mutex.
 //! - `WAITERS`: the wait list is not empty. While it is set, the word only changes with
 //!   the wait-list lock held, so a contender under that lock sees a stable holder.
-//! - holder slot: the [context slot](slot) of the holder, 0 for none (no context).
+//! - `HANDOFF`: the first waiter was woken and found the mutex taken again; the next
+//!   unlock hands the mutex to the first waiter. Only set with `LOCKED` and `WAITERS`.
+//! - `NOCTX`: the holder took the mutex without a context.
+//! - holder: with `NOCTX`, the holder's thread id; else the [context slot](slot) of the
+//!   holder.
 //!
-//! Uncontended lock is one compare-and-swap `0 → LOCKED | slot`, which takes the lock and
-//! publishes the holder's context at once; uncontended unlock is the reverse swap. Any
-//! other case goes through the wait list, ordered as in the kernel: waiters with a
-//! context by stamp (oldest first), waiters without one first-in first-out, in between.
-//! Waiters sleep with `park`; unlock wakes the first waiter; a free lock may be taken by
-//! a newcomer before the woken waiter runs (lock stealing), as in the kernel.
+//! Uncontended lock is one compare-and-swap `0 → LOCKED | slot` (or `LOCKED | NOCTX |
+//! thread id`, the id a thread-local read), which takes the lock and publishes the holder
+//! at once; uncontended unlock is the reverse swap. Any other case goes through the wait
+//! list, ordered as in the kernel: waiters with a context by stamp (oldest first),
+//! waiters without one first-in first-out, in between. Waiters sleep with `park`; unlock
+//! wakes the first waiter. A free lock may be taken by a newcomer before the woken waiter
+//! runs (lock stealing), as in the kernel, but at most once per wake-up: a first waiter
+//! that wakes to find the mutex taken sets `HANDOFF`, and the next unlock writes that
+//! waiter into the word as the holder and wakes it (the kernel's `MUTEX_FLAG_HANDOFF`).
+//! The waiter's position in the list is unchanged by this, so wait-die and wound-wait
+//! decide as before; a handed-over waiter takes the mutex even if it was about to die
+//! or was wounded (it then holds it, and no longer waits), as in the kernel.
 //!
 //! # DOC: debug checks
 //!
@@ -76,7 +109,7 @@
 //! | context ended with locks held (leaked guards) | report; `fini` returns `Invalid` |
 //! | `done` twice | report |
 //! | second context of a class on a thread that has one | report (`try_new`: `Invalid`) |
-//! | lock of a mutex this thread holds outside the context (lockdep on) | report, `Invalid` |
+//! | lock of a mutex this thread holds outside the context (see above) | report, `Invalid` |
 //!
 //! Optional deadlock injection ([`AcquireCtx::with_deadlock_injection`],
 //! [`set_deadlock_injection`]) returns spurious `Deadlock`s, as the kernel's
@@ -107,7 +140,7 @@ mod loom_tests;
 mod tests;
 
 use slot::younger;
-use sync::{current, AtomicU64, Mutex, Ordering, Thread};
+use sync::{current, thread_id, AtomicU64, Mutex, Ordering, Thread};
 
 /// Which algorithm resolves contention between acquire contexts of a class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,7 +270,7 @@ impl WwClass {
 /// Lockdep calls; none under loom, whose threads all share one OS thread.
 mod ld {
     #[cfg(not(loom))]
-    pub(super) use lockdep::{acquire, acquire_pseudo, enabled, is_instance_held, release, report};
+    pub(super) use lockdep::{acquire, acquire_pseudo, enabled, release, report};
 
     #[cfg(loom)]
     pub(super) fn acquire(_: &'static lockdep::LockClass, _: usize, _: lockdep::Acquire) {}
@@ -249,10 +282,6 @@ mod ld {
     pub(super) fn report(_: lockdep::ReportKind, _: &[&'static lockdep::LockClass], _: &str) {}
     #[cfg(loom)]
     pub(super) fn enabled() -> bool {
-        false
-    }
-    #[cfg(loom)]
-    pub(super) fn is_instance_held(_: &'static lockdep::LockClass, _: usize) -> bool {
         false
     }
 }
@@ -545,6 +574,14 @@ impl Drop for AcquireCtx {
 
 const LOCKED: u64 = 1;
 const WAITERS: u64 = 2;
+/// Set by the first waiter when it was woken and found the mutex taken again: the next
+/// unlock hands the mutex to the first waiter instead of freeing it. Only set together
+/// with LOCKED and WAITERS.
+const HANDOFF: u64 = 4;
+/// The holder took the mutex without a context; the holder field is its thread id.
+const NOCTX: u64 = 8;
+/// The bits that are not the holder's identity.
+const FLAGS: u64 = WAITERS | HANDOFF;
 /// How many times a contender polls a held mutex before it queues and sleeps: std's
 /// mutex spins as many times. With one `PAUSE` each, about 2.5 µs on the reference VM
 /// (Zen 5, ~24 ns per `PAUSE`), against tens of µs for a futex sleep and wake-up; long
@@ -554,9 +591,40 @@ const WAITERS: u64 = 2;
 const SPIN_LIMIT: u32 = 100;
 const SLOT_SHIFT: u32 = 32;
 
+/// The context slot of the holder in `state`; 0 when the holder has no context.
 fn holder_slot(state: u64) -> u32 {
-    (state >> SLOT_SHIFT) as u32
+    if state & NOCTX != 0 {
+        0
+    } else {
+        (state >> SLOT_SHIFT) as u32
+    }
 }
+
+/// What a lock without context by this thread writes into the state word.
+#[inline]
+fn no_ctx_bits() -> u64 {
+    LOCKED | NOCTX | (u64::from(thread_id()) << SLOT_SHIFT)
+}
+
+/// Whether `state` says that the calling thread holds the mutex, with or without a
+/// context. Exact, not a guess: this thread's own holds cannot change while it asks,
+/// and another thread's hold never carries this thread's id (a context slot's thread id
+/// is written by the thread it is bound to; thread ids are not reused).
+fn held_by_this_thread(state: u64) -> bool {
+    if state & LOCKED == 0 {
+        return false;
+    }
+    let id = (state >> SLOT_SHIFT) as u32;
+    let me = thread_id();
+    if state & NOCTX != 0 {
+        id == me
+    } else {
+        id != 0 && slot::get(id).tid.load(Ordering::Relaxed) == me
+    }
+}
+
+/// The refusal of a lock that this thread already holds outside the asking context.
+const SELF_DEADLOCK: &str = "this thread already holds the mutex: waiting for it would deadlock";
 
 /// What a waiter's context looks like to others. `acquired` cannot change while the
 /// context waits, so it is copied.
@@ -571,6 +639,9 @@ struct Waiter {
     id: u64,
     thread: Thread,
     ctx: Option<WaiterCtx>,
+    /// What the waiter writes into the state word when it takes the mutex: what a
+    /// hand-off writes for it.
+    bits: u64,
 }
 
 #[derive(Default)]
@@ -685,37 +756,58 @@ impl<T: ?Sized> WwMutex<T> {
         Ok(self.guard(Some(ctx)))
     }
 
-    /// Lock without a context, as a plain mutex (`ww_mutex_lock(lock, NULL)`).
+    /// Lock without a context, as a plain mutex (`ww_mutex_lock(lock, NULL)`); waits as
+    /// long as needed.
     ///
-    /// With lockdep on, locking a mutex this thread already holds is reported as
-    /// recursive locking; if the report does not panic, this panics rather than hang.
+    /// Errors: [`Error::Invalid`] when this thread already holds the mutex (with or
+    /// without a context): waiting would never end. The kernel would hang there (and
+    /// lockdep would report it); here the mutex knows its holder's thread, so the relock
+    /// is refused whether lockdep is on or off. With lockdep on it is also reported as
+    /// recursive locking.
     #[track_caller]
-    pub fn lock_no_ctx(&self) -> WwGuard<'_, T> {
+    #[inline]
+    pub fn lock_no_ctx(&self) -> Result<WwGuard<'_, T>> {
+        let bits = no_ctx_bits();
+        if ld::enabled()
+            || self
+                .state
+                .compare_exchange(0, bits, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            self.lock_no_ctx_slow(bits)?;
+        }
+        Ok(self.guard(None))
+    }
+
+    /// `lock_no_ctx` with lockdep on or the mutex taken.
+    #[track_caller]
+    #[inline(never)]
+    fn lock_no_ctx_slow(&self, bits: u64) -> Result<()> {
+        // Only this thread can make or end its own holds: the answer holds until we act.
+        let mine = held_by_this_thread(self.state.load(Ordering::Relaxed));
         if ld::enabled() {
-            let held =
-                self.is_locked() && ld::is_instance_held(self.class.lock_class(), self.addr());
+            // Reports the recursion (AA) before anything changes.
             ld::acquire(
                 self.class.lock_class(),
                 self.addr(),
                 lockdep::Acquire::write(),
             );
-            if held {
+            if mine {
                 ld::release(self.class.lock_class(), self.addr());
-                panic!(
-                    "ww_mutex {}: recursive lock without context would deadlock",
-                    self.class.name
-                );
             }
+        }
+        if mine {
+            return Err(Error::Invalid(SELF_DEADLOCK));
         }
         if self
             .state
-            .compare_exchange(0, LOCKED, Ordering::AcqRel, Ordering::Relaxed)
+            .compare_exchange(0, bits, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
         {
             // Without a context and without an interrupt nothing can fail.
-            let _ = self.lock_contended(None, None);
+            let _ = self.lock_contended(None, bits, None);
         }
-        self.guard(None)
+        Ok(())
     }
 
     /// Try to lock, never blocking (`ww_mutex_trylock`). With a context, success counts
@@ -734,7 +826,7 @@ impl<T: ?Sized> WwMutex<T> {
                 }
                 c.slot_bits()
             }
-            None => LOCKED,
+            None => no_ctx_bits(),
         };
         // Lockdep first: a report that panics then leaves the mutex as it was.
         let how = lockdep::Acquire::write().trylock();
@@ -826,7 +918,7 @@ impl<T: ?Sized> WwMutex<T> {
         // word only when something else failed or would be checked first; otherwise the
         // compare-and-swap below says it (a load before the swap would cost a second
         // cache-line transfer on a contended mutex).
-        let already = |s: u64| s & !WAITERS == bits;
+        let already = |s: u64| s & !FLAGS == bits;
         if let Err(what) = ctx.lock_rule(self.addr(), self.class, slow) {
             if already(self.state.load(Ordering::Relaxed)) {
                 return Err(Error::Already);
@@ -844,11 +936,8 @@ impl<T: ?Sized> WwMutex<T> {
             if already(self.state.load(Ordering::Relaxed)) {
                 return Err(Error::Already);
             }
-            if self.is_locked() && ld::is_instance_held(self.class.lock_class(), self.addr()) {
-                return Err(misuse(
-                    self.class,
-                    "this thread holds the mutex outside this acquire context: would deadlock",
-                ));
+            if held_by_this_thread(self.state.load(Ordering::Relaxed)) {
+                return Err(misuse(self.class, SELF_DEADLOCK));
             }
             ld::acquire(
                 self.class.lock_class(),
@@ -860,11 +949,17 @@ impl<T: ?Sized> WwMutex<T> {
             .state
             .compare_exchange(0, bits, Ordering::AcqRel, Ordering::Relaxed)
         {
-            // With lockdep on this was checked above (and cannot have become true since).
+            // With lockdep on these were checked above (and cannot have become true since).
             if already(s) {
                 return Err(Error::Already);
             }
-            if let Err(e) = self.lock_contended(Some(ctx), intr) {
+            if held_by_this_thread(s) {
+                // Held outside this context (without one, or by another context of this
+                // thread): waiting would never end, whether lockdep is on or off.
+                ld::release(self.class.lock_class(), self.addr());
+                return Err(misuse(self.class, SELF_DEADLOCK));
+            }
+            if let Err(e) = self.lock_contended(Some(ctx), bits, intr) {
                 if matches!(e, Error::Deadlock) {
                     ctx.contending.set(self.addr());
                 }
@@ -923,8 +1018,12 @@ impl<T: ?Sized> WwMutex<T> {
 
     /// The contended path: queue, sleep, and decide who dies. On success the mutex is
     /// held with `ctx`'s slot published; on error nothing changed.
-    fn lock_contended(&self, ctx: Option<&AcquireCtx>, intr: Option<&Interrupt>) -> Result<()> {
-        let bits = ctx.map_or(LOCKED, AcquireCtx::slot_bits);
+    fn lock_contended(
+        &self,
+        ctx: Option<&AcquireCtx>,
+        bits: u64,
+        intr: Option<&Interrupt>,
+    ) -> Result<()> {
         #[cfg(not(loom))]
         if self.spin(ctx, bits) {
             return Ok(());
@@ -970,13 +1069,14 @@ impl<T: ?Sized> WwMutex<T> {
             id,
             thread: current(),
             ctx: me,
+            bits,
         };
         match me {
             None => w.list.push(waiter),
             Some(me) => {
                 if let Err(e) = Self::add_ctx_waiter(&mut w, waiter, me, wait_die) {
                     if w.list.is_empty() {
-                        self.state.fetch_and(!WAITERS, Ordering::SeqCst);
+                        self.state.fetch_and(!FLAGS, Ordering::SeqCst);
                     }
                     return Err(e);
                 }
@@ -990,10 +1090,15 @@ impl<T: ?Sized> WwMutex<T> {
 
         #[cfg(not(loom))]
         let mut registration = None;
+        let mut woken = false;
         let result = loop {
             let s = self.state.load(Ordering::SeqCst);
             if s & LOCKED == 0 {
                 self.state.fetch_or(bits, Ordering::AcqRel);
+                break Ok(());
+            }
+            if s & !FLAGS == bits {
+                // Handed over by the unlock (see `unlock_slow`).
                 break Ok(());
             }
             #[cfg(not(loom))]
@@ -1011,8 +1116,15 @@ impl<T: ?Sized> WwMutex<T> {
                     break Err(e);
                 }
             }
+            // Woken, first in line, and someone took the mutex meanwhile (lock stealing):
+            // the next unlock hands it over to the first waiter, so that stealing is
+            // bounded (the kernel's MUTEX_FLAG_HANDOFF).
+            if woken && s & HANDOFF == 0 && w.list.first().is_some_and(|e| e.id == id) {
+                self.state.fetch_or(HANDOFF, Ordering::SeqCst);
+            }
             drop(w);
             sync::park_until(intr.and_then(Interrupt::deadline));
+            woken = true;
             w = self.waiters.lock();
         };
 
@@ -1032,7 +1144,7 @@ impl<T: ?Sized> WwMutex<T> {
             }
         }
         if w.list.is_empty() {
-            self.state.fetch_and(!WAITERS, Ordering::SeqCst);
+            self.state.fetch_and(!FLAGS, Ordering::SeqCst);
         }
         result
     }
@@ -1179,7 +1291,7 @@ impl<T: ?Sized> WwMutex<T> {
                 c.acquired.set(c.acquired.get().saturating_sub(1));
                 c.slot_bits()
             }
-            None => LOCKED,
+            None => no_ctx_bits(),
         };
         if self
             .state
@@ -1204,9 +1316,23 @@ impl<T: ?Sized> WwMutex<T> {
     #[cold]
     fn unlock_slow(&self) {
         let w = self.waiters.lock();
-        // Keep only WAITERS: the lock and the holder slot go.
+        let first = w.list.first();
+        if let Some(first) = first {
+            if self.state.load(Ordering::SeqCst) & HANDOFF != 0 {
+                // Hand the mutex to the first waiter: it stays locked, the holder
+                // becomes the waiter, and nobody can steal it before the waiter runs.
+                // With WAITERS set every change of the word is made under the wait
+                // lock, which we hold: a plain store loses nothing.
+                self.state.store(WAITERS | first.bits, Ordering::SeqCst);
+                #[cfg(all(test, loom))]
+                loom_tests::HANDOFFS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                first.thread.unpark();
+                return;
+            }
+        }
+        // Keep only WAITERS: the lock and the holder go.
         self.state.fetch_and(WAITERS, Ordering::SeqCst);
-        if let Some(first) = w.list.first() {
+        if let Some(first) = first {
             first.thread.unpark();
         }
     }

@@ -112,7 +112,7 @@ fn mutual_exclusion(algo: WwAlgorithm) -> R {
         let r = thread::scope(|s| -> R {
             let g = match &ctx {
                 Some(c) => m.lock(c).map_err(|e| format!("lock: {e}"))?,
-                None => m.lock_no_ctx(),
+                None => m.lock_no_ctx().map_err(|e| e.to_string())?,
             };
             let worker = s.spawn(|| {
                 let g = if worker_try {
@@ -123,7 +123,7 @@ fn mutual_exclusion(algo: WwAlgorithm) -> R {
                         thread::yield_now();
                     }
                 } else {
-                    m.lock_no_ctx()
+                    m.lock_no_ctx().expect("plain lock")
                 };
                 entered.store(true, Ordering::SeqCst);
                 drop(g);
@@ -328,7 +328,8 @@ fn cycles(algo: WwAlgorithm) -> R {
 
 const STRESS_LOCKS: usize = 16;
 const STRESS_TIME: Duration = Duration::from_millis(600);
-const STRESS_ITERS: usize = 3000;
+/// A bound on each worker's rounds besides the time (far more than fit in the time).
+const STRESS_ITERS: usize = 1_000_000;
 
 /// A tiny xorshift, seeded per thread.
 struct Rng(u64);
@@ -361,23 +362,90 @@ fn work(guards: &mut [super::WwGuard<'_, u64>], me: u64) -> bool {
     guards.iter().all(|g| **g == me)
 }
 
+/// The fairness check of the stress cases, over workers doing the same kind of rounds:
+/// every worker completed at least a quarter of the median worker's rounds (and at least
+/// one). Generous on purpose, so that a busy machine (threads descheduled for a while)
+/// cannot fail it over a window of hundreds of milliseconds, while starvation (a worker
+/// left with a handful of rounds while another does thousands) always does.
+fn check_fair(rounds: &[usize]) -> R {
+    let mut sorted = rounds.to_vec();
+    sorted.sort_unstable();
+    let (min, median) = (sorted[0], sorted[sorted.len() / 2]);
+    ensure!(
+        min > 0 && min * 4 >= median,
+        "unfair: rounds per worker {rounds:?} (min {min} < median {median} / 4)"
+    );
+    Ok(())
+}
+
+/// test-ww_mutex.c's stress: workers run transactions of the given kind (see
+/// [`stress_window`]) for a window; besides mutual exclusion and the lock state
+/// afterwards, every worker must have made steady progress ([`check_fair`]): with lock
+/// stealing unbounded, a woken waiter could lose its lock to the thread that had just
+/// released it again and again, and one worker completed almost every round (e.g.
+/// `[1235, 3, 6, 2]`, or `[49405, 2]` transactions in 600 ms).
+///
+/// A single window can still look unfair after the fix (on the loaded 2-core reference
+/// machine: none in about a hundred wait-die windows, a few in a hundred wound-wait
+/// windows with 4 workers, e.g. `[4325, 80928, 35246, 1602]`; before the fix most
+/// windows were, e.g. `[1, 47239]`); so up to `STRESS_WINDOWS` windows run, and one must
+/// be fair. The hand-off itself has an exact
+/// test (`ww::tests::handoff_bounds_stealing_*`).
 fn stress(algo: WwAlgorithm, kind: &str, nthreads: usize, inject: bool) -> R {
+    let mut unfair = Vec::new();
+    for _ in 0..STRESS_WINDOWS {
+        let transactions = stress_window(algo, kind, nthreads, inject)?;
+        match check_fair(&transactions) {
+            Ok(()) => return Ok(()),
+            Err(e) => unfair.push(e),
+        }
+    }
+    Err(format!(
+        "stress {kind} ({}): every window: {}",
+        algo_name(algo),
+        unfair.join("; ")
+    ))
+}
+
+/// How many windows [`stress`] may run before it calls the locks unfair.
+const STRESS_WINDOWS: usize = 3;
+
+/// One window of [`stress`]: the workers start together and run until the deadline, or
+/// until one of them has completed `STRESS_ITERS` rounds (then all stop: each worker had
+/// the same window). Checks everything but fairness, and returns the rounds of each
+/// worker that runs acquire-context transactions.
+fn stress_window(
+    algo: WwAlgorithm,
+    kind: &str,
+    nthreads: usize,
+    inject: bool,
+) -> Result<Vec<usize>, String> {
     let class = class("selftest_stress", algo);
-    let locks: Vec<WwMutex<u64>> = (0..STRESS_LOCKS).map(|_| WwMutex::new(class, 0)).collect();
-    let deadline = Instant::now() + STRESS_TIME;
+    // "random" locks STRESS_LOCKS of twice as many; the others pick from STRESS_LOCKS.
+    let nlocks = if kind == "random" {
+        2 * STRESS_LOCKS
+    } else {
+        STRESS_LOCKS
+    };
+    let locks: Vec<WwMutex<u64>> = (0..nlocks).map(|_| WwMutex::new(class, 0)).collect();
     let failures = AtomicUsize::new(0);
     let backoffs = AtomicUsize::new(0);
-    let rounds = AtomicUsize::new(0);
+    let rounds: Vec<AtomicUsize> = (0..nthreads).map(|_| AtomicUsize::new(0)).collect();
+    let stop = AtomicBool::new(false);
+    let start = Barrier::new(nthreads);
     thread::scope(|s| {
         for t in 0..nthreads {
-            let (locks, failures, backoffs, rounds) = (&locks, &failures, &backoffs, &rounds);
+            let (locks, failures, backoffs, rounds, stop, start) =
+                (&locks, &failures, &backoffs, &rounds[t], &stop, &start);
             s.spawn(move || {
+                start.wait();
+                let deadline = Instant::now() + STRESS_TIME;
                 let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ ((t as u64 + 1) * 0x1234_5678));
                 let me = t as u64 + 1;
                 let order = rng.order(STRESS_LOCKS);
                 let one = rng.below(STRESS_LOCKS);
                 for _ in 0..STRESS_ITERS {
-                    if Instant::now() >= deadline {
+                    if Instant::now() >= deadline || stop.load(Ordering::Relaxed) {
                         break;
                     }
                     let ctx = if inject {
@@ -445,10 +513,22 @@ fn stress(algo: WwAlgorithm, kind: &str, nthreads: usize, inject: bool) -> R {
                                 work(&mut held, me)
                             }
                         }
+                        // Half of the mutexes, a new random subset each round, with lock_all
+                        // (the starving case: 4 workers, 16 of 32).
+                        "random" => {
+                            let set: Vec<&WwMutex<u64>> = rng.order(nlocks)[..STRESS_LOCKS]
+                                .iter()
+                                .map(|&i| &locks[i])
+                                .collect();
+                            match lock_all(&ctx, &set) {
+                                Ok(mut g) => work(&mut g, me),
+                                Err(_) => false,
+                            }
+                        }
                         // One lock without context, or a random subset with lock_all.
                         _ => {
                             if t % 2 == 0 {
-                                let mut g = [locks[one].lock_no_ctx()];
+                                let mut g = [locks[one].lock_no_ctx().expect("plain lock")];
                                 work(&mut g, me)
                             } else {
                                 let k = 1 + rng.below(4);
@@ -467,12 +547,22 @@ fn stress(algo: WwAlgorithm, kind: &str, nthreads: usize, inject: bool) -> R {
                     }
                     rounds.fetch_add(1, Ordering::Relaxed);
                 }
+                stop.store(true, Ordering::Relaxed);
             });
         }
     });
     let f = failures.load(Ordering::Relaxed);
     ensure!(f == 0, "stress {kind} ({}): {f} failures", algo_name(algo));
-    ensure!(rounds.load(Ordering::Relaxed) > 0, "no round completed");
+    let rounds: Vec<usize> = rounds.iter().map(|r| r.load(Ordering::Relaxed)).collect();
+    ensure!(rounds.iter().sum::<usize>() > 0, "no round completed");
+    // Fairness among the transactions: in "one" only the odd workers run them (the even
+    // ones lock one mutex of their own without context, at a rate that depends on how
+    // often the others happen to want it, not on fairness).
+    let transactions: Vec<usize> = if kind == "one" {
+        rounds.iter().copied().skip(1).step_by(2).collect()
+    } else {
+        rounds
+    };
     ensure!(
         locks.iter().all(|m| !m.is_locked()),
         "locks left locked after stress"
@@ -483,7 +573,7 @@ fn stress(algo: WwAlgorithm, kind: &str, nthreads: usize, inject: bool) -> R {
             "deadlock injection never fired"
         );
     }
-    Ok(())
+    Ok(transactions)
 }
 
 // ---------------------------------------------------------------------------------
@@ -496,7 +586,7 @@ fn wait_list_order(algo: WwAlgorithm) -> R {
     let m = WwMutex::new(class, ());
     let order = StdMutex::new(Vec::new());
     // Contexts made up front: c1 oldest, c3 youngest; none holds a lock.
-    let holder = m.lock_no_ctx();
+    let holder = m.lock_no_ctx().map_err(|e| e.to_string())?;
     thread::scope(|s| -> R {
         let (m, order) = (&m, &order);
         let spawn_ctx = |name: &'static str| {
@@ -510,7 +600,7 @@ fn wait_list_order(algo: WwAlgorithm) -> R {
         };
         let spawn_plain = |name: &'static str| {
             s.spawn(move || {
-                let g = m.lock_no_ctx();
+                let g = m.lock_no_ctx().expect("plain lock");
                 order.lock().unwrap().push(name);
                 drop(g);
             })
@@ -584,7 +674,7 @@ fn wd_older_waiter_kills() -> R {
     let class = class("selftest_wd_waiter", WD);
     let m = WwMutex::new(class, ());
     let (o_own, y_own) = (WwMutex::new(class, ()), WwMutex::new(class, ()));
-    let plain = m.lock_no_ctx(); // holder without context: nobody dies because of it
+    let plain = m.lock_no_ctx().map_err(|e| e.to_string())?; // holder without context: nobody dies because of it
     let base = class.stamp.load(Ordering::Relaxed);
     let (old_stamp, young_stamp) = (base + 1, base + 101);
     thread::scope(|s| -> R {
@@ -775,7 +865,7 @@ fn interruptible(algo: WwAlgorithm) -> R {
             .map_err(|e| format!("uncontended: {e}"))?,
     );
     ctx.fini().map_err(|e| e.to_string())?;
-    let holder = m.lock_no_ctx();
+    let holder = m.lock_no_ctx().map_err(|e| e.to_string())?;
     let intr = Interrupt::new();
     thread::scope(|s| -> R {
         // Contended and already fired.
@@ -835,7 +925,7 @@ fn interruptible(algo: WwAlgorithm) -> R {
     let release = Barrier::new(2);
     thread::scope(|s| -> R {
         s.spawn(|| {
-            let g = b.lock_no_ctx();
+            let g = b.lock_no_ctx().expect("plain lock");
             release.wait();
             drop(g);
         });
@@ -853,7 +943,7 @@ fn interruptible(algo: WwAlgorithm) -> R {
     ctx.fini().map_err(|e| e.to_string())?;
     // lock_all_interruptible.
     let (a, b) = (WwMutex::new(class, ()), WwMutex::new(class, ()));
-    let hb = b.lock_no_ctx();
+    let hb = b.lock_no_ctx().map_err(|e| e.to_string())?;
     thread::scope(|s| -> R {
         let r = s
             .spawn(|| {
@@ -1003,9 +1093,9 @@ fn try_lock_ctx(algo: WwAlgorithm) -> R {
     drop((ga, gb));
     ensure!(ctx.acquired() == 0, "not counted out");
     // Free but with a queued waiter: trylock takes it (the kernel's trylock steals).
-    let h = a.lock_no_ctx();
+    let h = a.lock_no_ctx().map_err(|e| e.to_string())?;
     thread::scope(|s| -> R {
-        let w = s.spawn(|| drop(a.lock_no_ctx()));
+        let w = s.spawn(|| drop(a.lock_no_ctx().expect("plain lock")));
         wait_for("waiter", || a.waiter_count() == 1)?;
         // Unlock, then trylock before the woken waiter gets there — may race with it,
         // so only check that trylock never succeeds while someone else holds it.
@@ -1034,7 +1124,7 @@ fn api_normal(algo: WwAlgorithm) -> R {
         ctx.done();
         drop((g, g2));
         ctx.fini().map_err(|e| e.to_string())?;
-        let g = o.lock_no_ctx();
+        let g = o.lock_no_ctx().map_err(|e| e.to_string())?;
         drop(g);
         drop(o.try_lock(None).ok_or("trylock")?);
         Ok(())
@@ -1254,38 +1344,100 @@ fn edeadlk_real_contention() -> R {
     old.fini().map_err(|e| e.to_string())
 }
 
-/// With lockdep on, locking a mutex with a context while this thread holds it without
-/// one would deadlock: refused.
-fn self_deadlock() -> R {
-    if !lockdep::enabled() {
-        return Ok(());
+/// `Invalid` (EINVAL) whose text says that waiting would deadlock.
+fn refused<X: std::fmt::Debug>(what: &str, r: Result<X, Error>) -> R {
+    match r {
+        Err(Error::Invalid(why)) if why.contains("would deadlock") => Ok(()),
+        other => Err(format!(
+            "{what}: expected a refusal (EINVAL), got {other:?}"
+        )),
     }
-    let class = class("selftest_self_deadlock", WW);
-    let o = WwMutex::new(class, ());
-    let g = o.lock_no_ctx();
-    let ctx = AcquireCtx::new(class);
-    let (r, reports) = captured(|| o.lock(&ctx).map(drop));
-    ensure!(matches!(r, Err(Error::Invalid(_))), "self deadlock: {r:?}");
-    expect_report(&reports, ReportKind::Misuse, "would deadlock")?;
-    drop(g);
-    ctx.fini().map_err(|e| e.to_string())
 }
 
-/// With lockdep on, AA without a context is reported as recursive locking (then a panic
-/// instead of a hang).
-fn aa_no_ctx() -> R {
-    if !lockdep::enabled() {
-        return Ok(());
-    }
-    let class = class("selftest_aa_plain", WD);
-    let o = WwMutex::new(class, ());
-    let g = o.lock_no_ctx();
-    let (r, reports) = captured(|| {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(o.lock_no_ctx())))
-    });
+/// A lock that could only be had after this thread lets go of it is refused with
+/// `Invalid` (EINVAL) and changes nothing, with lockdep on or off: the mutex records
+/// its holder's thread (the kernel would hang here; lockdep would report it first).
+/// Locking with a context that holds the mutex stays `Already`.
+fn self_deadlock(algo: WwAlgorithm) -> R {
+    let class = class("selftest_self_deadlock", algo);
+    let o = WwMutex::new(class, 7u32);
+    let other = WwMutex::new(class, 0u32);
+
+    // Held without a context, then a context lock (lock, lock_all, interruptible). The
+    // context starts first: the other order is itself a lockdep report.
+    let ctx = AcquireCtx::new(class);
+    let g = o.lock_no_ctx().map_err(|e| e.to_string())?;
+    let (r, reports) = captured(|| o.lock(&ctx).map(drop));
+    refused("context lock of a mutex held without context", r)?;
+    expect_report(&reports, ReportKind::Misuse, "would deadlock")?;
+    let (r, _) = captured(|| lock_all(&ctx, &[&other, &o]).map(drop));
+    refused("lock_all over a mutex held without context", r)?;
+    ensure!(!other.is_locked(), "lock_all kept a lock after its error");
+    let intr = Interrupt::new();
+    let (r, _) = captured(|| o.lock_interruptible(&ctx, &intr).map(drop));
+    refused("interruptible lock of a mutex held without context", r)?;
+    ensure!(ctx.acquired() == 0, "refusals counted as locks");
+    // ... and a context-less relock (AA), reported as recursion with lockdep on.
+    let (r, reports) = captured(|| o.lock_no_ctx().map(drop));
+    refused("relock without context", r)?;
+    expect_report(&reports, ReportKind::RecursiveLocking, "")?;
+    ensure!(
+        o.try_lock(None).is_none(),
+        "trylock of a held mutex succeeded"
+    );
+    ensure!(*g == 7 && o.is_locked(), "the holder's lock changed");
     drop(g);
-    ensure!(r.is_err(), "recursive plain lock returned");
-    expect_report(&reports, ReportKind::RecursiveLocking, "")
+    ctx.fini().map_err(|e| e.to_string())?;
+
+    // Held by a context: the same context gets Already, a context-less relock is
+    // refused.
+    let ctx = AcquireCtx::new(class);
+    let g = o.lock(&ctx).map_err(|e| e.to_string())?;
+    let r = o.lock(&ctx).map(drop);
+    ensure!(
+        matches!(r, Err(Error::Already)),
+        "relock in the holding context: {r:?}"
+    );
+    let (r, _) = captured(|| o.lock_no_ctx().map(drop));
+    refused("plain lock of a mutex held by this thread's context", r)?;
+    // ... and a second context of this thread (itself a reported misuse).
+    let (r, _) = captured(|| {
+        let ctx2 = AcquireCtx::new(class);
+        let r = o.lock(&ctx2).map(drop);
+        let r2 = ctx2.fini();
+        (r, r2)
+    });
+    refused("lock in a second context of the holding thread", r.0)?;
+    ensure!(r.1.is_ok(), "second context: fini {:?}", r.1);
+    ensure!(
+        ctx.acquired() == 1 && o.is_locked_by(&ctx),
+        "the holder's lock changed"
+    );
+    drop(g);
+    ctx.fini().map_err(|e| e.to_string())?;
+
+    // lock_slow after a Deadlock, when this thread took the mutex meanwhile.
+    let ctx = ctx_dying_on_second_lock(class);
+    let ga = other.lock(&ctx).map_err(|e| e.to_string())?;
+    let r = o.lock(&ctx).map(drop);
+    ensure!(
+        matches!(r, Err(Error::Deadlock)),
+        "injected deadlock: {r:?}"
+    );
+    drop(ga);
+    let g = o.lock_no_ctx().map_err(|e| e.to_string())?;
+    let (r, _) = captured(|| o.lock_slow(&ctx).map(drop));
+    refused("lock_slow of a mutex this thread holds", r)?;
+    drop(g);
+    // Nothing stuck: the context can still back off properly.
+    drop(
+        o.lock_slow(&ctx)
+            .map_err(|e| format!("lock_slow once free: {e}"))?,
+    );
+    ctx.fini().map_err(|e| e.to_string())?;
+    ensure!(!o.is_locked() && !other.is_locked(), "locks left locked");
+    ensure!(o.waiter_count() == 0, "waiters left queued");
+    Ok(())
 }
 
 /// locking-selftest's context matrix: first lock kind (context, trylock, plain), then a
@@ -1301,12 +1453,12 @@ fn mix(first: &str, second: &str, expect_failure: bool) -> R {
         let g1 = match first {
             "context" => o.lock(ctx.get_or_init(|| AcquireCtx::new(class))).ok(),
             "try" => o.try_lock(None),
-            _ => Some(o.lock_no_ctx()),
+            _ => o.lock_no_ctx().ok(),
         };
         let g2 = match second {
             "context" => o2.lock(ctx.get_or_init(|| AcquireCtx::new(class))).ok(),
             "try" => o2.try_lock(None),
-            _ => Some(o2.lock_no_ctx()),
+            _ => o2.lock_no_ctx().ok(),
         };
         drop((g2, g1));
     });
@@ -1351,6 +1503,8 @@ pub fn cases() -> Vec<Case> {
         "ww/stress-inorder/wound-wait" => stress(WW, "inorder", 4, false),
         "ww/stress-reorder/wait-die" => stress(WD, "reorder", 4, false),
         "ww/stress-reorder/wound-wait" => stress(WW, "reorder", 4, false),
+        "ww/stress-random/wait-die" => stress(WD, "random", 4, false),
+        "ww/stress-random/wound-wait" => stress(WW, "random", 4, false),
         "ww/stress-one/wait-die" => stress(WD, "one", 4, false),
         "ww/stress-one/wound-wait" => stress(WW, "one", 4, false),
         "ww/stress-inject/wait-die" => stress(WD, "inorder", 2, true),
@@ -1379,8 +1533,8 @@ pub fn cases() -> Vec<Case> {
         "ww/api/diff-class" => diff_class(),
         "ww/api/two-contexts" => two_contexts(),
         "ww/api/unneeded-slow" => unneeded_slow(),
-        "ww/api/self-deadlock" => self_deadlock(),
-        "ww/api/aa-no-ctx" => aa_no_ctx(),
+        "ww/api/self-deadlock/wait-die" => self_deadlock(WD),
+        "ww/api/self-deadlock/wound-wait" => self_deadlock(WW),
         "ww/edeadlk/normal" => edeadlk("normal", false),
         "ww/edeadlk/normal-slow" => edeadlk("normal", true),
         "ww/edeadlk/no-unlock" => edeadlk("no_unlock", false),

@@ -12,12 +12,13 @@
 //! - a slot belongs to one live context at a time; it is recycled only after that
 //!   context ended with no lock held (a context ended with locks held — leaked guards —
 //!   keeps its slot forever, since a mutex may still name it);
-//! - a slot's `thread` is the thread of the context using it (contexts are `!Send`).
+//! - a slot's `thread` (and `tid`) is the thread of the context using it (contexts are
+//!   `!Send`).
 //!
 //! Slots are cached per thread (bound to that thread) so that starting a context costs
 //! no global lock; a thread's cache returns to the global free list when it exits.
 
-use super::sync::{current, AtomicBool, AtomicU64, Mutex, Thread};
+use super::sync::{current, thread_id, AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, Thread};
 
 /// The shared record of one acquire context. One cache line each: every context writes
 /// its own record when it starts, and records of contexts on different threads must not
@@ -30,6 +31,10 @@ pub(crate) struct CtxSlot {
     pub(crate) wounded: AtomicBool,
     /// The thread to wake when wounding.
     thread: Mutex<Option<Thread>>,
+    /// The [`thread_id`] of that thread (0: none), so that a mutex held in this slot
+    /// can tell whether the thread asking for it is the holder's. Written only by the
+    /// bound thread, so that thread always reads its own id here.
+    pub(crate) tid: AtomicU32,
 }
 
 impl CtxSlot {
@@ -38,6 +43,7 @@ impl CtxSlot {
             stamp: AtomicU64::new(0),
             wounded: AtomicBool::new(false),
             thread: Mutex::new(None),
+            tid: AtomicU32::new(0),
         }
     }
 
@@ -50,11 +56,13 @@ impl CtxSlot {
 
     fn bind(&self) {
         *self.thread.lock() = Some(current());
+        self.tid.store(thread_id(), Ordering::Relaxed);
     }
 
     #[cfg(not(loom))]
     fn unbind(&self) {
         *self.thread.lock() = None;
+        self.tid.store(0, Ordering::Relaxed);
     }
 }
 

@@ -71,7 +71,7 @@ fn hammer(class: &'static WwClass, with_ctx: bool) {
             s.spawn(move || {
                 for _ in 0..ITERS {
                     if !with_ctx {
-                        *m.lock_no_ctx() += 1;
+                        *m.lock_no_ctx().unwrap() += 1;
                         continue;
                     }
                     let ctx = AcquireCtx::new(class);
@@ -112,9 +112,9 @@ fn contended_ctx_lock_is_exclusive_wound_wait() {
 #[test]
 fn state_word_returns_to_zero() {
     let m = WwMutex::new(&WW, ());
-    let g = m.lock_no_ctx();
+    let g = m.lock_no_ctx().unwrap();
     thread::scope(|s| {
-        let h = s.spawn(|| drop(m.lock_no_ctx()));
+        let h = s.spawn(|| drop(m.lock_no_ctx().unwrap()));
         while m.waiter_count() == 0 {
             thread::yield_now();
         }
@@ -163,7 +163,7 @@ fn report_on_unlock_leaves_the_mutex_unlocked() {
     assert!(takeable(&m));
     ctx.fini().unwrap();
 
-    let g = m.lock_no_ctx();
+    let g = m.lock_no_ctx().unwrap();
     lockdep::release(WD.lock_class(), m.addr());
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(g)));
     assert!(r.is_err());
@@ -234,9 +234,11 @@ fn report_on_context_start_or_end_frees_its_slot() {
 #[test]
 fn waiters_leave_the_list_exactly() {
     let m = WwMutex::new(&WD, ());
-    let g = m.lock_no_ctx();
+    let g = m.lock_no_ctx().unwrap();
     thread::scope(|s| {
-        let hs: Vec<_> = (0..3).map(|_| s.spawn(|| drop(m.lock_no_ctx()))).collect();
+        let hs: Vec<_> = (0..3)
+            .map(|_| s.spawn(|| drop(m.lock_no_ctx().unwrap())))
+            .collect();
         while m.waiter_count() < 3 {
             thread::yield_now();
         }
@@ -247,4 +249,114 @@ fn waiters_leave_the_list_exactly() {
     });
     assert_eq!(m.waiter_count(), 0);
     assert_eq!(m.state.load(Ordering::SeqCst), 0);
+}
+
+/// Lock stealing is bounded: a waiter that was woken and found the mutex taken again
+/// gets it handed over at the next unlock, whoever asks for it meanwhile. Before the
+/// hand-off, the thread that had just unlocked could take the mutex back again and again
+/// (it runs, the woken waiter has yet to be scheduled), and a stress worker completed a
+/// handful of transactions while another completed thousands.
+fn handoff_after_a_steal(waiter_ctx: bool) {
+    for _ in 0..100 {
+        if try_handoff(waiter_ctx) {
+            return;
+        }
+    }
+    panic!("the waiter won every race: no steal to bound");
+}
+
+/// One attempt: true when the hand-off was seen; false when the waiter took the mutex
+/// before it could be taken back (nothing to bound then).
+fn try_handoff(waiter_ctx: bool) -> bool {
+    use std::time::{Duration, Instant};
+    /// Lets the waiter go when the main side ends, even by a failed assertion (the
+    /// scope joins the waiter before the panic goes on).
+    struct ReleaseOnDrop<'a>(&'a AtomicUsize);
+    impl Drop for ReleaseOnDrop<'_> {
+        fn drop(&mut self) {
+            self.0.store(1, O::SeqCst);
+        }
+    }
+    let m = WwMutex::new(&WD, 0u32);
+    let got = AtomicUsize::new(0);
+    let release = AtomicUsize::new(0);
+    let seen = thread::scope(|s| {
+        let _release = ReleaseOnDrop(&release);
+        let mut g = m.lock_no_ctx().unwrap();
+        s.spawn(|| {
+            let ctx = waiter_ctx.then(|| AcquireCtx::new(&WD));
+            let mut w = match &ctx {
+                Some(c) => m.lock(c).unwrap(),
+                None => m.lock_no_ctx().unwrap(),
+            };
+            *w += 1;
+            got.store(1, O::SeqCst);
+            while release.load(O::SeqCst) == 0 {
+                thread::yield_now();
+            }
+            drop(w);
+            if let Some(c) = ctx {
+                c.fini().unwrap();
+            }
+        });
+        while m.waiter_count() == 0 {
+            thread::yield_now();
+        }
+        // Unlock (waking the waiter) and take it straight back, until the waiter has
+        // found it taken: then it asks for the hand-off.
+        let start = Instant::now();
+        loop {
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "the woken waiter never asked for a hand-off"
+            );
+            drop(g);
+            match m.try_lock(None) {
+                Some(again) => g = again,
+                None => {
+                    // The waiter got it first.
+                    while got.load(O::SeqCst) == 0 {
+                        thread::yield_now();
+                    }
+                    release.store(1, O::SeqCst);
+                    return false;
+                }
+            }
+            let asked = Instant::now();
+            while m.state.load(Ordering::SeqCst) & HANDOFF == 0
+                && asked.elapsed() < Duration::from_millis(200)
+            {
+                thread::yield_now();
+            }
+            if m.state.load(Ordering::SeqCst) & HANDOFF != 0 {
+                break;
+            }
+        }
+        // The next unlock hands the mutex over: it is never free for a newcomer.
+        drop(g);
+        assert!(
+            m.try_lock(None).is_none(),
+            "the mutex was free after a hand-off"
+        );
+        while got.load(O::SeqCst) == 0 {
+            thread::yield_now();
+        }
+        assert!(m.is_locked());
+        release.store(1, O::SeqCst);
+        true
+    });
+    assert_eq!(m.waiter_count(), 0);
+    assert_eq!(m.state.load(Ordering::SeqCst), 0);
+    assert_eq!(m.into_inner(), 1);
+    seen
+}
+
+#[test]
+fn handoff_bounds_stealing_plain_waiter() {
+    handoff_after_a_steal(false);
+}
+
+#[test]
+fn handoff_bounds_stealing_ctx_waiter() {
+    handoff_after_a_steal(true);
 }

@@ -4,7 +4,7 @@ use dmabuf::resv::Resv;
 fn main() {
     let g = {
         let r = Resv::new();
-        r.lock_no_ctx()
+        r.lock_no_ctx().unwrap()
     };
     drop(g);
 }
