@@ -3,4 +3,4 @@
 pub mod live;
 pub mod ownership;
 
-pub use live::{live, Live};
+pub use live::{live, Drift, Live};

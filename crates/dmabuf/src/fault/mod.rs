@@ -29,6 +29,7 @@ use std::cell::Cell;
 
 /// Where a fault can be injected; see the [module docs](self).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 #[repr(u8)]
 pub enum Site {
     /// `memfd_create` of a new memfd.

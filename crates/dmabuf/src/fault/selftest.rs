@@ -442,7 +442,7 @@ fn dynamic_attach() -> R {
 
 fn engine_start() -> R {
     for e in [Errno::AGAIN, ENOMEM] {
-        no_leak(&name(e).to_string(), || {
+        no_leak(name(e), || {
             let dev = Device::simple("fault-engine");
             fail_nth(Site::Thread, 0, e);
             failed_with(Engine::new(&dev, "fault"), e, Site::Thread, "Engine::new")?;
