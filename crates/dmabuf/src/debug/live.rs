@@ -8,6 +8,7 @@
 //! count costs the fence paths a plain load and store of a thread's own cache line. Descriptors,
 //! mappings and resident memory are read from `/proc/self` (0 where it cannot be read).
 
+use std::cell::Cell;
 use std::fmt;
 use std::sync::atomic::{AtomicIsize, Ordering::Relaxed};
 use std::sync::Mutex;
@@ -152,41 +153,50 @@ static FREE: Mutex<Vec<&'static Slot>> = Mutex::new(Vec::new());
 /// The counts of ended threads, and of frees after a thread's slot was handed back.
 static RETIRED: AtomicIsize = AtomicIsize::new(0);
 
-/// This thread's slot, owned until the thread ends.
-struct Local(&'static Slot);
-
-impl Local {
-    fn new() -> Local {
-        let reuse = FREE.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        Local(reuse.unwrap_or_else(|| {
-            let s: &'static Slot = Box::leak(Box::new(Slot(AtomicIsize::new(0))));
-            ALL.lock().unwrap_or_else(|e| e.into_inner()).push(s);
-            s
-        }))
-    }
-}
-
-impl Drop for Local {
-    fn drop(&mut self) {
-        RETIRED.fetch_add(self.0 .0.swap(0, Relaxed), Relaxed);
-        FREE.lock().unwrap_or_else(|e| e.into_inner()).push(self.0);
-    }
-}
-
 thread_local! {
-    static LOCAL: Local = Local::new();
+    /// This thread's slot, once it has one. A const cell with no destructor: reading
+    /// it is one thread-local load, and it stays readable while the thread ends.
+    static SLOT: Cell<Option<&'static Slot>> = const { Cell::new(None) };
+    /// Hands this thread's slot back when the thread ends.
+    static OWNER: Owner = const { Owner };
+}
+
+struct Owner;
+
+impl Drop for Owner {
+    fn drop(&mut self) {
+        if let Some(s) = SLOT.with(Cell::take) {
+            RETIRED.fetch_add(s.0.swap(0, Relaxed), Relaxed);
+            FREE.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+        }
+    }
 }
 
 #[inline]
 fn count(d: isize) {
-    let done = LOCAL.try_with(|l| {
+    match SLOT.with(Cell::get) {
         // Only this thread writes its slot while it owns it: no read-modify-write.
-        let n = &l.0 .0;
-        n.store(n.load(Relaxed) + d, Relaxed);
-    });
-    if done.is_err() {
-        RETIRED.fetch_add(d, Relaxed);
+        Some(s) => s.0.store(s.0.load(Relaxed) + d, Relaxed),
+        None => count_slow(d),
     }
+}
+
+/// This thread's first count: take a slot — unless the thread is ending (its owner
+/// already gone), when the count goes to `RETIRED`.
+#[cold]
+fn count_slow(d: isize) {
+    if OWNER.try_with(|_| ()).is_err() {
+        RETIRED.fetch_add(d, Relaxed);
+        return;
+    }
+    let reuse = FREE.lock().unwrap_or_else(|e| e.into_inner()).pop();
+    let s = reuse.unwrap_or_else(|| {
+        let s: &'static Slot = Box::leak(Box::new(Slot(AtomicIsize::new(0))));
+        ALL.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+        s
+    });
+    s.0.store(s.0.load(Relaxed) + d, Relaxed);
+    SLOT.with(|c| c.set(Some(s)));
 }
 
 /// A fence object was made.
@@ -233,22 +243,33 @@ mod tests {
 
     #[test]
     fn fences_made_on_one_thread_and_freed_on_another_balance() {
-        // Other tests make fences concurrently: count only what this test's shards see
-        // by making many and comparing at least that many.
+        // Other tests make and free fences concurrently, by far fewer than these.
+        let make = |n: u64| -> Vec<crate::fence::Fence> {
+            (0..n)
+                .map(|i| crate::fence::Fence::new(Ops, crate::fence::Context::new(), i))
+                .collect()
+        };
         let before = fence_sum();
-        let v: Vec<_> = (0..1000)
-            .map(|i| crate::fence::Fence::new(Ops, crate::fence::Context::new(), i))
-            .collect();
+        let v = make(10_000);
         let mid = fence_sum();
         std::thread::spawn(move || drop(v)).join().unwrap();
         let after = fence_sum();
-        // Concurrent tests move the sum by far less than a thousand.
-        assert!(mid - before > 500, "made: {}", mid - before);
+        assert!(mid - before > 5_000, "made: {}", mid - before);
         assert!(
-            mid - after > 500,
+            mid - after > 5_000,
             "freed on another thread: {}",
             mid - after
         );
+        // Made on a thread that has ended (its count retired), freed here.
+        let v = std::thread::spawn(move || make(10_000)).join().unwrap();
+        let made = fence_sum();
+        assert!(
+            made - after > 5_000,
+            "made by an ended thread: {}",
+            made - after
+        );
+        drop(v);
+        assert!(made - fence_sum() > 5_000, "freed: {}", made - fence_sum());
     }
 
     #[test]
