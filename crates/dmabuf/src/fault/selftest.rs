@@ -40,6 +40,7 @@ pub fn cases() -> Vec<Case> {
         Case::new("fault/iommu-map", iommu_map),
         Case::new("fault/bounce-buffer", bounce_buffer),
         Case::new("fault/dynamic-attach", dynamic_attach),
+        Case::new("fault/pinned-attach-and-export", pinned_attach_and_export),
         Case::new("fault/engine-start", engine_start),
     ]
 }
@@ -438,6 +439,50 @@ fn dynamic_attach() -> R {
         s(att.detach().map_err(|e| e.0))?;
         ensure(dev.dma().iommu().mapping_count() == 0, "unmapped at detach")
     })
+}
+
+fn pinned_attach_and_export() -> R {
+    use crate::buf::simple::{Calls, SimpleExporter};
+    // A static importer of a dynamic exporter is pinned and mapped at attach; a failed
+    // map unpins and detaches again.
+    no_leak("pinned attach", || {
+        let exp = s(SimpleExporter::dynamic(4))?;
+        let b = s(exp.export())?;
+        let dev = Device::simple("fault-pin");
+        fail_nth(Site::IommuMap, 0, ENOMEM);
+        failed_with(b.attach(&dev), ENOMEM, Site::IommuMap, "attach")?;
+        let c = &exp.calls;
+        ensure(
+            Calls::get(&c.pin) == 1 && Calls::get(&c.unpin) == 1,
+            "pinned once, unpinned once",
+        )?;
+        ensure(
+            Calls::get(&c.attach) == 1 && Calls::get(&c.detach) == 1,
+            "attached once, detached once",
+        )?;
+        ensure(dev.dma().iommu().mapping_count() == 0, "nothing mapped")?;
+        ensure(b.ref_count() == 1, "no attachment holds the buffer")?;
+        let att = s(b.attach(&dev))?;
+        ensure(dev.dma().iommu().mapping_count() == 1, "mapped at attach")?;
+        s(att.detach().map_err(|e| e.0))?;
+        ensure(
+            Calls::get(&c.pin) == Calls::get(&c.unpin),
+            "every pin undone",
+        )
+    })?;
+    // A failed export never reaches the exporter's release (nothing was exported).
+    for e in [EMFILE, ENOMEM] {
+        no_leak(&format!("export {}", name(e)), || {
+            let exp = s(SimpleExporter::new(2))?;
+            fail_nth(Site::Export, 0, e);
+            failed_with(exp.export(), e, Site::Export, "export")?;
+            ensure(Calls::get(&exp.calls.release) == 0, "no release")?;
+            let b = s(exp.export())?;
+            drop(b);
+            ensure(Calls::get(&exp.calls.release) == 1, "released once")
+        })?;
+    }
+    Ok(())
 }
 
 fn engine_start() -> R {
