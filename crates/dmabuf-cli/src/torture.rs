@@ -27,6 +27,7 @@ pub fn main(seconds: u64, filter: Option<&str>, limit: Duration) -> ExitCode {
     let (mut runs, mut failures) = (0u64, Vec::new());
     let bar = indicatif::ProgressBar::new(seconds);
     let start = Instant::now();
+    let mut base = None; // live counts after the warm-up pass, and the runs then
     while Instant::now() < deadline {
         for c in &cases {
             // Under the watchdog: a run that hangs is a failure and the loop goes on, so
@@ -44,6 +45,7 @@ pub fn main(seconds: u64, filter: Option<&str>, limit: Duration) -> ExitCode {
                 break;
             }
         }
+        base = base.or_else(|| Some((settled(Duration::from_secs(2)), runs)));
     }
     bar.finish_and_clear();
     let reports = lockdep::take_reports();
@@ -60,11 +62,35 @@ pub fn main(seconds: u64, filter: Option<&str>, limit: Duration) -> ExitCode {
         failures.len(),
         reports.len()
     );
+    let drift_ok = drift(base, runs);
     let passed = runs - failures.len() as u64;
     println!("{passed} passed, {} failed", failures.len() + reports.len());
-    if failures.is_empty() && reports.is_empty() {
+    if failures.is_empty() && reports.is_empty() && drift_ok {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+fn settled(timeout: Duration) -> dmabuf::debug::Live {
+    dmabuf::debug::live::live_settled(Duration::from_millis(50), timeout)
+}
+
+/// Print the drift of live descriptors, buffers, fences, mappings and resident memory
+/// since the warm-up pass (the first pass fills pools and caches), once background work
+/// has quiesced. False when descriptors, buffers or fences drifted; mappings and resident
+/// memory follow the allocator's per-thread arenas and the heaps' pools, so they are
+/// only printed.
+fn drift(base: Option<(dmabuf::debug::Live, u64)>, runs: u64) -> bool {
+    match base {
+        Some((b, at)) if runs > at => {
+            let d = settled(Duration::from_secs(10)).drift(&b);
+            println!("drift: {d}");
+            d.objects_zero()
+        }
+        _ => {
+            println!("drift: not measured (no run after the warm-up pass)");
+            true
+        }
     }
 }

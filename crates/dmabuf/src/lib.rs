@@ -10,6 +10,7 @@ pub mod debug;
 pub mod demo;
 pub mod device;
 pub mod error;
+pub mod fault;
 pub mod fence;
 pub mod heap;
 pub mod interrupt;

@@ -26,6 +26,7 @@ pub fn cases() -> Vec<Case> {
     v.extend(crate::buf::selftest::cases());
     v.extend(crate::device::selftest::cases());
     v.extend(crate::heap::selftest::cases());
+    v.extend(crate::fault::selftest::cases());
     v.extend(crate::demo::cases());
     v
 }

@@ -183,6 +183,7 @@ pub fn export(info: ExportInfo) -> Result<DmaBuf> {
     if info.size == 0 {
         return Err(Error::Invalid("zero-sized buffer"));
     }
+    crate::fault::check(crate::fault::Site::Export)?;
     let (resv, embedded_resv) = match info.resv {
         Some(r) => (r, false),
         None => (Arc::new(Resv::new()), true),
@@ -515,6 +516,7 @@ impl DmaBuf {
             });
         }
         drop(l);
+        crate::fault::check(crate::fault::Site::Vmap)?;
         let segs = Arc::new(self.inner.ops.vmap(lock, self)?);
         let mut l = self.inner.locked.lock();
         l.vmap = Some(segs.clone());
@@ -523,6 +525,13 @@ impl DmaBuf {
             segs,
             _buf: self.clone(),
         })
+    }
+
+    /// How many vmap references are live ([`vmap`](Self::vmap) less
+    /// [`vunmap`](Self::vunmap)); 0 when the buffer is not vmapped. A snapshot: takes
+    /// only the buffer's inner state lock, not the reservation lock.
+    pub fn vmap_count(&self) -> usize {
+        self.inner.locked.lock().vmap_count
     }
 
     /// Drop one vmap reference (`dma_buf_vunmap`); the last calls the exporter.
@@ -799,6 +808,16 @@ pub fn live_buffers() -> Vec<DmaBuf> {
         .filter_map(Weak::upgrade)
         .map(|inner| DmaBuf { inner })
         .collect()
+}
+
+/// How many buffers are live (exported, not yet released): [`live_buffers`]' length,
+/// counted without taking references.
+pub(crate) fn live_buffer_count() -> usize {
+    registry()
+        .lock()
+        .values()
+        .filter(|w| w.strong_count() > 0)
+        .count()
 }
 
 /// A CPU mapping of a whole buffer ([`DmaBuf::vmap`]). Reads and writes copy; CPU access

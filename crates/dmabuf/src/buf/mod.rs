@@ -22,11 +22,11 @@ pub mod simple;
 mod case_tests;
 
 pub use attach::{wait_deferred_detaches, AttachGuard, Attachment, SgMapping};
-pub(crate) use dmabuf::must_not_hold_resv;
 pub use dmabuf::{
     export, live_buffers, sync_flags, CpuAccess, DmaBuf, ExportInfo, FileFlags, UserMapping, VMap,
     VMapGuard, Whence, NAME_MAX,
 };
+pub(crate) use dmabuf::{live_buffer_count, must_not_hold_resv};
 pub use ops::{Caps, Exporter, Importer};
 pub use sg::{Segment, SgTable};
 

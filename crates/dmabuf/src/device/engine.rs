@@ -252,6 +252,7 @@ impl Engine {
             failed: AtomicU64::new(0),
         });
         let s = shared.clone();
+        crate::fault::hit(crate::fault::Site::Thread)?;
         let worker = std::thread::Builder::new()
             .name(format!("engine:{name}"))
             .spawn(move || worker(s))?;

@@ -137,6 +137,7 @@ impl Iommu {
         if segments.is_empty() {
             return Err(Error::Invalid("empty scatter-gather list"));
         }
+        crate::fault::check(crate::fault::Site::IommuMap)?;
         let p = page_size();
         let len: usize = segments.iter().map(|s| s.len).sum();
         let mut st = self.state.lock();

@@ -310,6 +310,7 @@ impl Fence {
             slow: Mutex::new(Slow::default()),
             ops,
         });
+        crate::debug::live::fence_made();
         Fence {
             inner: Rc::from_box(block),
         }
@@ -872,6 +873,7 @@ impl FetchMinOrSet for AtomicU64 {
 
 impl<O: ?Sized + FenceOps> Drop for Inner<O> {
     fn drop(&mut self) {
+        crate::debug::live::fence_freed();
         let s = self.state.load(Acquire);
         if s & SIGNALED == 0 {
             let mut slow = self.slow.lock();

@@ -17,6 +17,7 @@
 //! ([`Mapping::read_at`], [`Mapping::write_at`], [`Mapping::fill`]).
 
 use crate::error::{Error, Result};
+use crate::fault::{self, Site};
 use parking_lot::Mutex;
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{MemfdFlags, SealFlags, SeekFrom};
@@ -97,6 +98,7 @@ impl Mapping {
         match pieces {
             [] => Err(Error::Invalid("mapping of no pieces")),
             [(fd, off, len)] => {
+                fault::hit(Site::Mmap)?;
                 // SAFETY: a fresh mapping chosen by the kernel (null hint): no existing
                 // memory is replaced; owned by the returned `Mapping`, unmapped once.
                 let a = unsafe {
@@ -111,6 +113,7 @@ impl Mapping {
             }
             _ => {
                 // Reserve the whole range first, then map each piece over its part.
+                fault::hit(Site::Mmap)?;
                 // SAFETY: a fresh inaccessible reservation chosen by the kernel (null
                 // hint); it replaces nothing.
                 let base = unsafe {
@@ -130,6 +133,7 @@ impl Mapping {
                 };
                 let mut at = 0usize;
                 for &(fd, off, len) in pieces {
+                    fault::hit(Site::Mmap)?;
                     // SAFETY: `at + len <= total`, so the target lies inside the
                     // reservation we own and nothing else refers to; MAP_FIXED replaces
                     // only our own reservation pages.
@@ -171,6 +175,7 @@ impl Mapping {
         if write {
             prot |= ProtFlags::WRITE;
         }
+        fault::hit(Site::Mmap)?;
         // SAFETY: a fresh mapping chosen by the kernel (null hint), so no existing memory
         // is replaced; the result is owned by the returned `Mapping` and unmapped once.
         let p =
@@ -302,6 +307,7 @@ impl Memfd {
             return Err(Error::Invalid("zero-page memfd"));
         }
         let len = pages.checked_mul(page_size()).ok_or(Error::NoMem)?;
+        fault::hit(Site::MemfdCreate)?;
         let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
         rustix::fs::ftruncate(&fd, len as u64)?;
         rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW)?;
@@ -408,6 +414,7 @@ impl MemfdPool {
     ///
     /// Errors: those of [`Memfd::create`].
     pub fn get(&self, name: &str, pages: usize, populate: bool) -> Result<Memfd> {
+        fault::hit(Site::HeapAlloc)?;
         let pooled = {
             let mut g = self.inner.lock();
             let m = g.by_pages.get_mut(&pages).and_then(Vec::pop);

@@ -144,6 +144,7 @@ impl Region {
     /// Errors: `Invalid` for zero pages; `NoMem` when no contiguous run that long is
     /// free (the region is unchanged).
     pub fn alloc(self: &Arc<Self>, pages: usize) -> Result<Block> {
+        crate::fault::check(crate::fault::Site::HeapAlloc)?;
         let first = self.alloc.lock().alloc(pages)?;
         Ok(Block {
             region: self.clone(),

@@ -70,6 +70,7 @@ pub fn collect(items: &[Item<'_>], flags: u32) -> Result<Vec<Segment>> {
     let mut segs = Vec::with_capacity(items.len());
     for it in items {
         check_memfd(it.memfd)?;
+        crate::fault::hit(crate::fault::Site::Dup)?;
         let mem = Arc::new(Memfd::from_fd(it.memfd.try_clone_to_owned()?)?);
         let end = it.offset.checked_add(it.size);
         if end.is_none_or(|e| e > mem.len() as u64) {
