@@ -1558,6 +1558,20 @@ fn sw_sync_descriptor_faults_leave_nothing_behind() {
                 }
             }
             assert!(failed > 0, "{what}: no descriptor was ever made");
+            // The last close of the timeline: the watcher forgets it (closing what it
+            // held for it) on its own thread; wait for that, or the next count races it.
+            drop(tl);
+            let end = std::time::Instant::now() + Duration::from_secs(10);
+            while sw_sync::knows(key) {
+                assert!(
+                    std::time::Instant::now() < end,
+                    "{what}: timeline never forgotten"
+                );
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            // It unregisters the timeline a few instructions before its last reference
+            // (and the read end) goes.
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
