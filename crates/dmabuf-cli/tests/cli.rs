@@ -73,3 +73,14 @@ fn lockdep_only_cases_are_skipped_with_lockdep_off() {
     );
     assert!(out.contains("0 passed, 0 failed, 1 skipped"), "{out}");
 }
+#[test]
+fn misuse_with_lockdep_off_ends_with_an_errno_not_a_hang() {
+    // A job submitted while the caller holds the buffer's reservation lock: refused with
+    // EINVAL whatever lockdep's state; the watchdog bounds the run either way.
+    let (code, out, err) = run(
+        &["selftest", "device/submit-bad-input", "--timeout", "20"],
+        &[("LOCKDEP", "off")],
+    );
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("1 passed, 0 failed"), "{out}");
+}
