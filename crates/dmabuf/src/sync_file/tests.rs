@@ -1740,3 +1740,48 @@ fn cross_process() {
     assert_eq!(theirs.fence().status(), Status::Error(-32));
     assert!(proc.wait().unwrap().success());
 }
+
+const SW_SYNC_INHERIT_ENV: &str = "DMABUF_SW_SYNC_INHERIT_CHILD";
+
+/// The child's side of `sw_sync_timeline_inherited_across_fork`: increment the timeline
+/// it inherited (descriptor number in the environment) and exit, closing it.
+#[test]
+fn sw_sync_inherit_child_entry() {
+    let Ok(n) = std::env::var(SW_SYNC_INHERIT_ENV) else {
+        return;
+    };
+    // SAFETY: the parent left this descriptor open across fork and exec for us alone.
+    let tl = unsafe { OwnedFd::from_raw_fd(n.parse().unwrap()) };
+    sw_sync::inc(tl.as_fd(), 1).unwrap();
+    drop(tl);
+    std::process::exit(0);
+}
+
+/// A timeline descriptor inherited across `fork` (and `exec`) is the same timeline: the
+/// child's increment signals the parent's point, and the parent's close is the last one
+/// only once the child's copy is gone too.
+#[test]
+fn sw_sync_timeline_inherited_across_fork() {
+    let tl = sw_sync::open().unwrap();
+    let p1 = sw_sync::create_fence(tl.as_fd(), 1).unwrap();
+    let p5 = sw_sync::create_fence(tl.as_fd(), 5).unwrap();
+    // A copy without close-on-exec, for the child to inherit.
+    let inherited = rustix::io::dup(&tl).unwrap();
+    let mut proc = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "sync_file::tests::sw_sync_inherit_child_entry",
+            "--test-threads=1",
+            "--quiet",
+        ])
+        .env(SW_SYNC_INHERIT_ENV, inherited.as_raw_fd().to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    drop(inherited);
+    assert!(proc.wait().unwrap().success());
+    assert_eq!(status_within_10s(&p1), Status::Signaled);
+    assert!(!p5.poll(), "the child's exit is not the last close");
+    drop(tl);
+    assert_eq!(status_within_10s(&p5), Status::Error(-2));
+}
