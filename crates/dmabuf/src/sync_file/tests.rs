@@ -1576,6 +1576,32 @@ fn sw_sync_descriptor_faults_leave_nothing_behind() {
     }
 }
 
+/// Start this test binary again running only the test `entry`, with `env` set to the
+/// descriptor number `fd` (left open across the fork and exec for the child to take).
+fn spawn_entry(entry: &str, env: &str, fd: BorrowedFd<'_>) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", entry, "--test-threads=1", "--quiet"])
+        .env(env, fd.as_raw_fd().to_string())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// A socket pair for a child: the parent's end closes on exec, the child's end does not;
+/// the child is [`spawn_entry`]'d with the latter, which the parent then drops.
+fn spawn_with_socket(entry: &str, env: &str) -> (OwnedFd, std::process::Child) {
+    let (parent, child) = rustix::net::socketpair(
+        AddressFamily::UNIX,
+        SocketType::STREAM,
+        SocketFlags::empty(),
+        None,
+    )
+    .unwrap();
+    rustix::io::fcntl_setfd(&parent, rustix::io::FdFlags::CLOEXEC).unwrap();
+    let proc = spawn_entry(entry, env, child.as_fd());
+    (parent, proc)
+}
+
 const SW_SYNC_CHILD_ENV: &str = "DMABUF_SW_SYNC_CHILD";
 
 /// The child's side of `sw_sync_timeline_across_processes`; a no-op unless started by
@@ -1606,26 +1632,8 @@ fn sw_sync_child_entry() {
 
 #[test]
 fn sw_sync_timeline_across_processes() {
-    let (parent, child) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::empty(),
-        None,
-    )
-    .unwrap();
-    rustix::io::fcntl_setfd(&parent, rustix::io::FdFlags::CLOEXEC).unwrap();
-    let mut proc = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "sync_file::tests::sw_sync_child_entry",
-            "--test-threads=1",
-            "--quiet",
-        ])
-        .env(SW_SYNC_CHILD_ENV, child.as_raw_fd().to_string())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    drop(child);
+    let (parent, mut proc) =
+        spawn_with_socket("sync_file::tests::sw_sync_child_entry", SW_SYNC_CHILD_ENV);
     let tl = sw_sync::open().unwrap();
     let p1 = sw_sync::create_fence(tl.as_fd(), 1).unwrap();
     let p5 = sw_sync::create_fence(tl.as_fd(), 5).unwrap();
@@ -1692,27 +1700,7 @@ fn child_entry() {
 
 #[test]
 fn cross_process() {
-    let (parent, child) = rustix::net::socketpair(
-        AddressFamily::UNIX,
-        SocketType::STREAM,
-        SocketFlags::empty(),
-        None,
-    )
-    .unwrap();
-    rustix::io::fcntl_setfd(&parent, rustix::io::FdFlags::CLOEXEC).unwrap();
-    let exe = std::env::current_exe().unwrap();
-    let mut proc = std::process::Command::new(exe)
-        .args([
-            "--exact",
-            "sync_file::tests::child_entry",
-            "--test-threads=1",
-            "--quiet",
-        ])
-        .env(CHILD_ENV, child.as_raw_fd().to_string())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    drop(child);
+    let (parent, mut proc) = spawn_with_socket("sync_file::tests::child_entry", CHILD_ENV);
     // 1. Parent signals, child observes the error across the process boundary, though
     //    the parent dropped its sync file as soon as it was sent.
     let f = pending();
@@ -1767,17 +1755,11 @@ fn sw_sync_timeline_inherited_across_fork() {
     let p5 = sw_sync::create_fence(tl.as_fd(), 5).unwrap();
     // A copy without close-on-exec, for the child to inherit.
     let inherited = rustix::io::dup(&tl).unwrap();
-    let mut proc = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "sync_file::tests::sw_sync_inherit_child_entry",
-            "--test-threads=1",
-            "--quiet",
-        ])
-        .env(SW_SYNC_INHERIT_ENV, inherited.as_raw_fd().to_string())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut proc = spawn_entry(
+        "sync_file::tests::sw_sync_inherit_child_entry",
+        SW_SYNC_INHERIT_ENV,
+        inherited.as_fd(),
+    );
     drop(inherited);
     assert!(proc.wait().unwrap().success());
     assert_eq!(status_within_10s(&p1), Status::Signaled);
