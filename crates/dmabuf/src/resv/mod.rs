@@ -416,7 +416,8 @@ impl<'a> ResvGuard<'a> {
     /// (`dma_resv_reserve_fences`). Growing the storage prunes signalled fences and
     /// makes concurrent unlocked walks restart.
     ///
-    /// Errors: `Invalid` for `n == 0` (the kernel warns); nothing changes.
+    /// Errors: `Invalid` for `n == 0` (the kernel warns); `NoMem` (`ENOMEM`) when the
+    /// room cannot be allocated (a huge `n`); nothing changes then.
     pub fn reserve_fences(&mut self, n: usize) -> Result<()> {
         if n == 0 {
             return Err(Error::Invalid("reserve_fences(0)"));
@@ -437,8 +438,16 @@ impl<'a> ResvGuard<'a> {
                 .filter(|(f, _)| !f.is_signaled())
                 .cloned()
                 .collect();
-            self.g.reserved_to = kept.len() + n;
-            self.republish(cap, kept);
+            let reserved_to = kept.len() + n;
+            // A request too large to allocate is the kernel's -ENOMEM, not an abort.
+            let g = &mut *self.g;
+            self.resv
+                .list
+                .try_republish(&mut g.writer, g.storage + 1, cap, kept)
+                .map_err(|_| Error::NoMem)?;
+            g.storage += 1;
+            self.resv.storage.store(g.storage, Ordering::Release);
+            g.reserved_to = reserved_to;
             return Ok(());
         }
         self.g.reserved_to = self.g.reserved_to.max(want);

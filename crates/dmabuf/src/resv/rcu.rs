@@ -308,7 +308,27 @@ pub struct Slots<E> {
 
 impl<E> Slots<E> {
     fn new(tag: u64, capacity: usize, items: impl IntoIterator<Item = E>) -> Self {
-        let mut slots: Vec<Slot<E>> = Vec::with_capacity(capacity);
+        Self::with_slots(tag, capacity, Vec::with_capacity(capacity), items)
+    }
+
+    /// [`new`](Self::new), failing instead of aborting when `capacity` slots cannot be
+    /// allocated.
+    fn try_new(
+        tag: u64,
+        capacity: usize,
+        items: impl IntoIterator<Item = E>,
+    ) -> Result<Self, std::collections::TryReserveError> {
+        let mut slots: Vec<Slot<E>> = Vec::new();
+        slots.try_reserve_exact(capacity)?;
+        Ok(Self::with_slots(tag, capacity, slots, items))
+    }
+
+    fn with_slots(
+        tag: u64,
+        capacity: usize,
+        mut slots: Vec<Slot<E>>,
+        items: impl IntoIterator<Item = E>,
+    ) -> Self {
         for e in items {
             let mut slot = Slot::empty();
             slot.cells[0] = UnsafeCell::new(MaybeUninit::new(e));
@@ -448,6 +468,22 @@ impl<E> RcuSlots<E> {
         // Waiting entries belong to the old array, which drops them with itself.
         w.pending.clear();
         drop(old);
+    }
+
+    /// [`republish`](Self::republish), failing — with nothing changed — when the new
+    /// array cannot be allocated (`items` are dropped then).
+    pub fn try_republish(
+        &self,
+        w: &mut Writer,
+        tag: u64,
+        capacity: usize,
+        items: impl IntoIterator<Item = E>,
+    ) -> Result<(), std::collections::TryReserveError> {
+        let new = Arc::new(Slots::try_new(tag, capacity, items)?);
+        let old = self.cell.store(w, new);
+        w.pending.clear();
+        drop(old);
+        Ok(())
     }
 
     /// Append `item`; handed back when the array is full.

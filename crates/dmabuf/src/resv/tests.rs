@@ -224,3 +224,25 @@ fn replaced_fences_are_released_within_one_pass() {
     );
     assert_eq!(f4.ref_count(), 1);
 }
+
+/// A reservation too large to allocate is `ENOMEM` with nothing changed, as the kernel's
+/// failed krealloc; it used to panic ("capacity overflow") or abort.
+#[test]
+fn huge_reserve_is_enomem_and_changes_nothing() {
+    let r = Resv::new();
+    let f = new_fence();
+    let mut g = r.lock_no_ctx().unwrap();
+    g.reserve_fences(1).unwrap();
+    g.add_fence(&f, Usage::Write).unwrap();
+    let free = g.reserved_free();
+    for n in [usize::MAX / 2, usize::MAX - 1, 1 << 60, 1 << 44] {
+        let e = g.reserve_fences(n).unwrap_err();
+        assert_eq!(e.errno(), 12, "reserve_fences({n}): {e:?}");
+        assert_eq!(g.reserved_free(), free);
+        assert_eq!(g.fences(Usage::Bookkeep).len(), 1);
+    }
+    // Still usable.
+    g.reserve_fences(2).unwrap();
+    drop(g);
+    f.signal().unwrap();
+}
