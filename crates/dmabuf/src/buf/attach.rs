@@ -907,8 +907,9 @@ impl Drop for AttachGuard {
 /// and the unmap is DEFERRED — the table stays mapped and counted as live until the next
 /// call holding this buffer's lock (`map`, `unmap`, `pin`, `unpin`, detach — which settles
 /// before checking for live mappings —, `vmap`, `vunmap`, `move_notify`,
-/// `attachments`) does it. With lockdep off this cannot be seen: the drop locks, and
-/// under its own buffer's lock it deadlocks, as the kernel's violation would.
+/// `attachments`) does it. With lockdep off, another buffer's lock cannot be seen (the
+/// drop locks this buffer's and unmaps); under its own buffer's lock the drop's relock
+/// is refused and the unmap is deferred the same way, unreported.
 ///
 /// The mapping refers to its attachment without owning a reference count (so that map and
 /// unmap make no atomic read-modify-write of their own). Invariant: a live mapping's
@@ -1005,11 +1006,19 @@ impl Drop for SgMapping {
             pinned: self.pinned,
         };
         if let Err((e, mut m)) = att.unmap_unlocked(m) {
-            tracing::error!(
-                "mapping of attachment {} dropped but not unmapped: {e}",
+            // With lockdep off, this thread may hold the buffer's lock after all (the
+            // relock was refused): defer the unmap, as above, rather than leak the
+            // mapping (a leaked one would block the detach forever).
+            tracing::warn!(
+                "mapping of attachment {} dropped but not unmapped now ({e}); deferred",
                 att.id()
             );
-            m.table = None;
+            att.defer_unmap(OwedUnmap {
+                table: m.table.take().expect("live mapping"),
+                dir: m.dir,
+                cached: m.cached,
+                pinned: m.pinned,
+            });
         }
     }
 }
