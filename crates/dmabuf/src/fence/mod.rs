@@ -85,9 +85,11 @@ impl Context {
         Context(NEXT_CONTEXT.fetch_add(1, Ordering::Relaxed))
     }
 
-    /// The `i`-th context of a block reserved by [`alloc`](Context::alloc) (`self + i`).
+    /// The `i`-th context of a block reserved by [`alloc`](Context::alloc) (`self + i`,
+    /// wrapping as the kernel's u64 does; an `i` past the block is the caller's mistake,
+    /// not a panic).
     pub fn nth(self, i: u64) -> Context {
-        Context(self.0 + i)
+        Context(self.0.wrapping_add(i))
     }
 
     /// The raw id.
