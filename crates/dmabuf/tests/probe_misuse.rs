@@ -43,6 +43,11 @@ fn settled() -> dmabuf::debug::Live {
 
 /// Run `f` with lockdep on, then off: once to warm up, once counted.
 fn probe(name: &str, f: fn()) {
+    probe_with(name, true, f)
+}
+
+/// [`probe`], with the exact leak check only when `exact`.
+fn probe_with(name: &str, exact: bool, f: fn()) {
     let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     // Misuse is expected to make lockdep report; collect the reports instead of panicking.
     lockdep::set_on_report(lockdep::OnReport::Collect);
@@ -54,7 +59,7 @@ fn probe(name: &str, f: fn()) {
         watchdog(format!("{name} ({mode})"), f);
         let after = settled();
         let d = after.drift(&before);
-        assert!(d.objects_zero(), "{name} ({mode}): leaked {d}");
+        assert!(!exact || d.objects_zero(), "{name} ({mode}): leaked {d}");
         let reports = lockdep::take_reports();
         if !on {
             assert!(
@@ -1217,5 +1222,195 @@ fn fence_wait_in_callback_on_signalled_other_and_array_member_callback() {
         m1.signal().unwrap();
         assert!(arr.wait_timeout(Duration::from_secs(5)).is_ok());
         assert!(m2.wait_timeout(Duration::from_secs(5)).is_ok());
+    });
+}
+
+// ---- fourth batch ------------------------------------------------------------------
+
+#[test]
+fn context_arithmetic_does_not_panic() {
+    probe("context alloc/nth overflow", || {
+        errno("alloc(0)", EINVAL, Context::alloc(0).map(drop));
+        let c = Context::alloc(2).unwrap();
+        let _ = c.nth(u64::MAX);
+    });
+}
+
+#[test]
+#[ignore = "FAILS: hangs (lockdep on and off): Timeline::inc from a callback of one of its \
+            points waits forever on the timeline's signal lock (fence/timeline.rs inc); \
+            documented 'must not', the kernel deadlocks too but lockdep reports it"]
+fn timeline_inc_from_its_own_points_callback() {
+    probe("Timeline::inc from a point's callback", || {
+        let tl = Arc::new(dmabuf::fence::timeline::Timeline::new("probe"));
+        let p = tl.create_fence(1);
+        let _q = tl.create_fence(2);
+        let t2 = tl.clone();
+        let (tx, rx) = mpsc::channel();
+        p.add_callback(move |_| {
+            t2.inc(1);
+            let _ = tx.send(());
+        })
+        .map_err(|(e, _)| e)
+        .unwrap();
+        tl.inc(1);
+        rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(tl.value(), 2);
+    });
+}
+
+#[test]
+#[ignore = "FAILS: hangs (lockdep on and off): sw_sync::inc from a callback of one of the \
+            timeline's points waits forever on the timeline's locks (sync_file/sw_sync.rs \
+            inc); documented 'must not', the kernel deadlocks too but lockdep reports it"]
+fn sw_sync_inc_from_its_own_points_callback() {
+    probe("sw_sync::inc from a point's callback", || {
+        let tl = Arc::new(sw_sync::open().unwrap());
+        let p = sw_sync::create_fence(tl.as_fd(), 1).unwrap();
+        let q = sw_sync::create_fence(tl.as_fd(), 2).unwrap();
+        let t2 = tl.clone();
+        let (tx, rx) = mpsc::channel();
+        p.fence()
+            .add_callback(move |_| {
+                let _ = tx.send(sw_sync::inc(t2.as_fd(), 1).map_err(|e| e.errno()));
+            })
+            .map_err(|(e, _)| e)
+            .unwrap();
+        sw_sync::inc(tl.as_fd(), 1).unwrap();
+        let _ = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+        drop(tl);
+        assert!(q.fence().wait_timeout(Duration::from_secs(5)).is_ok());
+    });
+}
+
+#[test]
+fn interrupted_waits_and_locks() {
+    probe("interrupt fired before the call", || {
+        let i = dmabuf::Interrupt::new();
+        i.interrupt();
+        let f = pending();
+        errno("wait_interruptible", 4, f.wait_interruptible(&i));
+        let b = buf();
+        b.import_sync_fence(sync_flags::WRITE, &f).unwrap();
+        let r = b.begin_cpu_access_interruptible(Direction::FromDevice, &i);
+        assert!(r.is_err(), "begin_cpu_access_interruptible: {r:?}");
+        let (x, y) = b.poll_wait(true, true, Duration::from_millis(20));
+        assert!(!x && !y);
+        let r2 = Resv::new();
+        let g = r2.lock_no_ctx().unwrap();
+        let res = std::thread::scope(|s| {
+            s.spawn(|| {
+                let ctx = AcquireCtx::new(&RESERVATION_WW_CLASS);
+                let r = r2
+                    .lock_interruptible(&ctx, &i)
+                    .map(drop)
+                    .map_err(|e| e.errno());
+                let _ = ctx.fini();
+                r
+            })
+            .join()
+            .unwrap()
+        });
+        assert!(
+            res.is_err(),
+            "lock_interruptible with a fired interrupt: {res:?}"
+        );
+        drop(g);
+        f.signal().unwrap();
+    });
+}
+
+#[test]
+fn sync_file_long_name_and_roundtrip() {
+    probe("sync file names and fd roundtrip", || {
+        let f = pending();
+        let sf = SyncFile::with_name(f.clone(), &"n".repeat(100)).unwrap();
+        assert!(sf.name().len() <= 31, "name {} bytes", sf.name().len());
+        let back = sf;
+        let dup = SyncFile::from_fd(back.try_clone_fd().unwrap()).unwrap();
+        assert!(Fence::ptr_eq(dup.fence(), &f));
+        f.signal().unwrap();
+        assert!(dup.poll() && back.poll());
+    });
+}
+
+#[test]
+fn fd_passing_misuse() {
+    probe("send_fd/recv_fd on non-sockets", || {
+        let (r, w) = pipe();
+        let e = dmabuf::sync_file::send_fd(w.as_fd(), r.as_fd());
+        assert_eq!(e.map_err(|e| e.errno()), Err(88), "send_fd on a pipe");
+        let e = dmabuf::sync_file::recv_fd(r.as_fd()).map(drop);
+        assert_eq!(e.map_err(|e| e.errno()), Err(88), "recv_fd on a pipe");
+    });
+}
+
+#[test]
+fn heap_page_round_wrap_and_readonly_mmap() {
+    probe("heap len wrap / read-only buffer", || {
+        let h = heaps();
+        errno(
+            "len wraps when page-rounded",
+            EINVAL,
+            h.alloc("system", &AllocData::new(u64::MAX - 100)).map(drop),
+        );
+        let mut d = AllocData::new(4096);
+        d.fd_flags = 0o2000000; // O_CLOEXEC | O_RDONLY
+        let b = h.alloc("system", &d).unwrap();
+        errno(
+            "shared writable mmap of read-only",
+            13,
+            b.mmap(0, 1, true).map(drop),
+        );
+        b.mmap(0, 1, false).unwrap();
+        if h.get("contig").is_some() {
+            errno(
+                "contig huge",
+                12,
+                h.alloc("contig", &AllocData::new(1 << 40)).map(drop),
+            );
+        }
+    });
+}
+
+#[test]
+fn fence_merge_and_unwrap_edges() {
+    probe("merge edges", || {
+        let m = dmabuf::fence::unwrap::merge(&[]);
+        assert!(m.is_ok(), "merge of nothing: {m:?}");
+        let f = pending();
+        let m = dmabuf::fence::unwrap::merge(&[f.clone(), f.clone()]).unwrap();
+        assert!(Fence::ptr_eq(&m, &f) || !m.is_signaled());
+        f.signal().unwrap();
+        assert!(m.wait_timeout(Duration::from_secs(5)).is_ok());
+    });
+}
+
+#[test]
+fn sync_file_into_fd_loop_stays_bounded() {
+    probe_with("into_fd + close in a loop", false, || {
+        let before = settled();
+        for _ in 0..300 {
+            let f = pending();
+            let fd = SyncFile::new(f.clone()).unwrap().try_into_fd().unwrap();
+            f.signal().unwrap();
+            drop(fd);
+        }
+        // The id map sweeps closed entries when it doubles (at least 64 entries).
+        let d = settled().drift(&before);
+        assert!(d.open_fds.abs() <= 64 && d.fences.abs() <= 64, "{d}");
+    });
+}
+
+#[test]
+#[ignore = "FAILS (by design, bounded): after try_into_fd, closing the descriptor leaves the \
+            id map's duplicate and the fence alive until its next sweep (up to 64 entries; \
+            sync_file/registry.rs SweptMap); the kernel frees the file at the last close"]
+fn sync_file_into_fd_then_close_frees_at_once() {
+    probe("into_fd then close", || {
+        let f = pending();
+        let fd = SyncFile::new(f.clone()).unwrap().try_into_fd().unwrap();
+        f.signal().unwrap();
+        drop(fd);
     });
 }
