@@ -1414,3 +1414,76 @@ fn sync_file_into_fd_then_close_frees_at_once() {
         drop(fd);
     });
 }
+
+// ---- fifth batch: acquire-context misuse -------------------------------------------
+
+static OTHER_CLASS: dmabuf::ww::WwClass =
+    dmabuf::ww::WwClass::wound_wait("probe_ww", "probe_acquire");
+
+#[test]
+fn lock_after_acquire_done() {
+    probe("lock after ww_acquire_done", || {
+        let (a, b) = (Resv::new(), Resv::new());
+        let ctx = AcquireCtx::new(&RESERVATION_WW_CLASS);
+        let ga = a.lock(&ctx).unwrap();
+        ctx.done();
+        errno("lock after done", EINVAL, b.lock(&ctx).map(drop));
+        assert!(!b.is_locked());
+        ctx.done();
+        drop(ga);
+        let _ = ctx.fini();
+    });
+}
+
+#[test]
+fn context_of_another_class() {
+    probe("ctx of another ww class", || {
+        let a = Resv::new();
+        let ctx = AcquireCtx::new(&OTHER_CLASS);
+        errno("class mismatch", EINVAL, a.lock(&ctx).map(drop));
+        assert!(!a.is_locked());
+        ctx.fini().unwrap();
+    });
+}
+
+#[test]
+fn locking_on_after_edeadlk_without_backoff() {
+    probe("no backoff after EDEADLK", || {
+        let rs: Vec<Resv> = (0..40).map(|_| Resv::new()).collect();
+        let ctx = AcquireCtx::with_deadlock_injection(&RESERVATION_WW_CLASS);
+        let mut held = Vec::new();
+        let mut after = None;
+        for r in &rs {
+            match r.lock(&ctx) {
+                Ok(g) => held.push(g),
+                Err(e) if e.errno() == EDEADLK => {
+                    after = Some(true);
+                    continue;
+                }
+                Err(e) => {
+                    if after.is_some() {
+                        // Refused after the ignored EDEADLK: what the kernel warns about.
+                        assert_eq!(e.errno(), EINVAL, "{e:?}");
+                        break;
+                    }
+                    panic!("unexpected {e:?}");
+                }
+            }
+        }
+        drop(held);
+        let _ = ctx.fini();
+        for r in &rs {
+            assert!(!r.is_locked());
+        }
+    });
+}
+
+#[test]
+fn export_zero_size_and_double_tracker() {
+    probe("export size 0", || {
+        let ex = SimpleExporter::new(1).unwrap();
+        let ops: Arc<dyn dmabuf::buf::ops::Exporter> = ex.clone();
+        let info = dmabuf::buf::ExportInfo::new("probe", 0, ops);
+        errno("size 0", EINVAL, dmabuf::buf::export(info).map(drop));
+    });
+}
