@@ -1487,3 +1487,64 @@ fn export_zero_size_and_double_tracker() {
         errno("size 0", EINVAL, dmabuf::buf::export(info).map(drop));
     });
 }
+
+// ---- sixth batch: buffer ioctls and CPU mappings -----------------------------------
+
+#[test]
+fn import_sync_file_bad_inputs() {
+    probe("import_sync_file bad inputs", || {
+        let b = buf();
+        let f = pending();
+        let sf = SyncFile::new(f.clone()).unwrap();
+        errno("flags 0", EINVAL, b.import_sync_file(0, sf.as_fd()));
+        errno("flags 8", EINVAL, b.import_sync_file(8, sf.as_fd()));
+        let (r, w) = pipe();
+        errno(
+            "a pipe",
+            EINVAL,
+            b.import_sync_file(sync_flags::WRITE, r.as_fd()),
+        );
+        drop((r, w));
+        assert_eq!(b.resv().num_fences(), 0);
+        f.signal().unwrap();
+    });
+}
+
+#[test]
+fn vmap_access_out_of_range() {
+    probe("VMap read/write out of range", || {
+        let b = buf();
+        let v = b.vmap_unlocked().unwrap();
+        let len = v.len();
+        let mut one = [0u8; 1];
+        assert!(v.read_at(len, &mut one).is_err());
+        assert!(v.read_at(usize::MAX, &mut one).is_err());
+        assert!(v.write_at(usize::MAX, &[1, 2]).is_err());
+        assert!(v.write_at(len - 1, &[1, 2]).is_err());
+        v.write_at(len - 1, &[7]).unwrap();
+        v.read_at(len - 1, &mut one).unwrap();
+        assert_eq!(one, [7]);
+    });
+}
+
+#[test]
+fn llseek_and_sync_end_without_start() {
+    probe("llseek / SYNC_END without START", || {
+        let b = buf();
+        errno(
+            "seek MIN from end",
+            EINVAL,
+            b.llseek(i64::MIN, dmabuf::buf::Whence::End),
+        );
+        errno("seek 1", EINVAL, b.llseek(1, dmabuf::buf::Whence::Set));
+        assert_eq!(
+            b.llseek(0, dmabuf::buf::Whence::End).unwrap(),
+            b.size() as u64
+        );
+        // The kernel passes END straight to the exporter: no error without a START.
+        b.sync_ioctl(sync_flags::RW | sync_flags::END).unwrap();
+        b.sync_ioctl(sync_flags::READ).unwrap();
+        b.sync_ioctl(sync_flags::READ).unwrap();
+        b.sync_ioctl(sync_flags::READ | sync_flags::END).unwrap();
+    });
+}
