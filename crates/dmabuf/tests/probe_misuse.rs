@@ -1237,9 +1237,6 @@ fn context_arithmetic_does_not_panic() {
 }
 
 #[test]
-#[ignore = "FAILS: hangs (lockdep on and off): Timeline::inc from a callback of one of its \
-            points waits forever on the timeline's signal lock (fence/timeline.rs inc); \
-            documented 'must not', the kernel deadlocks too but lockdep reports it"]
 fn timeline_inc_from_its_own_points_callback() {
     probe("Timeline::inc from a point's callback", || {
         let tl = Arc::new(dmabuf::fence::timeline::Timeline::new("probe"));
@@ -1260,9 +1257,6 @@ fn timeline_inc_from_its_own_points_callback() {
 }
 
 #[test]
-#[ignore = "FAILS: hangs (lockdep on and off): sw_sync::inc from a callback of one of the \
-            timeline's points waits forever on the timeline's locks (sync_file/sw_sync.rs \
-            inc); documented 'must not', the kernel deadlocks too but lockdep reports it"]
 fn sw_sync_inc_from_its_own_points_callback() {
     probe("sw_sync::inc from a point's callback", || {
         let tl = Arc::new(sw_sync::open().unwrap());
@@ -1546,5 +1540,40 @@ fn llseek_and_sync_end_without_start() {
         b.sync_ioctl(sync_flags::READ).unwrap();
         b.sync_ioctl(sync_flags::READ).unwrap();
         b.sync_ioctl(sync_flags::READ | sync_flags::END).unwrap();
+    });
+}
+
+#[test]
+fn timeline_nested_inc_keeps_seqno_order() {
+    probe("Timeline::inc from a point's callback, in order", || {
+        use std::sync::Mutex;
+        let tl = Arc::new(dmabuf::fence::timeline::Timeline::new("order"));
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let points: Vec<_> = (1..=6).map(|v| tl.create_fence(v)).collect();
+        for p in &points {
+            let order = order.clone();
+            p.add_callback(move |f| order.lock().unwrap().push((f.seqno(), f.error())))
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+        // Point 1's callback increments by 1: the outer increment of 3 reaches 4, and
+        // every point signals in seqno order (4 after 3, not in the middle of them).
+        let t2 = tl.clone();
+        points[0]
+            .add_callback(move |_| t2.inc(1))
+            .map_err(|(e, _)| e)
+            .unwrap();
+        tl.inc(3);
+        assert_eq!(tl.value(), 4);
+        // The close: the rest end with -ENOENT, after the others.
+        drop(points);
+        assert_eq!(Arc::strong_count(&tl), 1, "the only handle left");
+        drop(tl);
+        let got = order.lock().unwrap().clone();
+        assert_eq!(
+            got,
+            vec![(1, 0), (2, 0), (3, 0), (4, 0), (5, -2), (6, -2)],
+            "signal order"
+        );
     });
 }

@@ -3,10 +3,13 @@
 //! timeline can stall every waiter of its points.
 //!
 //! Locks: `signal_lock` orders signalling (increments and close) so that points of the
-//! context signal in order; the `state` lock guards the value and the pending list and is
-//! never held while a point signals, so a point's callback may create points on the same
-//! timeline (but must not increment it: that would wait on `signal_lock`, as in the
-//! kernel, where it recursed on the timeline lock).
+//! context signal in order; the `pending` lock guards the value and the pending list and
+//! is never held while a point signals, so a point's callback may create points on the
+//! same timeline. A callback may also increment or close it: in the kernel that recursed
+//! on the timeline lock (a deadlock, or a lockdep splat); here the thread that holds
+//! `signal_lock` is known, and an increment or close it makes from a point's callback is
+//! recorded and carried out by the signalling loop already running on it, after the point
+//! being signalled, so points still signal in order and nothing waits for itself.
 
 use super::object::{Container, Fence, FenceOps};
 use super::sync::{AtomicU32, Mutex};
@@ -21,8 +24,25 @@ struct Inner {
     /// The counter, readable without a lock for the points' `signaled` peek.
     value: AtomicU32,
     signal_lock: Mutex<()>,
+    /// The [thread id](crate::ww::sync::thread_id) holding `signal_lock`, 0 for none.
+    signaller: AtomicU32,
+    /// Work asked for by a point's callback on the signalling thread, for its loop.
+    deferred: Mutex<Deferred>,
     /// Pending points, ordered by distance ahead of the value.
     pending: Mutex<Vec<Fence>>,
+}
+
+/// Increments and a close recorded while this timeline's points signal on this thread.
+#[derive(Default)]
+struct Deferred {
+    inc: u64,
+    close: bool,
+}
+
+/// One piece of signalling work.
+enum Work {
+    Inc(u64),
+    Close,
 }
 
 /// A sw_sync timeline (one open of the kernel's `sw_sync` debugfs file). Dropping it is
@@ -70,6 +90,8 @@ impl Timeline {
                 context: Context::new(),
                 value: AtomicU32::new(0),
                 signal_lock: Mutex::new(()),
+                signaller: AtomicU32::new(0),
+                deferred: Mutex::new(Deferred::default()),
                 pending: Mutex::new(Vec::new()),
             }),
         }
@@ -122,15 +144,51 @@ impl Timeline {
 
     /// Advance the counter by `inc` (`SW_SYNC_IOC_INC`), in steps of at most `i32::MAX`
     /// as the kernel does, signalling every point reached, in order. Takes the signal lock
-    /// for the whole call (must not be called from a point's callback).
+    /// for the whole call. From a callback of one of this timeline's points (on the
+    /// thread signalling it), the increment is recorded and made by that signalling
+    /// loop once the current point's callbacks return; it has happened when the
+    /// outermost `inc` (or close) returns.
     pub fn inc(&self, inc: u32) {
-        let _order = self.inner.signal_lock.lock();
-        let mut left = inc;
-        while left > i32::MAX as u32 {
-            self.step(i32::MAX as u32);
-            left -= i32::MAX as u32;
+        self.signalling(Work::Inc(u64::from(inc)));
+    }
+
+    /// Run `first` under the signal lock, then whatever the points' callbacks asked for
+    /// meanwhile; on the thread already doing so (a point's callback), only record it.
+    fn signalling(&self, first: Work) {
+        let tl = &self.inner;
+        let me = crate::ww::sync::thread_id();
+        if tl.signaller.load(Acquire) == me {
+            let mut d = tl.deferred.lock();
+            match first {
+                Work::Inc(n) => d.inc += n,
+                Work::Close => d.close = true,
+            }
+            return;
         }
-        self.step(left);
+        let _order = tl.signal_lock.lock();
+        tl.signaller.store(me, Release);
+        let mut work = Some(first);
+        while let Some(w) = work {
+            match w {
+                Work::Inc(mut left) => {
+                    while left > 0 {
+                        let n = left.min(i32::MAX as u64);
+                        self.step(n as u32);
+                        left -= n;
+                    }
+                }
+                Work::Close => self.close_locked(),
+            }
+            let mut d = tl.deferred.lock();
+            work = if d.inc > 0 {
+                Some(Work::Inc(std::mem::take(&mut d.inc)))
+            } else if std::mem::take(&mut d.close) {
+                Some(Work::Close)
+            } else {
+                None
+            };
+        }
+        tl.signaller.store(0, Release);
     }
 
     fn step(&self, inc: u32) {
@@ -154,10 +212,13 @@ impl Timeline {
 impl Timeline {
     /// Signal every pending point with `-ENOENT`, as the last close of the kernel's
     /// timeline file does (what dropping the timeline does); points made afterwards
-    /// are pending again until the value reaches them. Takes the signal lock (must not
-    /// be called from a point's callback).
+    /// are pending again until the value reaches them. Takes the signal lock; from a
+    /// point's callback, recorded like a nested [`inc`](Self::inc).
     pub(crate) fn close(&self) {
-        let _order = self.inner.signal_lock.lock();
+        self.signalling(Work::Close);
+    }
+
+    fn close_locked(&self) {
         let all = std::mem::take(&mut *self.inner.pending.lock());
         for p in all {
             let _ = p.set_error(-(rustix::io::Errno::NOENT.raw_os_error()));

@@ -65,6 +65,7 @@ use rustix::event::epoll;
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use rustix::io::Errno;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 
 #[cfg(test)]
@@ -179,9 +180,10 @@ pub fn create_fence(tl: BorrowedFd<'_>, value: u32) -> Result<SyncFile> {
 /// Advance the timeline `tl` by `n` (`SW_SYNC_IOC_INC`): for every process holding it,
 /// the points reached signal in order; this process's have signalled when this returns
 /// (those of other processes, as soon as their watcher runs). Increments by different
-/// processes apply one after the other. Must not be called from a callback of one of
-/// this timeline's points (it waits on the timeline's locks, as the kernel's recursion
-/// would).
+/// processes apply one after the other. From a callback of one of this timeline's
+/// points (where the kernel's timeline lock would recurse), the increment is applied at
+/// once and its points are signalled by the signalling already running on that thread,
+/// in order, after the current point: nothing waits for itself.
 ///
 /// Errors: [`Error::NoTty`] (`ENOTTY`) if `tl` is not a timeline descriptor, or is not
 /// open for writing; `EIO` if the token is damaged or missing (see the module docs);
@@ -261,6 +263,12 @@ struct Entry {
     tl: Timeline,
     /// The token value the local timeline has been advanced to.
     seen: Mutex<u64>,
+    /// The newest token value asked for (never moves backwards).
+    target: AtomicU64,
+    /// The [thread id](crate::ww::sync::thread_id) advancing the local timeline (holding
+    /// `seen`), 0 for none: an increment from a point's callback on that thread only
+    /// raises `target`, and the loop running there carries it out.
+    advancing: AtomicU32,
     /// One increment at a time from this process (the flock is per open file, which
     /// this process's threads share).
     inc_lock: Mutex<()>,
@@ -268,19 +276,31 @@ struct Entry {
 
 impl Entry {
     /// Advance the local timeline to token value `v` (never backwards), signalling the
-    /// points reached in order.
+    /// points reached in order. From a callback of one of its points on the thread
+    /// advancing it, only records `v`: the loop running there gets to it next.
     fn advance_to(&self, v: u64) {
-        let mut seen = self.seen.lock();
-        let mut left = v.wrapping_sub(*seen);
-        if left == 0 || left > u64::MAX / 2 {
+        let newer = |t: u64| (v.wrapping_sub(t).wrapping_sub(1) < u64::MAX / 2).then_some(v);
+        let _ = self.target.fetch_update(SeqCst, SeqCst, newer);
+        let me = crate::ww::sync::thread_id();
+        if self.advancing.load(SeqCst) == me {
             return;
         }
-        *seen = v;
-        while left > 0 {
-            let step = left.min(u64::from(u32::MAX));
-            self.tl.inc(step as u32);
-            left -= step;
+        let mut seen = self.seen.lock();
+        self.advancing.store(me, SeqCst);
+        loop {
+            let t = self.target.load(SeqCst);
+            let mut left = t.wrapping_sub(*seen);
+            if left == 0 || left > u64::MAX / 2 {
+                break;
+            }
+            *seen = t;
+            while left > 0 {
+                let step = left.min(u64::from(u32::MAX));
+                self.tl.inc(step as u32);
+                left -= step;
+            }
         }
+        self.advancing.store(0, SeqCst);
     }
 }
 
@@ -364,6 +384,8 @@ fn entry(tl: BorrowedFd<'_>) -> Result<Arc<Entry>> {
     let e = Arc::new(Entry {
         tl: Timeline::new(&token.name()),
         seen: Mutex::new(0),
+        target: AtomicU64::new(0),
+        advancing: AtomicU32::new(0),
         inc_lock: Mutex::new(()),
         read,
     });
