@@ -713,8 +713,6 @@ fn heap_bad_allocations() {
 /// With lockdep off, a call that must run unlocked, made while holding another
 /// buffer's reservation lock, is refused as it is with lockdep on.
 #[test]
-#[ignore = "FAILS: with lockdep off, calls that must run unlocked succeed under a held resv \
-            (must_not_hold_resv in buf/dmabuf.rs asks lockdep only); with lockdep on: EINVAL"]
 fn refusal_under_a_held_resv_does_not_depend_on_lockdep() {
     probe("must-run-unlocked refusals without lockdep", || {
         let (b, other) = (buf(), buf());

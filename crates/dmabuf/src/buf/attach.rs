@@ -706,7 +706,7 @@ impl Attachment {
     /// The detach of a dropped guard: never blocks on a lock this thread may hold.
     fn detach_dropped(self) {
         let class = RESERVATION_WW_CLASS.lock_class();
-        if lockdep::is_held(class) {
+        if crate::resv::held_by_this_thread() > 0 || lockdep::is_held(class) {
             let whose = if self.inner.buf.resv().is_held_by_current_thread() {
                 "its own buffer's"
             } else {
@@ -720,33 +720,24 @@ impl Attachment {
             );
             // Defer first: the report may panic (the default policy).
             defer_to_thread("detach", move || self.detach_dropped_blocking());
-            lockdep::report(
-                lockdep::ReportKind::Misuse,
-                &[class],
-                &format!(
-                    "attachment {id} dropped while holding {whose} reservation lock: \
-                     dma_buf_detach must run unlocked; the detach is deferred until the \
-                     lock is free"
-                ),
-            );
+            if lockdep::enabled() {
+                lockdep::report(
+                    lockdep::ReportKind::Misuse,
+                    &[class],
+                    &format!(
+                        "attachment {id} dropped while holding {whose} reservation lock: \
+                         dma_buf_detach must run unlocked; the detach is deferred until \
+                         the lock is free"
+                    ),
+                );
+            }
             return;
         }
-        let resv = self.inner.buf.resv().clone();
-        let g = if lockdep::enabled() {
-            // Lockdep knows this thread holds no reservation lock: waiting is safe.
-            resv.try_lock().or_else(|| resv.lock_no_ctx().ok())
-        } else {
-            // Without lockdep the holder may be this very thread: never wait for it.
-            (0..64).find_map(|_| {
-                resv.try_lock().or_else(|| {
-                    std::thread::yield_now();
-                    None
-                })
-            })
-        };
-        match g {
-            Some(g) => self.detach_dropped_locked(g),
-            None => defer_to_thread("detach", move || self.detach_dropped_blocking()),
+        // This thread holds no reservation lock (its guards say so, lockdep on or off):
+        // waiting for this one is safe.
+        match self.inner.buf.resv().clone().lock_no_ctx() {
+            Ok(g) => self.detach_dropped_locked(g),
+            Err(_) => defer_to_thread("detach", move || self.detach_dropped_blocking()),
         }
     }
 

@@ -144,16 +144,20 @@ fn registry() -> &'static Mutex<BTreeMap<u64, Weak<BufInner>>> {
 
 static NEXT_INO: AtomicU64 = AtomicU64::new(1);
 
-/// Report (lockdep `Misuse`) and refuse a call that must run without the reservation
-/// lock while this thread holds one.
+/// Refuse a call that must run without the reservation lock while this thread holds
+/// one, with lockdep on or off (the guards count per thread); with lockdep on the misuse
+/// is also reported (`Misuse`).
 #[track_caller]
 pub(crate) fn must_not_hold_resv(what: &'static str) -> Result<()> {
-    if lockdep::is_held(RESERVATION_WW_CLASS.lock_class()) {
-        lockdep::report(
-            lockdep::ReportKind::Misuse,
-            &[RESERVATION_WW_CLASS.lock_class()],
-            &format!("{what} called with a reservation lock held: it must run unlocked"),
-        );
+    if crate::resv::held_by_this_thread() > 0 || lockdep::is_held(RESERVATION_WW_CLASS.lock_class())
+    {
+        if lockdep::enabled() {
+            lockdep::report(
+                lockdep::ReportKind::Misuse,
+                &[RESERVATION_WW_CLASS.lock_class()],
+                &format!("{what} called with a reservation lock held: it must run unlocked"),
+            );
+        }
         return Err(Error::Invalid("called with a reservation lock held"));
     }
     Ok(())
