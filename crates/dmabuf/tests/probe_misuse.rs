@@ -4,6 +4,8 @@
 //!
 //! The probes share one lock: the lockdep switch and the live counts are process-wide.
 
+mod common;
+
 use dmabuf::buf::simple::SimpleExporter;
 use dmabuf::buf::{sync_flags, Direction};
 use dmabuf::debug::live::live_settled;
@@ -21,20 +23,7 @@ use std::time::Duration;
 static SERIAL: Mutex<()> = Mutex::new(());
 
 fn watchdog(what: String, f: fn()) {
-    let (tx, rx) = mpsc::channel();
-    let t = std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(Duration::from_secs(10)) {
-        Ok(()) => t.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(p) = t.join() {
-                std::panic::resume_unwind(p);
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: hung (still running after 10 s)"),
-    }
+    common::watchdog(&what, Duration::from_secs(10), f);
 }
 
 fn settled() -> dmabuf::debug::Live {

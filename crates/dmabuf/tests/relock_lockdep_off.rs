@@ -7,6 +7,8 @@
 //! One test function: the switch is process-wide. Each step runs under a watchdog, so
 //! that a regression fails (naming the step) instead of hanging the test run.
 
+mod common;
+
 use dmabuf::buf::simple::SimpleExporter;
 use dmabuf::buf::{bufinfo::bufinfo, sync_flags, Direction};
 use dmabuf::device::{Device, Engine, Job, Operand};
@@ -14,25 +16,11 @@ use dmabuf::fence::{Context, Fence, FenceOps};
 use dmabuf::resv::{exec, Resv, RESERVATION_WW_CLASS};
 use dmabuf::ww::AcquireCtx;
 use dmabuf::Error;
-use std::sync::mpsc;
 use std::time::Duration;
 
 /// Run `f` on a thread of its own; fail if it does not finish within 20 s (a hang).
 fn watchdog(what: &'static str, f: impl FnOnce() + Send + 'static) {
-    let (tx, rx) = mpsc::channel();
-    let t = std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(()) => t.join().unwrap(),
-        Err(mpsc::RecvTimeoutError::Disconnected) => {
-            if let Err(p) = t.join() {
-                std::panic::resume_unwind(p);
-            }
-        }
-        Err(mpsc::RecvTimeoutError::Timeout) => panic!("{what}: hung (still waiting after 20 s)"),
-    }
+    common::watchdog(what, Duration::from_secs(20), f);
 }
 
 fn einval<X: std::fmt::Debug>(what: &str, r: Result<X, Error>) {
