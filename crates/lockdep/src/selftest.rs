@@ -1447,27 +1447,25 @@ pub fn cases() -> Vec<Case> {
     v.push(Case::lockdep_only("locking/map-try", map_try));
     // Sleeping lock kinds only: the kernel's spinlocks do not sleep (lockdep here has no
     // spinning kind; every blocking acquisition counts as a sleep).
-    v.push(Case::lockdep_only(
-        "locking/atomic-blocking-lock-mutex",
-        || atomic_blocking_lock(W),
-    ));
-    v.push(Case::lockdep_only(
-        "locking/atomic-blocking-lock-wsem",
-        || atomic_blocking_lock(W),
-    ));
-    v.push(Case::lockdep_only(
-        "locking/atomic-blocking-lock-rsem",
-        || atomic_blocking_lock(R),
-    ));
-    v.push(Case::lockdep_only("locking/atomic-trylock", atomic_trylock));
-    v.push(Case::lockdep_only(
-        "locking/atomic-might-sleep",
-        atomic_might_sleep,
-    ));
-    v.push(Case::lockdep_only("locking/atomic-nested", atomic_nested));
-    v.push(Case::lockdep_only(
-        "locking/atomic-pseudo-lock",
-        atomic_pseudo_lock,
-    ));
+    let atomic: [(&'static str, Run); 7] = [
+        ("locking/atomic-blocking-lock-mutex", || {
+            atomic_blocking_lock(W)
+        }),
+        ("locking/atomic-blocking-lock-wsem", || {
+            atomic_blocking_lock(W)
+        }),
+        ("locking/atomic-blocking-lock-rsem", || {
+            atomic_blocking_lock(R)
+        }),
+        ("locking/atomic-trylock", atomic_trylock),
+        ("locking/atomic-might-sleep", atomic_might_sleep),
+        ("locking/atomic-nested", atomic_nested),
+        ("locking/atomic-pseudo-lock", atomic_pseudo_lock),
+    ];
+    v.extend(
+        atomic
+            .into_iter()
+            .map(|(name, run)| Case::lockdep_only(name, run)),
+    );
     v
 }

@@ -1576,6 +1576,15 @@ fn sw_sync_descriptor_faults_leave_nothing_behind() {
     }
 }
 
+/// In a child started by [`spawn_entry`] with `env`: the descriptor it inherited.
+/// `None` in a normal test run (the entry is then a no-op).
+fn inherited_fd(env: &str) -> Option<OwnedFd> {
+    let n: i32 = std::env::var(env).ok()?.parse().unwrap();
+    // SAFETY: the parent left this descriptor number open across fork and exec for this
+    // child's exclusive use, and nothing else in the child owns it.
+    Some(unsafe { OwnedFd::from_raw_fd(n) })
+}
+
 /// Start this test binary again running only the test `entry`, with `env` set to the
 /// descriptor number `fd` (left open across the fork and exec for the child to take).
 fn spawn_entry(entry: &str, env: &str, fd: BorrowedFd<'_>) -> std::process::Child {
@@ -1608,11 +1617,9 @@ const SW_SYNC_CHILD_ENV: &str = "DMABUF_SW_SYNC_CHILD";
 /// it with the socket in the environment.
 #[test]
 fn sw_sync_child_entry() {
-    let Ok(n) = std::env::var(SW_SYNC_CHILD_ENV) else {
+    let Some(sock) = inherited_fd(SW_SYNC_CHILD_ENV) else {
         return;
     };
-    // SAFETY: the parent passed us this inherited descriptor number for our exclusive use.
-    let sock = unsafe { OwnedFd::from_raw_fd(n.parse().unwrap()) };
     let tl = recv_fd(sock.as_fd()).unwrap();
     // A point of our own, and an increment that the parent's points see.
     let mine = sw_sync::create_fence(tl.as_fd(), 2).unwrap();
@@ -1670,12 +1677,9 @@ const CHILD_ENV: &str = "DMABUF_SYNC_FILE_CHILD";
 /// environment.
 #[test]
 fn child_entry() {
-    let Ok(n) = std::env::var(CHILD_ENV) else {
+    let Some(sock) = inherited_fd(CHILD_ENV) else {
         return;
     };
-    let n: i32 = n.parse().unwrap();
-    // SAFETY: the parent passed us this inherited descriptor number for our exclusive use.
-    let sock = unsafe { OwnedFd::from_raw_fd(n) };
     // 1. Receive a pending sync file, wait on it (watcher thread), say so once the
     //    watcher holds it, report its status.
     let fd = recv_fd(sock.as_fd()).unwrap();
@@ -1735,11 +1739,9 @@ const SW_SYNC_INHERIT_ENV: &str = "DMABUF_SW_SYNC_INHERIT_CHILD";
 /// it inherited (descriptor number in the environment) and exit, closing it.
 #[test]
 fn sw_sync_inherit_child_entry() {
-    let Ok(n) = std::env::var(SW_SYNC_INHERIT_ENV) else {
+    let Some(tl) = inherited_fd(SW_SYNC_INHERIT_ENV) else {
         return;
     };
-    // SAFETY: the parent left this descriptor open across fork and exec for us alone.
-    let tl = unsafe { OwnedFd::from_raw_fd(n.parse().unwrap()) };
     sw_sync::inc(tl.as_fd(), 1).unwrap();
     drop(tl);
     std::process::exit(0);
