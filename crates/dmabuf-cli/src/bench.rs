@@ -1,6 +1,6 @@
 //! `dmabuf bench SUITE [--quick] [--json]`.
 
-use dmabuf::bench::{self, Measurement, Settings};
+use dmabuf_tools::bench::{self, Measurement, Settings};
 use std::process::ExitCode;
 
 pub fn main(suite: &str, quick: bool, json: bool) -> ExitCode {

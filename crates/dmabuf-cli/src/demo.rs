@@ -1,9 +1,9 @@
-//! `dmabuf demo`: the frame pipeline across simulated devices (see `dmabuf::demo`),
+//! `dmabuf demo`: the frame pipeline across simulated devices (see `dmabuf_tools::demo`),
 //! with progress, a summary and the final bufinfo. Exits non-zero on any wrong frame or
 //! any report.
 
 use dmabuf::buf::DmaBuf;
-use dmabuf::demo::{self, DemoConfig};
+use dmabuf_tools::demo::{self, DemoConfig};
 use std::process::ExitCode;
 
 /// Parse a size like `4096`, `256K`, `1M`.

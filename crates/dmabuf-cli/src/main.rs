@@ -89,7 +89,7 @@ fn main() -> ExitCode {
             isp_coherent,
             heap,
         } => demo::main(
-            dmabuf::demo::DemoConfig {
+            dmabuf_tools::demo::DemoConfig {
                 frames,
                 frame_bytes: size,
                 ring,

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 pub fn main(filter: Option<&str>, list: bool, limit: Duration) -> ExitCode {
-    let cases = dmabuf::selftest::select(filter);
+    let cases = dmabuf_tools::selftest::select(filter);
     let mut out = std::io::stdout().lock();
     if let Some(f) = filter.filter(|_| cases.is_empty()) {
         eprintln!(
@@ -33,7 +33,7 @@ pub fn main(filter: Option<&str>, list: bool, limit: Duration) -> ExitCode {
     for case in &cases {
         // Each case runs under a watchdog: a hang is a FAIL with the case's name, and the
         // run goes on, so it ends in bounded time.
-        let o = dmabuf::selftest::run_case_watched(case, limit);
+        let o = dmabuf_tools::selftest::run_case_watched(case, limit);
         let ms = o.time.as_secs_f64() * 1e3;
         let line = match (&o.result, o.skipped) {
             (_, Some(why)) => {

@@ -13,7 +13,7 @@ fn is_racing(name: &str) -> bool {
 }
 
 pub fn main(seconds: u64, filter: Option<&str>, limit: Duration) -> ExitCode {
-    let cases: Vec<_> = dmabuf::selftest::select(filter)
+    let cases: Vec<_> = dmabuf_tools::selftest::select(filter)
         .into_iter()
         .filter(|c| is_racing(c.name))
         .collect();
@@ -32,7 +32,7 @@ pub fn main(seconds: u64, filter: Option<&str>, limit: Duration) -> ExitCode {
         for c in &cases {
             // Under the watchdog: a run that hangs is a failure and the loop goes on, so
             // the command ends in bounded time.
-            let o = dmabuf::selftest::run_case_watched(c, limit);
+            let o = dmabuf_tools::selftest::run_case_watched(c, limit);
             if o.skipped.is_some() {
                 continue;
             }

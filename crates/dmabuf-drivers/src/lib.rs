@@ -1,0 +1,18 @@
+//! Exporters and simulated hardware on top of the dma-buf core: the dma-heaps
+//! ([`heap`]: system, contig, udmabuf), the [`simple`] exporter, simulated DMA engines
+//! and pipelines ([`device`]), and the debugging aids ([`debug`]: the ownership tracker,
+//! live-object counts).
+//!
+//! This is the drivers' layer: it uses the dma-buf core (`dmabuf-core`), memory and
+//! devices (`dmabuf-mem`) and the sync core (`dmabuf-sync`); nothing below imports it.
+//! See the repository's `ARCHITECTURE.md`.
+
+use dmabuf_core::buf;
+use dmabuf_sync::{error, fault, fence, interrupt, resv, sync_file, ww};
+
+pub mod debug;
+pub mod device;
+pub mod heap;
+pub mod simple;
+
+pub use dmabuf_sync::{Error, Result};

@@ -1,0 +1,328 @@
+//! A reserved contiguous region — the userspace stand-in for a CMA area — carved into
+//! physically contiguous blocks by the [`Buddy`] allocator.
+//!
+//! The region is one sealed memfd reserved up front. [`Region::alloc`] returns a
+//! [`Block`]: whole pages, contiguous, zero-filled; dropping the block returns its pages.
+//! Zeroing happens on the way back: the pages of the block that hold data
+//! (`SEEK_DATA`) are punched out of the memfd (`FALLOC_FL_PUNCH_HOLE`), which both
+//! zeroes them and gives their memory back to the system, so an untouched block costs
+//! one `lseek` to recycle and an idle region holds no memory.
+//!
+//! Freed (already zeroed) blocks first wait in a small cache of recently freed runs —
+//! the kernel's per-CPU page lists play this role — and an allocation of the same
+//! length takes one from there without splitting and re-merging buddies. A cached run
+//! counts as free: when the buddy cannot serve a request, the cache is flushed back
+//! into it and the request retried, so caching never refuses a request that the free
+//! space could serve.
+
+use crate::buddy::Buddy;
+use crate::error::{Error, Result};
+use crate::memfd::{page_size, Memfd};
+use crate::Segment;
+use parking_lot::Mutex;
+use rustix::fs::{FallocateFlags, SeekFrom};
+use std::sync::Arc;
+
+/// Most freed runs kept in the cache.
+const CACHE_RUNS: usize = 16;
+
+/// A contiguous region and its allocator.
+///
+/// Lock: `alloc` (the buddy and the cache of freed runs) is a leaf, held only to carve
+/// or return a run — never while zeroing.
+pub struct Region {
+    mem: Arc<Memfd>,
+    alloc: Mutex<Carver>,
+}
+
+/// The buddy allocator and the cache of freed, zeroed runs in front of it.
+struct Carver {
+    buddy: Buddy,
+    /// `(first page, pages)` of runs freed but still live in `buddy`.
+    cache: Vec<(usize, usize)>,
+}
+
+impl Carver {
+    fn alloc(&mut self, pages: usize) -> Result<usize> {
+        if let Some(i) = self.cache.iter().position(|c| c.1 == pages) {
+            return Ok(self.cache.swap_remove(i).0);
+        }
+        match self.buddy.alloc(pages) {
+            Err(Error::NoMem) if !self.cache.is_empty() => {
+                self.flush();
+                self.buddy.alloc(pages)
+            }
+            r => r,
+        }
+    }
+
+    fn free(&mut self, first: usize, pages: usize) -> Result<()> {
+        if self.cache.len() < CACHE_RUNS {
+            debug_assert_eq!(self.buddy.len_of(first), Some(pages), "not a live run");
+            self.cache.push((first, pages));
+            return Ok(());
+        }
+        self.buddy.free(first)
+    }
+
+    fn flush(&mut self) {
+        for (first, _) in self.cache.drain(..) {
+            let freed = self.buddy.free(first);
+            debug_assert!(freed.is_ok(), "cached run not live in the buddy");
+        }
+    }
+
+    fn free_pages(&self) -> usize {
+        self.buddy.free_pages() + self.cache.iter().map(|c| c.1).sum::<usize>()
+    }
+}
+
+impl std::fmt::Debug for Region {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Region")
+            .field("pages", &self.mem.pages())
+            .field("free_pages", &self.free_pages())
+            .finish()
+    }
+}
+
+/// A contiguous run of a region's pages, zero when allocated; freed on drop.
+pub struct Block {
+    region: Arc<Region>,
+    first: usize,
+    pages: usize,
+}
+
+impl std::fmt::Debug for Block {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Block")
+            .field("first", &self.first)
+            .field("pages", &self.pages)
+            .finish()
+    }
+}
+
+impl Region {
+    /// Reserve a region of `pages` pages.
+    ///
+    /// Errors: those of [`Memfd::create`] (`Invalid` for zero pages).
+    pub fn new(name: &str, pages: usize) -> Result<Arc<Self>> {
+        Ok(Arc::new(Region {
+            mem: Arc::new(Memfd::create(name, pages, false)?),
+            alloc: Mutex::new(Carver {
+                buddy: Buddy::new(pages),
+                cache: Vec::with_capacity(CACHE_RUNS),
+            }),
+        }))
+    }
+
+    /// Pages in the region.
+    pub fn total_pages(&self) -> usize {
+        self.mem.pages()
+    }
+
+    /// Pages free now.
+    pub fn free_pages(&self) -> usize {
+        self.alloc.lock().free_pages()
+    }
+
+    /// The longest contiguous run that could be allocated now (cached runs are
+    /// flushed back to the buddy first, so they count).
+    pub fn largest_free(&self) -> usize {
+        let mut c = self.alloc.lock();
+        c.flush();
+        c.buddy.largest_free()
+    }
+
+    /// The region's memory.
+    pub fn memory(&self) -> &Arc<Memfd> {
+        &self.mem
+    }
+
+    /// Allocate `pages` contiguous zero-filled pages.
+    ///
+    /// Errors: `Invalid` for zero pages; `NoMem` when no contiguous run that long is
+    /// free (the region is unchanged).
+    pub fn alloc(self: &Arc<Self>, pages: usize) -> Result<Block> {
+        crate::fault::check(crate::fault::Site::HeapAlloc)?;
+        let first = self.alloc.lock().alloc(pages)?;
+        Ok(Block {
+            region: self.clone(),
+            first,
+            pages,
+        })
+    }
+
+    /// Zero `[off, off+len)` of the memfd by punching out the pages that hold data.
+    fn punch(&self, off: usize, len: usize) -> Result<()> {
+        let end = (off + len) as u64;
+        let mut at = off as u64;
+        while at < end {
+            let data = match rustix::fs::seek(self.mem.fd(), SeekFrom::Data(at)) {
+                Ok(d) if d < end => d,
+                Ok(_) | Err(rustix::io::Errno::NXIO) => break,
+                Err(e) => return Err(e.into()),
+            };
+            let hole = rustix::fs::seek(self.mem.fd(), SeekFrom::Hole(data))?.min(end);
+            rustix::fs::fallocate(
+                self.mem.fd(),
+                FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
+                data,
+                hole - data,
+            )?;
+            at = hole;
+        }
+        Ok(())
+    }
+}
+
+impl Block {
+    /// First page within the region.
+    pub fn first_page(&self) -> usize {
+        self.first
+    }
+
+    /// Length in pages.
+    pub fn pages(&self) -> usize {
+        self.pages
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.pages * page_size()
+    }
+
+    /// Whether the block is empty (never).
+    pub fn is_empty(&self) -> bool {
+        self.pages == 0
+    }
+
+    /// The block as one scatter-gather segment.
+    pub fn segment(&self) -> Segment {
+        Segment::new(
+            self.region.mem.clone(),
+            self.first * page_size(),
+            self.len(),
+        )
+        .expect("a block lies inside its region")
+    }
+
+    /// The region it came from.
+    pub fn region(&self) -> &Arc<Region> {
+        &self.region
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        let p = page_size();
+        // Zero before the pages can be handed out again. Should punching fail, clear
+        // with stores instead: no block ever shows another's data.
+        if self.region.punch(self.first * p, self.len()).is_err() {
+            let _ = self.region.mem.map().fill(self.first * p, self.len(), 0);
+        }
+        let freed = self.region.alloc.lock().free(self.first, self.pages);
+        debug_assert!(freed.is_ok(), "block freed twice");
+    }
+}
+
+/// Reject a request of `pages` pages as the contiguous heap does before allocating.
+pub fn check_request(pages: usize) -> Result<()> {
+    if pages == 0 {
+        return Err(Error::Invalid("zero-length allocation"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_are_contiguous_zeroed_and_recycled() {
+        let r = Region::new("cma", 64).unwrap();
+        let a = r.alloc(16).unwrap();
+        let p = page_size();
+        assert_eq!(a.segment().offset, a.first_page() * p);
+        assert_eq!(a.segment().len, 16 * p);
+        r.memory()
+            .map()
+            .fill(a.first_page() * p, a.len(), 0x5A)
+            .unwrap();
+        let first = a.first_page();
+        drop(a);
+        assert_eq!(r.free_pages(), 64);
+        // The punched pages hold no memory.
+        assert!(r.memory().data_ranges().unwrap().is_empty());
+        let b = r.alloc(16).unwrap();
+        assert_eq!(b.first_page(), first, "lowest address reused");
+        let mut buf = vec![1u8; b.len()];
+        r.memory()
+            .map()
+            .read_at(b.first_page() * p, &mut buf)
+            .unwrap();
+        assert!(buf.iter().all(|&x| x == 0), "no block shows another's data");
+    }
+
+    #[test]
+    fn exhaustion_is_nomem_and_changes_nothing() {
+        let r = Region::new("cma", 8).unwrap();
+        let a = r.alloc(5).unwrap();
+        assert!(matches!(r.alloc(4), Err(Error::NoMem)));
+        assert!(matches!(r.alloc(0), Err(Error::Invalid(_))));
+        assert_eq!(r.free_pages(), 3);
+        let b = r.alloc(3).unwrap();
+        assert_eq!(r.free_pages(), 0);
+        drop(a);
+        drop(b);
+        assert_eq!(r.largest_free(), 8);
+        assert!(matches!(check_request(0), Err(Error::Invalid(_))));
+        assert!(check_request(1).is_ok());
+    }
+
+    #[test]
+    fn cached_runs_are_reused_and_flushed_when_needed() {
+        let r = Region::new("cma", 8).unwrap();
+        let a = r.alloc(4).unwrap();
+        let b = r.alloc(4).unwrap();
+        let (fa, fb) = (a.first_page(), b.first_page());
+        drop(a);
+        drop(b);
+        assert_eq!(r.free_pages(), 8, "cached runs count as free");
+        let c = r.alloc(4).unwrap();
+        assert!(
+            c.first_page() == fa || c.first_page() == fb,
+            "a cached run reused"
+        );
+        drop(c);
+        // Only flushing the cache makes 8 contiguous pages: it happens on demand.
+        let whole = r.alloc(8).unwrap();
+        assert_eq!(whole.first_page(), 0);
+        assert!(matches!(r.alloc(1), Err(Error::NoMem)));
+        drop(whole);
+        assert_eq!(r.largest_free(), 8);
+        assert!(matches!(r.alloc(0), Err(Error::Invalid(_))));
+        assert_eq!(r.free_pages(), 8);
+    }
+
+    #[test]
+    fn fragmentation_is_handled() {
+        let r = Region::new("cma", 16).unwrap();
+        let v: Vec<Block> = (0..16).map(|_| r.alloc(1).unwrap()).collect();
+        // Keep every fourth page: runs of 3 free pages remain.
+        let kept: Vec<Block> = v
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| i % 4 == 0)
+            .map(|x| x.1)
+            .collect();
+        assert_eq!(r.free_pages(), 12);
+        assert_eq!(r.largest_free(), 3);
+        let three = r.alloc(3).unwrap();
+        assert_eq!(three.pages(), 3);
+        assert!(matches!(r.alloc(4), Err(Error::NoMem)));
+        drop(kept);
+        drop(three);
+        assert_eq!(r.largest_free(), 16);
+    }
+}
