@@ -63,6 +63,7 @@ use std::fmt;
 use std::panic::Location;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+#[cfg(feature = "selftest")]
 pub mod selftest;
 pub mod sync;
 
