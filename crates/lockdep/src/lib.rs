@@ -58,6 +58,9 @@
 //! ```
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 use std::fmt;
 use std::panic::Location;
@@ -102,9 +105,9 @@ impl LockClass {
         self.name
     }
 
-    /// The class's registered id, assigning one on first use.
-    #[doc(hidden)]
-    pub fn id(&'static self) -> u32 {
+    /// The class's registered id, assigning one on first use (0 with the feature `off`).
+    #[cfg_attr(feature = "off", allow(dead_code))]
+    pub(crate) fn id(&'static self) -> u32 {
         let id = self.id.load(Ordering::Acquire);
         if id != 0 {
             return id;
@@ -112,8 +115,9 @@ impl LockClass {
         imp::register_class(self)
     }
 
-    #[doc(hidden)]
-    pub fn raw_id_slot(&self) -> &AtomicU32 {
+    /// The id slot [`LockClass::id`] fills in (under the registry's lock).
+    #[cfg_attr(feature = "off", allow(dead_code))]
+    pub(crate) fn raw_id_slot(&self) -> &AtomicU32 {
         &self.id
     }
 
@@ -604,3 +608,22 @@ pub fn stats() -> Stats {
 }
 
 mod imp;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The class id (crate-internal) is assigned once and differs between classes.
+    #[test]
+    fn class_ids_are_stable_and_distinct() {
+        static S1: LockClass = LockClass::new("s1");
+        static S2: LockClass = LockClass::new("s2");
+        if !enabled() {
+            return; // feature `off` or LOCKDEP=off: no ids are assigned
+        }
+        assert_ne!(S1.id(), S2.id());
+        assert_eq!(S1.id(), S1.id());
+        assert_eq!(S1.name(), "s1");
+        assert_eq!(format!("{S1:?}"), "LockClass { name: \"s1\" }");
+    }
+}
