@@ -1,12 +1,12 @@
 //! Implementation behind the public API.
 //!
-//! With the cargo feature `off`, [`off`] provides empty inline functions and `enabled()`
-//! is a constant `false`, so every check compiles out. Otherwise [`on`] is the real
-//! validator's entry points, over its parts: the run-time switches ([`switch`]), the class
-//! registry ([`classes`]), the per-thread held-lock stacks ([`held`]), chain keys and the
-//! chain cache ([`chain`]), validation ([`validate`]) against the global class graph and
-//! its strong-cycle search ([`graph`]), report routing and captures ([`report`]), the
-//! splat text ([`text`]), and atomic sections ([`atomic`]).
+//! With the cargo feature `off`, `off` provides empty inline functions and `enabled()`
+//! is a constant `false`, so every check compiles out. Otherwise `on` is the real
+//! validator's entry points, over its parts: the run-time switches (`switch`), the class
+//! registry (`classes`), the per-thread held-lock stacks (`held`), chain keys and the
+//! chain cache (`chain`), validation (`validate`) against the global class graph and
+//! its strong-cycle search (`graph`), report routing and captures (`report`), the
+//! splat text (`text`), and atomic sections (`atomic`).
 
 #[cfg(feature = "off")]
 mod off;

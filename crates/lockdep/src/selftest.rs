@@ -35,7 +35,9 @@ pub struct Case {
 pub const SKIPPED_LOCKDEP_OFF: &str = "skipped: lockdep off";
 
 impl Case {
-    /// A scenario that runs with lockdep on or off.
+    /// A scenario that runs with lockdep on or off. `run` returns `Err(what went wrong)`
+    /// when the scenario fails; it checks lockdep reports only `if crate::enabled()`, so
+    /// that it passes with checking off too.
     pub const fn new(name: &'static str, run: fn() -> Result<(), String>) -> Self {
         Case {
             name,
@@ -44,7 +46,8 @@ impl Case {
         }
     }
 
-    /// A scenario that checks lockdep itself; skipped while checking is off.
+    /// A scenario that checks lockdep itself; skipped while checking is off. `run` returns
+    /// `Err(what went wrong)` when the scenario fails.
     pub const fn lockdep_only(name: &'static str, run: fn() -> Result<(), String>) -> Self {
         Case {
             name,
@@ -1353,7 +1356,9 @@ macro_rules! permutations {
 
 type Run = fn() -> Outcome;
 
-/// Every lockdep scenario.
+/// Every lockdep scenario, in a fixed order. Each is [`Case::lockdep_only`], named
+/// `locking/…` (names are unique), and uses fresh classes, so they may run concurrently
+/// and in any order.
 pub fn cases() -> Vec<Case> {
     let mut v = Vec::from(per_kind!("AA", aa));
     v.extend(per_kind!("ABBA", abba));
