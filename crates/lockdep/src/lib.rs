@@ -36,6 +36,12 @@
 //! [`set_enabled`] or the environment variable `LOCKDEP=off` turns checking off.
 //! `LOCKDEP=panic`, `LOCKDEP=print` and `LOCKDEP=collect` choose the default policy.
 //!
+//! Every call that may raise a report may therefore panic: under [`OnReport::Panic`], on a
+//! thread with no [`Capture`] installed, delivering the report *is* a panic (its `# Panics`
+//! section says which reports). No call here returns an error: misuse of the API itself
+//! is a [`ReportKind::BadAnnotation`] report, and no call blocks except the locks of
+//! [`sync`].
+//!
 //! Lockdep keeps working after a report (the kernel turns itself off after the first
 //! one): the dependency that would close a reported cycle is not recorded, and a chain
 //! that raised a report is not cached, so later, different bugs are still found.
@@ -58,11 +64,15 @@
 //! ```
 
 #![forbid(unsafe_code)]
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
 
 use std::fmt;
 use std::panic::Location;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+#[cfg(feature = "selftest")]
 pub mod selftest;
 pub mod sync;
 
@@ -81,7 +91,8 @@ pub struct LockClass {
 }
 
 impl LockClass {
-    /// A new class named `name` (shown in reports).
+    /// A new class named `name` (shown in reports). Declare it as a `static`: a class is
+    /// known by its address, and it registers (gets an id) on its first acquisition.
     pub const fn new(name: &'static str) -> Self {
         LockClass {
             name,
@@ -90,7 +101,8 @@ impl LockClass {
     }
 
     /// A class created at run time (the kernel's dynamic lock keys). It lives for the rest
-    /// of the program; use it for objects created in numbers or for isolated tests.
+    /// of the program; use it for objects created in numbers or for isolated tests. Each
+    /// call makes a distinct class (its own graph node), and its memory is never freed.
     pub fn leak(name: impl Into<String>) -> &'static LockClass {
         let name: &'static str = Box::leak(name.into().into_boxed_str());
         Box::leak(Box::new(LockClass::new(name)))
@@ -101,9 +113,9 @@ impl LockClass {
         self.name
     }
 
-    /// The class's registered id, assigning one on first use.
-    #[doc(hidden)]
-    pub fn id(&'static self) -> u32 {
+    /// The class's registered id, assigning one on first use (0 with the feature `off`).
+    #[cfg_attr(feature = "off", allow(dead_code))]
+    pub(crate) fn id(&'static self) -> u32 {
         let id = self.id.load(Ordering::Acquire);
         if id != 0 {
             return id;
@@ -111,13 +123,21 @@ impl LockClass {
         imp::register_class(self)
     }
 
-    #[doc(hidden)]
-    pub fn raw_id_slot(&self) -> &AtomicU32 {
+    /// The id slot [`LockClass::id`] fills in (under the registry's lock).
+    #[cfg_attr(feature = "off", allow(dead_code))]
+    pub(crate) fn raw_id_slot(&self) -> &AtomicU32 {
         &self.id
     }
 
     /// Acquire this class as a pseudo-lock for write (the kernel's `lock_map_acquire`).
     /// A pseudo-lock never sleeps: it does not count as a sleep inside an atomic section.
+    /// Release it with [`LockClass::map_release`] on the same thread.
+    ///
+    /// # Panics
+    ///
+    /// On a [`ReportKind::CircularDependency`] or [`ReportKind::RecursiveLocking`] report,
+    /// under [`OnReport::Panic`] (the default) when no [`Capture`] is installed on this
+    /// thread: the panic is how the report is delivered.
     #[track_caller]
     pub fn map_acquire(&'static self) {
         self.map_acquire_with(Acquire::write());
@@ -125,6 +145,13 @@ impl LockClass {
 
     /// Acquire this class as a pseudo-lock for recursive read
     /// (`lock_map_acquire_read`): readers never conflict with each other.
+    ///
+    /// # Panics
+    ///
+    /// On a [`ReportKind::CircularDependency`] or [`ReportKind::RecursiveLocking`] report
+    /// (a recursive read after a write of this class), under [`OnReport::Panic`] (the
+    /// default) when no [`Capture`] is installed on this thread: the panic is how the
+    /// report is delivered.
     #[track_caller]
     pub fn map_acquire_read(&'static self) {
         self.map_acquire_with(Acquire::recursive_read());
@@ -140,12 +167,25 @@ impl LockClass {
     /// Acquire this class as a pseudo-lock with the given parameters (say, a
     /// non-recursive reader, as the kernel's fence signalling annotation takes its map).
     /// Validated as [`acquire`] is, but never counted as a sleep ([`might_sleep`]).
+    ///
+    /// # Panics
+    ///
+    /// On any report [`acquire_pseudo`] raises, under [`OnReport::Panic`] (the default)
+    /// when no [`Capture`] is installed on this thread: the panic is how the report is
+    /// delivered.
     #[track_caller]
     pub fn map_acquire_with(&'static self, how: Acquire) {
         acquire_pseudo(self, self.map_instance(), how);
     }
 
-    /// Release the pseudo-lock (`lock_map_release`).
+    /// Release the pseudo-lock (`lock_map_release`), taken by one of the `map_acquire*`
+    /// calls on this thread.
+    ///
+    /// # Panics
+    ///
+    /// On a [`ReportKind::BadUnlock`] report (this thread does not hold it), under
+    /// [`OnReport::Panic`] (the default) when no [`Capture`] is installed on this thread:
+    /// the panic is how the report is delivered.
     #[track_caller]
     pub fn map_release(&'static self) {
         release(self, self.map_instance());
@@ -180,7 +220,8 @@ pub enum Mode {
 /// The parameters of one acquisition: subclass, mode, trylock, nest lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Acquire {
-    /// Subclass, `0..MAX_SUBCLASSES`: the kernel's `_nested(…, SINGLE_DEPTH_NESTING)`.
+    /// Subclass, `0..MAX_SUBCLASSES`: the kernel's `_nested(…, SINGLE_DEPTH_NESTING)`. One
+    /// out of range is reported ([`ReportKind::BadAnnotation`]) when the lock is acquired.
     pub subclass: u8,
     /// How the lock is held.
     pub mode: Mode,
@@ -303,7 +344,8 @@ pub enum OnReport {
 
 /// Choose what happens on a report, for threads without a [`Capture`] installed. The
 /// default is [`OnReport::Panic`], or what the environment variable `LOCKDEP` says
-/// (`panic`, `print`, `collect`). Setting it overrides the environment.
+/// (`panic`, `print`, `collect`). Setting it overrides the environment. The policy is
+/// process-wide and applies from the next report on.
 pub fn set_on_report(mode: OnReport) {
     imp::set_on_report(mode)
 }
@@ -353,6 +395,17 @@ pub fn enabled() -> bool {
 /// acquisition is not recorded, so the unwinding caller that never got the lock leaves
 /// the held stack as it was; under the other policies it is recorded and must be
 /// released as usual.
+///
+/// Contract: `instance` identifies one lock for as long as it may be held (its address
+/// does); each acquisition is paired with one [`release`] of the same class and instance
+/// on the same thread.
+///
+/// # Panics
+///
+/// On a [`ReportKind::SleepInAtomic`], [`ReportKind::RecursiveLocking`],
+/// [`ReportKind::CircularDependency`] or [`ReportKind::BadAnnotation`] report, under
+/// [`OnReport::Panic`] (the default) when no [`Capture`] is installed on this thread: the
+/// panic is how the report is delivered.
 #[track_caller]
 #[inline]
 pub fn acquire(class: &'static LockClass, instance: usize, how: Acquire) {
@@ -366,7 +419,13 @@ pub fn acquire(class: &'static LockClass, instance: usize, how: Acquire) {
 
 /// [`acquire`] for a pseudo-lock that never blocks (a ww acquire context, a fence map):
 /// validated and recorded the same way, but never counted as a sleep inside an atomic
-/// section ([`atomic_enter`]), even when `how` is not a trylock.
+/// section ([`atomic_enter`]), even when `how` is not a trylock. Released with [`release`].
+///
+/// # Panics
+///
+/// On a [`ReportKind::RecursiveLocking`], [`ReportKind::CircularDependency`] or
+/// [`ReportKind::BadAnnotation`] report, under [`OnReport::Panic`] (the default) when no
+/// [`Capture`] is installed on this thread: the panic is how the report is delivered.
 #[track_caller]
 #[inline]
 pub fn acquire_pseudo(class: &'static LockClass, instance: usize, how: Acquire) {
@@ -388,6 +447,15 @@ pub fn acquire_pseudo(class: &'static LockClass, instance: usize, how: Acquire) 
 /// lock share one held entry, as in the kernel, so a transaction of N ww mutexes costs
 /// one chain validation, and releasing them in acquisition order or in reverse costs
 /// O(1) each. Every query still sees each lock.
+///
+/// Contract: called on the thread that acquired the lock, after it is unlocked or right
+/// before (the [`sync`] guards tell lockdep first).
+///
+/// # Panics
+///
+/// On a [`ReportKind::BadUnlock`] report, or on a report raised while re-validating the
+/// locks left adjacent, under [`OnReport::Panic`] (the default) when no [`Capture`] is
+/// installed on this thread: the panic is how the report is delivered.
 #[track_caller]
 #[inline]
 pub fn release(class: &'static LockClass, instance: usize) {
@@ -415,7 +483,13 @@ pub fn is_instance_held(class: &'static LockClass, instance: usize) -> bool {
     enabled() && imp::is_instance_held(class, instance)
 }
 
-/// Report ([`ReportKind::AssertHeld`]) unless this thread holds a lock of `class`.
+/// Report ([`ReportKind::AssertHeld`]) unless this thread holds a lock of `class` (the
+/// kernel's `lockdep_assert_held`). Does nothing while checking is off.
+///
+/// # Panics
+///
+/// When the assertion fails, under [`OnReport::Panic`] (the default) when no [`Capture`] is
+/// installed on this thread: the panic is how the report is delivered.
 #[track_caller]
 pub fn assert_held(class: &'static LockClass) {
     if enabled() {
@@ -423,7 +497,13 @@ pub fn assert_held(class: &'static LockClass) {
     }
 }
 
-/// Report ([`ReportKind::AssertHeld`]) if this thread holds a lock of `class`.
+/// Report ([`ReportKind::AssertHeld`]) if this thread holds a lock of `class` (the
+/// kernel's `lockdep_assert_not_held`). Does nothing while checking is off.
+///
+/// # Panics
+///
+/// When the assertion fails, under [`OnReport::Panic`] (the default) when no [`Capture`] is
+/// installed on this thread: the panic is how the report is delivered.
 #[track_caller]
 pub fn assert_not_held(class: &'static LockClass) {
     if enabled() {
@@ -438,7 +518,14 @@ pub fn assert_not_held(class: &'static LockClass) {
 ///
 /// A primed order that contradicts dependencies already known is itself reported
 /// ([`ReportKind::CircularDependency`]), and the contradicting step is not recorded.
-/// The edges carry the caller's location as both acquisition sites.
+/// The edges carry the caller's location as both acquisition sites. A class listed twice
+/// in a row is a [`ReportKind::BadAnnotation`] report.
+///
+/// # Panics
+///
+/// On a [`ReportKind::CircularDependency`] or [`ReportKind::BadAnnotation`] report, under
+/// [`OnReport::Panic`] (the default) when no [`Capture`] is installed on this thread: the
+/// panic is how the report is delivered.
 #[track_caller]
 pub fn prime(chain: &[&'static LockClass]) {
     if enabled() {
@@ -448,7 +535,14 @@ pub fn prime(chain: &[&'static LockClass]) {
 
 /// Emit a report of `kind` about `classes` through the current policy. Lock
 /// implementations use it for their own misuse checks (e.g. wound/wait context rules);
-/// `detail` becomes the body of the splat, followed by this thread's held locks.
+/// `detail` becomes the body of the splat, followed by this thread's held locks. Does
+/// nothing while checking is off.
+///
+/// # Panics
+///
+/// Whenever checking is on (the report is always raised), under [`OnReport::Panic`] (the
+/// default) when no [`Capture`] is installed on this thread: the panic is how the report is
+/// delivered.
 #[track_caller]
 pub fn report(kind: ReportKind, classes: &[&'static LockClass], detail: &str) {
     if enabled() {
@@ -465,6 +559,7 @@ pub fn report(kind: ReportKind, classes: &[&'static LockClass], detail: &str) {
 /// while checking is off (a section entered while off stays unchecked).
 #[track_caller]
 #[inline]
+#[must_use = "the atomic section ends as soon as the returned guard is dropped"]
 pub fn atomic_enter(what: &'static str) -> AtomicGuard {
     AtomicGuard {
         _private: if enabled() {
@@ -499,6 +594,12 @@ pub fn in_atomic() -> bool {
 /// Annotate a point that may sleep (the kernel's `might_sleep`): inside an atomic
 /// section it raises a [`ReportKind::SleepInAtomic`] report naming the caller and the
 /// section; elsewhere it does nothing. Blocking [`acquire`]s call it implicitly.
+///
+/// # Panics
+///
+/// Inside an atomic section (the [`ReportKind::SleepInAtomic`] report), under
+/// [`OnReport::Panic`] (the default) when no [`Capture`] is installed on this thread: the
+/// panic is how the report is delivered.
 #[track_caller]
 #[inline]
 pub fn might_sleep() {
@@ -524,6 +625,9 @@ pub fn held_count() -> usize {
 
 /// Collects the reports of the threads it is installed on, whatever the global policy.
 /// Tests use one per scenario, so concurrent tests never see each other's reports.
+///
+/// Clones share one store: install a clone on each thread of a scenario to collect them
+/// all in one place.
 #[derive(Clone, Default)]
 pub struct Capture {
     inner: std::sync::Arc<parking_lot::Mutex<Vec<Report>>>,
@@ -536,7 +640,9 @@ impl Capture {
     }
 
     /// Route this thread's reports to the capture until the guard drops (captures nest:
-    /// the innermost wins).
+    /// the innermost wins). A report raised on this thread while it is installed is
+    /// stored, never printed, and never panics.
+    #[must_use = "the capture is uninstalled as soon as the returned guard is dropped"]
     pub fn install(&self) -> CaptureGuard {
         imp::install_capture(self.inner.clone())
     }
@@ -558,7 +664,13 @@ impl Capture {
 }
 
 /// Run `f` on this thread with a fresh capture installed; returns its result and the
-/// reports it raised.
+/// reports it raised (only those of this thread: a thread `f` spawns needs its own
+/// [`Capture::install`]).
+///
+/// # Panics
+///
+/// If `f` panics; the capture is uninstalled as the panic unwinds, and the reports it held
+/// are lost.
 pub fn capture<R>(f: impl FnOnce() -> R) -> (R, Vec<Report>) {
     let cap = Capture::new();
     let r = {
@@ -573,6 +685,7 @@ pub fn capture<R>(f: impl FnOnce() -> R) -> (R, Vec<Report>) {
 ///
 /// Leaking it (`std::mem::forget`) keeps the capture installed until the thread ends, so
 /// that even the thread's [`ReportKind::HeldAtExit`] report goes to the capture.
+#[must_use = "the capture is uninstalled as soon as the guard is dropped"]
 pub struct CaptureGuard {
     _private: imp::CaptureToken,
 }
@@ -603,3 +716,22 @@ pub fn stats() -> Stats {
 }
 
 mod imp;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The class id (crate-internal) is assigned once and differs between classes.
+    #[test]
+    fn class_ids_are_stable_and_distinct() {
+        static S1: LockClass = LockClass::new("s1");
+        static S2: LockClass = LockClass::new("s2");
+        if !enabled() {
+            return; // feature `off` or LOCKDEP=off: no ids are assigned
+        }
+        assert_ne!(S1.id(), S2.id());
+        assert_eq!(S1.id(), S1.id());
+        assert_eq!(S1.name(), "s1");
+        assert_eq!(format!("{S1:?}"), "LockClass { name: \"s1\" }");
+    }
+}

@@ -62,21 +62,51 @@ impl<T: ?Sized> Mutex<T> {
     }
 
     /// Lock, blocking until the lock is free. Lockdep validates the acquisition first.
+    ///
+    /// # Panics
+    ///
+    /// On a report from [`crate::acquire`] (recursive locking, a circular dependency, a
+    /// blocking acquisition inside an atomic section), under
+    /// [`OnReport::Panic`](crate::OnReport::Panic) (the default) with no
+    /// [`Capture`](crate::Capture) installed on this thread: it panics before blocking, so a
+    /// deadlock lockdep foresees is a panic, not a hang. Under the other policies the lock is
+    /// then taken as usual, and a real deadlock blocks for ever.
     #[track_caller]
+    #[must_use = "dropping the returned guard at once unlocks the mutex again"]
     pub fn lock(&self) -> MutexGuard<'_, T> {
         self.lock_with(Acquire::write())
     }
 
     /// Lock with a subclass (`0..MAX_SUBCLASSES`), for nesting two locks of one class in
     /// a fixed order (the kernel's `mutex_lock_nested`).
+    ///
+    /// # Panics
+    ///
+    /// On a report from [`crate::acquire`] (recursive locking, a circular dependency, a
+    /// blocking acquisition inside an atomic section, a subclass out of range), under
+    /// [`OnReport::Panic`](crate::OnReport::Panic) (the default) with no
+    /// [`Capture`](crate::Capture) installed on this thread: it panics before blocking, so a
+    /// deadlock lockdep foresees is a panic, not a hang. Under the other policies the lock is
+    /// then taken as usual, and a real deadlock blocks for ever.
     #[track_caller]
+    #[must_use = "dropping the returned guard at once unlocks the mutex again"]
     pub fn lock_nested(&self, subclass: u8) -> MutexGuard<'_, T> {
         self.lock_with(Acquire::write().subclass(subclass))
     }
 
     /// Lock under the held nest lock whose instance id is `nest` (the kernel's
     /// `mutex_lock_nest_lock`): several locks of this class may then be held at once.
+    ///
+    /// # Panics
+    ///
+    /// On a report from [`crate::acquire`] (recursive locking, a circular dependency, a
+    /// blocking acquisition inside an atomic section, a nest lock this thread does not hold),
+    /// under [`OnReport::Panic`](crate::OnReport::Panic) (the default) with no
+    /// [`Capture`](crate::Capture) installed on this thread: it panics before blocking, so a
+    /// deadlock lockdep foresees is a panic, not a hang. Under the other policies the lock is
+    /// then taken as usual, and a real deadlock blocks for ever.
     #[track_caller]
+    #[must_use = "dropping the returned guard at once unlocks the mutex again"]
     pub fn lock_nest(&self, nest: usize) -> MutexGuard<'_, T> {
         self.lock_with(Acquire::write().nest(nest))
     }
@@ -96,6 +126,7 @@ impl<T: ?Sized> Mutex<T> {
     /// Lock if free, without blocking. A trylock is never reported as a deadlock, but
     /// locks taken while it is held depend on it.
     #[track_caller]
+    #[must_use = "if the lock was free, dropping the returned guard at once unlocks the mutex again"]
     pub fn try_lock(&self) -> Option<MutexGuard<'_, T>> {
         let at = Location::caller();
         let guard = self.inner.try_lock()?;
@@ -216,7 +247,17 @@ impl<T: ?Sized> RwLock<T> {
     }
 
     /// Lock for shared, non-recursive read (an rwsem reader).
+    ///
+    /// # Panics
+    ///
+    /// On a report from [`crate::acquire`] (recursive locking, a circular dependency, a
+    /// blocking acquisition inside an atomic section), under
+    /// [`OnReport::Panic`](crate::OnReport::Panic) (the default) with no
+    /// [`Capture`](crate::Capture) installed on this thread: it panics before blocking, so a
+    /// deadlock lockdep foresees is a panic, not a hang. Under the other policies the lock is
+    /// then taken as usual, and a real deadlock blocks for ever.
     #[track_caller]
+    #[must_use = "dropping the returned guard at once unlocks the lock again"]
     pub fn read(&self) -> RwLockReadGuard<'_, T> {
         crate::acquire(self.class, self.instance(), Acquire::read());
         RwLockReadGuard {
@@ -227,7 +268,17 @@ impl<T: ?Sized> RwLock<T> {
     }
 
     /// Lock for shared, non-recursive read with a subclass.
+    ///
+    /// # Panics
+    ///
+    /// On a report from [`crate::acquire`] (recursive locking, a circular dependency, a
+    /// blocking acquisition inside an atomic section, a subclass out of range), under
+    /// [`OnReport::Panic`](crate::OnReport::Panic) (the default) with no
+    /// [`Capture`](crate::Capture) installed on this thread: it panics before blocking, so a
+    /// deadlock lockdep foresees is a panic, not a hang. Under the other policies the lock is
+    /// then taken as usual, and a real deadlock blocks for ever.
     #[track_caller]
+    #[must_use = "dropping the returned guard at once unlocks the lock again"]
     pub fn read_nested(&self, subclass: u8) -> RwLockReadGuard<'_, T> {
         crate::acquire(
             self.class,
@@ -243,7 +294,17 @@ impl<T: ?Sized> RwLock<T> {
 
     /// Lock for recursive read (an rwlock reader): may be retaken while this thread
     /// holds it for read.
+    ///
+    /// # Panics
+    ///
+    /// On a report from [`crate::acquire`] (recursive locking, a circular dependency, a
+    /// blocking acquisition inside an atomic section), under
+    /// [`OnReport::Panic`](crate::OnReport::Panic) (the default) with no
+    /// [`Capture`](crate::Capture) installed on this thread: it panics before blocking, so a
+    /// deadlock lockdep foresees is a panic, not a hang. Under the other policies the lock is
+    /// then taken as usual, and a real deadlock blocks for ever.
     #[track_caller]
+    #[must_use = "dropping the returned guard at once unlocks the lock again"]
     pub fn read_recursive(&self) -> RwLockReadGuard<'_, T> {
         crate::acquire(self.class, self.instance(), Acquire::recursive_read());
         RwLockReadGuard {
@@ -254,7 +315,17 @@ impl<T: ?Sized> RwLock<T> {
     }
 
     /// Lock for exclusive write.
+    ///
+    /// # Panics
+    ///
+    /// On a report from [`crate::acquire`] (recursive locking, a circular dependency, a
+    /// blocking acquisition inside an atomic section), under
+    /// [`OnReport::Panic`](crate::OnReport::Panic) (the default) with no
+    /// [`Capture`](crate::Capture) installed on this thread: it panics before blocking, so a
+    /// deadlock lockdep foresees is a panic, not a hang. Under the other policies the lock is
+    /// then taken as usual, and a real deadlock blocks for ever.
     #[track_caller]
+    #[must_use = "dropping the returned guard at once unlocks the lock again"]
     pub fn write(&self) -> RwLockWriteGuard<'_, T> {
         crate::acquire(self.class, self.instance(), Acquire::write());
         RwLockWriteGuard {
@@ -265,7 +336,17 @@ impl<T: ?Sized> RwLock<T> {
     }
 
     /// Lock for exclusive write with a subclass.
+    ///
+    /// # Panics
+    ///
+    /// On a report from [`crate::acquire`] (recursive locking, a circular dependency, a
+    /// blocking acquisition inside an atomic section, a subclass out of range), under
+    /// [`OnReport::Panic`](crate::OnReport::Panic) (the default) with no
+    /// [`Capture`](crate::Capture) installed on this thread: it panics before blocking, so a
+    /// deadlock lockdep foresees is a panic, not a hang. Under the other policies the lock is
+    /// then taken as usual, and a real deadlock blocks for ever.
     #[track_caller]
+    #[must_use = "dropping the returned guard at once unlocks the lock again"]
     pub fn write_nested(&self, subclass: u8) -> RwLockWriteGuard<'_, T> {
         crate::acquire(
             self.class,
@@ -281,6 +362,7 @@ impl<T: ?Sized> RwLock<T> {
 
     /// Lock for read if possible without blocking (a read trylock).
     #[track_caller]
+    #[must_use = "if the lock was free, dropping the returned guard at once unlocks the lock again"]
     pub fn try_read(&self) -> Option<RwLockReadGuard<'_, T>> {
         let guard = self.inner.try_read()?;
         crate::acquire(self.class, self.instance(), Acquire::read().trylock());
@@ -293,6 +375,7 @@ impl<T: ?Sized> RwLock<T> {
 
     /// Lock for write if possible without blocking (a write trylock).
     #[track_caller]
+    #[must_use = "if the lock was free, dropping the returned guard at once unlocks the lock again"]
     pub fn try_write(&self) -> Option<RwLockWriteGuard<'_, T>> {
         let guard = self.inner.try_write()?;
         crate::acquire(self.class, self.instance(), Acquire::write().trylock());

@@ -29,7 +29,7 @@
 //! searched again, and one reached only through `…R` is searched again if later reached
 //! through `…N`. Breadth-first order makes the reported path a shortest one.
 
-use super::on::Held;
+use super::held::Held;
 use crate::{LockClass, Mode};
 use std::collections::{HashMap, VecDeque};
 use std::panic::Location;

@@ -1,7 +1,7 @@
 //! Splat text, in the shape of the kernel's lockdep reports.
 
 use super::graph::{types_text, Step};
-use super::on::Held;
+use super::held::Held;
 use crate::{LockClass, Mode};
 use std::fmt::Write as _;
 use std::panic::Location;
