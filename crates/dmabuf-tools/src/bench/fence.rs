@@ -54,15 +54,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// The fence cases.
-pub fn cases() -> Vec<BenchCase> {
-    let c = |case, baseline, ours, base| BenchCase {
-        suite: "fence",
-        case,
-        baseline,
-        ours,
-        base,
-        overhead: false,
-    };
+pub(crate) fn cases() -> Vec<BenchCase> {
+    let c = |case, baseline, ours, base| BenchCase::new("fence", case, baseline, ours, base);
     vec![
         c(
             "create-signal-drop",

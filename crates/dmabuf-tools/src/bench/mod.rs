@@ -33,6 +33,34 @@ pub struct BenchCase {
     pub overhead: bool,
 }
 
+impl BenchCase {
+    /// A case of `suite` whose target is the ratio ours / baseline.
+    pub(crate) const fn new(
+        suite: &'static str,
+        case: &'static str,
+        baseline: &'static str,
+        ours: fn(u64) -> Duration,
+        base: fn(u64) -> Duration,
+    ) -> Self {
+        BenchCase {
+            suite,
+            case,
+            baseline,
+            ours,
+            base,
+            overhead: false,
+        }
+    }
+
+    /// The same case, its target the overhead ours − baseline instead of the ratio.
+    pub(crate) const fn overhead(self) -> Self {
+        BenchCase {
+            overhead: true,
+            ..self
+        }
+    }
+}
+
 impl std::fmt::Debug for BenchCase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.suite, self.case)

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use crate::selftest::{ensure, R};
+use crate::selftest::{ensure, Rng, R};
 
 /// Every fence scenario.
 pub(crate) fn cases() -> Vec<Case> {
@@ -90,23 +90,6 @@ fn seen_cb() -> (Arc<AtomicBool>, impl FnOnce(&Fence) + Send + 'static) {
     let seen = Arc::new(AtomicBool::new(false));
     let s = seen.clone();
     (seen, move |_: &Fence| s.store(true, Ordering::SeqCst))
-}
-
-/// Tiny deterministic PRNG for the random orders.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
-    }
 }
 
 // ---- st-dma-fence --------------------------------------------------------------------

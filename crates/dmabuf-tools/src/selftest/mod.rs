@@ -58,6 +58,39 @@ pub(crate) fn ensure(cond: bool, what: &str) -> R {
     }
 }
 
+/// A tiny deterministic xorshift for the scenarios' random orders and choices, seeded by
+/// the case (`Rng(seed)`, a non-zero seed): a failing run repeats.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub(crate) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Uniform-ish in `0..n` (`n > 0`).
+    pub(crate) fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+
+    /// Shuffle `v` in place (Fisher-Yates).
+    pub(crate) fn shuffle<T>(&mut self, v: &mut [T]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, self.below(i + 1));
+        }
+    }
+
+    /// `0..n` in random order.
+    pub(crate) fn order(&mut self, n: usize) -> Vec<usize> {
+        let mut v: Vec<usize> = (0..n).collect();
+        self.shuffle(&mut v);
+        v
+    }
+}
+
 /// Every scenario of every subsystem, in a stable order.
 pub(crate) fn cases() -> Vec<Case> {
     let mut v = lockdep::selftest::cases();

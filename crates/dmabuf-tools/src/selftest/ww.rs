@@ -21,7 +21,7 @@ use std::sync::{Barrier, Mutex as StdMutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::selftest::R;
+use crate::selftest::{Rng, R};
 
 const WD: WwAlgorithm = WwAlgorithm::WaitDie;
 const WW: WwAlgorithm = WwAlgorithm::WoundWait;
@@ -325,27 +325,6 @@ const STRESS_LOCKS: usize = 16;
 const STRESS_TIME: Duration = Duration::from_millis(600);
 /// A bound on each worker's rounds besides the time (far more than fit in the time).
 const STRESS_ITERS: usize = 1_000_000;
-
-/// A tiny xorshift, seeded per thread.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn order(&mut self, n: usize) -> Vec<usize> {
-        let mut v: Vec<usize> = (0..n).collect();
-        for i in (1..n).rev() {
-            v.swap(i, self.below(i + 1));
-        }
-        v
-    }
-}
 
 /// Data written under each lock: a holder writes its id, yields, and checks it is
 /// still there — a mutual-exclusion failure shows as a changed value.
