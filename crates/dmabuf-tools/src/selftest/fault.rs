@@ -1,10 +1,10 @@
 //! Fault-injection scenarios (`fault/…`): every entry point that creates a descriptor or
 //! maps or allocates memory, made to fail with `EMFILE` (where it creates a descriptor)
 //! and `ENOMEM` through [`super`]'s sites. Each checks that the errno comes back
-//! ([`Error::errno`](crate::Error::errno)), that the object it was called on is
+//! ([`Error::errno`](crate::error::Error::errno)), that the object it was called on is
 //! unchanged (heap statistics, mapped state, vmap count, references), and that the live
-//! buffers, fences, descriptors and mappings ([`crate::debug::live`]) return to where
-//! they were.
+//! buffers, fences, descriptors and mappings
+//! ([`crate::debug::live`](mod@crate::debug::live)) return to where they were.
 //!
 //! The counts are process-wide, so these cases mean the most run alone, one after the
 //! other (`dmabuf selftest fault/`, or the `fault_injection` integration test): a
