@@ -1,6 +1,6 @@
 //! Fault-injection scenarios (`fault/…`): every entry point that creates a descriptor or
 //! maps or allocates memory, made to fail with `EMFILE` (where it creates a descriptor)
-//! and `ENOMEM` through [`super`]'s sites. Each checks that the errno comes back
+//! and `ENOMEM` through [`crate::fault`]'s sites. Each checks that the errno comes back
 //! ([`Error::errno`](crate::error::Error::errno)), that the object it was called on is
 //! unchanged (heap statistics, mapped state, vmap count, references), and that the live
 //! buffers, fences, descriptors and mappings
