@@ -1,11 +1,13 @@
 //! `dmabuf selftest [FILTER]`.
 
+use dmabuf_tools::selftest;
 use std::io::Write;
+use std::ops::ControlFlow;
 use std::process::ExitCode;
 use std::time::Duration;
 
 pub fn main(filter: Option<&str>, list: bool, limit: Duration) -> ExitCode {
-    let cases = dmabuf_tools::selftest::select(filter);
+    let cases = selftest::select(filter);
     let mut out = std::io::stdout().lock();
     if let Some(f) = filter.filter(|_| cases.is_empty()) {
         eprintln!(
@@ -29,29 +31,20 @@ pub fn main(filter: Option<&str>, list: bool, limit: Duration) -> ExitCode {
     // message is printed on its FAIL line. Keep the default hook's noise out.
     std::panic::set_hook(Box::new(|_| {}));
     let width = cases.iter().map(|c| c.name.len()).max().unwrap_or(0);
-    let (mut passed, mut failed, mut skipped) = (0usize, 0usize, 0usize);
-    for case in &cases {
-        // Each case runs under a watchdog: a hang is a FAIL with the case's name, and the
-        // run goes on, so it ends in bounded time.
-        let o = dmabuf_tools::selftest::run_case_watched(case, limit);
+    // Each case runs under a watchdog: a hang is a FAIL with the case's name, and the run
+    // goes on, so it ends in bounded time.
+    let tally = selftest::run(&cases, limit, |o| {
         let ms = o.time.as_secs_f64() * 1e3;
         let line = match (&o.result, o.skipped) {
-            (_, Some(why)) => {
-                skipped += 1;
-                format!("{:<width$}  skip  {ms:9.2} ms  {why}", o.name)
-            }
-            (Ok(()), None) => {
-                passed += 1;
-                format!("{:<width$}  ok    {ms:9.2} ms", o.name)
-            }
-            (Err(why), None) => {
-                failed += 1;
-                format!("{:<width$}  FAIL  {ms:9.2} ms  {why}", o.name)
-            }
+            (_, Some(why)) => format!("{:<width$}  skip  {ms:9.2} ms  {why}", o.name),
+            (Ok(()), None) => format!("{:<width$}  ok    {ms:9.2} ms", o.name),
+            (Err(why), None) => format!("{:<width$}  FAIL  {ms:9.2} ms  {why}", o.name),
         };
         let _ = writeln!(out, "{line}");
         let _ = out.flush();
-    }
+        ControlFlow::Continue(())
+    });
+    let (passed, failed, skipped) = (tally.passed, tally.failures.len(), tally.skipped);
     let tail = if skipped > 0 {
         format!(", {skipped} skipped")
     } else {

@@ -2,6 +2,8 @@
 //! against each other (stress, races, contention), run over and over for a while with
 //! lockdep on — the long runs that `cargo test` keeps short.
 
+use dmabuf_tools::selftest;
+use std::ops::ControlFlow;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,7 @@ fn is_racing(name: &str) -> bool {
 }
 
 pub fn main(seconds: u64, filter: Option<&str>, limit: Duration) -> ExitCode {
-    let cases: Vec<_> = dmabuf_tools::selftest::select(filter)
+    let cases: Vec<_> = selftest::select(filter)
         .into_iter()
         .filter(|c| is_racing(c.name))
         .collect();
@@ -29,22 +31,21 @@ pub fn main(seconds: u64, filter: Option<&str>, limit: Duration) -> ExitCode {
     let start = Instant::now();
     let mut base = None; // live counts after the warm-up pass, and the runs then
     while Instant::now() < deadline {
-        for c in &cases {
-            // Under the watchdog: a run that hangs is a failure and the loop goes on, so
-            // the command ends in bounded time.
-            let o = dmabuf_tools::selftest::run_case_watched(c, limit);
+        // Under the watchdog: a run that hangs is a failure and the loop goes on, so the
+        // command ends in bounded time.
+        let pass = selftest::run(&cases, limit, |o| {
             if o.skipped.is_some() {
-                continue;
-            }
-            runs += 1;
-            if let Err(e) = o.result {
-                failures.push(format!("{}: {e}", c.name));
+                return ControlFlow::Continue(());
             }
             bar.set_position(start.elapsed().as_secs().min(seconds));
             if Instant::now() >= deadline {
-                break;
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
             }
-        }
+        });
+        runs += pass.ran() as u64;
+        failures.extend(pass.failures);
         base = base.or_else(|| Some((settled(Duration::from_secs(2)), runs)));
     }
     bar.finish_and_clear();

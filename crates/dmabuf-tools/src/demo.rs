@@ -111,7 +111,7 @@ impl DemoReport {
 }
 
 /// The byte the camera writes into frame `i`.
-pub fn frame_value(i: usize) -> u8 {
+pub(crate) fn frame_value(i: usize) -> u8 {
     (i as u8).wrapping_mul(37).wrapping_add(1)
 }
 
@@ -272,7 +272,7 @@ pub fn run(
 }
 
 /// Self-test scenarios: the pipeline on each heap, small.
-pub fn cases() -> Vec<lockdep::selftest::Case> {
+pub(crate) fn cases() -> Vec<lockdep::selftest::Case> {
     fn on(heap: &str) -> std::result::Result<(), String> {
         let cfg = DemoConfig {
             frames: 16,
@@ -299,9 +299,9 @@ pub fn cases() -> Vec<lockdep::selftest::Case> {
             ))
         }
     }
-    vec![
-        lockdep::selftest::Case::new("demo/pipeline-system-heap", || on("system")),
-        lockdep::selftest::Case::new("demo/pipeline-contig-heap", || on("contig")),
+    crate::selftest::case_table![
+        "demo/pipeline-system-heap" => || on("system"),
+        "demo/pipeline-contig-heap" => || on("contig"),
     ]
 }
 

@@ -1,16 +1,12 @@
-use dmabuf_tools::selftest::buf::cases;
+//! The dma-buf self-test scenarios, and stress tests of the core's locking through the
+//! public API.
 
+mod common;
+
+/// Every `dma-buf/…` scenario, one after the other.
 #[test]
 fn every_dma_buf_case_passes() {
-    let mut failed = Vec::new();
-    for c in cases() {
-        match std::panic::catch_unwind(c.run) {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => failed.push(format!("{}: {e}", c.name)),
-            Err(_) => failed.push(format!("{}: panicked", c.name)),
-        }
-    }
-    assert!(failed.is_empty(), "{failed:#?}");
+    common::run_all("dma-buf/");
 }
 
 /// Many threads attach, map under multi-object locks, add fences, touch the CPU side and

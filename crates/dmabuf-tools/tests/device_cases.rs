@@ -1,32 +1,11 @@
 //! Each device self-test scenario as its own test, so a failure names the case.
 
-use dmabuf_tools::selftest::device::cases;
+mod common;
 
-fn run(name: &str) {
-    let c = cases()
-        .into_iter()
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no case {name}"));
-    if let Err(e) = (c.run)() {
-        panic!("{name}: {e}");
-    }
-}
-
-macro_rules! case_tests {
-    ($($f:ident => $n:expr),* $(,)?) => {
-        $(#[test] fn $f() { run($n) })*
-
-        #[test]
-        fn every_case_has_a_test() {
-            let named = [$($n),*];
-            for c in cases() {
-                assert!(named.contains(&c.name), "{} has no test", c.name);
-            }
-        }
-    };
-}
+use common::case_tests;
 
 case_tests! {
+    "device/",
     jobs_coherent => "device/jobs-coherent",
     jobs_non_coherent => "device/jobs-non-coherent",
     implicit_sync => "device/implicit-sync-producer-consumer",

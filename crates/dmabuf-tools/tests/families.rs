@@ -1,24 +1,11 @@
-//! Every self-test family runs as a test of its own, so a failure names the family.
-//! (The `buf` and `device` scenarios get one test per case: `buf_cases.rs`,
-//! `device_cases.rs`; the `ww` scenarios run from the library's own tests.)
+//! Every self-test family runs as a test of its own, through the tools' runner, so a
+//! failure names the family. (The `dma-buf/` scenarios run from `buf_cases.rs`, the
+//! `device/` ones one test per case from `device_cases.rs`, the `fault/` ones alone in
+//! `fault_injection.rs`.)
 
-use dmabuf_tools::selftest::{self, run_case};
+mod common;
 
-fn run_prefix(prefix: &str) {
-    let mut failed = Vec::new();
-    let mut n = 0;
-    for c in selftest::cases()
-        .into_iter()
-        .filter(|c| c.name.starts_with(prefix))
-    {
-        n += 1;
-        if let Err(e) = run_case(&c).result {
-            failed.push(format!("{}: {e}", c.name));
-        }
-    }
-    assert!(n > 0, "no case under {prefix}");
-    assert!(failed.is_empty(), "failed cases:\n{}", failed.join("\n"));
-}
+use common::run_all as run_prefix;
 
 #[test]
 fn selftest_fence() {
@@ -58,4 +45,9 @@ fn every_heap_selftest_case_passes() {
 #[test]
 fn every_demo_case_passes() {
     run_prefix("demo/");
+}
+
+#[test]
+fn selftest_ww() {
+    run_prefix("ww/");
 }

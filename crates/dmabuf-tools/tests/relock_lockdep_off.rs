@@ -7,14 +7,17 @@
 //! One test function: the switch is process-wide. Each step runs under a watchdog, so
 //! that a regression fails (naming the step) instead of hanging the test run.
 
+#[path = "common/mod.rs"]
+mod cases;
 #[path = "../../dmabuf/tests/common/mod.rs"]
 mod common;
 
 use dmabuf::buf::simple::SimpleExporter;
 use dmabuf::buf::{bufinfo::bufinfo, sync_flags, Direction};
 use dmabuf::device::{Device, Engine, Job, Operand};
-use dmabuf::fence::{Context, Fence, FenceOps};
+use dmabuf::fence::Context;
 use dmabuf::resv::{exec, Resv, RESERVATION_WW_CLASS};
+use dmabuf::testing::named;
 use dmabuf::ww::AcquireCtx;
 use dmabuf::Error;
 use std::time::Duration;
@@ -28,16 +31,6 @@ fn einval<X: std::fmt::Debug>(what: &str, r: Result<X, Error>) {
     match r {
         Err(e) if e.errno() == 22 => {}
         other => panic!("{what}: expected EINVAL, got {other:?}"),
-    }
-}
-
-struct Pending;
-impl FenceOps for Pending {
-    fn driver_name(&self) -> &str {
-        "relock-test"
-    }
-    fn timeline_name(&self) -> &str {
-        "relock"
     }
 }
 
@@ -73,22 +66,12 @@ fn relocking_a_held_reservation_is_refused_with_lockdep_off() {
     });
 
     watchdog("the ww self-deadlock scenarios", || {
-        for case in dmabuf_tools::selftest::ww::cases() {
-            if case.name.starts_with("ww/api/self-deadlock") {
-                let out = dmabuf_tools::selftest::run_case(&case);
-                assert!(out.result.is_ok(), "{}: {:?}", case.name, out.result);
-                assert!(out.skipped.is_none(), "{} skipped", case.name);
-            }
-        }
+        let tally = cases::run_all("ww/api/self-deadlock");
+        assert_eq!((tally.passed, tally.skipped), (2, 0), "{tally:?}");
     });
 
     watchdog("device/submit-bad-input", || {
-        let case = dmabuf_tools::selftest::device::cases()
-            .into_iter()
-            .find(|c| c.name == "device/submit-bad-input")
-            .expect("the case exists");
-        let out = dmabuf_tools::selftest::run_case(&case);
-        assert!(out.result.is_ok(), "{:?}", out.result);
+        cases::run_one("device/submit-bad-input");
     });
 
     watchdog("calls that lock the buffer themselves", || {
@@ -98,7 +81,7 @@ fn relocking_a_held_reservation_is_refused_with_lockdep_off() {
         let a = b.attach(&dev).unwrap();
         let m = a.map_unlocked(Direction::Bidirectional).unwrap();
         let eng = Engine::new(&dev, "relock0").unwrap();
-        let pending = Fence::new(Pending, Context::new(), 1);
+        let pending = named("relock-test", "relock", Context::new(), 1);
         {
             let g = b.resv().lock_no_ctx().unwrap();
             einval("attach", b.attach(&dev).map(drop));

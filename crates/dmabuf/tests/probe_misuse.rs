@@ -10,7 +10,7 @@ use dmabuf::buf::simple::SimpleExporter;
 use dmabuf::buf::{sync_flags, Direction};
 use dmabuf::debug::live::live_settled;
 use dmabuf::device::Device;
-use dmabuf::fence::{chain, Context, Fence, FenceArray, FenceChain, FenceOps};
+use dmabuf::fence::{chain, Context, Fence, FenceArray, FenceChain};
 use dmabuf::heap::{heaps, AllocData};
 use dmabuf::resv::{Resv, RESERVATION_WW_CLASS};
 use dmabuf::sync_file::{sw_sync, SyncFile};
@@ -70,18 +70,8 @@ fn errno<X: std::fmt::Debug>(what: &str, want: i32, r: Result<X, Error>) {
     }
 }
 
-struct Pending;
-impl FenceOps for Pending {
-    fn driver_name(&self) -> &str {
-        "probe"
-    }
-    fn timeline_name(&self) -> &str {
-        "probe"
-    }
-}
-
 fn pending() -> Fence {
-    Fence::new(Pending, Context::new(), 1)
+    dmabuf_sync::testing::named("probe", "probe", Context::new(), 1)
 }
 
 fn buf() -> dmabuf::buf::DmaBuf {

@@ -46,22 +46,16 @@
 //!   trips.)
 
 use super::BenchCase;
-use crate::fence::{unwrap::merge, Context, Fence, FenceOps};
+use crate::fence::{unwrap::merge, Context, Fence};
+use crate::testing::Mock;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// The fence cases.
-pub fn cases() -> Vec<BenchCase> {
-    let c = |case, baseline, ours, base| BenchCase {
-        suite: "fence",
-        case,
-        baseline,
-        ours,
-        base,
-        overhead: false,
-    };
+pub(crate) fn cases() -> Vec<BenchCase> {
+    let c = |case, baseline, ours, base| BenchCase::new("fence", case, baseline, ours, base);
     vec![
         c(
             "create-signal-drop",
@@ -102,17 +96,6 @@ pub fn cases() -> Vec<BenchCase> {
     ]
 }
 
-struct BenchOps;
-
-impl FenceOps for BenchOps {
-    fn driver_name(&self) -> &str {
-        "bench"
-    }
-    fn timeline_name(&self) -> &str {
-        "bench"
-    }
-}
-
 /// The fence a user would write without this crate.
 struct Obvious {
     done: Mutex<bool>,
@@ -147,6 +130,7 @@ impl Obvious {
         drop(done);
         self.cv.notify_all();
     }
+    #[cfg(test)] // the workloads never block on the obvious fence
     fn wait(&self) {
         let mut done = self.done.lock().unwrap();
         while !*done {
@@ -159,7 +143,7 @@ fn create_signal_drop(iters: u64) -> Duration {
     let ctx = Context::new();
     let start = Instant::now();
     for i in 0..iters {
-        let f = Fence::new(BenchOps, ctx, i);
+        let f = Fence::new(Mock, ctx, i);
         let _ = black_box(&f).signal();
     }
     start.elapsed()
@@ -175,7 +159,7 @@ fn obvious_create_signal_drop(iters: u64) -> Duration {
 }
 
 fn is_signaled(iters: u64) -> Duration {
-    let f = Fence::new(BenchOps, Context::new(), 1);
+    let f = Fence::new(Mock, Context::new(), 1);
     let _ = f.signal();
     // The handle is loop-invariant, as in real code; both sides hide their object from
     // the optimizer the same way.
@@ -212,7 +196,7 @@ fn add_callback_signal(iters: u64) -> Duration {
     let hits = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     for i in 0..iters {
-        let f = Fence::new(BenchOps, ctx, i);
+        let f = Fence::new(Mock, ctx, i);
         let h = hits.clone();
         let _ = f.add_callback(move |_: &Fence| {
             h.fetch_add(1, Ordering::Relaxed);
@@ -249,10 +233,8 @@ fn signal_wake_roundtrip(iters: u64) -> Duration {
     while left > 0 {
         let n = left.min(BATCH);
         left -= n;
-        let ping: Arc<Vec<Fence>> =
-            Arc::new((0..n).map(|i| Fence::new(BenchOps, ctx, i)).collect());
-        let pong: Arc<Vec<Fence>> =
-            Arc::new((0..n).map(|i| Fence::new(BenchOps, ctx, i)).collect());
+        let ping: Arc<Vec<Fence>> = Arc::new((0..n).map(|i| Fence::new(Mock, ctx, i)).collect());
+        let pong: Arc<Vec<Fence>> = Arc::new((0..n).map(|i| Fence::new(Mock, ctx, i)).collect());
         let (pi, po) = (ping.clone(), pong.clone());
         let t = std::thread::spawn(move || {
             for i in 0..pi.len() {
@@ -309,7 +291,7 @@ fn condvar_roundtrip(iters: u64) -> Duration {
 fn fences_64x8() -> Vec<Fence> {
     let base = Context::alloc(8).expect("contexts");
     (0..64u64)
-        .map(|i| Fence::new(BenchOps, base.nth(i % 8), i / 8))
+        .map(|i| Fence::new(Mock, base.nth(i % 8), i / 8))
         .collect()
 }
 
@@ -336,8 +318,8 @@ fn sort_dedup_64x8(iters: u64) -> Duration {
 }
 
 /// For tests of the obvious fence itself.
-#[doc(hidden)]
-pub fn obvious_wait_smoke() {
+#[cfg(test)]
+fn obvious_wait_smoke() {
     let f = Obvious::new();
     let g = f.clone();
     let t = std::thread::spawn(move || g.signal());

@@ -29,17 +29,10 @@ const KIB: usize = 1 << 10;
 const MIB: usize = 1 << 20;
 
 /// The cases of the `heap` suite.
-pub fn cases() -> Vec<BenchCase> {
+pub(crate) fn cases() -> Vec<BenchCase> {
     const BASE: &str = "memfd_create+ftruncate+mmap+munmap+close";
     const BASE_TOUCH: &str = "memfd_create+ftruncate+mmap+touch+munmap+close";
-    let c = |case, baseline, ours, base| BenchCase {
-        suite: "heap",
-        case,
-        baseline,
-        ours,
-        base,
-        overhead: false,
-    };
+    let c = |case, baseline, ours, base| BenchCase::new("heap", case, baseline, ours, base);
     vec![
         c("system alloc+free 4 KiB", BASE, sys_4k, memfd_4k),
         c("system alloc+free 1 MiB", BASE, sys_1m, memfd_1m),

@@ -9,11 +9,11 @@
 
 use std::time::Duration;
 
-pub mod fence;
-pub mod heap;
-pub mod resv;
+mod fence;
+mod heap;
+mod resv;
 mod sync_file;
-pub mod ww;
+mod ww;
 
 /// One workload beside its baseline.
 #[derive(Clone, Copy)]
@@ -31,6 +31,34 @@ pub struct BenchCase {
     /// When set, the target is not the ratio but the overhead ours − baseline in ns per
     /// iteration (e.g. lockdep on vs off); the ratio is still reported.
     pub overhead: bool,
+}
+
+impl BenchCase {
+    /// A case of `suite` whose target is the ratio ours / baseline.
+    pub(crate) const fn new(
+        suite: &'static str,
+        case: &'static str,
+        baseline: &'static str,
+        ours: fn(u64) -> Duration,
+        base: fn(u64) -> Duration,
+    ) -> Self {
+        BenchCase {
+            suite,
+            case,
+            baseline,
+            ours,
+            base,
+            overhead: false,
+        }
+    }
+
+    /// The same case, its target the overhead ours − baseline instead of the ratio.
+    pub(crate) const fn overhead(self) -> Self {
+        BenchCase {
+            overhead: true,
+            ..self
+        }
+    }
 }
 
 impl std::fmt::Debug for BenchCase {
@@ -55,7 +83,7 @@ pub fn suites() -> Vec<Suite> {
 /// Run `body(thread, iters)` on `threads` threads released together; returns the wall
 /// time from the first thread's start to the last thread's end, as the threads see it
 /// (the spawning thread may not even be scheduled while they run).
-pub fn run_threads(
+pub(crate) fn run_threads(
     threads: usize,
     iters: u64,
     body: impl Fn(usize, u64) + Send + Sync + 'static,
@@ -93,7 +121,12 @@ pub fn run_threads(
 
 /// For each of `threads` threads, 1024 pre-drawn sets of `pick` distinct indices of
 /// `0..of`, in random order: the multi-lock workloads lock the same sets on both sides.
-pub fn random_sets(threads: usize, pick: usize, of: usize, seed: u64) -> Vec<Vec<Vec<usize>>> {
+pub(crate) fn random_sets(
+    threads: usize,
+    pick: usize,
+    of: usize,
+    seed: u64,
+) -> Vec<Vec<Vec<usize>>> {
     (0..threads)
         .map(|t| {
             let mut r = Rng::new(seed + t as u64);
@@ -189,7 +222,7 @@ fn calibrate(f: fn(u64) -> Duration, target: Duration) -> u64 {
 }
 
 /// The median of `v` (sorted in place).
-pub fn median(v: &mut [f64]) -> f64 {
+pub(crate) fn median(v: &mut [f64]) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     if v.is_empty() {
         return f64::NAN;
@@ -230,11 +263,11 @@ pub fn run(case: &BenchCase, settings: Settings) -> Measurement {
 
 /// A small, fast, deterministic random number generator for workloads (xorshift64*).
 #[derive(Clone, Debug)]
-pub struct Rng(u64);
+pub(crate) struct Rng(u64);
 
 impl Rng {
     /// Seeded generator (a zero seed is replaced).
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         Rng(if seed == 0 {
             0x9E37_79B9_7F4A_7C15
         } else {
@@ -243,7 +276,7 @@ impl Rng {
     }
 
     /// Next 64 random bits.
-    pub fn next_u64(&mut self) -> u64 {
+    pub(crate) fn next_u64(&mut self) -> u64 {
         let mut x = self.0;
         x ^= x >> 12;
         x ^= x << 25;
@@ -253,12 +286,12 @@ impl Rng {
     }
 
     /// Uniform in `0..n` (`n > 0`).
-    pub fn below(&mut self, n: usize) -> usize {
+    pub(crate) fn below(&mut self, n: usize) -> usize {
         (((self.next_u64() >> 32) * n as u64) >> 32) as usize
     }
 
     /// `k` distinct values of `0..n` in random order (`k <= n`).
-    pub fn distinct(&mut self, k: usize, n: usize) -> Vec<usize> {
+    pub(crate) fn distinct(&mut self, k: usize, n: usize) -> Vec<usize> {
         let mut out = Vec::with_capacity(k);
         while out.len() < k {
             let x = self.below(n);

@@ -42,40 +42,33 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// The cases of the `resv` suite.
-pub fn cases() -> Vec<BenchCase> {
+pub(crate) fn cases() -> Vec<BenchCase> {
+    let c = |case, baseline, ours, base| BenchCase::new("resv", case, baseline, ours, base);
     vec![
-        BenchCase {
-            suite: "resv",
-            case: "lock, reserve 1, add a fence, unlock",
-            baseline: "Mutex<Vec<Fence>> push",
-            ours: add_fence,
-            base: add_fence_base,
-            overhead: false,
-        },
-        BenchCase {
-            suite: "resv",
-            case: "unlocked get_fences of 8 while a writer adds",
-            baseline: "Mutex<Vec<Fence>> clone",
-            ours: get_fences,
-            base: get_fences_base,
-            overhead: false,
-        },
-        BenchCase {
-            suite: "resv",
-            case: "2 threads lock 16 of 256 objects, helper",
-            baseline: "16 std Mutexes locked in address order",
-            ours: lock_sets,
-            base: lock_sets_base,
-            overhead: false,
-        },
-        BenchCase {
-            suite: "resv",
-            case: "map_unlocked + unmap_unlocked, static attachment",
-            baseline: "Mutex lock + Vec clone of the sg table",
-            ours: map_unmap,
-            base: map_unmap_base,
-            overhead: false,
-        },
+        c(
+            "lock, reserve 1, add a fence, unlock",
+            "Mutex<Vec<Fence>> push",
+            add_fence,
+            add_fence_base,
+        ),
+        c(
+            "unlocked get_fences of 8 while a writer adds",
+            "Mutex<Vec<Fence>> clone",
+            get_fences,
+            get_fences_base,
+        ),
+        c(
+            "2 threads lock 16 of 256 objects, helper",
+            "16 std Mutexes locked in address order",
+            lock_sets,
+            lock_sets_base,
+        ),
+        c(
+            "map_unlocked + unmap_unlocked, static attachment",
+            "Mutex lock + Vec clone of the sg table",
+            map_unmap,
+            map_unmap_base,
+        ),
     ]
 }
 

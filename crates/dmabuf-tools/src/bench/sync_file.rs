@@ -1,26 +1,17 @@
-use crate::fence::{Context, Fence, FenceOps};
+use crate::fence::{Context, Fence};
 use crate::sync_file::{get_fence, poll_readable, SyncFile};
+use crate::testing::Mock;
 use rustix::fd::AsFd;
 use std::time::Duration;
 
 // ---- bench workloads ------------------------------------------------------------------
-
-struct BenchOps;
-impl FenceOps for BenchOps {
-    fn driver_name(&self) -> &str {
-        "bench"
-    }
-    fn timeline_name(&self) -> &str {
-        "bench"
-    }
-}
 
 /// Bench: export a fence, signal it, poll the descriptor until readable, import it.
 pub fn bench_export_poll_import(iters: u64) -> Duration {
     let ctx = Context::new();
     let start = std::time::Instant::now();
     for i in 0..iters {
-        let f = Fence::new(BenchOps, ctx, i);
+        let f = Fence::new(Mock, ctx, i);
         let sf = SyncFile::new(f.clone()).expect("export");
         let _ = f.signal();
         let ok = poll_readable(sf.as_fd(), None).expect("poll");

@@ -9,40 +9,34 @@ use std::time::{Duration, Instant};
 static BENCH_CLASS: WwClass = WwClass::wait_die("bench_ww", "bench_ww_acquire");
 
 /// The cases of the `ww` suite.
-pub fn cases() -> Vec<BenchCase> {
+pub(crate) fn cases() -> Vec<BenchCase> {
+    let c = |case, baseline, ours, base| BenchCase::new("ww", case, baseline, ours, base);
     vec![
-        BenchCase {
-            suite: "ww",
-            case: "uncontended lock+unlock, no ctx, lockdep off",
-            baseline: "std::sync::Mutex",
-            ours: no_ctx,
-            base: std_mutex,
-            overhead: false,
-        },
-        BenchCase {
-            suite: "ww",
-            case: "uncontended lock+unlock with ctx",
-            baseline: "std::sync::Mutex",
-            ours: with_ctx,
-            base: std_mutex,
-            overhead: false,
-        },
-        BenchCase {
-            suite: "ww",
-            case: "2 threads lock 8 random of 256, back-off",
-            baseline: "std Mutexes locked in address order",
-            ours: random_sets_ww,
-            base: random_sets_std,
-            overhead: false,
-        },
-        BenchCase {
-            suite: "ww",
-            case: "lockdep on: lock+unlock, validated chain",
-            baseline: "same lock, lockdep off",
-            ours: lockdep_on,
-            base: no_ctx,
-            overhead: true,
-        },
+        c(
+            "uncontended lock+unlock, no ctx, lockdep off",
+            "std::sync::Mutex",
+            no_ctx,
+            std_mutex,
+        ),
+        c(
+            "uncontended lock+unlock with ctx",
+            "std::sync::Mutex",
+            with_ctx,
+            std_mutex,
+        ),
+        c(
+            "2 threads lock 8 random of 256, back-off",
+            "std Mutexes locked in address order",
+            random_sets_ww,
+            random_sets_std,
+        ),
+        c(
+            "lockdep on: lock+unlock, validated chain",
+            "same lock, lockdep off",
+            lockdep_on,
+            no_ctx,
+        )
+        .overhead(),
     ]
 }
 

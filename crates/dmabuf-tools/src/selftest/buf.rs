@@ -27,78 +27,44 @@ fn n(c: &AtomicUsize) -> usize {
 }
 
 /// Every DMA-BUF scenario.
-pub fn cases() -> Vec<Case> {
-    macro_rules! c {
-        ($n:expr, $f:expr) => {
-            Case::new($n, $f)
-        };
-    }
-    vec![
-        c!("dma-buf/export-validation", export_validation),
-        c!("dma-buf/refcount-release", refcount_release),
-        c!("dma-buf/name", name),
-        c!("dma-buf/llseek", llseek),
-        c!("dma-buf/static-attach-map", static_attach_map),
-        c!(
-            "dma-buf/dynamic-importer-static-exporter",
-            dyn_importer_static_exporter
-        ),
-        c!(
-            "dma-buf/static-importer-dynamic-exporter",
-            static_importer_dyn_exporter
-        ),
-        c!("dma-buf/cache-sgt-mapping-busy", cache_sgt_busy),
-        c!(
-            "dma-buf/static-importer-waits-kernel-fences",
-            static_waits_kernel
-        ),
-        c!("dma-buf/dynamic-importer-does-not-wait", dynamic_no_wait),
-        c!(
-            "dma-buf/static-importer-dynamic-exporter-waits-at-attach",
-            static_on_dynamic_waits
-        ),
-        c!("dma-buf/pin-unpin", pin_unpin),
-        c!("dma-buf/move-notify", move_notify),
-        c!("dma-buf/proof-of-another-buffer", proof_other),
-        c!("dma-buf/must-not-hold-lock", must_not_hold),
-        c!("dma-buf/relock-in-locked-callback", relock_in_callback),
-        c!("dma-buf/vmap-refcount", vmap_refcount),
-        c!("dma-buf/mmap", mmap),
-        c!("dma-buf/cpu-access-waits", cpu_access_waits),
-        c!("dma-buf/sync-ioctl", sync_ioctl),
-        c!("dma-buf/export-sync-fence", export_sync_fence),
-        c!("dma-buf/import-sync-fence", import_sync_fence),
-        c!("dma-buf/sync-file-fds", sync_file_fds),
-        c!("dma-buf/poll", poll),
-        c!("dma-buf/bufinfo", bufinfo),
-        c!("dma-buf/detach-rules", detach_rules),
-        c!("dma-buf/attach-failure", attach_failure),
-        c!("dma-buf/seed-shuffle-several-buffers", seed_shuffle),
-        c!("dma-buf/device-sees-data", device_sees_data),
-        c!(
-            "dma-buf/drop-mapping-under-own-lock-defers",
-            drop_mapping_under_lock
-        ),
-        c!(
-            "dma-buf/drop-vmap-guard-under-own-lock-defers",
-            drop_vmap_guard_under_lock
-        ),
-        c!(
-            "dma-buf/drop-under-another-buffers-lock-defers",
-            drop_under_other_lock
-        ),
-        c!(
-            "dma-buf/drop-guard-with-live-mapping-detaches-at-last-unmap",
-            drop_guard_with_live_mapping
-        ),
-        c!(
-            "dma-buf/drop-guard-under-own-lock-defers",
-            drop_guard_under_own_lock
-        ),
-        c!(
-            "dma-buf/drop-guard-then-last-unmap-under-lock",
-            drop_guard_then_unmap_under_lock
-        ),
+pub(crate) fn cases() -> Vec<Case> {
+    case_table![
+        "dma-buf/export-validation" => export_validation,
+        "dma-buf/refcount-release" => refcount_release,
+        "dma-buf/name" => name,
+        "dma-buf/llseek" => llseek,
+        "dma-buf/static-attach-map" => static_attach_map,
+        "dma-buf/dynamic-importer-static-exporter" => dyn_importer_static_exporter,
+        "dma-buf/static-importer-dynamic-exporter" => static_importer_dyn_exporter,
+        "dma-buf/cache-sgt-mapping-busy" => cache_sgt_busy,
+        "dma-buf/static-importer-waits-kernel-fences" => static_waits_kernel,
+        "dma-buf/dynamic-importer-does-not-wait" => dynamic_no_wait,
+        "dma-buf/static-importer-dynamic-exporter-waits-at-attach" => static_on_dynamic_waits,
+        "dma-buf/pin-unpin" => pin_unpin,
+        "dma-buf/move-notify" => move_notify,
+        "dma-buf/proof-of-another-buffer" => proof_other,
+        "dma-buf/must-not-hold-lock" => must_not_hold,
+        "dma-buf/relock-in-locked-callback" => relock_in_callback,
+        "dma-buf/vmap-refcount" => vmap_refcount,
+        "dma-buf/mmap" => mmap,
+        "dma-buf/cpu-access-waits" => cpu_access_waits,
+        "dma-buf/sync-ioctl" => sync_ioctl,
+        "dma-buf/export-sync-fence" => export_sync_fence,
+        "dma-buf/import-sync-fence" => import_sync_fence,
+        "dma-buf/sync-file-fds" => sync_file_fds,
+        "dma-buf/poll" => poll,
+        "dma-buf/bufinfo" => bufinfo,
+        "dma-buf/detach-rules" => detach_rules,
+        "dma-buf/attach-failure" => attach_failure,
+        "dma-buf/seed-shuffle-several-buffers" => seed_shuffle,
+        "dma-buf/device-sees-data" => device_sees_data,
+        "dma-buf/drop-mapping-under-own-lock-defers" => drop_mapping_under_lock,
+        "dma-buf/drop-vmap-guard-under-own-lock-defers" => drop_vmap_guard_under_lock,
+        "dma-buf/drop-under-another-buffers-lock-defers" => drop_under_other_lock,
+        "dma-buf/drop-guard-with-live-mapping-detaches-at-last-unmap" =>
+            drop_guard_with_live_mapping,
+        "dma-buf/drop-guard-under-own-lock-defers" => drop_guard_under_own_lock,
+        "dma-buf/drop-guard-then-last-unmap-under-lock" => drop_guard_then_unmap_under_lock,
     ]
 }
 

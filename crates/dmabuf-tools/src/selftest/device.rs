@@ -27,35 +27,24 @@ fn s<T>(r: crate::Result<T>) -> Result<T, String> {
 }
 
 /// Every device scenario.
-pub fn cases() -> Vec<Case> {
-    macro_rules! c {
-        ($n:expr, $f:expr) => {
-            Case::new($n, $f)
-        };
-    }
-    vec![
-        c!("device/jobs-coherent", jobs_coherent),
-        c!("device/jobs-non-coherent", jobs_non_coherent),
-        c!("device/implicit-sync-producer-consumer", implicit_sync),
-        c!("device/explicit-sync-sync-file", explicit_sync),
-        c!("device/timeout-error-fence-engine-continues", timeout),
-        c!("device/iommu-fault-error-fence", iommu_fault),
-        c!("device/fences-seqno-ordered", seqno_ordered),
-        c!("device/failed-dependency-cancels", failed_dependency),
-        c!("device/submit-bad-input", bad_input),
-        c!(
-            "device/ownership-cpu-access-outside-bracket",
-            own_cpu_outside
-        ),
-        c!("device/ownership-job-while-cpu-owns", own_job_while_cpu),
-        c!("device/ownership-unmap-while-busy", own_unmap_busy),
-        c!("device/ownership-free-while-busy", own_free_busy),
-        c!("device/ownership-sync-direction-mismatch", own_sync_dir),
-        c!(
-            "device/non-coherent-missing-end-cpu-access",
-            missing_end_cpu_access
-        ),
-        c!("device/pipeline", pipeline),
+pub(crate) fn cases() -> Vec<Case> {
+    case_table![
+        "device/jobs-coherent" => jobs_coherent,
+        "device/jobs-non-coherent" => jobs_non_coherent,
+        "device/implicit-sync-producer-consumer" => implicit_sync,
+        "device/explicit-sync-sync-file" => explicit_sync,
+        "device/timeout-error-fence-engine-continues" => timeout,
+        "device/iommu-fault-error-fence" => iommu_fault,
+        "device/fences-seqno-ordered" => seqno_ordered,
+        "device/failed-dependency-cancels" => failed_dependency,
+        "device/submit-bad-input" => bad_input,
+        "device/ownership-cpu-access-outside-bracket" => own_cpu_outside,
+        "device/ownership-job-while-cpu-owns" => own_job_while_cpu,
+        "device/ownership-unmap-while-busy" => own_unmap_busy,
+        "device/ownership-free-while-busy" => own_free_busy,
+        "device/ownership-sync-direction-mismatch" => own_sync_dir,
+        "device/non-coherent-missing-end-cpu-access" => missing_end_cpu_access,
+        "device/pipeline" => pipeline,
     ]
 }
 

@@ -1,10 +1,10 @@
 //! Fault-injection scenarios (`fault/…`): every entry point that creates a descriptor or
 //! maps or allocates memory, made to fail with `EMFILE` (where it creates a descriptor)
-//! and `ENOMEM` through [`super`]'s sites. Each checks that the errno comes back
-//! ([`Error::errno`](crate::Error::errno)), that the object it was called on is
+//! and `ENOMEM` through [`crate::fault`]'s sites. Each checks that the errno comes back
+//! ([`Error::errno`](crate::error::Error::errno)), that the object it was called on is
 //! unchanged (heap statistics, mapped state, vmap count, references), and that the live
-//! buffers, fences, descriptors and mappings ([`crate::debug::live`]) return to where
-//! they were.
+//! buffers, fences, descriptors and mappings
+//! ([`crate::debug::live`](mod@crate::debug::live)) return to where they were.
 //!
 //! The counts are process-wide, so these cases mean the most run alone, one after the
 //! other (`dmabuf selftest fault/`, or the `fault_injection` integration test): a
@@ -29,19 +29,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// Every fault-injection scenario.
-pub fn cases() -> Vec<Case> {
-    vec![
-        Case::new("fault/memfd-create", memfd_create),
-        Case::new("fault/system-heap-alloc", system_heap_alloc),
-        Case::new("fault/contig-heap-alloc", contig_heap_alloc),
-        Case::new("fault/udmabuf-create", udmabuf_create),
-        Case::new("fault/buffer-mmap", buffer_mmap),
-        Case::new("fault/vmap", vmap),
-        Case::new("fault/iommu-map", iommu_map),
-        Case::new("fault/bounce-buffer", bounce_buffer),
-        Case::new("fault/dynamic-attach", dynamic_attach),
-        Case::new("fault/pinned-attach-and-export", pinned_attach_and_export),
-        Case::new("fault/engine-start", engine_start),
+pub(crate) fn cases() -> Vec<Case> {
+    case_table![
+        "fault/memfd-create" => memfd_create,
+        "fault/system-heap-alloc" => system_heap_alloc,
+        "fault/contig-heap-alloc" => contig_heap_alloc,
+        "fault/udmabuf-create" => udmabuf_create,
+        "fault/buffer-mmap" => buffer_mmap,
+        "fault/vmap" => vmap,
+        "fault/iommu-map" => iommu_map,
+        "fault/bounce-buffer" => bounce_buffer,
+        "fault/dynamic-attach" => dynamic_attach,
+        "fault/pinned-attach-and-export" => pinned_attach_and_export,
+        "fault/engine-start" => engine_start,
     ]
 }
 

@@ -17,95 +17,69 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use crate::selftest::{ensure, R};
+use crate::selftest::{ensure, Rng, R};
 
 /// Every fence scenario.
-pub fn cases() -> Vec<Case> {
-    macro_rules! c {
-        ($n:literal, $f:path) => {
-            Case::new($n, $f)
-        };
-    }
-    vec![
-        c!("fence/sanity", sanity),
-        c!("fence/signaling", signaling),
-        c!("fence/add-callback", add_callback),
-        c!("fence/late-add-callback", late_add_callback),
-        c!("fence/remove-callback", remove_callback),
-        c!("fence/late-remove-callback", late_remove_callback),
-        c!("fence/nop-callback", nop_callback),
-        c!("fence/status", status),
-        c!("fence/error", error),
-        c!("fence/wait", wait),
-        c!("fence/wait-timeout", wait_timeout),
-        c!("fence/stub", stub),
-        c!("fence/wait-on-signaled", wait_on_signaled),
-        c!("fence/wait-any", wait_any),
-        c!("fence/race-signal-callback", race_signal_callback),
-        c!("fence/lockdep-wait-vs-signal", lockdep_wait_vs_signal),
-        c!("fence/lockdep-nested-sections", lockdep_nested_sections),
-        c!("fence/lockdep-opportunistic-signal", lockdep_opportunistic),
-        c!(
-            "fence/lockdep-lock-across-section-start",
-            lockdep_lock_across_start
-        ),
-        c!("fence/lockdep-wait-in-section", lockdep_wait_in_section),
-        c!("fence/lockdep-primed-resv", lockdep_primed_resv),
-        c!(
-            "fence/lockdep-array-completion-annotated",
-            lockdep_array_completion
-        ),
-        c!(
-            "fence/callback-timed-wait-own-fence",
-            callback_timed_wait_own_fence
-        ),
-        c!(
-            "fence/callback-untimed-wait-own-fence",
-            callback_untimed_wait_own_fence
-        ),
-        c!(
-            "fence/callback-nested-wait-outer-fence",
-            callback_nested_wait_outer_fence
-        ),
-        c!(
-            "fence/callback-own-remove-and-poll",
-            callback_own_remove_and_poll
-        ),
-        c!(
-            "fence/timed-wait-while-callbacks-run",
-            timed_wait_while_callbacks_run
-        ),
-        Case::lockdep_only("fence/callback-might-wait", callback_might_wait),
-        Case::lockdep_only("fence/callback-blocking-lock", callback_blocking_lock),
-        c!("fence/callback-nonblocking-work", callback_nonblocking_work),
-        c!("fence/ops-detached-after-signal", ops_detached_after_signal),
-        c!("fence/names-vs-signal-stress", names_vs_signal_stress),
-        c!("fence/array-all", array_all),
-        c!("fence/array-any", array_any),
-        c!("fence/array-error", array_error),
-        c!("fence/array-nested-no-recursion", array_nested_no_recursion),
-        c!("fence-chain/sanity", chain_sanity),
-        c!("fence-chain/find-seqno", chain_find_seqno),
-        c!("fence-chain/find-signaled", chain_find_signaled),
-        c!("fence-chain/find-out-of-order", chain_find_out_of_order),
-        c!("fence-chain/find-gap", chain_find_gap),
-        c!("fence-chain/find-race", chain_find_race),
-        c!("fence-chain/signal-forward", chain_signal_forward),
-        c!("fence-chain/signal-backward", chain_signal_backward),
-        c!("fence-chain/signal-random", chain_signal_random),
-        c!("fence-chain/wait-forward", chain_wait_forward),
-        c!("fence-chain/wait-backward", chain_wait_backward),
-        c!("fence-chain/wait-random", chain_wait_random),
-        c!("fence-chain/release-long", chain_release_long),
-        c!("fence-unwrap/unwrap-array", unwrap_array),
-        c!("fence-unwrap/unwrap-chain", unwrap_chain),
-        c!("fence-unwrap/unwrap-chain-array", unwrap_chain_array),
-        c!("fence-unwrap/merge", unwrap_merge),
-        c!("fence-unwrap/merge-duplicate", unwrap_merge_duplicate),
-        c!("fence-unwrap/merge-seqno", unwrap_merge_seqno),
-        c!("fence-unwrap/merge-order", unwrap_merge_order),
-        c!("fence-unwrap/merge-complex", unwrap_merge_complex),
-        c!("fence-unwrap/merge-signaled", unwrap_merge_signaled),
+pub(crate) fn cases() -> Vec<Case> {
+    case_table![
+        "fence/sanity" => sanity,
+        "fence/signaling" => signaling,
+        "fence/add-callback" => add_callback,
+        "fence/late-add-callback" => late_add_callback,
+        "fence/remove-callback" => remove_callback,
+        "fence/late-remove-callback" => late_remove_callback,
+        "fence/nop-callback" => nop_callback,
+        "fence/status" => status,
+        "fence/error" => error,
+        "fence/wait" => wait,
+        "fence/wait-timeout" => wait_timeout,
+        "fence/stub" => stub,
+        "fence/wait-on-signaled" => wait_on_signaled,
+        "fence/wait-any" => wait_any,
+        "fence/race-signal-callback" => race_signal_callback,
+        "fence/lockdep-wait-vs-signal" => lockdep_wait_vs_signal,
+        "fence/lockdep-nested-sections" => lockdep_nested_sections,
+        "fence/lockdep-opportunistic-signal" => lockdep_opportunistic,
+        "fence/lockdep-lock-across-section-start" => lockdep_lock_across_start,
+        "fence/lockdep-wait-in-section" => lockdep_wait_in_section,
+        "fence/lockdep-primed-resv" => lockdep_primed_resv,
+        "fence/lockdep-array-completion-annotated" => lockdep_array_completion,
+        "fence/callback-timed-wait-own-fence" => callback_timed_wait_own_fence,
+        "fence/callback-untimed-wait-own-fence" => callback_untimed_wait_own_fence,
+        "fence/callback-nested-wait-outer-fence" => callback_nested_wait_outer_fence,
+        "fence/callback-own-remove-and-poll" => callback_own_remove_and_poll,
+        "fence/timed-wait-while-callbacks-run" => timed_wait_while_callbacks_run,
+        lockdep_only "fence/callback-might-wait" => callback_might_wait,
+        lockdep_only "fence/callback-blocking-lock" => callback_blocking_lock,
+        "fence/callback-nonblocking-work" => callback_nonblocking_work,
+        "fence/ops-detached-after-signal" => ops_detached_after_signal,
+        "fence/names-vs-signal-stress" => names_vs_signal_stress,
+        "fence/array-all" => array_all,
+        "fence/array-any" => array_any,
+        "fence/array-error" => array_error,
+        "fence/array-nested-no-recursion" => array_nested_no_recursion,
+        "fence-chain/sanity" => chain_sanity,
+        "fence-chain/find-seqno" => chain_find_seqno,
+        "fence-chain/find-signaled" => chain_find_signaled,
+        "fence-chain/find-out-of-order" => chain_find_out_of_order,
+        "fence-chain/find-gap" => chain_find_gap,
+        "fence-chain/find-race" => chain_find_race,
+        "fence-chain/signal-forward" => chain_signal_forward,
+        "fence-chain/signal-backward" => chain_signal_backward,
+        "fence-chain/signal-random" => chain_signal_random,
+        "fence-chain/wait-forward" => chain_wait_forward,
+        "fence-chain/wait-backward" => chain_wait_backward,
+        "fence-chain/wait-random" => chain_wait_random,
+        "fence-chain/release-long" => chain_release_long,
+        "fence-unwrap/unwrap-array" => unwrap_array,
+        "fence-unwrap/unwrap-chain" => unwrap_chain,
+        "fence-unwrap/unwrap-chain-array" => unwrap_chain_array,
+        "fence-unwrap/merge" => unwrap_merge,
+        "fence-unwrap/merge-duplicate" => unwrap_merge_duplicate,
+        "fence-unwrap/merge-seqno" => unwrap_merge_seqno,
+        "fence-unwrap/merge-order" => unwrap_merge_order,
+        "fence-unwrap/merge-complex" => unwrap_merge_complex,
+        "fence-unwrap/merge-signaled" => unwrap_merge_signaled,
     ]
 }
 
@@ -116,23 +90,6 @@ fn seen_cb() -> (Arc<AtomicBool>, impl FnOnce(&Fence) + Send + 'static) {
     let seen = Arc::new(AtomicBool::new(false));
     let s = seen.clone();
     (seen, move |_: &Fence| s.store(true, Ordering::SeqCst))
-}
-
-/// Tiny deterministic PRNG for the random orders.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = (self.next() % (i as u64 + 1)) as usize;
-            v.swap(i, j);
-        }
-    }
 }
 
 // ---- st-dma-fence --------------------------------------------------------------------

@@ -43,31 +43,29 @@ fn alloc(f: &HeapFile, len: usize) -> Result<DmaBuf, String> {
 }
 
 /// Every heap scenario.
-pub fn cases() -> Vec<Case> {
-    macro_rules! per_heap {
-        ($v:ident, $suffix:literal, $f:ident) => {
-            $v.extend([
-                Case::new(concat!("dmabuf-heaps/system/", $suffix), $f::<0>),
-                Case::new(concat!("dmabuf-heaps/contig/", $suffix), $f::<1>),
-            ]);
-        };
-    }
-    let mut v = Vec::new();
-    per_heap!(v, "open", open_lookup);
-    per_heap!(v, "alloc-sizes", alloc_sizes);
-    per_heap!(v, "alloc-and-import", alloc_and_import);
-    per_heap!(v, "alloc-compat", alloc_compat);
-    per_heap!(v, "alloc-errors", alloc_errors);
-    per_heap!(v, "alloc-zeroed", alloc_zeroed);
-    per_heap!(v, "sync-ioctl", sync_ioctl);
-    per_heap!(v, "mmap", mmap);
-    v.extend([
-        Case::new("dmabuf-heaps/udmabuf/create", udmabuf_create),
-        Case::new("dmabuf-heaps/udmabuf/create-list", udmabuf_create_list),
-        Case::new("dmabuf-heaps/udmabuf/errors", udmabuf_errors),
-        Case::new("dmabuf-heaps/udmabuf/cpu-access-order", udmabuf_cpu_order),
-    ]);
-    v
+pub(crate) fn cases() -> Vec<Case> {
+    case_table![
+        "dmabuf-heaps/system/open" => open_lookup::<0>,
+        "dmabuf-heaps/contig/open" => open_lookup::<1>,
+        "dmabuf-heaps/system/alloc-sizes" => alloc_sizes::<0>,
+        "dmabuf-heaps/contig/alloc-sizes" => alloc_sizes::<1>,
+        "dmabuf-heaps/system/alloc-and-import" => alloc_and_import::<0>,
+        "dmabuf-heaps/contig/alloc-and-import" => alloc_and_import::<1>,
+        "dmabuf-heaps/system/alloc-compat" => alloc_compat::<0>,
+        "dmabuf-heaps/contig/alloc-compat" => alloc_compat::<1>,
+        "dmabuf-heaps/system/alloc-errors" => alloc_errors::<0>,
+        "dmabuf-heaps/contig/alloc-errors" => alloc_errors::<1>,
+        "dmabuf-heaps/system/alloc-zeroed" => alloc_zeroed::<0>,
+        "dmabuf-heaps/contig/alloc-zeroed" => alloc_zeroed::<1>,
+        "dmabuf-heaps/system/sync-ioctl" => sync_ioctl::<0>,
+        "dmabuf-heaps/contig/sync-ioctl" => sync_ioctl::<1>,
+        "dmabuf-heaps/system/mmap" => mmap::<0>,
+        "dmabuf-heaps/contig/mmap" => mmap::<1>,
+        "dmabuf-heaps/udmabuf/create" => udmabuf_create,
+        "dmabuf-heaps/udmabuf/create-list" => udmabuf_create_list,
+        "dmabuf-heaps/udmabuf/errors" => udmabuf_errors,
+        "dmabuf-heaps/udmabuf/cpu-access-order" => udmabuf_cpu_order,
+    ]
 }
 
 fn open_lookup<const H: usize>() -> R {

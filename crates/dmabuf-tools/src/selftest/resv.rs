@@ -14,51 +14,47 @@ use std::time::Duration;
 use crate::selftest::{ensure, R};
 
 /// Every dma-resv scenario.
-pub fn cases() -> Vec<Case> {
-    macro_rules! c {
-        ($n:expr, $f:expr) => {
-            Case::new($n, $f)
-        };
-    }
-    vec![
-        c!("dma-resv/sanity", sanity),
-        c!("dma-resv/signaling", signaling),
-        c!("dma-resv/for-each", for_each),
-        c!("dma-resv/for-each-unlocked", for_each_unlocked),
-        c!("dma-resv/get-fences", get_fences),
-        c!("dma-resv/usage-order", usage_order),
-        c!("dma-resv/replace-rule", replace_rule),
-        c!("dma-resv/signalled-slot-reused", signalled_slot_reused),
-        c!("dma-resv/reserve-zero", reserve_zero),
-        c!("dma-resv/reservations-die-at-unlock", reservations_die),
-        c!("dma-resv/container-refused", container_refused),
-        c!("dma-resv/singleton", singleton),
-        c!("dma-resv/wait-timeout", wait_timeout),
-        c!("dma-resv/restart-on-grow", restart_on_grow),
-        c!("dma-resv/replace-fences", replace_fences),
-        c!("dma-resv/copy-fences", copy_fences),
-        c!("dma-resv/deadline", deadline),
-        c!("dma-resv/proof-of-other-object", proof_other),
-        c!("dma-resv/exec-dedup", exec_dedup),
-        c!("dma-resv/exec-contention", exec_contention),
-        Case::lockdep_only(
-            "dma-resv/acquire-ctx-in-signalling-section",
+pub(crate) fn cases() -> Vec<Case> {
+    case_table![
+        "dma-resv/sanity" => sanity,
+        "dma-resv/signaling" => signaling,
+        "dma-resv/for-each" => for_each,
+        "dma-resv/for-each-unlocked" => for_each_unlocked,
+        "dma-resv/get-fences" => get_fences,
+        "dma-resv/usage-order" => usage_order,
+        "dma-resv/replace-rule" => replace_rule,
+        "dma-resv/signalled-slot-reused" => signalled_slot_reused,
+        "dma-resv/reserve-zero" => reserve_zero,
+        "dma-resv/reservations-die-at-unlock" => reservations_die,
+        "dma-resv/container-refused" => container_refused,
+        "dma-resv/singleton" => singleton,
+        "dma-resv/wait-timeout" => wait_timeout,
+        "dma-resv/restart-on-grow" => restart_on_grow,
+        "dma-resv/replace-fences" => replace_fences,
+        "dma-resv/copy-fences" => copy_fences,
+        "dma-resv/deadline" => deadline,
+        "dma-resv/proof-of-other-object" => proof_other,
+        "dma-resv/exec-dedup" => exec_dedup,
+        "dma-resv/exec-contention" => exec_contention,
+        lockdep_only "dma-resv/acquire-ctx-in-signalling-section" =>
             acquire_ctx_in_signalling_section,
-        ),
     ]
 }
 
-/// The test fence: driver "selftest", timeline "resv".
+/// The ops of the reservation scenarios' fences: driver `"selftest"`, timeline `"resv"`
+/// (also used by the stress tests in `tests/buf_cases.rs`).
 pub const TEST_OPS: crate::testing::Named = crate::testing::Named {
     driver: "selftest",
     timeline: "resv",
 };
 
-pub fn fence_on(ctx: Context, seqno: u64) -> Fence {
+/// An unsignalled test fence at `seqno` on `ctx`.
+pub(crate) fn fence_on(ctx: Context, seqno: u64) -> Fence {
     Fence::new(TEST_OPS, ctx, seqno)
 }
 
-pub fn new_fence() -> Fence {
+/// An unsignalled test fence on a context of its own.
+pub(crate) fn new_fence() -> Fence {
     fence_on(Context::new(), 1)
 }
 

@@ -19,37 +19,23 @@ use std::time::Duration;
 use crate::selftest::{ensure, R};
 
 /// Every sync scenario.
-pub fn cases() -> Vec<Case> {
-    macro_rules! c {
-        ($n:literal, $f:path) => {
-            Case::new($n, $f)
-        };
-    }
-    vec![
-        c!("sync/alloc-timeline", alloc_timeline),
-        c!("sync/alloc-fence", alloc_fence),
-        c!("sync/alloc-fence-negative", alloc_fence_negative),
-        c!("sync/fence-one-timeline-wait", one_timeline_wait),
-        c!("sync/fence-one-timeline-merge", one_timeline_merge),
-        c!("sync/merge-same", merge_same),
-        c!("sync/multi-timeline-wait", multi_timeline_wait),
-        c!("sync/timeline-close-enoent", timeline_close),
-        c!("sync/timeline-inc-chunks", timeline_inc_chunks),
-        c!("sync/stress-parallelism", stress_parallelism),
-        c!("sync/stress-consumer", stress_consumer),
-        c!("sync/stress-merge", stress_merge),
-        c!(
-            "sync/fd-copies-and-foreign-records",
-            fd_copies_and_foreign_records
-        ),
-        c!(
-            "sync/sw-sync-point-implicit-sync",
-            sw_sync_point_implicit_sync
-        ),
-        c!(
-            "sync/sw-sync-timeline-descriptor",
-            sw_sync_timeline_descriptor
-        ),
+pub(crate) fn cases() -> Vec<Case> {
+    case_table![
+        "sync/alloc-timeline" => alloc_timeline,
+        "sync/alloc-fence" => alloc_fence,
+        "sync/alloc-fence-negative" => alloc_fence_negative,
+        "sync/fence-one-timeline-wait" => one_timeline_wait,
+        "sync/fence-one-timeline-merge" => one_timeline_merge,
+        "sync/merge-same" => merge_same,
+        "sync/multi-timeline-wait" => multi_timeline_wait,
+        "sync/timeline-close-enoent" => timeline_close,
+        "sync/timeline-inc-chunks" => timeline_inc_chunks,
+        "sync/stress-parallelism" => stress_parallelism,
+        "sync/stress-consumer" => stress_consumer,
+        "sync/stress-merge" => stress_merge,
+        "sync/fd-copies-and-foreign-records" => fd_copies_and_foreign_records,
+        "sync/sw-sync-point-implicit-sync" => sw_sync_point_implicit_sync,
+        "sync/sw-sync-timeline-descriptor" => sw_sync_timeline_descriptor,
     ]
 }
 

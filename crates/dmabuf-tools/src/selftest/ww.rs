@@ -21,15 +21,7 @@ use std::sync::{Barrier, Mutex as StdMutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-type R = Result<(), String>;
-
-macro_rules! ensure {
-    ($cond:expr, $($fmt:tt)+) => {
-        if !$cond {
-            return Err(format!($($fmt)+));
-        }
-    };
-}
+use crate::selftest::{Rng, R};
 
 const WD: WwAlgorithm = WwAlgorithm::WaitDie;
 const WW: WwAlgorithm = WwAlgorithm::WoundWait;
@@ -333,27 +325,6 @@ const STRESS_LOCKS: usize = 16;
 const STRESS_TIME: Duration = Duration::from_millis(600);
 /// A bound on each worker's rounds besides the time (far more than fit in the time).
 const STRESS_ITERS: usize = 1_000_000;
-
-/// A tiny xorshift, seeded per thread.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    fn order(&mut self, n: usize) -> Vec<usize> {
-        let mut v: Vec<usize> = (0..n).collect();
-        for i in (1..n).rev() {
-            v.swap(i, self.below(i + 1));
-        }
-        v
-    }
-}
 
 /// Data written under each lock: a holder writes its id, yields, and checks it is
 /// still there — a mutual-exclusion failure shows as a changed value.
@@ -1485,107 +1456,78 @@ fn mix(first: &str, second: &str, expect_failure: bool) -> R {
 
 // ---------------------------------------------------------------------------------
 
-macro_rules! cases {
-    ($($name:literal => $f:expr),* $(,)?) => {
-        vec![$(Case::new($name, { fn run() -> R { $f } run })),*]
-    };
-}
-
 /// Every ww scenario.
-pub fn cases() -> Vec<Case> {
-    cases![
-        "ww/mutex/wait-die" => mutual_exclusion(WD),
-        "ww/mutex/wound-wait" => mutual_exclusion(WW),
-        "ww/aa/lock/wait-die" => aa(WD, false),
-        "ww/aa/lock/wound-wait" => aa(WW, false),
-        "ww/aa/trylock/wait-die" => aa(WD, true),
-        "ww/aa/trylock/wound-wait" => aa(WW, true),
-        "ww/abba/wait-die" => abba(WD, false, false),
-        "ww/abba/wound-wait" => abba(WW, false, false),
-        "ww/abba-try/wait-die" => abba(WD, true, false),
-        "ww/abba-try/wound-wait" => abba(WW, true, false),
-        "ww/abba-resolve/wait-die" => abba(WD, false, true),
-        "ww/abba-resolve/wound-wait" => abba(WW, false, true),
-        "ww/abba-try-resolve/wait-die" => abba(WD, true, true),
-        "ww/abba-try-resolve/wound-wait" => abba(WW, true, true),
-        "ww/cycle/wait-die" => cycles(WD),
-        "ww/cycle/wound-wait" => cycles(WW),
-        "ww/stress-inorder/wait-die" => stress(WD, "inorder", 4, false),
-        "ww/stress-inorder/wound-wait" => stress(WW, "inorder", 4, false),
-        "ww/stress-reorder/wait-die" => stress(WD, "reorder", 4, false),
-        "ww/stress-reorder/wound-wait" => stress(WW, "reorder", 4, false),
-        "ww/stress-random/wait-die" => stress(WD, "random", 4, false),
-        "ww/stress-random/wound-wait" => stress(WW, "random", 4, false),
-        "ww/stress-one/wait-die" => stress(WD, "one", 4, false),
-        "ww/stress-one/wound-wait" => stress(WW, "one", 4, false),
-        "ww/stress-inject/wait-die" => stress(WD, "inorder", 2, true),
-        "ww/stress-inject/wound-wait" => stress(WW, "reorder", 2, true),
-        "ww/order/wait-die" => wait_list_order(WD),
-        "ww/order/wound-wait" => wait_list_order(WW),
-        "ww/wait-die/die-on-older-holder" => wd_die_on_older_holder(),
-        "ww/wait-die/older-waiter-kills" => wd_older_waiter_kills(),
-        "ww/wound-wait/wound-is-lazy" => ww_wound_is_lazy(),
-        "ww/wound-wait/younger-waits" => ww_younger_waits(),
-        "ww/stamp-wrap/wait-die" => stamp_wrap(WD),
-        "ww/stamp-wrap/wound-wait" => stamp_wrap(WW),
-        "ww/interruptible/wait-die" => interruptible(WD),
-        "ww/interruptible/wound-wait" => interruptible(WW),
-        "ww/inject/wait-die" => injection(WD),
-        "ww/inject/wound-wait" => injection(WW),
-        "ww/lock-all/wait-die" => lock_all_sets(WD),
-        "ww/lock-all/wound-wait" => lock_all_sets(WW),
-        "ww/trylock-ctx/wait-die" => try_lock_ctx(WD),
-        "ww/trylock-ctx/wound-wait" => try_lock_ctx(WW),
-        "ww/api/normal/wait-die" => api_normal(WD),
-        "ww/api/normal/wound-wait" => api_normal(WW),
-        "ww/api/lock-after-done" => lock_after_done(),
-        "ww/api/done-twice" => done_twice(),
-        "ww/api/fini-with-locks-held" => fini_with_locks_held(),
-        "ww/api/diff-class" => diff_class(),
-        "ww/api/two-contexts" => two_contexts(),
-        "ww/api/unneeded-slow" => unneeded_slow(),
-        "ww/api/self-deadlock/wait-die" => self_deadlock(WD),
-        "ww/api/self-deadlock/wound-wait" => self_deadlock(WW),
-        "ww/edeadlk/normal" => edeadlk("normal", false),
-        "ww/edeadlk/normal-slow" => edeadlk("normal", true),
-        "ww/edeadlk/no-unlock" => edeadlk("no_unlock", false),
-        "ww/edeadlk/no-unlock-slow" => edeadlk("no_unlock", true),
-        "ww/edeadlk/acquire-more" => edeadlk("acquire_more", false),
-        "ww/edeadlk/acquire-more-slow" => edeadlk("acquire_more", true),
-        "ww/edeadlk/acquire-wrong" => edeadlk("acquire_wrong", false),
-        "ww/edeadlk/acquire-wrong-slow" => edeadlk("acquire_wrong", true),
-        "ww/edeadlk/real-contention" => edeadlk_real_contention(),
-        "ww/mix/context-block" => mix("context", "block", true),
-        "ww/mix/context-try" => mix("context", "try", false),
-        "ww/mix/context-context" => mix("context", "context", false),
-        "ww/mix/try-block" => mix("try", "block", true),
-        "ww/mix/try-try" => mix("try", "try", false),
-        "ww/mix/try-context" => mix("try", "context", true),
-        "ww/mix/block-block" => mix("block", "block", true),
-        "ww/mix/block-try" => mix("block", "try", false),
-        "ww/mix/block-context" => mix("block", "context", true),
+pub(crate) fn cases() -> Vec<Case> {
+    case_table![
+        "ww/mutex/wait-die" => || mutual_exclusion(WD),
+        "ww/mutex/wound-wait" => || mutual_exclusion(WW),
+        "ww/aa/lock/wait-die" => || aa(WD, false),
+        "ww/aa/lock/wound-wait" => || aa(WW, false),
+        "ww/aa/trylock/wait-die" => || aa(WD, true),
+        "ww/aa/trylock/wound-wait" => || aa(WW, true),
+        "ww/abba/wait-die" => || abba(WD, false, false),
+        "ww/abba/wound-wait" => || abba(WW, false, false),
+        "ww/abba-try/wait-die" => || abba(WD, true, false),
+        "ww/abba-try/wound-wait" => || abba(WW, true, false),
+        "ww/abba-resolve/wait-die" => || abba(WD, false, true),
+        "ww/abba-resolve/wound-wait" => || abba(WW, false, true),
+        "ww/abba-try-resolve/wait-die" => || abba(WD, true, true),
+        "ww/abba-try-resolve/wound-wait" => || abba(WW, true, true),
+        "ww/cycle/wait-die" => || cycles(WD),
+        "ww/cycle/wound-wait" => || cycles(WW),
+        "ww/stress-inorder/wait-die" => || stress(WD, "inorder", 4, false),
+        "ww/stress-inorder/wound-wait" => || stress(WW, "inorder", 4, false),
+        "ww/stress-reorder/wait-die" => || stress(WD, "reorder", 4, false),
+        "ww/stress-reorder/wound-wait" => || stress(WW, "reorder", 4, false),
+        "ww/stress-random/wait-die" => || stress(WD, "random", 4, false),
+        "ww/stress-random/wound-wait" => || stress(WW, "random", 4, false),
+        "ww/stress-one/wait-die" => || stress(WD, "one", 4, false),
+        "ww/stress-one/wound-wait" => || stress(WW, "one", 4, false),
+        "ww/stress-inject/wait-die" => || stress(WD, "inorder", 2, true),
+        "ww/stress-inject/wound-wait" => || stress(WW, "reorder", 2, true),
+        "ww/order/wait-die" => || wait_list_order(WD),
+        "ww/order/wound-wait" => || wait_list_order(WW),
+        "ww/wait-die/die-on-older-holder" => wd_die_on_older_holder,
+        "ww/wait-die/older-waiter-kills" => wd_older_waiter_kills,
+        "ww/wound-wait/wound-is-lazy" => ww_wound_is_lazy,
+        "ww/wound-wait/younger-waits" => ww_younger_waits,
+        "ww/stamp-wrap/wait-die" => || stamp_wrap(WD),
+        "ww/stamp-wrap/wound-wait" => || stamp_wrap(WW),
+        "ww/interruptible/wait-die" => || interruptible(WD),
+        "ww/interruptible/wound-wait" => || interruptible(WW),
+        "ww/inject/wait-die" => || injection(WD),
+        "ww/inject/wound-wait" => || injection(WW),
+        "ww/lock-all/wait-die" => || lock_all_sets(WD),
+        "ww/lock-all/wound-wait" => || lock_all_sets(WW),
+        "ww/trylock-ctx/wait-die" => || try_lock_ctx(WD),
+        "ww/trylock-ctx/wound-wait" => || try_lock_ctx(WW),
+        "ww/api/normal/wait-die" => || api_normal(WD),
+        "ww/api/normal/wound-wait" => || api_normal(WW),
+        "ww/api/lock-after-done" => lock_after_done,
+        "ww/api/done-twice" => done_twice,
+        "ww/api/fini-with-locks-held" => fini_with_locks_held,
+        "ww/api/diff-class" => diff_class,
+        "ww/api/two-contexts" => two_contexts,
+        "ww/api/unneeded-slow" => unneeded_slow,
+        "ww/api/self-deadlock/wait-die" => || self_deadlock(WD),
+        "ww/api/self-deadlock/wound-wait" => || self_deadlock(WW),
+        "ww/edeadlk/normal" => || edeadlk("normal", false),
+        "ww/edeadlk/normal-slow" => || edeadlk("normal", true),
+        "ww/edeadlk/no-unlock" => || edeadlk("no_unlock", false),
+        "ww/edeadlk/no-unlock-slow" => || edeadlk("no_unlock", true),
+        "ww/edeadlk/acquire-more" => || edeadlk("acquire_more", false),
+        "ww/edeadlk/acquire-more-slow" => || edeadlk("acquire_more", true),
+        "ww/edeadlk/acquire-wrong" => || edeadlk("acquire_wrong", false),
+        "ww/edeadlk/acquire-wrong-slow" => || edeadlk("acquire_wrong", true),
+        "ww/edeadlk/real-contention" => edeadlk_real_contention,
+        "ww/mix/context-block" => || mix("context", "block", true),
+        "ww/mix/context-try" => || mix("context", "try", false),
+        "ww/mix/context-context" => || mix("context", "context", false),
+        "ww/mix/try-block" => || mix("try", "block", true),
+        "ww/mix/try-try" => || mix("try", "try", false),
+        "ww/mix/try-context" => || mix("try", "context", true),
+        "ww/mix/block-block" => || mix("block", "block", true),
+        "ww/mix/block-try" => || mix("block", "try", false),
+        "ww/mix/block-context" => || mix("block", "context", true),
     ]
-}
-
-#[cfg(all(test, not(loom)))]
-mod tests {
-    /// Runs every case and lists the failures.
-    #[test]
-    fn all_ww_selftest_cases() {
-        let mut failed = Vec::new();
-        let cases = super::cases();
-        for case in &cases {
-            let out = crate::selftest::run_case(case);
-            if let Err(e) = out.result {
-                failed.push(format!("{}: {e}", case.name));
-            }
-        }
-        assert!(
-            failed.is_empty(),
-            "{} of {} ww cases failed:\n{}",
-            failed.len(),
-            cases.len(),
-            failed.join("\n")
-        );
-    }
 }
