@@ -141,9 +141,10 @@ struct Shared {
 /// A DMA engine of one device. Dropping it cancels queued jobs (their fences signal
 /// with `-ECANCELED`) and joins the worker.
 ///
-/// Locks: the queue's mutex (a leaf: seqno, queue, stop flag) and the history's (a
-/// leaf), both internal; [`submit`](Self::submit) takes reservation locks and releases
-/// them before it returns.
+/// Locks, all internal: the queue's mutex (seqnos, the queue, the stop flag), which
+/// [`submit`](Self::submit) takes inside the job's reservation locks so that queue
+/// order is seqno order, and the history's (a leaf). `submit` releases the reservation
+/// locks before it returns; the worker holds none of these while a job runs.
 #[must_use = "dropping an Engine cancels its queued jobs and stops its worker"]
 pub struct Engine {
     shared: Arc<Shared>,

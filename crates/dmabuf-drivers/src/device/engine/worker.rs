@@ -11,6 +11,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The worker thread's body: run queued jobs in order until the engine stops and the
+/// queue is empty (a stopping engine's jobs are cancelled, so that is soon).
 pub(super) fn worker(s: Arc<Shared>) {
     let cap = s.config.lockdep_capture.clone();
     let _capture = cap.as_ref().map(|c| c.install());
