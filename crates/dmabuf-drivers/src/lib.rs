@@ -7,6 +7,11 @@
 //! devices (`dmabuf-mem`) and the sync core (`dmabuf-sync`); nothing below imports it.
 //! See the repository's `ARCHITECTURE.md`.
 
+#![deny(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
+
 use dmabuf_core::buf;
 use dmabuf_sync::{error, fault, fence, interrupt, resv, sync_file, ww};
 

@@ -71,6 +71,10 @@ struct LiveMap {
 }
 
 /// The exporter; see the module docs.
+///
+/// Lock: `live` (the DMA mappings it made, by attachment and address) is a leaf mutex,
+/// held to record or forget a mapping and across the syncs of CPU access (which report
+/// to the buffer's tracker) — never while waiting on fences.
 pub struct SimpleExporter {
     mem: Arc<Memfd>,
     dynamic: bool,
@@ -104,21 +108,39 @@ impl SimpleExporter {
     }
 
     /// A static exporter of `pages` pages.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Memfd::create`]: `Invalid` for zero pages, `NoMem`, `Os`.
     pub fn new(pages: usize) -> Result<Arc<Self>> {
         Self::build(pages, false, false)
     }
 
     /// A dynamic exporter (implements pin/unpin).
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
     pub fn dynamic(pages: usize) -> Result<Arc<Self>> {
         Self::build(pages, true, false)
     }
 
     /// A static exporter that asks the core to cache the first mapping.
+    ///
+    /// # Errors
+    ///
+    /// As [`new`](Self::new).
     pub fn caching(pages: usize) -> Result<Arc<Self>> {
         Self::build(pages, false, true)
     }
 
-    /// Export a buffer over the whole memfd.
+    /// Export a buffer over the whole memfd (each call a new buffer over the same
+    /// memory). Takes no lock of the exporter.
+    ///
+    /// # Errors
+    ///
+    /// The core's export errors: `Os` when out of descriptors, injected
+    /// [`Export`](crate::fault::Site::Export) faults.
     pub fn export(self: &Arc<Self>) -> Result<DmaBuf> {
         crate::buf::export(ExportInfo::new("simple", self.mem.len(), self.clone()))
     }

@@ -49,11 +49,6 @@ impl Buddy {
         b
     }
 
-    /// Pages in the region.
-    pub fn total_pages(&self) -> usize {
-        self.pages
-    }
-
     /// Pages free now.
     pub fn free_pages(&self) -> usize {
         self.free_pages
@@ -93,7 +88,9 @@ impl Buddy {
     /// of adjacent free blocks long enough is carved (fragmentation never refuses a
     /// request that contiguous free space could serve).
     ///
-    /// Errors: `Invalid` for `n == 0`; `NoMem` exactly when no `n` contiguous pages are
+    /// # Errors
+    ///
+    /// `Invalid` for `n == 0`; `NoMem` exactly when no `n` contiguous pages are
     /// free (the allocator is then unchanged).
     pub fn alloc(&mut self, n: usize) -> Result<usize> {
         if n == 0 {
@@ -153,7 +150,9 @@ impl Buddy {
 
     /// Free the allocation that starts at page `start`.
     ///
-    /// Errors: `Invalid` if no live allocation starts there (double free or a wrong
+    /// # Errors
+    ///
+    /// `Invalid` if no live allocation starts there (double free or a wrong
     /// address); the allocator is unchanged.
     pub fn free(&mut self, start: usize) -> Result<()> {
         let n = self
@@ -170,6 +169,7 @@ impl Buddy {
     }
 
     /// Number of live allocations.
+    #[cfg(test)]
     pub fn live_count(&self) -> usize {
         self.live.len()
     }
@@ -205,6 +205,7 @@ impl Buddy {
     }
 
     /// Verify the invariants; `Err` names the first broken one.
+    #[cfg(test)]
     pub fn check(&self) -> std::result::Result<(), String> {
         let mut spans: Vec<(usize, usize, &str)> = Vec::new();
         let mut free_total = 0;

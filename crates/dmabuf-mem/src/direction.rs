@@ -17,7 +17,9 @@ impl Direction {
     /// `FromDevice` (the CPU reads what a device wrote), WRITE → `ToDevice`, both →
     /// `Bidirectional`.
     ///
-    /// Errors: `Invalid` when neither bit is set.
+    /// # Errors
+    ///
+    /// `Invalid` when neither bit is set.
     pub fn from_rw(read: bool, write: bool) -> dmabuf_sync::Result<Self> {
         match (read, write) {
             (true, true) => Ok(Direction::Bidirectional),

@@ -24,7 +24,9 @@ use crate::{Direction, Segment, SgTable};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// A device's DMA: its IOMMU and whether it snoops CPU caches (is coherent).
+/// A device's DMA: its IOMMU and whether it snoops CPU caches (is coherent). Made by
+/// [`Device::new`](crate::Device::new); takes no lock of its own (the IOMMU's is a
+/// leaf).
 #[derive(Debug)]
 pub struct Dma {
     id: u64,
@@ -36,7 +38,12 @@ pub struct Dma {
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
 
 /// A live DMA mapping of a list of segments for one device.
+///
+/// Must be handed back to [`Dma::unmap`] of the device that made it: it has no `Drop`,
+/// so dropping it leaves its IOVA range mapped (and, for a bounced mapping, loses the
+/// device's unsynced writes).
 #[derive(Debug)]
+#[must_use = "a DmaMap must be given back to Dma::unmap; dropping it leaks its IOVA range"]
 pub struct DmaMap {
     owner: u64,
     table: SgTable,
@@ -105,8 +112,10 @@ fn copy_segments(from: &[Segment], to: &[Segment]) -> Result<()> {
 impl Dma {
     /// DMA for a device named `device` addressing `0..=dma_mask`, coherent or not.
     ///
-    /// Errors: those of [`Iommu::new`].
-    pub fn new(device: &str, dma_mask: u64, coherent: bool) -> Result<Self> {
+    /// # Errors
+    ///
+    /// Those of [`Iommu::new`].
+    pub(crate) fn new(device: &str, dma_mask: u64, coherent: bool) -> Result<Self> {
         Ok(Dma {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             iommu: Iommu::new(device, dma_mask)?,
@@ -127,8 +136,13 @@ impl Dma {
     /// Map `segments` for `dir`; `label` names the buffer in fault reports. For a
     /// non-coherent device the device sees a bounce copy of the memory, made now.
     ///
-    /// Errors: `Invalid` for an empty list, `NoMem` when IOVA space or bounce memory
-    /// runs out (nothing is mapped then).
+    /// # Errors
+    ///
+    /// `Invalid` for an empty list; `NoMem` when IOVA space or bounce memory runs out;
+    /// `Os` when the bounce memfd cannot be made; injected faults of the sites on the
+    /// way ([`IommuMap`](crate::fault::Site::IommuMap),
+    /// [`MemfdCreate`](crate::fault::Site::MemfdCreate),
+    /// [`Mmap`](crate::fault::Site::Mmap)). Nothing is mapped on error.
     pub fn map(&self, segments: &[Segment], dir: Direction, label: &str) -> Result<DmaMap> {
         if segments.is_empty() {
             return Err(Error::Invalid("empty scatter-gather list"));
@@ -171,7 +185,9 @@ impl Dma {
     /// Give the buffer to the device after CPU writes: memory → bounce when the
     /// mapping lets the device read. A no-op for coherent devices.
     ///
-    /// Errors: `Invalid` for a mapping of another device.
+    /// # Errors
+    ///
+    /// `Invalid` for a mapping of another device; nothing is copied then.
     pub fn sync_for_device(&self, map: &DmaMap) -> Result<()> {
         self.check_owner(map)?;
         match &map.bounce {
@@ -183,7 +199,9 @@ impl Dma {
     /// Give the buffer to the CPU after device writes: bounce → memory when the mapping
     /// lets the device write. A no-op for coherent devices.
     ///
-    /// Errors: `Invalid` for a mapping of another device.
+    /// # Errors
+    ///
+    /// `Invalid` for a mapping of another device; nothing is copied then.
     pub fn sync_for_cpu(&self, map: &DmaMap) -> Result<()> {
         self.check_owner(map)?;
         match &map.bounce {
@@ -195,8 +213,10 @@ impl Dma {
     /// Unmap: device writes reach memory (as [`sync_for_cpu`](Self::sync_for_cpu)), then
     /// the IOVA range is released.
     ///
-    /// Errors: `Invalid` when `map` was not made by this device; the mapping is handed
-    /// back untouched, still live on the device that made it.
+    /// # Errors
+    ///
+    /// `Invalid` when `map` was not made by this device: the error comes with the
+    /// mapping, handed back untouched and still live on the device that made it.
     pub fn unmap(&self, map: DmaMap) -> std::result::Result<(), (Error, DmaMap)> {
         if map.owner != self.id {
             let e = Error::Invalid("unmap of a mapping this device did not make");

@@ -77,7 +77,14 @@ struct State {
     faults: Vec<Fault>,
 }
 
-/// A device's IOMMU.
+/// A device's IOMMU: its IOVA space, its live mappings and its fault record.
+///
+/// Mappings are normally made and removed through the device's
+/// [`Dma`](crate::dma::Dma), which bounces for non-coherent devices; [`map`](Self::map)
+/// and [`unmap`](Self::unmap) here are the raw IOMMU, with no bounce buffer. The
+/// device's side is [`read`](Self::read) and [`write`](Self::write) at device
+/// addresses, checked against the live mappings, and the fault record. Lock: one mutex over the state, a leaf held for one map, unmap, translation
+/// or fault record; device accesses copy memory after dropping it.
 pub struct Iommu {
     device: String,
     dma_mask: u64,
@@ -96,8 +103,10 @@ impl fmt::Debug for Iommu {
 impl Iommu {
     /// An IOMMU for `device` addressing `0..=dma_mask`.
     ///
-    /// Errors: `Invalid` when the mask covers less than two pages.
-    pub fn new(device: &str, dma_mask: u64) -> Result<Self> {
+    /// # Errors
+    ///
+    /// `Invalid` when the mask covers less than two pages.
+    pub(crate) fn new(device: &str, dma_mask: u64) -> Result<Self> {
         let p = page_size() as u64;
         let space = dma_mask.saturating_add(1).min(MAX_SPACE) / p;
         if space < 2 {
@@ -129,10 +138,14 @@ impl Iommu {
     }
 
     /// Map `segments` for `dir` as one contiguous IOVA range; `label` names the buffer in
-    /// fault reports. Returns the table with each entry's device address.
+    /// fault reports. Returns the table with each entry's device address; the range
+    /// stays mapped until [`unmap`](Self::unmap) is given the first entry's address
+    /// (dropping the table does not unmap it).
     ///
-    /// Errors: `Invalid` for an empty list; `NoMem` when the IOVA space has no room
-    /// (nothing is mapped then).
+    /// # Errors
+    ///
+    /// `Invalid` for an empty list; `NoMem` when the IOVA space has no room; an injected
+    /// [`IommuMap`](crate::fault::Site::IommuMap) fault. Nothing is mapped on error.
     pub fn map(&self, segments: &[Segment], dir: Direction, label: &str) -> Result<SgTable> {
         if segments.is_empty() {
             return Err(Error::Invalid("empty scatter-gather list"));
@@ -170,7 +183,9 @@ impl Iommu {
     /// Unmap the range that starts at `iova` (the first entry's address of a table this
     /// IOMMU returned).
     ///
-    /// Errors: `Invalid` if no mapping starts there; nothing changes.
+    /// # Errors
+    ///
+    /// `Invalid` if no mapping starts there; nothing changes.
     pub fn unmap(&self, iova: u64) -> Result<()> {
         let p = page_size() as u64;
         let mut st = self.state.lock();
@@ -244,8 +259,10 @@ impl Iommu {
 
     /// A device read of `buf.len()` bytes at `iova`.
     ///
-    /// Errors: `Fault` (recorded, see [`faults`](Self::faults)) when the range is not
-    /// inside one live mapping the device may read; `buf` is then untouched.
+    /// # Errors
+    ///
+    /// `Fault` (recorded, see [`faults`](Self::faults)) when the range is not inside one
+    /// live mapping the device may read; `buf` is then untouched.
     pub fn read(&self, iova: u64, buf: &mut [u8]) -> Result<()> {
         let pieces = self.translate(iova, buf.len(), false)?;
         let mut done = 0;
@@ -260,7 +277,9 @@ impl Iommu {
 
     /// A device write of `data` at `iova`.
     ///
-    /// Errors: as [`read`](Self::read) for a range the device may write; memory is then
+    /// # Errors
+    ///
+    /// As [`read`](Self::read), for a range the device may write; memory is then
     /// untouched.
     pub fn write(&self, iova: u64, data: &[u8]) -> Result<()> {
         let pieces = self.translate(iova, data.len(), true)?;

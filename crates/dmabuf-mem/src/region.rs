@@ -1,5 +1,6 @@
 //! A reserved contiguous region — the userspace stand-in for a CMA area — carved into
-//! physically contiguous blocks by the [`Buddy`] allocator.
+//! physically contiguous blocks by a buddy allocator (internal to this crate). The
+//! contiguous heap is its user; drivers reach it only through that heap.
 //!
 //! The region is one sealed memfd reserved up front. [`Region::alloc`] returns a
 //! [`Block`]: whole pages, contiguous, zero-filled; dropping the block returns its pages.
@@ -28,8 +29,8 @@ const CACHE_RUNS: usize = 16;
 
 /// A contiguous region and its allocator.
 ///
-/// Lock: `alloc` (the buddy and the cache of freed runs) is a leaf, held only to carve
-/// or return a run — never while zeroing.
+/// Lock: one mutex over the buddy allocator and the cache of freed runs, a leaf held
+/// only to carve or return a run — never while zeroing, never by a caller.
 pub struct Region {
     mem: Arc<Memfd>,
     alloc: Mutex<Carver>,
@@ -86,7 +87,9 @@ impl std::fmt::Debug for Region {
     }
 }
 
-/// A contiguous run of a region's pages, zero when allocated; freed on drop.
+/// A contiguous run of a region's pages, zero when allocated; zeroed and freed on drop
+/// (taking the region's lock briefly).
+#[must_use = "dropping a Block gives its pages back to the region at once"]
 pub struct Block {
     region: Arc<Region>,
     first: usize,
@@ -105,7 +108,10 @@ impl std::fmt::Debug for Block {
 impl Region {
     /// Reserve a region of `pages` pages.
     ///
-    /// Errors: those of [`Memfd::create`] (`Invalid` for zero pages).
+    /// # Errors
+    ///
+    /// Those of [`Memfd::create`] (`Invalid` for zero pages, `Os` when the memfd cannot
+    /// be made). Nothing is reserved on error.
     pub fn new(name: &str, pages: usize) -> Result<Arc<Self>> {
         Ok(Arc::new(Region {
             mem: Arc::new(Memfd::create(name, pages, false)?),
@@ -141,8 +147,11 @@ impl Region {
 
     /// Allocate `pages` contiguous zero-filled pages.
     ///
-    /// Errors: `Invalid` for zero pages; `NoMem` when no contiguous run that long is
-    /// free (the region is unchanged).
+    /// # Errors
+    ///
+    /// `Invalid` for zero pages; `NoMem` when no contiguous run that long is free; an
+    /// injected [`HeapAlloc`](crate::fault::Site::HeapAlloc) fault. The region is
+    /// unchanged on error.
     pub fn alloc(self: &Arc<Self>, pages: usize) -> Result<Block> {
         crate::fault::check(crate::fault::Site::HeapAlloc)?;
         let first = self.alloc.lock().alloc(pages)?;
@@ -199,12 +208,12 @@ impl Block {
 
     /// The block as one scatter-gather segment.
     pub fn segment(&self) -> Segment {
-        Segment::new(
-            self.region.mem.clone(),
-            self.first * page_size(),
-            self.len(),
-        )
-        .expect("a block lies inside its region")
+        // A block lies inside its region, whole pages: a valid segment by construction.
+        Segment {
+            mem: self.region.mem.clone(),
+            offset: self.first * page_size(),
+            len: self.len(),
+        }
     }
 
     /// The region it came from.
@@ -224,14 +233,6 @@ impl Drop for Block {
         let freed = self.region.alloc.lock().free(self.first, self.pages);
         debug_assert!(freed.is_ok(), "block freed twice");
     }
-}
-
-/// Reject a request of `pages` pages as the contiguous heap does before allocating.
-pub fn check_request(pages: usize) -> Result<()> {
-    if pages == 0 {
-        return Err(Error::Invalid("zero-length allocation"));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -276,8 +277,6 @@ mod tests {
         drop(a);
         drop(b);
         assert_eq!(r.largest_free(), 8);
-        assert!(matches!(check_request(0), Err(Error::Invalid(_))));
-        assert!(check_request(1).is_ok());
     }
 
     #[test]

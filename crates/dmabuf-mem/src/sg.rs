@@ -31,8 +31,10 @@ impl std::fmt::Debug for Segment {
 impl Segment {
     /// A segment of `mem`.
     ///
-    /// Errors: `Invalid` when offset or length is not page-aligned, the length is zero,
-    /// or the range leaves `mem`.
+    /// # Errors
+    ///
+    /// `Invalid` when offset or length is not page-aligned, the length is zero, or the
+    /// range leaves `mem`.
     pub fn new(mem: Arc<Memfd>, offset: usize, len: usize) -> Result<Self> {
         let p = page_size();
         if len == 0 || offset % p != 0 || len % p != 0 {

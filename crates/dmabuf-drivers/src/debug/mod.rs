@@ -1,4 +1,5 @@
-//! Debugging aids: the ownership tracker, and the live-object counts ([`live`]).
+//! Debugging aids: the ownership tracker ([`ownership`]), and the live-object counts
+//! ([`live`](mod@live)).
 
 pub mod live;
 pub mod ownership;

@@ -25,7 +25,7 @@
 //! names a tracker. From then on the dma-buf core reports begin/end CPU access, every
 //! mapping made and unmapped through an attachment (keyed by
 //! [`Attachment::mapping_key`](crate::buf::Attachment::mapping_key)) and the release;
-//! exporters report their DMA syncs ([`crate::buf::simple`] does); DMA engines
+//! exporters report their DMA syncs ([`crate::simple`] does); DMA engines
 //! ([`crate::device::engine`]) report job start and end per mapping; CPU reads and writes
 //! through [`CpuView`](crate::device::CpuView) are reported as CPU accesses.
 
@@ -114,6 +114,11 @@ struct BufState {
 }
 
 /// The tracker: shared by every buffer, device and mapping it watches.
+///
+/// Locks: two internal mutexes taken briefly by every method — the buffers' states,
+/// and nested inside it the reports (a leaf). The core calls it with or without a reservation lock held, and from
+/// engines' signalling sections, so it never calls back into the core, never blocks
+/// on anything else, and never refuses an operation.
 #[derive(Default)]
 pub struct Tracker {
     bufs: Mutex<HashMap<u64, BufState>>,

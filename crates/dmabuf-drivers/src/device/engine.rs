@@ -36,11 +36,13 @@
 //! the job's record carries it. Dropping the engine cancels what is queued
 //! (`-ECANCELED`): no fence it published is left unsignalled.
 
-use super::job::{Job, JobOp, JobRecord, Operand};
+mod worker;
+
+use super::job::{Job, JobOp, JobRecord};
 use super::Device;
 use crate::buf::must_not_hold_resv;
 use crate::error::{Error, Result};
-use crate::fence::{begin_signalling, ktime_now, Context, Fence, FenceOps};
+use crate::fence::{ktime_now, Context, Fence, FenceOps};
 use crate::interrupt::Interrupt;
 use crate::resv::{exec, Resv, Usage, RESERVATION_WW_CLASS};
 use crate::ww::AcquireCtx;
@@ -49,7 +51,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Bytes a job processes between two checks of its deadline.
 pub const CHUNK: usize = 64 * 1024;
@@ -136,7 +138,14 @@ struct Shared {
     failed: AtomicU64,
 }
 
-/// A DMA engine of one device. Dropping it cancels queued jobs and joins the worker.
+/// A DMA engine of one device. Dropping it cancels queued jobs (their fences signal
+/// with `-ECANCELED`) and joins the worker.
+///
+/// Locks, all internal: the queue's mutex (seqnos, the queue, the stop flag), which
+/// [`submit`](Self::submit) takes inside the job's reservation locks so that queue
+/// order is seqno order, and the history's (a leaf). `submit` releases the reservation
+/// locks before it returns; the worker holds none of these while a job runs.
+#[must_use = "dropping an Engine cancels its queued jobs and stops its worker"]
 pub struct Engine {
     shared: Arc<Shared>,
     worker: Option<JoinHandle<()>>,
@@ -152,7 +161,8 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-/// A submitted job: its fence and, once that has signalled, its record.
+/// A submitted job: its fence and, once that has signalled, its record. Dropping the
+/// handle does not cancel the job: it runs, and its fence signals, all the same.
 #[derive(Clone)]
 pub struct JobHandle {
     fence: Fence,
@@ -182,7 +192,9 @@ impl JobHandle {
     /// The fence as a sync-file descriptor, for explicit sync across threads or
     /// processes.
     ///
-    /// Errors: descriptor errors (`EMFILE`) as `Os`.
+    /// # Errors
+    ///
+    /// Descriptor errors (`EMFILE`, `ENFILE`) as `Os`.
     pub fn sync_file(&self) -> Result<crate::sync_file::SyncFile> {
         crate::sync_file::SyncFile::new(self.fence.clone())
     }
@@ -199,9 +211,12 @@ impl JobHandle {
     }
 
     /// Wait for the fence (no timeout: engine fences are bounded by job timeouts) and
-    /// return the record.
+    /// return the record. Blocks uninterruptibly; like any fence wait, not for a fence
+    /// signalling section.
     ///
-    /// Errors: the job's failure as an error (`TimedOut`, `Fault`, `Canceled`); `NoEntry`
+    /// # Errors
+    ///
+    /// The job's failure as an error (`TimedOut`, `Fault`, `Canceled`); `NoEntry`
     /// when the record fell out of the engine's history.
     #[track_caller]
     pub fn wait(&self) -> Result<JobRecord> {
@@ -219,15 +234,21 @@ impl JobHandle {
 impl Engine {
     /// An engine for `device` named `name`, with the default config.
     ///
-    /// Errors: `Os` when the worker thread cannot be started.
+    /// # Errors
+    ///
+    /// `Os` when the worker thread cannot be started (or an injected
+    /// [`Thread`](crate::fault::Site::Thread) fault).
     pub fn new(device: &Arc<Device>, name: &str) -> Result<Engine> {
         Self::with_config(device, name, EngineConfig::default())
     }
 
     /// An engine with `config`.
     ///
-    /// Errors: `Invalid` for a zero default timeout or a zero history; `Os` when the
-    /// worker thread cannot be started.
+    /// # Errors
+    ///
+    /// `Invalid` for a zero default timeout or a zero history; `Os` when the worker
+    /// thread cannot be started (or an injected [`Thread`](crate::fault::Site::Thread)
+    /// fault).
     pub fn with_config(device: &Arc<Device>, name: &str, config: EngineConfig) -> Result<Engine> {
         if config.default_timeout.is_zero() {
             return Err(Error::Invalid("engine default timeout is zero"));
@@ -255,7 +276,7 @@ impl Engine {
         crate::fault::hit(crate::fault::Site::Thread)?;
         let worker = std::thread::Builder::new()
             .name(format!("engine:{name}"))
-            .spawn(move || worker(s))?;
+            .spawn(move || worker::worker(s))?;
         Ok(Engine {
             shared,
             worker: Some(worker),
@@ -330,7 +351,9 @@ impl Engine {
     /// mapping is not checked here: the IOMMU enforces it at run time, as on hardware (a
     /// job that writes through a `ToDevice` mapping faults, `-EFAULT`).
     ///
-    /// Errors, with nothing published or queued: `Invalid` for an operand mapped for
+    /// # Errors
+    ///
+    /// With nothing published or queued: `Invalid` for an operand mapped for
     /// another device, a copy or invert whose lengths differ, a zero timeout, or when
     /// called holding a reservation lock (with a lockdep `Misuse` report) or inside
     /// another acquire context of the reservation class (reported too). Lock contention
@@ -424,187 +447,6 @@ impl Drop for Engine {
             }
         }
     }
-}
-
-fn worker(s: Arc<Shared>) {
-    let cap = s.config.lockdep_capture.clone();
-    let _capture = cap.as_ref().map(|c| c.install());
-    loop {
-        let q = {
-            let mut q = s.queue.lock();
-            loop {
-                if let Some(j) = q.jobs.pop_front() {
-                    break j;
-                }
-                if q.stopping {
-                    return;
-                }
-                s.cv.wait(&mut q);
-            }
-        };
-        let fence = q.fence.clone();
-        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&s, q)));
-        if ran.is_err() {
-            // A panic in the job path (e.g. a lockdep report under the panic policy)
-            // must not leave the fence unsignalled.
-            tracing::error!("engine {}: job {} panicked", s.name, fence.seqno());
-            let _ = fence.set_error(-ECANCELED);
-            if !fence.check_and_signal() {
-                s.completed.fetch_add(1, Ordering::AcqRel);
-                s.failed.fetch_add(1, Ordering::AcqRel);
-            }
-        }
-    }
-}
-
-/// Wait for the dependencies until `deadline`: 0, or the errno to fail with.
-fn wait_deps(s: &Shared, deps: &[Fence], deadline: Instant) -> i32 {
-    for d in deps {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match d.wait_timeout_interruptible(left, &s.stop) {
-            Ok(_) if d.error() != 0 => return -ECANCELED,
-            Ok(_) => {}
-            Err(Error::TimedOut) => return -ETIME,
-            Err(_) => return -ECANCELED,
-        }
-    }
-    0
-}
-
-/// Run one job and signal its fence.
-fn run(s: &Shared, q: Queued) {
-    let timeout = q.job.timeout.unwrap_or(s.config.default_timeout);
-    let deadline = Instant::now()
-        .checked_add(timeout)
-        .unwrap_or_else(|| Instant::now() + DEFAULT_TIMEOUT);
-    let mut status = wait_deps(s, &q.deps, deadline);
-    let mut started_ns = None;
-    let mut sum = None;
-    let mut fault = None;
-    {
-        let _section = begin_signalling();
-        if status == 0 {
-            started_ns = Some(ktime_now());
-            let ops = q.job.op.operands();
-            for (op, _) in &ops {
-                if let Some(t) = &op.tracker {
-                    t.job_started(op.ino, op.key);
-                }
-            }
-            match execute(s, &q.job, deadline) {
-                Ok(c) => sum = c,
-                Err(e) => {
-                    status = -e;
-                    if e == EFAULT {
-                        fault = s.device.dma().iommu().faults().pop();
-                    }
-                }
-            }
-            for (op, _) in &ops {
-                if let Some(t) = &op.tracker {
-                    t.job_ended(op.ino, op.key);
-                }
-            }
-        }
-        let ts = ktime_now();
-        let record = JobRecord {
-            engine: s.name.to_string(),
-            seqno: q.fence.seqno(),
-            kind: q.job.op.kind(),
-            bytes: if status == 0 { q.job.op.len() } else { 0 },
-            submitted_ns: q.submitted_ns,
-            started_ns,
-            signalled_ns: ts,
-            status,
-            checksum: sum,
-            fault,
-        };
-        if status != 0 {
-            // Cannot fail: errnos are in range and only this worker signals the fence.
-            let _ = q.fence.set_error(status);
-        }
-        {
-            let mut h = s.history.lock();
-            if h.len() == s.config.history {
-                h.pop_front();
-            }
-            h.push_back(record);
-        }
-        s.completed.fetch_add(1, Ordering::AcqRel);
-        if status != 0 {
-            s.failed.fetch_add(1, Ordering::AcqRel);
-        }
-        let _ = q.fence.signal_timestamp(ts);
-    }
-    // Dropping the job's operands and dependencies happens here, after the section.
-    drop(q);
-}
-
-/// Sleep `d` of simulated device time, in slices, unless the deadline passes or the
-/// engine stops: 0 or the errno.
-fn stall(s: &Shared, d: Duration, deadline: Instant) -> i32 {
-    let end = Instant::now() + d;
-    loop {
-        let now = Instant::now();
-        if now >= deadline {
-            return ETIME;
-        }
-        if s.stop.is_interrupted() {
-            return ECANCELED;
-        }
-        if now >= end {
-            return 0;
-        }
-        std::thread::sleep(
-            (end - now)
-                .min(deadline - now)
-                .min(Duration::from_millis(1)),
-        );
-    }
-}
-
-/// Run the operation chunk by chunk through the IOMMU; the checksum for a checksum job.
-/// Errors: the positive errno to fail with.
-fn execute(s: &Shared, job: &Job, deadline: Instant) -> std::result::Result<Option<u64>, i32> {
-    let io = s.device.dma().iommu();
-    let len = job.op.len();
-    let mut buf = vec![0u8; CHUNK.min(len)];
-    let mut sum = super::job::Checksum::new();
-    let at = |o: &Operand, off: usize| o.iova + off as u64;
-    let mut off = 0;
-    while off < len {
-        if Instant::now() >= deadline {
-            return Err(ETIME);
-        }
-        if s.stop.is_interrupted() {
-            return Err(ECANCELED);
-        }
-        if !job.stall.is_zero() {
-            match stall(s, job.stall, deadline) {
-                0 => {}
-                e => return Err(e),
-            }
-        }
-        let n = CHUNK.min(len - off);
-        let chunk = &mut buf[..n];
-        let r = match &job.op {
-            JobOp::Fill { dst, value } => {
-                chunk.fill(*value);
-                io.write(at(dst, off), chunk)
-            }
-            JobOp::Copy { src, dst } => io
-                .read(at(src, off), chunk)
-                .and_then(|_| io.write(at(dst, off), chunk)),
-            JobOp::Checksum { src } => io.read(at(src, off), chunk).map(|_| sum.update(chunk)),
-            JobOp::Invert { src, dst } => io.read(at(src, off), chunk).and_then(|_| {
-                chunk.iter_mut().for_each(|b| *b = !*b);
-                io.write(at(dst, off), chunk)
-            }),
-        };
-        r.map_err(|e| e.errno())?;
-        off += n;
-    }
-    Ok(matches!(job.op, JobOp::Checksum { .. }).then(|| sum.value()))
 }
 
 /// Whether `f` is a fence of an engine (driver "dmabuf-engine"), signalled or not: asks

@@ -114,7 +114,9 @@ impl Operand {
 
     /// Narrow to `len` bytes at `offset` into the mapping (not into a previous range).
     ///
-    /// Errors: `Invalid` for `len == 0` or a range that leaves the mapping; `Overflow`
+    /// # Errors
+    ///
+    /// `Invalid` for `len == 0` or a range that leaves the mapping; `Overflow`
     /// when `offset + len` wraps. The operand is unchanged (consumed and not returned).
     pub fn range(self, offset: usize, len: usize) -> Result<Self> {
         let end = offset
@@ -235,8 +237,9 @@ impl JobOp {
 
 /// A job to submit: an operation, explicit dependencies, and limits. Build it with the
 /// constructors and the chained options; [`Engine::submit`](super::engine::Engine::submit)
-/// checks it.
+/// checks it. The chained options take the job and return it changed.
 #[derive(Clone, Debug)]
+#[must_use = "a Job does nothing until it is submitted to an Engine"]
 pub struct Job {
     pub(super) op: JobOp,
     pub(super) deps: Vec<Fence>,
@@ -289,7 +292,9 @@ impl Job {
 
     /// Run only after the fence behind sync-file descriptor `fd` has signalled.
     ///
-    /// Errors: `Invalid` when `fd` is not a sync file; the job is dropped.
+    /// # Errors
+    ///
+    /// `Invalid` when `fd` is not a sync file; the job is dropped.
     pub fn after_sync_file(self, fd: rustix::fd::BorrowedFd<'_>) -> Result<Job> {
         let f = crate::sync_file::get_fence(fd)?;
         Ok(self.after(&f))

@@ -104,9 +104,13 @@ fn frame_value(i: usize) -> u8 {
 
 /// Run the pipeline.
 ///
-/// Must not hold a reservation lock. Errors: `Invalid` for zero frames or pages;
-/// allocation and mapping errors (`NoMem`, `Os`) — the run stops at the first (jobs
-/// already submitted complete, as engines signal every fence).
+/// Must not hold a reservation lock (the run takes them).
+///
+/// # Errors
+///
+/// `Invalid` for zero frames or pages; allocation, mapping and submission errors
+/// (`NoMem`, `Os`, ...) — the run stops at the first (jobs already submitted complete,
+/// as engines signal every fence).
 pub fn run(cfg: &PipelineConfig) -> Result<PipelineReport> {
     if cfg.frames == 0 || cfg.pages == 0 {
         return Err(Error::Invalid("pipeline of zero frames or pages"));

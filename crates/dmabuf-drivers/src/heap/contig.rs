@@ -30,27 +30,30 @@ impl std::fmt::Debug for ContigHeap {
 impl ContigHeap {
     /// A heap named `name` over a new region of `bytes` (rounded up to pages).
     ///
-    /// Errors: `Invalid` for zero bytes; region reservation errors as `Os`.
+    /// # Errors
+    ///
+    /// `Invalid` for zero bytes; `Os` when the region's memfd cannot be made or mapped.
     pub fn new(name: &str, bytes: usize) -> Result<Arc<Self>> {
         let pages = bytes.div_ceil(page_size());
         if pages == 0 {
             return Err(Error::Invalid("empty contiguous region"));
         }
-        Ok(Self::with_region(name, Region::new(name, pages)?))
-    }
-
-    /// A heap named `name` over an existing region (several heaps may share one, as the
-    /// kernel's default CMA area shows under two names).
-    pub fn with_region(name: &str, region: Arc<Region>) -> Arc<Self> {
-        Arc::new(ContigHeap {
+        Ok(Arc::new(ContigHeap {
             name: name.to_string(),
-            region,
-        })
+            region: Region::new(name, pages)?,
+        }))
     }
 
-    /// The region.
-    pub fn region(&self) -> &Arc<Region> {
-        &self.region
+    /// Pages of the region free now (freed blocks cached for reuse count as free).
+    /// Takes the region's lock briefly.
+    pub fn free_pages(&self) -> usize {
+        self.region.free_pages()
+    }
+
+    /// The longest contiguous run one allocation could get now, in pages. Takes the
+    /// region's lock briefly.
+    pub fn largest_free(&self) -> usize {
+        self.region.largest_free()
     }
 }
 
@@ -59,10 +62,12 @@ impl Heap for ContigHeap {
         &self.name
     }
 
-    /// One contiguous zero-filled block, exported by a [`HeapBuffer`] that maps shared
+    /// One contiguous zero-filled block, exported by the heaps' exporter, mapping shared
     /// only. The region's lock (the buddy's) is held only to carve or free.
     ///
-    /// Errors: `Invalid` as [`check_alloc`]; `NoMem` when no contiguous run that long is
+    /// # Errors
+    ///
+    /// `Invalid` as [`check_alloc`]; `NoMem` when no contiguous run that long is
     /// free (the region unchanged).
     fn allocate(&self, len: usize, flags: FileFlags, heap_flags: u64) -> Result<DmaBuf> {
         check_alloc(len, heap_flags)?;

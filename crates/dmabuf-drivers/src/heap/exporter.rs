@@ -72,7 +72,7 @@ struct HeapAttachment {
 }
 
 /// The exporter of one heap buffer; see the module docs.
-pub struct HeapBuffer {
+pub(crate) struct HeapBuffer {
     segs: Vec<Segment>,
     len: usize,
     rules: Rules,
@@ -104,30 +104,6 @@ impl HeapBuffer {
             attachments: Mutex::new(Vec::new()),
             begun: AtomicBool::new(false),
         })
-    }
-
-    /// The buffer's memory, in buffer order.
-    pub fn segments(&self) -> &[Segment] {
-        &self.segs
-    }
-
-    /// Length in bytes.
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    /// Whether the buffer is empty (never).
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// How many attachments are mapped now.
-    pub fn mapped_attachments(&self) -> usize {
-        self.attachments
-            .lock()
-            .iter()
-            .filter(|a| a.map.lock().is_some())
-            .count()
     }
 
     /// The segments covering bytes `off .. off+len` (both page-aligned, in range).
@@ -211,7 +187,9 @@ impl Exporter for HeapBuffer {
 
     /// DMA-maps the buffer for the attachment's device (reservation lock held).
     ///
-    /// Errors: `Busy` when the attachment is already mapped (one table per attachment);
+    /// # Errors
+    ///
+    /// `Busy` when the attachment is already mapped (one table per attachment);
     /// `Invalid` for an attachment this exporter did not see attach; the DMA API's
     /// `NoMem` (IOVA space or bounce memory exhausted). Nothing stays mapped on error.
     fn map(&self, _lock: &ResvGuard<'_>, att: &Attachment, dir: Direction) -> Result<SgTable> {
@@ -256,7 +234,9 @@ impl Exporter for HeapBuffer {
 
     /// Syncs every mapped attachment for the device.
     ///
-    /// Errors: `Invalid` for a udmabuf buffer never begun.
+    /// # Errors
+    ///
+    /// `Invalid` for a udmabuf buffer never begun.
     fn end_cpu_access(&self, _buf: &DmaBuf, _dir: Direction) -> Result<()> {
         if self.rules.begin_before_end && !self.begun.load(Ordering::Acquire) {
             return Err(Error::Invalid("end_cpu_access before begin_cpu_access"));
@@ -266,7 +246,9 @@ impl Exporter for HeapBuffer {
 
     /// The range's segments.
     ///
-    /// Errors: `Invalid` for a private mapping of a shared-only buffer.
+    /// # Errors
+    ///
+    /// `Invalid` for a private mapping of a shared-only buffer.
     fn mmap(
         &self,
         _buf: &DmaBuf,

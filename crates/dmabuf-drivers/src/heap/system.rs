@@ -4,8 +4,8 @@
 //!
 //! Freed buffers go back to the pool (zeroed there, touching only the pages that were
 //! written), so steady-state allocation costs no syscall beyond one `lseek` at free. A
-//! memfd reaches the pool only once nothing can reach it (see
-//! [`exporter`](super::exporter)), so no buffer ever shows another's data. Private
+//! memfd reaches the pool only once nothing can reach it (no clone of the buffer's
+//! table or vmap outlives the buffer), so no buffer ever shows another's data. Private
 //! mappings are allowed, as in the kernel.
 
 use super::exporter::{Backing, HeapBuffer, Rules};
@@ -17,7 +17,7 @@ use rustix::io::Errno;
 use std::sync::Arc;
 
 /// Chunk orders, largest first (pages = 2^order).
-pub const ORDERS: [u32; 3] = [8, 4, 0];
+pub(crate) const ORDERS: [u32; 3] = [8, 4, 0];
 
 /// Options of a [`SystemHeap`].
 #[derive(Clone, Copy, Debug)]
@@ -56,8 +56,10 @@ impl std::fmt::Debug for SystemHeap {
 
 /// `len` bytes of `mem` as segments of the largest chunk sizes that fit, in order.
 ///
-/// Errors: `Invalid` when `len` is zero, not whole pages, or longer than `mem`.
-pub fn chunk_segments(mem: &Arc<Memfd>, len: usize) -> Result<Vec<Segment>> {
+/// # Errors
+///
+/// `Invalid` when `len` is zero, not whole pages, or longer than `mem`.
+pub(crate) fn chunk_segments(mem: &Arc<Memfd>, len: usize) -> Result<Vec<Segment>> {
     let p = page_size();
     if len == 0 || len % p != 0 || len > mem.len() {
         return Err(Error::Invalid(
@@ -105,9 +107,12 @@ impl Heap for SystemHeap {
         &self.name
     }
 
-    /// A pooled (or new) memfd, exported by a [`HeapBuffer`]; private mappings allowed.
+    /// A pooled (or new) memfd, exported by the heaps' exporter; private mappings
+    /// allowed. The pool's lock is held only to take a memfd out.
     ///
-    /// Errors: `Invalid` as [`check_alloc`]; `NoMem` when the memory cannot be had
+    /// # Errors
+    ///
+    /// `Invalid` as [`check_alloc`]; `NoMem` when the memory cannot be had
     /// (including sizes no file or address space can hold); descriptor exhaustion
     /// (`EMFILE`, `ENFILE`) as `Os`. The pool is unchanged on error.
     fn allocate(&self, len: usize, flags: FileFlags, heap_flags: u64) -> Result<DmaBuf> {

@@ -10,6 +10,7 @@ use crate::device::Device;
 use dmabuf_mem::memfd::page_size;
 use rustix::fd::AsFd;
 use rustix::fs::{MemfdFlags, SealFlags};
+use std::sync::Arc;
 
 const MIB: usize = 1 << 20;
 
@@ -381,13 +382,13 @@ fn contig_is_contiguous_shared_only_and_fails_cleanly() {
     assert_eq!(sg.table().total_len(), 5 * p);
     drop(sg);
     drop(att);
-    let free = h.region().free_pages();
+    let free = h.free_pages();
     assert_eq!(free, 11);
     assert_eq!(errno(f.alloc(&AllocData::new(12 * p as u64))), 12, "ENOMEM");
     assert_eq!(errno(h.allocate(0, FileFlags::RDWR, 0)), 22);
     assert_eq!(errno(h.allocate(p + 1, FileFlags::RDWR, 0)), 22);
     assert_eq!(errno(h.allocate(p, FileFlags::RDWR, 1)), 22);
-    assert_eq!(h.region().free_pages(), free, "nothing carved by failures");
+    assert_eq!(h.free_pages(), free, "nothing carved by failures");
     assert_eq!(
         errno(a.mmap_with(0, 1, false, false)),
         22,
@@ -396,9 +397,9 @@ fn contig_is_contiguous_shared_only_and_fails_cleanly() {
     let m = a.mmap(0, 5, true).unwrap();
     m.mapping().fill(0, 5 * p, 0xEE).unwrap();
     drop(a);
-    assert_eq!(h.region().free_pages(), free, "mapped: not released");
+    assert_eq!(h.free_pages(), free, "mapped: not released");
     drop(m);
-    assert_eq!(h.region().free_pages(), 16);
+    assert_eq!(h.free_pages(), 16);
     let b = h.allocate(16 * p, FileFlags::RDWR, 0).unwrap();
     let v = b.vmap_unlocked().unwrap();
     let mut data = vec![1u8; 16 * p];
@@ -418,12 +419,12 @@ fn contig_fragmentation_is_served_by_any_long_enough_run() {
         .map(|_| h.allocate(p, FileFlags::RDWR, 0).unwrap())
         .collect();
     let kept: Vec<DmaBuf> = bufs.into_iter().step_by(4).collect();
-    assert_eq!(h.region().free_pages(), 12);
+    assert_eq!(h.free_pages(), 12);
     assert!(h.allocate(3 * p, FileFlags::RDWR, 0).is_ok());
     assert_eq!(errno(h.allocate(4 * p, FileFlags::RDWR, 0)), 12);
-    assert_eq!(h.region().free_pages(), 12);
+    assert_eq!(h.free_pages(), 12);
     drop(kept);
-    assert_eq!(h.region().largest_free(), 16);
+    assert_eq!(h.largest_free(), 16);
 }
 
 #[test]

@@ -1,4 +1,4 @@
-//! udmabuf (`/dev/udmabuf`): a caller's memfd ranges as a buffer. [`collect`] checks
+//! udmabuf (`/dev/udmabuf`): a caller's memfd ranges as a buffer. Creation checks
 //! udmabuf's rules — page-aligned ranges, a size limit, a list limit, shmem (or
 //! hugetlbfs) files only, sealed against shrinking and not against writing — in the
 //! kernel's order, with its errnos; [`create`] and [`create_list`] (`UDMABUF_CREATE`,
@@ -40,13 +40,10 @@ pub struct Item<'a> {
 /// Validate `items` with `flags` as `UDMABUF_CREATE_LIST` does, and return the memory as
 /// segments (each memfd duplicated and mapped; the caller's fds are not consumed).
 ///
-/// Errors, in the kernel's order: `Invalid` for flags other than [`FLAG_CLOEXEC`], more
-/// than [`LIST_LIMIT`] items, an unaligned offset or size, a total above [`SIZE_LIMIT`],
-/// or a zero total; then per item `BadFdState` (EBADFD) when the file is not shmem or
-/// hugetlbfs, `Invalid` when it is not sealed against shrinking or is sealed against
-/// writing, `Invalid` when the range passes the end of the file. Nothing is created on
-/// error.
-pub fn collect(items: &[Item<'_>], flags: u32) -> Result<Vec<Segment>> {
+/// # Errors
+///
+/// Those listed at [`create_list`]; nothing is created on error.
+pub(crate) fn collect(items: &[Item<'_>], flags: u32) -> Result<Vec<Segment>> {
     if flags & !FLAG_CLOEXEC != 0 {
         return Err(Error::Invalid("unknown udmabuf flags"));
     }
@@ -84,7 +81,9 @@ pub fn collect(items: &[Item<'_>], flags: u32) -> Result<Vec<Segment>> {
 /// `UDMABUF_CREATE`: the range `offset .. offset+size` of `memfd` as a buffer — the
 /// one-item list of [`create_list`].
 ///
-/// Errors: those of [`collect`]; nothing is created on error.
+/// # Errors
+///
+/// Those of [`create_list`]; nothing is created on error.
 pub fn create(memfd: BorrowedFd<'_>, offset: u64, size: u64, flags: u32) -> Result<DmaBuf> {
     create_list(
         &[Item {
@@ -97,9 +96,18 @@ pub fn create(memfd: BorrowedFd<'_>, offset: u64, size: u64, flags: u32) -> Resu
 }
 
 /// `UDMABUF_CREATE_LIST`: `items`, in order, as one buffer. [`FLAG_CLOEXEC`] concerns
-/// only the kernel's fd and is accepted. No lock is held.
+/// only the kernel's fd and is accepted. The caller need hold no lock; none is taken
+/// but the export's own.
 ///
-/// Errors: those of [`collect`]; nothing is created on error.
+/// # Errors
+///
+/// In the kernel's order: `Invalid` for flags other than [`FLAG_CLOEXEC`], more than
+/// [`LIST_LIMIT`] items, an unaligned offset or size, a total above [`SIZE_LIMIT`], or a
+/// zero total; then per item `BadFdState` (EBADFD) when the file is not shmem or
+/// hugetlbfs, `Invalid` when it is not sealed against shrinking or is sealed against
+/// writing, `Invalid` when the range passes the end of the file, `Os` when the fd
+/// cannot be duplicated or mapped; then the export's errors. Nothing is created on
+/// error.
 pub fn create_list(items: &[Item<'_>], flags: u32) -> Result<DmaBuf> {
     let segs = collect(items, flags)?;
     let len = segs.iter().map(|s| s.len).sum();

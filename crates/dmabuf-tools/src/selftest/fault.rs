@@ -214,21 +214,21 @@ fn contig_heap_alloc() -> R {
             let r = HeapRegistry::new();
             s(r.add(heap.clone()))?;
             let keep = s(alloc(&r, "fault-contig", 4))?;
-            let (free, largest) = (heap.region().free_pages(), heap.region().largest_free());
+            let (free, largest) = (heap.free_pages(), heap.largest_free());
             fail_nth(site, 0, e);
             failed_with(alloc(&r, "fault-contig", 8), e, site, "alloc")?;
             ensure(
-                heap.region().free_pages() == free && heap.region().largest_free() == largest,
+                heap.free_pages() == free && heap.largest_free() == largest,
                 &format!(
                     "region: {} free, largest {}; had {free}, {largest}",
-                    heap.region().free_pages(),
-                    heap.region().largest_free()
+                    heap.free_pages(),
+                    heap.largest_free()
                 ),
             )?;
             let b = s(alloc(&r, "fault-contig", 8))?;
             ensure(b.size() == 8 * page_size(), "a later alloc works")?;
             drop((b, keep));
-            ensure(heap.region().free_pages() == 16, "every page back")
+            ensure(heap.free_pages() == 16, "every page back")
         })?;
     }
     Ok(())

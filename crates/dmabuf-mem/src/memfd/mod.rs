@@ -1,0 +1,166 @@
+//! Shareable memory for the system heap: sealed memfds, mapped once, recycled through a
+//! pool that never hands out another buffer's data.
+//!
+//! A [`Memfd`] is an anonymous shared-memory file of a fixed number of pages, sealed
+//! against growing and shrinking (so every mapping of it stays valid), with one shared
+//! read-write mapping of our own through which the library (and simulated devices) read
+//! and write. The fd can be handed to other processes and mapped there.
+//!
+//! [`MemfdPool`] keeps freed memfds by size. Before one goes back to the pool it is made
+//! zero again, cheaply: `SEEK_DATA`/`SEEK_HOLE` find the pages that were ever written
+//! (never-touched pages of a memfd are holes and read as zero), and only those are
+//! cleared — with a `memset`, which keeps them resident, so a reused buffer does not
+//! page-fault again. A buffer nobody touched costs one `lseek` to recycle.
+//!
+//! Our mapping is shared memory that other mappings may write at any time, so it is never
+//! exposed as a Rust slice: reads and writes copy through raw pointers
+//! ([`Mapping::read_at`], [`Mapping::write_at`], [`Mapping::fill`]).
+//!
+//! The pieces: [`Mapping`] (`mapping.rs`), [`Memfd`] (here), [`MemfdPool`] (`pool.rs`).
+
+mod mapping;
+mod pool;
+
+pub use mapping::Mapping;
+pub use pool::MemfdPool;
+
+use crate::error::{Error, Result};
+use crate::fault::{self, Site};
+use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
+use rustix::fs::{MemfdFlags, SealFlags, SeekFrom};
+
+/// The system page size.
+pub fn page_size() -> usize {
+    rustix::param::page_size()
+}
+
+/// `len` rounded up to whole pages, or `None` when that wraps.
+pub fn round_to_pages(len: u64) -> Option<u64> {
+    let p = page_size() as u64;
+    len.checked_add(p - 1).map(|l| l / p * p)
+}
+/// A sealed memfd of a fixed number of pages, with our own shared mapping of it.
+///
+/// Closed (and unmapped) on drop. No lock: the size never changes (sealed), and the
+/// memory is reached through [`map`](Self::map).
+#[must_use = "dropping a Memfd closes it and unmaps its memory"]
+pub struct Memfd {
+    fd: OwnedFd,
+    pages: usize,
+    map: Mapping,
+}
+
+impl std::fmt::Debug for Memfd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Memfd").field("pages", &self.pages).finish()
+    }
+}
+
+impl Memfd {
+    /// A zero-filled memfd of `pages` pages named `name`, sealed against resizing, mapped.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` for zero pages; `NoMem` when the size overflows; `Os` for the OS's
+    /// refusals (`EMFILE`, `ENOMEM`, `EFBIG`, ...); an injected
+    /// [`Site::MemfdCreate`] or [`Site::Mmap`] fault. Nothing stays open on error.
+    pub fn create(name: &str, pages: usize, populate: bool) -> Result<Self> {
+        if pages == 0 {
+            return Err(Error::Invalid("zero-page memfd"));
+        }
+        let len = pages.checked_mul(page_size()).ok_or(Error::NoMem)?;
+        fault::hit(Site::MemfdCreate)?;
+        let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
+        rustix::fs::ftruncate(&fd, len as u64)?;
+        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW)?;
+        let map = Mapping::new(fd.as_fd(), len, populate)?;
+        Ok(Memfd { fd, pages, map })
+    }
+
+    /// Wrap an existing shared-memory file (e.g. a caller's memfd): map all of it.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` for an empty file or one whose size is not whole pages; `NoMem` for a
+    /// size beyond the address space; `Os` for `fstat`/`mmap` errors (`EACCES` for an
+    /// fd not open read-write). `fd` is closed on error.
+    pub fn from_fd(fd: OwnedFd) -> Result<Self> {
+        let size = rustix::fs::fstat(&fd)?.st_size as u64;
+        let p = page_size() as u64;
+        if size == 0 || size % p != 0 {
+            return Err(Error::Invalid("file size is not whole pages"));
+        }
+        let len = usize::try_from(size).map_err(|_| Error::NoMem)?;
+        let map = Mapping::new(fd.as_fd(), len, false)?;
+        Ok(Memfd {
+            fd,
+            pages: len / page_size(),
+            map,
+        })
+    }
+
+    /// Size in pages.
+    pub fn pages(&self) -> usize {
+        self.pages
+    }
+
+    /// Size in bytes.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether the memfd is empty (never).
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The file descriptor (map it, or send it to another process).
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+
+    /// Our mapping of the whole file.
+    pub fn map(&self) -> &Mapping {
+        &self.map
+    }
+
+    /// The byte ranges that hold data (were ever written), by `SEEK_DATA`/`SEEK_HOLE`,
+    /// as `(offset, len)` in file order.
+    ///
+    /// # Errors
+    ///
+    /// `Os` for an `lseek` error other than "no more data" (`ENXIO`).
+    pub fn data_ranges(&self) -> Result<Vec<(usize, usize)>> {
+        let mut out = Vec::new();
+        let len = self.len() as u64;
+        let mut off = 0u64;
+        while off < len {
+            let data = match rustix::fs::seek(&self.fd, SeekFrom::Data(off)) {
+                Ok(d) => d,
+                Err(rustix::io::Errno::NXIO) => break,
+                Err(e) => return Err(e.into()),
+            };
+            let hole = rustix::fs::seek(&self.fd, SeekFrom::Hole(data))?.min(len);
+            out.push((data as usize, (hole - data) as usize));
+            off = hole;
+        }
+        Ok(out)
+    }
+
+    /// Make every byte zero again, touching only pages that hold data. Only call it when
+    /// nobody else writes the memory, or the result is not all zeros.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`data_ranges`](Self::data_ranges); the memory may then be partly
+    /// cleared.
+    pub fn zero(&self) -> Result<()> {
+        for (off, len) in self.data_ranges()? {
+            self.map.fill(off, len, 0)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
