@@ -281,7 +281,7 @@ impl Entry {
     fn advance_to(&self, v: u64) {
         let newer = |t: u64| (v.wrapping_sub(t).wrapping_sub(1) < u64::MAX / 2).then_some(v);
         let _ = self.target.fetch_update(SeqCst, SeqCst, newer);
-        let me = crate::ww::sync::thread_id();
+        let me = crate::shim::thread_id();
         if self.advancing.load(SeqCst) == me {
             return;
         }

@@ -131,15 +131,15 @@ use std::marker::PhantomData;
 use std::ops::{Deref, DerefMut};
 
 pub(crate) mod slot;
-pub(crate) mod sync;
 
 #[cfg(all(test, loom))]
 mod loom_tests;
 #[cfg(all(test, not(loom)))]
 mod tests;
 
+use crate::shim::lockdep as ld;
+use crate::shim::{self, current, thread_id, AtomicU64, Mutex, Ordering, Thread};
 pub use slot::younger;
-use sync::{current, thread_id, AtomicU64, Mutex, Ordering, Thread};
 
 /// Which algorithm resolves contention between acquire contexts of a class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -269,25 +269,6 @@ impl WwClass {
 
     fn is_wait_die(&self) -> bool {
         self.algorithm == WwAlgorithm::WaitDie
-    }
-}
-
-/// Lockdep calls; none under loom, whose threads all share one OS thread.
-mod ld {
-    #[cfg(not(loom))]
-    pub(super) use lockdep::{acquire, acquire_pseudo, enabled, release, report};
-
-    #[cfg(loom)]
-    pub(super) fn acquire(_: &'static lockdep::LockClass, _: usize, _: lockdep::Acquire) {}
-    #[cfg(loom)]
-    pub(super) fn acquire_pseudo(_: &'static lockdep::LockClass, _: usize, _: lockdep::Acquire) {}
-    #[cfg(loom)]
-    pub(super) fn release(_: &'static lockdep::LockClass, _: usize) {}
-    #[cfg(loom)]
-    pub(super) fn report(_: lockdep::ReportKind, _: &[&'static lockdep::LockClass], _: &str) {}
-    #[cfg(loom)]
-    pub(super) fn enabled() -> bool {
-        false
     }
 }
 
@@ -1134,7 +1115,7 @@ impl<T: ?Sized> WwMutex<T> {
                 self.state.fetch_or(HANDOFF, Ordering::SeqCst);
             }
             drop(w);
-            sync::park_until(intr.and_then(Interrupt::deadline));
+            shim::park_until(intr.and_then(Interrupt::deadline));
             woken = true;
             w = self.waiters.lock();
         };
