@@ -15,7 +15,7 @@
 //!
 //! | name | normally | under loom |
 //! |---|---|---|
-//! | `Atomic*`, [`fence`], [`Ordering`] | `std::sync::atomic` | `loom::sync::atomic` |
+//! | `Atomic*`, `fence`, [`Ordering`] | `std::sync::atomic` | `loom::sync::atomic` |
 //! | [`Arc`] | `std::sync::Arc` | `loom::sync::Arc` |
 //! | [`Mutex`] | `parking_lot::Mutex` | a wrapper of `loom::sync::Mutex` with the same infallible `lock()` |
 //! | [`tls!`](tls) | `std::thread_local!` (const-initialised) | `loom::thread_local!` |

@@ -10,7 +10,7 @@
 //! (`-EDEADLK`) and must *back off*: drop every lock of the context, wait for the
 //! contended lock with [`WwMutex::lock_slow`], then take the rest again. Locking a mutex
 //! the context already holds gives [`Error::Already`] (`-EALREADY`), which doubles as
-//! duplicate detection. [`lock_all`] implements the whole loop.
+//! duplicate detection. [`lock_all`](fn@lock_all) implements the whole loop.
 //!
 //! ```
 //! use dmabuf_sync::ww::{lock_all, AcquireCtx, WwClass, WwMutex};
@@ -55,8 +55,8 @@
 //!
 //! The kernel hangs in the last three rows (lockdep, when on, reports them first).
 //! EINVAL, not EDEADLK: in this API `Deadlock` means "back off and `lock_slow` the
-//! contended mutex", and backing off cannot resolve a wait for oneself ([`lock_all`]
-//! would `lock_slow` the same mutex); the refusal is a misuse, like the other debug
+//! contended mutex", and backing off cannot resolve a wait for oneself
+//! ([`lock_all`](fn@lock_all) would `lock_slow` the same mutex); the refusal is a misuse, like the other debug
 //! checks below, and has the errno the lockdep-on path (`must_not_hold_resv` of the
 //! buffer layer, this module's own check) already returned. With lockdep on, the
 //! context-less relock is also reported as recursive locking, the others as `Misuse`.
@@ -106,10 +106,11 @@
 
 //! # DOC: where the code is
 //!
-//! `class` ([`WwClass`], [`WwAlgorithm`], stamps), `context` ([`AcquireCtx`], its debug
-//! checks, deadlock injection), `mutex` ([`WwMutex`], the state word, the lock, unlock,
-//! contended and hand-off paths, [`WwGuard`]), `lock_all` ([`lock_all`]), `slot` (the
-//! part of a context other threads see). The loom/std switch is [`crate::shim`].
+//! `class` ([`WwClass`], [`WwAlgorithm`], stamps), `context` ([`AcquireCtx`], its
+//! debug checks, deadlock injection), `mutex` ([`WwMutex`], the state word, the lock,
+//! unlock, contended and hand-off paths, [`WwGuard`]), `lock_all`
+//! ([`lock_all`](fn@lock_all)), `slot` (the part of a context other threads see). The
+//! loom/std switch is the crate's `shim`.
 
 use crate::error::Error;
 use crate::shim::lockdep as ld;
