@@ -36,6 +36,10 @@
 //! What is deliberately *not* switched: counters that need no model (class stamp
 //! counters, the deadlock-injection switch, id allocators) stay plain `std` atomics, so
 //! that they can live in `static`s; their users name `std::sync::atomic` directly.
+//! What stays at the sites, as `cfg(loom)`: *model tuning*, not primitives — the ww
+//! mutex skips its optimistic spin and does not model interrupts, the context slot table
+//! is a small per-model one (`ww::slot`), the RCU writer flips and sleeps after one poll
+//! instead of many, and fence annotations skip lockdep.
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{
