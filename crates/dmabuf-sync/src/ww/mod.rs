@@ -89,7 +89,7 @@
 //! A report follows lockdep's policy ([`lockdep::set_on_report`]): by default it
 //! panics, with `LOCKDEP=print` or `collect` it is printed or kept and the call returns
 //! its refusal. Every report is made where a panic leaves the mutex and the context as
-//! they were (a refused lock changes nothing). With lockdep off nothing is reported and
+//! they were (a refused lock changes nothing; `fini` has ended the context). With lockdep off nothing is reported and
 //! only the refusal remains. The `# Panics` sections below mean exactly this.
 //!
 //! Optional deadlock injection ([`AcquireCtx::with_deadlock_injection`],
@@ -103,7 +103,7 @@
 //! mutexes taken in it, so taking many mutexes of one class is not recursion. A
 //! context-less lock is a plain write lock (so AA on it is reported before it would
 //! hang); `try_lock` is a trylock.
-
+//!
 //! # DOC: where the code is
 //!
 //! `class` ([`WwClass`], [`WwAlgorithm`], stamps), `context` ([`AcquireCtx`], its
