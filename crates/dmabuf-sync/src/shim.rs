@@ -95,7 +95,7 @@ impl<T> Mutex<T> {
 /// Declares one thread-local: `std`'s (const-initialised, so an access is a plain TLS
 /// read with no lazy-init check), or loom's under loom (one per model thread).
 ///
-/// ```ignore
+/// ```text
 /// shim::tls! {
 ///     /// Docs.
 ///     static DEPTH: Cell<u32> = Cell::new(0);
