@@ -13,6 +13,7 @@ pub mod fault;
 pub mod fence;
 pub mod interrupt;
 pub mod resv;
+pub(crate) mod shim;
 pub mod sync_file;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

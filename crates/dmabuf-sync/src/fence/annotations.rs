@@ -26,7 +26,7 @@
 //! the kernel does (mmap lock → acquire context → reservation lock → …): the resv layer
 //! primes that one.
 
-use super::sync::fence_thread_local;
+use crate::shim;
 use lockdep::LockClass;
 use std::cell::Cell;
 use std::marker::PhantomData;
@@ -44,7 +44,7 @@ pub static FS_RECLAIM: LockClass = LockClass::new("fs_reclaim");
 /// Pseudo-lock for mmu-notifier invalidation in the primed chain.
 pub static MMU_NOTIFIER: LockClass = LockClass::new("mmu_notifier_invalidate_range_start");
 
-fence_thread_local! {
+shim::tls! {
     /// Depth of signalling sections on this thread (0 = outside).
     static SECTION_DEPTH: Cell<u32> = Cell::new(0);
 }

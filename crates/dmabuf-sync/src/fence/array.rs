@@ -12,9 +12,9 @@
 
 use super::defer;
 use super::object::{Container, Fence, FenceOps, ENABLE_SIGNAL};
-use super::sync::AtomicUsize;
 use super::Context;
 use crate::error::{Error, Result};
+use crate::shim::AtomicUsize;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed};
 
 /// The ops (and state) of an array fence; reach it with [`Fence::as_array`].

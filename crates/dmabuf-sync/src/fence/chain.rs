@@ -16,9 +16,9 @@
 
 use super::defer;
 use super::object::{Container, Fence, FenceOps};
-use super::sync::Mutex;
 use super::{seqno_is_later, Context};
 use crate::error::{Error, Result};
+use crate::shim::Mutex;
 
 /// The ops (and state) of a chain node; reach it with [`Fence::as_chain`].
 pub struct FenceChain {

@@ -8,21 +8,21 @@
 //! thread has finished and released its lock ([`drain`]). Work queued while the list is
 //! being drained is appended and run by the same loop, so depth stays constant.
 
-use super::sync::fence_thread_local;
+use crate::shim;
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 
 type Work = Box<dyn FnOnce()>;
 
-fence_thread_local! {
+shim::tls! {
     /// Nesting depth of callback runs on this thread.
     static DEPTH: Cell<u32> = Cell::new(0);
 }
-fence_thread_local! {
+shim::tls! {
     /// Whether a drain loop is active on this thread.
     static DRAINING: Cell<bool> = Cell::new(false);
 }
-fence_thread_local! {
+shim::tls! {
     static QUEUE: RefCell<VecDeque<Work>> = RefCell::new(VecDeque::new());
 }
 

@@ -22,7 +22,6 @@ mod defer;
 pub(crate) mod live;
 mod object;
 mod rc;
-pub(crate) mod sync;
 pub mod timeline;
 pub mod unwrap;
 mod wait;
@@ -227,7 +226,7 @@ pub fn unsignalled_releases() -> u64 {
     UNSIGNALLED_RELEASES.load(Ordering::Relaxed)
 }
 
-sync::fence_thread_local! {
+crate::shim::tls! {
     /// [`unsignalled_releases`] of this thread alone (for tests that run beside others).
     static LOCAL_UNSIGNALLED_RELEASES: std::cell::Cell<u64> = std::cell::Cell::new(0);
 }

@@ -42,9 +42,9 @@
 use super::annotations;
 use super::defer;
 use super::rc::{Block, Rc};
-use super::sync::{fence_thread_local, futex_wake_all, AtomicI32, AtomicU32, AtomicU64, Mutex};
 use super::{ktime_now, Context, Status};
 use crate::error::{Error, Result};
+use crate::shim::{self, futex_wake_all, AtomicI32, AtomicU32, AtomicU64, Mutex};
 use std::cell::RefCell;
 use std::fmt;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
@@ -86,7 +86,7 @@ pub const SIGNALED_TIMELINE: &str = "signaled-timeline";
 /// the fence's spinlock, where nothing may sleep.
 pub const CALLBACK_SECTION: &str = "dma_fence callback";
 
-fence_thread_local! {
+shim::tls! {
     /// Addresses of the fences whose callbacks this thread is running, innermost last.
     static RUNNING: RefCell<Vec<usize>> = RefCell::new(Vec::new());
 }

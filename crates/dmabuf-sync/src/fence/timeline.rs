@@ -12,9 +12,9 @@
 //! being signalled, so points still signal in order and nothing waits for itself.
 
 use super::object::{Container, Fence, FenceOps};
-use super::sync::{AtomicU32, Mutex};
 use super::{seqno_is_later, Context};
 use crate::error::{Error, Result};
+use crate::shim::{AtomicU32, Mutex};
 use std::sync::atomic::Ordering::{Acquire, Release};
 use std::sync::Arc;
 
@@ -24,7 +24,7 @@ struct Inner {
     /// The counter, readable without a lock for the points' `signaled` peek.
     value: AtomicU32,
     signal_lock: Mutex<()>,
-    /// The [thread id](crate::ww::sync::thread_id) holding `signal_lock`, 0 for none.
+    /// The [thread id](crate::shim::thread_id) holding `signal_lock`, 0 for none.
     signaller: AtomicU32,
     /// Work asked for by a point's callback on the signalling thread, for its loop.
     deferred: Mutex<Deferred>,
@@ -156,7 +156,7 @@ impl Timeline {
     /// meanwhile; on the thread already doing so (a point's callback), only record it.
     fn signalling(&self, first: Work) {
         let tl = &self.inner;
-        let me = crate::ww::sync::thread_id();
+        let me = crate::shim::thread_id();
         if tl.signaller.load(Acquire) == me {
             let mut d = tl.deferred.lock();
             match first {

@@ -20,9 +20,9 @@
 
 use super::annotations::might_wait;
 use super::object::{Fence, WakerId, HAS_WAITERS, SIGNALED};
-use super::sync::{futex_wait, futex_wake_all, AtomicU32};
 use crate::error::{Error, Result};
 use crate::interrupt::Interrupt;
+use crate::shim::{futex_wait, futex_wake_all, AtomicU32};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::{Acquire, Release};

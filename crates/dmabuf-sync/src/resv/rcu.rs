@@ -32,14 +32,7 @@
 //! store-buffering outcome); under loom, which models `SeqCst` accesses only as
 //! acquire/release, both sides add an explicit `SeqCst` fence, which loom does model.
 
-#[cfg(loom)]
-use loom::sync::atomic::{fence, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
-#[cfg(loom)]
-use loom::sync::Arc;
-#[cfg(not(loom))]
-use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
-#[cfg(not(loom))]
-use std::sync::Arc;
+use crate::shim::{self, Arc, AtomicBool, AtomicPtr, AtomicU32, AtomicUsize};
 
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
@@ -132,7 +125,7 @@ impl<T> RcuCell<T> {
     fn leave(&self, e: usize) {
         let c = &self.readers[e & 1].0;
         if c.fetch_sub(1, SeqCst) == WAITING | 1 {
-            crate::fence::sync::futex_wake_all(c);
+            shim::futex_wake_all(c);
         }
     }
 
@@ -212,8 +205,7 @@ impl<T> RcuCell<T> {
             spins += 1;
             if spins < SPIN_BEFORE_SLEEP {
                 std::hint::spin_loop();
-                #[cfg(loom)]
-                loom::thread::yield_now();
+                shim::model_yield();
                 continue;
             }
             let v = c.fetch_or(WAITING, SeqCst) | WAITING;
@@ -221,7 +213,7 @@ impl<T> RcuCell<T> {
                 break;
             }
             // Returns at once if a reader left meanwhile; else the last one wakes us.
-            crate::fence::sync::futex_wait(c, v, None);
+            shim::futex_wait(c, v, None);
         }
         if c.load(SeqCst) & WAITING != 0 {
             c.fetch_and(!WAITING, SeqCst);
@@ -239,8 +231,7 @@ impl<T> RcuCell<T> {
         let mut spins = 0u32;
         while self.readers[0].0.load(SeqCst) != 0 || self.readers[1].0.load(SeqCst) != 0 {
             spins += 1;
-            #[cfg(loom)]
-            loom::thread::yield_now();
+            shim::model_yield();
             if spins >= FLIP_AFTER {
                 // Readers keep overlapping: flip the epoch so that new ones count
                 // elsewhere, and wait only for those announced under the old epoch.
@@ -559,8 +550,7 @@ impl<E> RcuSlots<E> {
 /// only, so under loom the handshake gets an explicit `SeqCst` fence, which loom models.
 #[inline(always)]
 fn sc_fence() {
-    #[cfg(loom)]
-    fence(SeqCst);
+    shim::loom_seqcst_fence();
 }
 
 impl<T> Drop for RcuCell<T> {

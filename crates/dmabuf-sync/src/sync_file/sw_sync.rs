@@ -265,7 +265,7 @@ struct Entry {
     seen: Mutex<u64>,
     /// The newest token value asked for (never moves backwards).
     target: AtomicU64,
-    /// The [thread id](crate::ww::sync::thread_id) advancing the local timeline (holding
+    /// The [thread id](crate::shim::thread_id) advancing the local timeline (holding
     /// `seen`), 0 for none: an increment from a point's callback on that thread only
     /// raises `target`, and the loop running there carries it out.
     advancing: AtomicU32,
@@ -281,7 +281,7 @@ impl Entry {
     fn advance_to(&self, v: u64) {
         let newer = |t: u64| (v.wrapping_sub(t).wrapping_sub(1) < u64::MAX / 2).then_some(v);
         let _ = self.target.fetch_update(SeqCst, SeqCst, newer);
-        let me = crate::ww::sync::thread_id();
+        let me = crate::shim::thread_id();
         if self.advancing.load(SeqCst) == me {
             return;
         }

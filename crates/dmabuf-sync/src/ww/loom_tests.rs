@@ -1,7 +1,7 @@
 //! Loom models of the wound/wait state machine: the same code as in production, with
-//! `ww::sync` mapped to loom. Run with
+//! `crate::shim` mapped to loom. Run with
 //! `LOOM_MAX_PREEMPTIONS=2 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom \
-//!  cargo test -p dmabuf --release --lib loom`.
+//!  cargo test -p dmabuf-sync --release --lib loom`.
 //!
 //! Loom fails a model on a deadlock (every thread parked: a lost wake-up), on a panic
 //! (an assertion below), and on leaked loom objects.

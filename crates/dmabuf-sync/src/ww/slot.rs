@@ -18,7 +18,7 @@
 //! Slots are cached per thread (bound to that thread) so that starting a context costs
 //! no global lock; a thread's cache returns to the global free list when it exits.
 
-use super::sync::{current, thread_id, AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, Thread};
+use crate::shim::{current, thread_id, AtomicBool, AtomicU32, AtomicU64, Mutex, Ordering, Thread};
 
 /// The shared record of one acquire context. One cache line each: every context writes
 /// its own record when it starts, and records of contexts on different threads must not
@@ -176,7 +176,7 @@ mod table {
 mod table {
     //! Under loom: a small table per model execution, no thread-local cache.
     use super::CtxSlot;
-    use crate::ww::sync::Mutex;
+    use crate::shim::Mutex;
 
     const MAX: usize = 8;
 

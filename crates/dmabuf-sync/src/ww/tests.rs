@@ -1,6 +1,8 @@
 //! Direct unit tests of the ww API (the scenarios live in `selftest.rs`).
 
+use super::mutex::HANDOFF;
 use super::*;
+use crate::shim::Ordering;
 use std::sync::atomic::{AtomicUsize, Ordering as O};
 use std::thread;
 
