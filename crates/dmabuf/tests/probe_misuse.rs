@@ -433,8 +433,8 @@ fn map_after_detach_and_wrong_attachment_unmap() {
         let keep = a1.attachment();
         a1.detach().map_err(|(e, _)| e).unwrap();
         assert!(keep.is_detached());
-        let g = b.resv().lock_no_ctx().unwrap();
-        let r = keep.map(&g, Direction::ToDevice);
+        let mut g = b.resv().lock_no_ctx().unwrap();
+        let r = b.locked(&mut g).unwrap().map(&keep, Direction::ToDevice);
         assert!(r.is_err(), "map after detach: {r:?}");
         drop(g);
         drop(r);
@@ -486,16 +486,17 @@ fn vmap_imbalance() {
     probe("vmap imbalance", || {
         let b = buf();
         let other = buf();
-        let g = b.resv().lock_no_ctx().unwrap();
-        let v1 = b.vmap(&g).unwrap();
-        let v2 = b.vmap(&g).unwrap();
+        let mut g = b.resv().lock_no_ctx().unwrap();
+        let v = b.locked(&mut g).unwrap();
+        let v1 = v.vmap().unwrap();
+        let v2 = v.vmap().unwrap();
         assert_eq!(b.vmap_count(), 2);
-        b.vunmap(&g, v1).unwrap();
-        b.vunmap(&g, v2).unwrap();
+        v.vunmap(v1).unwrap();
+        v.vunmap(v2).unwrap();
         assert_eq!(b.vmap_count(), 0);
-        let og = other.resv().lock_no_ctx().unwrap();
-        let ov = other.vmap(&og).unwrap();
-        errno("vunmap another buffer's map", EINVAL, b.vunmap(&g, ov));
+        let mut og = other.resv().lock_no_ctx().unwrap();
+        let ov = other.locked(&mut og).unwrap().vmap().unwrap();
+        errno("vunmap another buffer's map", EINVAL, v.vunmap(ov));
         drop(og);
         drop(g);
     });
@@ -863,25 +864,31 @@ fn pin_unpin_imbalance_and_wrong_lock() {
         let d = dev();
         let a = b.dynamic_attach(&d, Some(Arc::new(Imp))).unwrap();
         let att = a.attachment();
-        let g = b.resv().lock_no_ctx().unwrap();
-        errno("unpin without pin", EINVAL, att.unpin(&g));
-        let og = other.resv().lock_no_ctx().unwrap();
-        errno("pin with the wrong lock", EINVAL, att.pin(&og));
+        let mut g = b.resv().lock_no_ctx().unwrap();
+        let v = b.locked(&mut g).unwrap();
+        errno("unpin without pin", EINVAL, v.unpin(&att));
+        let mut og = other.resv().lock_no_ctx().unwrap();
+        // The wrong lock makes no locked view of the buffer (so no pin, map,
+        // move_notify or attachment list through it)...
+        errno(
+            "locked view with the wrong lock",
+            EINVAL,
+            b.locked(&mut og).map(drop),
+        );
+        // ...and the other buffer's view refuses this buffer's attachment.
+        let ov = other.locked(&mut og).unwrap();
+        errno("pin with the wrong lock", EINVAL, ov.pin(&att));
+        errno("unpin with the wrong lock", EINVAL, ov.unpin(&att));
         errno(
             "map with the wrong lock",
             EINVAL,
-            att.map(&og, Direction::ToDevice).map(drop),
+            ov.map(&att, Direction::ToDevice).map(drop),
         );
-        errno("move_notify wrong lock", EINVAL, b.move_notify(&og));
-        errno(
-            "attachments wrong lock",
-            EINVAL,
-            b.attachments(&og).map(drop),
-        );
+        assert!(ov.attachments().is_empty(), "the other buffer lists none");
         drop(og);
-        att.pin(&g).unwrap();
-        att.unpin(&g).unwrap();
-        errno("second unpin", EINVAL, att.unpin(&g));
+        v.pin(&att).unwrap();
+        v.unpin(&att).unwrap();
+        errno("second unpin", EINVAL, v.unpin(&att));
         drop(g);
         a.detach().map_err(|(e, _)| e).unwrap();
     });
@@ -1072,8 +1079,8 @@ fn attach_guard_dropped_under_its_own_lock() {
             drop(a);
         }
         assert!(dmabuf::buf::wait_deferred_detaches(Duration::from_secs(5)));
-        let g = b.resv().lock_no_ctx().unwrap();
-        assert!(b.attachments(&g).unwrap().is_empty());
+        let mut g = b.resv().lock_no_ctx().unwrap();
+        assert!(b.locked(&mut g).unwrap().attachments().is_empty());
     });
 }
 
@@ -1087,8 +1094,8 @@ fn attach_guard_dropped_with_live_mapping() {
         drop(a);
         drop(m);
         assert!(dmabuf::buf::wait_deferred_detaches(Duration::from_secs(5)));
-        let g = b.resv().lock_no_ctx().unwrap();
-        assert!(b.attachments(&g).unwrap().is_empty());
+        let mut g = b.resv().lock_no_ctx().unwrap();
+        assert!(b.locked(&mut g).unwrap().attachments().is_empty());
     });
 }
 
@@ -1132,8 +1139,8 @@ fn move_notify_importer_relocks() {
         let d = dev();
         let a = b.dynamic_attach(&d, Some(Arc::new(Imp(tx)))).unwrap();
         {
-            let g = b.resv().lock_no_ctx().unwrap();
-            b.move_notify(&g).unwrap();
+            let mut g = b.resv().lock_no_ctx().unwrap();
+            b.locked(&mut g).unwrap().move_notify();
         }
         assert_eq!(
             rx.recv_timeout(Duration::from_secs(5)).unwrap(),

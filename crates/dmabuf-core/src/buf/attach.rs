@@ -417,8 +417,11 @@ impl Attachment {
         })
     }
 
+    /// Whether the attachment may be mapped or pinned now. `lock` is its buffer's guard
+    /// (checked once, when the [`LockedBuf`](super::LockedBuf) was made).
+    #[inline]
     fn check(&self, lock: &ResvGuard<'_>) -> Result<()> {
-        self.inner.buf.check_lock(lock)?;
+        debug_assert!(self.inner.buf.check_lock(lock).is_ok());
         if self.is_detached() {
             return Err(Error::Invalid("attachment is detached"));
         }
@@ -485,11 +488,9 @@ impl Attachment {
         }
     }
 
-    /// Pin the memory in place (`dma_buf_pin`): dynamic importers only, lock held.
-    ///
-    /// Errors: `Invalid` for a static importer, a detached attachment, or another
-    /// buffer's lock; the exporter's errors.
-    pub fn pin(&self, lock: &ResvGuard<'_>) -> Result<()> {
+    /// pin proper ([`LockedBuf::pin`](super::LockedBuf::pin)); `lock` is this
+    /// attachment's buffer's guard (checked by the caller).
+    pub(super) fn pin_locked(&self, lock: &ResvGuard<'_>) -> Result<()> {
         self.check(lock)?;
         self.settle(lock);
         if !self.is_dynamic() {
@@ -503,10 +504,9 @@ impl Attachment {
         Ok(())
     }
 
-    /// Undo one [`pin`](Self::pin) (`dma_buf_unpin`).
-    ///
-    /// Errors: `Invalid` as for pin, or when not pinned; nothing changes.
-    pub fn unpin(&self, lock: &ResvGuard<'_>) -> Result<()> {
+    /// unpin proper ([`LockedBuf::unpin`](super::LockedBuf::unpin)); `lock` as for
+    /// [`pin_locked`](Self::pin_locked).
+    pub(super) fn unpin_locked(&self, lock: &ResvGuard<'_>) -> Result<()> {
         self.check(lock)?;
         self.settle(lock);
         if !self.is_dynamic() {
@@ -526,17 +526,10 @@ impl Attachment {
         Ok(())
     }
 
-    /// Map for the device in `dir` (`dma_buf_map_attachment`), reservation lock held.
-    /// A cached mapping is returned when its direction covers `dir`. A dynamic exporter
-    /// is pinned for a static importer first; a static importer waits (no timeout) for the
-    /// KERNEL fences — moves and clears — before it gets the table; a dynamic importer
-    /// must wait itself. A new mapping is reported to the buffer's ownership tracker, if
-    /// any (a cached one once, when it is made).
-    ///
-    /// Errors: `Invalid` for another buffer's lock or a detached attachment; `Busy` when
-    /// a cached mapping's direction does not cover `dir`; the exporter's errors (nothing
-    /// stays mapped or pinned then).
-    pub fn map(&self, lock: &ResvGuard<'_>, dir: Direction) -> Result<SgMapping> {
+    /// map proper ([`LockedBuf::map`](super::LockedBuf::map)); `lock` is this
+    /// attachment's buffer's guard (checked by the caller).
+    #[inline]
+    pub(super) fn map_locked(&self, lock: &ResvGuard<'_>, dir: Direction) -> Result<SgMapping> {
         self.check(lock)?;
         self.settle(lock);
         if self.inner.has_cache.load(Ordering::Acquire) {
@@ -594,18 +587,11 @@ impl Attachment {
         }
     }
 
-    /// Unmap `m` (`dma_buf_unmap_attachment`), reservation lock held: the unmap is
-    /// reported to the buffer's ownership tracker, if any; then the exporter's unmap,
-    /// then unpin if the map pinned. Unmapping a cached mapping does nothing (it is
-    /// unmapped, and reported, at detach).
-    ///
-    /// Errors: `Invalid` for another buffer's lock or a mapping of another attachment;
-    /// the mapping is handed back then.
-    ///
-    /// The unmap of the last mapping of an attachment whose guard was dropped completes
-    /// its detach: unlisted and the cached mapping unmapped here, the exporter's detach
-    /// on a helper thread (it must run unlocked, and the caller holds the lock).
-    pub fn unmap(
+    /// unmap proper ([`LockedBuf::unmap`](super::LockedBuf::unmap)); `lock` is this
+    /// attachment's buffer's guard (checked by the caller). A detach this unmap completed
+    /// has its exporter's detach run on a helper thread (the caller holds the lock).
+    #[inline]
+    pub(super) fn unmap_locked(
         &self,
         lock: &ResvGuard<'_>,
         m: SgMapping,
@@ -616,16 +602,14 @@ impl Attachment {
         Ok(())
     }
 
-    /// [`unmap`](Self::unmap), handing back a detach this unmap completed (the exporter's
-    /// detach still to run, unlocked).
+    /// [`unmap_locked`](Self::unmap_locked), handing back a detach this unmap completed
+    /// (the exporter's detach still to run, unlocked).
     fn unmap_inner(
         &self,
         lock: &ResvGuard<'_>,
         mut m: SgMapping,
     ) -> std::result::Result<Option<Attachment>, (Error, SgMapping)> {
-        if let Err(e) = self.inner.buf.check_lock(lock) {
-            return Err((e, m));
-        }
+        debug_assert!(self.inner.buf.check_lock(lock).is_ok());
         if !Attachment::ptr_eq(&m.att, self) {
             return Err((Error::Invalid("mapping of another attachment"), m));
         }
@@ -635,17 +619,18 @@ impl Attachment {
         Ok(self.complete_if_pending(lock))
     }
 
-    /// [`map`](Self::map) taking the lock itself (`dma_buf_map_attachment_unlocked`).
+    /// [`LockedBuf::map`](super::LockedBuf::map) taking the lock itself
+    /// (`dma_buf_map_attachment_unlocked`).
     ///
     /// Must not hold a reservation lock.
     #[track_caller]
     pub fn map_unlocked(&self, dir: Direction) -> Result<SgMapping> {
         must_not_hold_resv("dma_buf_map_attachment_unlocked")?;
         let g = self.inner.buf.resv().lock_no_ctx()?;
-        self.map(&g, dir)
+        self.map_locked(&g, dir)
     }
 
-    /// [`unmap`](Self::unmap) taking the lock itself
+    /// [`LockedBuf::unmap`](super::LockedBuf::unmap) taking the lock itself
     /// (`dma_buf_unmap_attachment_unlocked`). Dropping the mapping does the same.
     ///
     /// Must not hold a reservation lock.
@@ -891,7 +876,8 @@ impl Drop for AttachGuard {
 }
 
 /// A mapping of an attachment: the device's scatter-gather table. Unmapped (taking the
-/// reservation lock) when dropped, or explicitly with [`Attachment::unmap`].
+/// reservation lock) when dropped, or explicitly with
+/// [`LockedBuf::unmap`](super::LockedBuf::unmap).
 ///
 /// Dropping it while the thread holds a reservation lock (this buffer's or another's, as
 /// lockdep sees it) is a convention violation: it is reported once (lockdep `Misuse`)

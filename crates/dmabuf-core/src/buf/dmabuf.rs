@@ -402,21 +402,16 @@ impl DmaBuf {
         }
     }
 
-    /// The attachments, in attach order.
-    ///
-    /// Errors: `Invalid` when `lock` is not this buffer's reservation guard.
-    pub fn attachments(&self, lock: &ResvGuard<'_>) -> Result<Vec<Attachment>> {
-        self.check_lock(lock)?;
+    /// The attachments, in attach order. `lock` is this buffer's guard (checked by the
+    /// caller: [`LockedBuf::attachments`](super::LockedBuf::attachments)).
+    pub(super) fn attachments_locked(&self, lock: &ResvGuard<'_>) -> Vec<Attachment> {
         self.settle_owed(lock);
-        Ok(self.inner.locked.lock().attachments.clone())
+        self.inner.locked.lock().attachments.clone()
     }
 
-    /// Tell every dynamic importer that the memory is moving (`dma_buf_move_notify`);
-    /// the exporter calls it with the reservation lock held.
-    ///
-    /// Errors: `Invalid` when `lock` is not this buffer's reservation guard.
-    pub fn move_notify(&self, lock: &ResvGuard<'_>) -> Result<()> {
-        self.check_lock(lock)?;
+    /// Tell every dynamic importer that the memory is moving; `lock` is this buffer's
+    /// guard (checked by the caller: [`LockedBuf::move_notify`](super::LockedBuf::move_notify)).
+    pub(super) fn move_notify_locked(&self, lock: &ResvGuard<'_>) {
         self.settle_owed(lock);
         let atts = self.inner.locked.lock().attachments.clone();
         for a in atts {
@@ -424,7 +419,6 @@ impl DmaBuf {
                 imp.move_notify(lock, &a);
             }
         }
-        Ok(())
     }
 
     /// Prepare CPU access in `dir` (`dma_buf_begin_cpu_access`): the exporter's hook,
@@ -506,13 +500,9 @@ impl DmaBuf {
         }
     }
 
-    /// A CPU mapping of the whole buffer, reference-counted (`dma_buf_vmap`): the first
-    /// caller gets it from the exporter, later callers share it.
-    ///
-    /// Errors: `Invalid` when `lock` is not this buffer's guard or the exporter has no
-    /// vmap; the exporter's errors.
-    pub fn vmap(&self, lock: &ResvGuard<'_>) -> Result<VMap> {
-        self.check_lock(lock)?;
+    /// vmap proper ([`LockedBuf::vmap`](super::LockedBuf::vmap)); `lock` is this
+    /// buffer's guard (checked by the caller).
+    pub(super) fn vmap_locked(&self, lock: &ResvGuard<'_>) -> Result<VMap> {
         self.settle_owed(lock);
         if !self.inner.caps.vmap {
             return Err(Error::Invalid("exporter has no vmap"));
@@ -537,25 +527,16 @@ impl DmaBuf {
         })
     }
 
-    /// How many vmap references are live ([`vmap`](Self::vmap) less
-    /// [`vunmap`](Self::vunmap)); 0 when the buffer is not vmapped. A snapshot: takes
+    /// How many vmap references are live ([`LockedBuf::vmap`](super::LockedBuf::vmap)
+    /// less [`LockedBuf::vunmap`](super::LockedBuf::vunmap)); 0 when the buffer is not vmapped. A snapshot: takes
     /// only the buffer's inner state lock, not the reservation lock.
     pub fn vmap_count(&self) -> usize {
         self.inner.locked.lock().vmap_count
     }
 
-    /// Drop one vmap reference (`dma_buf_vunmap`); the last calls the exporter.
-    ///
-    /// Errors: `Invalid` when `lock` is not this buffer's guard, nothing is mapped, or
-    /// `map` is not the current mapping (the kernel's fatal checks); nothing changes.
-    pub fn vunmap(&self, lock: &ResvGuard<'_>, map: VMap) -> Result<()> {
-        self.check_lock(lock)?;
-        self.settle_owed(lock);
-        self.vunmap_locked(lock, map)
-    }
-
-    /// vunmap proper; `lock` checked by the caller.
-    fn vunmap_locked(&self, lock: &ResvGuard<'_>, map: VMap) -> Result<()> {
+    /// vunmap proper, after settling ([`LockedBuf::vunmap`](super::LockedBuf::vunmap));
+    /// `lock` is this buffer's guard (checked by the caller).
+    pub(super) fn vunmap_locked(&self, lock: &ResvGuard<'_>, map: VMap) -> Result<()> {
         let mut l = self.inner.locked.lock();
         match &l.vmap {
             Some(v) if Arc::ptr_eq(v, &map.segs) && l.vmap_count > 0 => {}
@@ -570,7 +551,7 @@ impl DmaBuf {
         Ok(())
     }
 
-    /// [`vmap`](Self::vmap) taking the lock itself; the mapping is dropped (vunmapped,
+    /// [`LockedBuf::vmap`](super::LockedBuf::vmap) taking the lock itself; the mapping is dropped (vunmapped,
     /// locking again) with the returned guard.
     ///
     /// Must not hold a reservation lock.
@@ -578,7 +559,7 @@ impl DmaBuf {
     pub fn vmap_unlocked(&self) -> Result<VMapGuard> {
         must_not_hold_resv("dma_buf_vmap_unlocked")?;
         let g = self.inner.resv.lock_no_ctx()?;
-        let map = self.vmap(&g)?;
+        let map = self.vmap_locked(&g)?;
         Ok(VMapGuard {
             buf: self.clone(),
             map: Some(map),
@@ -830,8 +811,8 @@ pub fn live_buffer_count() -> usize {
         .count()
 }
 
-/// A CPU mapping of a whole buffer ([`DmaBuf::vmap`]). Reads and writes copy; CPU access
-/// still needs begin/end CPU access for coherency.
+/// A CPU mapping of a whole buffer ([`LockedBuf::vmap`](super::LockedBuf::vmap)). Reads
+/// and writes copy; CPU access still needs begin/end CPU access for coherency.
 #[derive(Clone)]
 pub struct VMap {
     segs: Arc<Vec<Segment>>,
@@ -962,7 +943,8 @@ impl Drop for VMapGuard {
             }
             match self.buf.resv().lock_no_ctx() {
                 Ok(g) => {
-                    let _ = self.buf.vunmap(&g, m);
+                    self.buf.settle_owed(&g);
+                    let _ = self.buf.vunmap_locked(&g, m);
                 }
                 // This thread holds the buffer's lock and lockdep is off (else the
                 // branch above ran): defer, as above, rather than wait forever.
