@@ -32,17 +32,27 @@
 
 mod attach;
 pub mod bufinfo;
+mod cpu_access;
 mod dmabuf;
+mod implicit_sync;
 mod locked;
+mod map;
+mod mmap;
 pub mod ops;
 mod tracker;
+mod vmap;
 
-pub use attach::{wait_deferred_detaches, AttachGuard, Attachment, SgMapping};
+pub use attach::{wait_deferred_detaches, AttachGuard, Attachment};
+pub use cpu_access::CpuAccess;
 pub use dmabuf::{
-    export, live_buffer_count, live_buffers, must_not_hold_resv, sync_flags, CpuAccess, DmaBuf,
-    ExportInfo, FileFlags, UserMapping, VMap, VMapGuard, Whence, NAME_MAX,
+    export, live_buffer_count, live_buffers, must_not_hold_resv, DmaBuf, ExportInfo, FileFlags,
+    Whence, NAME_MAX,
 };
 pub use dmabuf_mem::{sg, Direction, Segment, SgTable};
+pub use implicit_sync::sync_flags;
 pub use locked::LockedBuf;
+pub use map::SgMapping;
+pub use mmap::UserMapping;
 pub use ops::{Caps, Exporter, Importer};
 pub use tracker::AccessTracker;
+pub use vmap::{VMap, VMapGuard};
