@@ -1350,7 +1350,7 @@ fn heap_page_round_wrap_and_readonly_mmap() {
             13,
             b.mmap(0, 1, true).map(drop),
         );
-        b.mmap(0, 1, false).unwrap();
+        drop(b.mmap(0, 1, false).unwrap());
         if h.get("contig").is_some() {
             errno(
                 "contig huge",

@@ -80,9 +80,13 @@ impl std::fmt::Debug for Attachment {
 impl DmaBuf {
     /// Attach `dev` as a static importer (`dma_buf_attach`).
     ///
-    /// Must not hold a reservation lock. Errors: those of
-    /// [`dynamic_attach`](Self::dynamic_attach).
+    /// Must not hold a reservation lock.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`dynamic_attach`](Self::dynamic_attach).
     #[track_caller]
+    #[must_use = "the attachment is detached when the returned guard drops"]
     pub fn attach(&self, dev: &Arc<Device>) -> Result<AttachGuard> {
         self.dynamic_attach(dev, None)
     }
@@ -92,10 +96,14 @@ impl DmaBuf {
     /// being dynamic — the buffer is pinned (dynamic exporter) and mapped BIDIRECTIONAL
     /// under the lock and the mapping cached; then the attachment is listed.
     ///
-    /// Must not hold a reservation lock. Errors: `Invalid` (and a lockdep report) when
-    /// called holding one; the exporter's attach, pin and map errors (e.g. `Busy`), with
-    /// everything undone.
+    /// Must not hold a reservation lock.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` (and a lockdep report) when called holding a reservation lock; the
+    /// exporter's attach, pin and map errors (e.g. `Busy`), with everything undone.
     #[track_caller]
+    #[must_use = "the attachment is detached when the returned guard drops"]
     pub fn dynamic_attach(
         &self,
         dev: &Arc<Device>,
@@ -161,7 +169,7 @@ impl Attachment {
     }
 
     /// The importer's callbacks, for a dynamic attachment.
-    pub fn importer(&self) -> Option<&Arc<dyn Importer>> {
+    pub(crate) fn importer(&self) -> Option<&Arc<dyn Importer>> {
         self.inner.importer.as_ref()
     }
 
@@ -175,7 +183,9 @@ impl Attachment {
         self.inner.peer2peer
     }
 
-    /// The exporter's private data for this attachment (`attach->priv`).
+    /// The exporter's private data for this attachment (`attach->priv`), behind the
+    /// attachment's own mutex (not the reservation lock): any thread, with or without the
+    /// reservation lock; do not hold the returned guard across calls into the core.
     pub fn exporter_data(&self) -> parking_lot::MutexGuard<'_, Option<Box<dyn Any + Send + Sync>>> {
         self.inner.exporter_data.lock()
     }
@@ -283,10 +293,13 @@ impl Attachment {
     /// Detach (`dma_buf_detach`): unlist and drop the cached mapping (unpinning) under
     /// the lock, then the exporter's detach, unlocked.
     ///
-    /// Must not hold a reservation lock. Errors: `Busy` while mappings made through the
-    /// attachment are live (unmap them first; reported to the ownership tracker as
-    /// `DetachWhileMapped`); `Invalid` when called holding a reservation lock or already
-    /// detached. The attachment is unchanged on error.
+    /// Must not hold a reservation lock.
+    ///
+    /// # Errors
+    ///
+    /// `Busy` while mappings made through the attachment are live (unmap them first; reported
+    /// to the ownership tracker as `DetachWhileMapped`); `Invalid` when called holding a
+    /// reservation lock or already detached. The attachment is unchanged on error.
     #[track_caller]
     fn detach_inner(&self) -> Result<()> {
         must_not_hold_resv("dma_buf_detach")?;
@@ -462,6 +475,7 @@ pub fn wait_deferred_detaches(timeout: Duration) -> bool {
 /// only tries it: when the lock stays busy, the helper thread does the detach. The
 /// exporter's detach owed by an unmap made with the lock held runs on a helper thread too.
 /// [`wait_deferred_detaches`] waits for such work.
+#[must_use = "dropping the guard detaches the attachment at once"]
 pub struct AttachGuard {
     att: Option<Attachment>,
 }
@@ -476,8 +490,10 @@ impl std::ops::Deref for AttachGuard {
 impl AttachGuard {
     /// Detach now.
     ///
-    /// Errors: see [`Attachment`]'s detach rules (`Busy` with live mappings, `Invalid`
-    /// when holding a reservation lock); the guard is handed back then.
+    /// # Errors
+    ///
+    /// See [`Attachment`]'s detach rules (`Busy` with live mappings, `Invalid` when holding a
+    /// reservation lock); the guard is handed back then.
     #[track_caller]
     pub fn detach(mut self) -> std::result::Result<(), (Error, AttachGuard)> {
         let att = self.att.as_ref().expect("attached until drop");

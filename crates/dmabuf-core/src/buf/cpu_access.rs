@@ -13,16 +13,26 @@ impl DmaBuf {
     /// (writers for a read; everyone but bookkeeping for a write). Once both succeeded,
     /// the buffer's ownership tracker (if any) records that the CPU owns the buffer.
     ///
-    /// Must not hold a reservation lock. Errors: the exporter's, `Invalid` (with a
-    /// lockdep report) when called holding a reservation lock.
+    /// Must not hold a reservation lock.
+    ///
+    /// # Errors
+    ///
+    /// The exporter's, `Invalid` (with a lockdep report) when called holding a reservation
+    /// lock.
     #[track_caller]
     pub fn begin_cpu_access(&self, dir: Direction) -> Result<()> {
         self.begin_cpu_access_inner(dir, None)
     }
 
-    /// [`begin_cpu_access`](Self::begin_cpu_access), interruptibly: also `Interrupted`
-    /// (the kernel's `-ERESTARTSYS`); the exporter hook has run and is not undone, as in
-    /// the kernel.
+    /// [`begin_cpu_access`](Self::begin_cpu_access), interruptibly.
+    ///
+    /// Must not hold a reservation lock.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`begin_cpu_access`](Self::begin_cpu_access), and `Interrupted` (the
+    /// kernel's `-ERESTARTSYS`) when `intr` fires during the wait; the exporter hook has
+    /// run then and is not undone, as in the kernel.
     #[track_caller]
     pub fn begin_cpu_access_interruptible(&self, dir: Direction, intr: &Interrupt) -> Result<()> {
         self.begin_cpu_access_inner(dir, Some(intr))
@@ -43,7 +53,11 @@ impl DmaBuf {
     /// End CPU access in `dir` (`dma_buf_end_cpu_access`): the exporter's hook; then the
     /// ownership tracker (if any) records the end, whatever the hook returned.
     ///
-    /// Must not hold a reservation lock. Errors: the exporter's; `Invalid` as above.
+    /// Must not hold a reservation lock.
+    ///
+    /// # Errors
+    ///
+    /// The exporter's; `Invalid` as above.
     #[track_caller]
     pub fn end_cpu_access(&self, dir: Direction) -> Result<()> {
         must_not_hold_resv("dma_buf_end_cpu_access")?;
@@ -56,8 +70,11 @@ impl DmaBuf {
 
     /// Begin CPU access and end it when the returned guard drops.
     ///
-    /// Errors: those of [`begin_cpu_access`](Self::begin_cpu_access).
+    /// # Errors
+    ///
+    /// Those of [`begin_cpu_access`](Self::begin_cpu_access).
     #[track_caller]
+    #[must_use = "the CPU access ends when the returned guard drops"]
     pub fn cpu_access(&self, dir: Direction) -> Result<CpuAccess> {
         self.begin_cpu_access(dir)?;
         Ok(CpuAccess {
@@ -69,8 +86,10 @@ impl DmaBuf {
 
     /// `DMA_BUF_IOCTL_SYNC`: `flags` = READ/WRITE bits, plus END to end (else start).
     ///
-    /// Errors: `Invalid` for bits outside READ|WRITE|END or no READ/WRITE bit; then
-    /// those of begin/end CPU access.
+    /// # Errors
+    ///
+    /// `Invalid` for bits outside READ|WRITE|END or no READ/WRITE bit; then those of begin/end
+    /// CPU access.
     #[track_caller]
     pub fn sync_ioctl(&self, flags: u64) -> Result<()> {
         if flags & !sync_flags::VALID != 0 {
@@ -89,6 +108,7 @@ impl DmaBuf {
 }
 
 /// Begun CPU access, ended when dropped (or by [`CpuAccess::end`]).
+#[must_use = "dropping the guard ends the CPU access at once"]
 pub struct CpuAccess {
     buf: DmaBuf,
     dir: Direction,
@@ -101,7 +121,13 @@ impl CpuAccess {
         self.dir
     }
 
-    /// End the access now, with the exporter's result.
+    /// End the access now (see [`DmaBuf::end_cpu_access`]).
+    ///
+    /// # Errors
+    ///
+    /// Those of [`DmaBuf::end_cpu_access`]: the exporter's, or `Invalid` when this thread
+    /// holds a reservation lock. The access counts as ended either way (the drop does not
+    /// end it again).
     pub fn end(mut self) -> Result<()> {
         self.ended = true;
         self.buf.end_cpu_access(self.dir)

@@ -47,7 +47,7 @@ impl FileFlags {
     };
 
     /// The `f_flags` word bufinfo prints (`O_ACCMODE | O_NONBLOCK` bits).
-    pub fn bits(self) -> u32 {
+    pub(crate) fn bits(self) -> u32 {
         let acc = match (self.read, self.write) {
             (true, true) => 2,
             (false, true) => 1,
@@ -168,10 +168,13 @@ pub fn must_not_hold_resv(what: &'static str) -> Result<()> {
 
 /// Export a buffer (`dma_buf_export`).
 ///
-/// Must not hold a reservation lock. Errors: `Invalid` when `ops` is `None`, `pin` and
-/// `unpin` are not both implemented or both absent, `cache_sgt_mapping` is combined with
-/// `pin`, or the size is zero; `Invalid` (with a lockdep report) when called holding a
-/// reservation lock.
+/// Must not hold a reservation lock.
+///
+/// # Errors
+///
+/// `Invalid` when `ops` is `None`, `pin` and `unpin` are not both implemented or both absent,
+/// `cache_sgt_mapping` is combined with `pin`, or the size is zero; `Invalid` (with a lockdep
+/// report) when called holding a reservation lock.
 #[track_caller]
 pub fn export(info: ExportInfo) -> Result<DmaBuf> {
     must_not_hold_resv("dma_buf_export")?;
@@ -290,7 +293,7 @@ impl DmaBuf {
     }
 
     /// The exporter.
-    pub fn exporter(&self) -> &Arc<dyn Exporter> {
+    pub(crate) fn exporter(&self) -> &Arc<dyn Exporter> {
         &self.inner.ops
     }
 
@@ -317,8 +320,10 @@ impl DmaBuf {
     /// Set it before mapping: mappings made earlier are unknown to the tracker (jobs on
     /// them are reported as `UnknownMapping`).
     ///
-    /// Errors: `Busy` when another tracker is already set (setting the same one again is
-    /// a no-op); nothing changes.
+    /// # Errors
+    ///
+    /// `Busy` when another tracker is already set (setting the same one again is a no-op);
+    /// nothing changes.
     pub fn set_tracker<T: AccessTracker>(&self, tracker: &Arc<T>) -> Result<()> {
         let tracker: Arc<dyn AccessTracker> = tracker.clone();
         match self.inner.tracker.get() {
@@ -357,8 +362,9 @@ impl DmaBuf {
 
     /// Set the name, any time (`DMA_BUF_SET_NAME`).
     ///
-    /// Errors: `Invalid` for more than [`NAME_MAX`] bytes or an interior NUL; the name
-    /// is unchanged.
+    /// # Errors
+    ///
+    /// `Invalid` for more than [`NAME_MAX`] bytes or an interior NUL; the name is unchanged.
     pub fn set_name(&self, name: &str) -> Result<()> {
         if name.len() > NAME_MAX {
             return Err(Error::Invalid("name longer than 31 bytes"));
@@ -372,7 +378,9 @@ impl DmaBuf {
 
     /// `llseek`: only offset 0 from the start (→ 0) or the end (→ size).
     ///
-    /// Errors: `Invalid` for any other offset or for `SEEK_CUR`.
+    /// # Errors
+    ///
+    /// `Invalid` for any other offset or for `SEEK_CUR`.
     pub fn llseek(&self, offset: i64, whence: Whence) -> Result<u64> {
         match (offset, whence) {
             (0, Whence::Set) => Ok(0),

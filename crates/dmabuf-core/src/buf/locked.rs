@@ -45,6 +45,7 @@ impl DmaBuf {
     /// `Invalid` (`EINVAL`) when `guard` locks another reservation object than this
     /// buffer's; nothing changes.
     #[inline]
+    #[must_use = "the locked view is the only way to the calls that need the lock"]
     pub fn locked<'a, 'g>(&'a self, guard: &'a mut ResvGuard<'g>) -> Result<LockedBuf<'a, 'g>> {
         self.check_lock(guard)?;
         Ok(LockedBuf { buf: self, guard })
@@ -82,6 +83,7 @@ impl<'a, 'g> LockedBuf<'a, 'g> {
     /// exporter's errors, and `Interrupted` from the fence wait (nothing stays mapped or
     /// pinned then).
     #[inline]
+    #[must_use = "the mapping is unmapped when it drops"]
     pub fn map(&self, att: &Attachment, dir: Direction) -> Result<SgMapping> {
         self.own(att)?;
         att.map_locked(self.guard, dir)
@@ -141,8 +143,10 @@ impl<'a, 'g> LockedBuf<'a, 'g> {
     ///
     /// # Errors
     ///
-    /// `Invalid` when the exporter has no vmap; `NoMem` when fault injection fails the
-    /// vmap; the exporter's errors. Nothing is mapped then.
+    /// `Invalid` when the exporter has no vmap; an injected fault's error (the `Vmap`
+    /// site of `fault`: `NoMem` for `ENOMEM`); the exporter's errors. Nothing is mapped
+    /// then.
+    #[must_use = "the vmap reference must be given back with vunmap"]
     pub fn vmap(&self) -> Result<VMap> {
         self.buf.vmap_locked(self.guard)
     }

@@ -150,9 +150,8 @@ impl Attachment {
         // in `ManuallyDrop`, and nothing takes it out), so the counts stay balanced; it is
         // used only while the allocation is alive, which `SgMapping`'s invariant
         // guarantees.
-        ManuallyDrop::new(Attachment {
-            inner: unsafe { Arc::from_raw(Arc::as_ptr(&self.inner)) },
-        })
+        let inner = unsafe { Arc::from_raw(Arc::as_ptr(&self.inner)) };
+        ManuallyDrop::new(Attachment { inner })
     }
 
     /// Whether the attachment may be mapped or pinned now. `lock` is its buffer's guard
@@ -367,7 +366,13 @@ impl Attachment {
     /// (`dma_buf_map_attachment_unlocked`).
     ///
     /// Must not hold a reservation lock.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` (with a lockdep report) when this thread holds a reservation lock; then
+    /// those of [`LockedBuf::map`](super::LockedBuf::map).
     #[track_caller]
+    #[must_use = "the mapping is unmapped when it drops"]
     pub fn map_unlocked(&self, dir: Direction) -> Result<SgMapping> {
         must_not_hold_resv("dma_buf_map_attachment_unlocked")?;
         let g = self.inner.buf.resv().lock_no_ctx()?;
@@ -378,6 +383,12 @@ impl Attachment {
     /// (`dma_buf_unmap_attachment_unlocked`). Dropping the mapping does the same.
     ///
     /// Must not hold a reservation lock.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` (with a lockdep report) when this thread holds a reservation lock, or when
+    /// `m` is a mapping of another attachment; the mapping is handed back then, still
+    /// mapped.
     #[track_caller]
     pub fn unmap_unlocked(&self, m: SgMapping) -> std::result::Result<(), (Error, SgMapping)> {
         if let Err(e) = must_not_hold_resv("dma_buf_unmap_attachment_unlocked") {
@@ -418,6 +429,7 @@ impl Attachment {
 /// detach refuses, and a dropped guard leaves the attachment listed until the unmap of
 /// its last mapping; a mapping stops counting as live only inside its unmap, which is its
 /// last use of the attachment (the detach that unmap may complete uses a counted handle).
+#[must_use = "dropping the mapping unmaps it at once"]
 pub struct SgMapping {
     att: ManuallyDrop<Attachment>,
     table: Option<SgTable>,

@@ -9,8 +9,11 @@ impl DmaBuf {
     /// shared; writable when `write`. Same as [`mmap_with`](Self::mmap_with) with
     /// `shared`.
     ///
-    /// Errors: those of [`mmap_with`](Self::mmap_with).
+    /// # Errors
+    ///
+    /// Those of [`mmap_with`](Self::mmap_with).
     #[track_caller]
+    #[must_use = "the mapping is unmapped when it drops"]
     pub fn mmap(&self, pgoff: usize, pages: usize, write: bool) -> Result<UserMapping> {
         self.mmap_with(pgoff, pages, write, true)
     }
@@ -19,14 +22,18 @@ impl DmaBuf {
     /// else `MAP_PRIVATE` (copy-on-write: writes stay in the mapping); writable when
     /// `write`. The mapping holds a buffer reference.
     ///
-    /// Must not hold a reservation lock. Errors, in order: `Access` for a shared writable
-    /// mapping of a read-only buffer or any mapping of a buffer that is not readable (the
-    /// VFS rules, checked first); `Invalid` without an exporter mmap; `Overflow` when
-    /// `pgoff + pages` wraps; `Invalid` for zero pages or past the last whole page; the
-    /// exporter's errors (`Invalid` for a private
-    /// mapping of a shared-only exporter); `Invalid` when the exporter's segments do not
-    /// cover the range. Nothing is mapped on error.
+    /// Must not hold a reservation lock.
+    ///
+    /// # Errors
+    ///
+    /// In order: `Access` for a shared writable mapping of a read-only buffer or any mapping of
+    /// a buffer that is not readable (the VFS rules, checked first); `Invalid` without an
+    /// exporter mmap; `Overflow` when `pgoff + pages` wraps; `Invalid` for zero pages or past
+    /// the last whole page; the exporter's errors (`Invalid` for a private mapping of a
+    /// shared-only exporter); `Invalid` when the exporter's segments do not cover the range.
+    /// Nothing is mapped on error.
     #[track_caller]
+    #[must_use = "the mapping is unmapped when it drops"]
     pub fn mmap_with(
         &self,
         pgoff: usize,
@@ -73,6 +80,7 @@ impl DmaBuf {
 }
 
 /// A user mapping of (part of) a buffer ([`DmaBuf::mmap`]); holds a buffer reference.
+#[must_use = "dropping the mapping unmaps it at once"]
 pub struct UserMapping {
     _buf: DmaBuf,
     map: Mapping,

@@ -25,6 +25,9 @@
 //! reservation lock (the guards are counted per thread), and with lockdep on also report
 //! the misuse (`Misuse`).
 //!
+//! A call whose doc names no lock takes no reservation lock and may be made with or
+//! without one held (the getters, names, `poll`, `export_sync_fence`…).
+//!
 //! The exporter's and importer's callbacks that the core invokes with the lock held
 //! ([`Exporter::map`], [`Importer::move_notify`]…, see [`ops`]) receive the lock as the
 //! reservation object's guard, `&ResvGuard`: the core has already checked that it is the

@@ -60,11 +60,17 @@ impl DmaBuf {
         Ok(())
     }
 
-    /// [`LockedBuf::vmap`](super::LockedBuf::vmap) taking the lock itself; the mapping is dropped (vunmapped,
-    /// locking again) with the returned guard.
+    /// [`LockedBuf::vmap`](super::LockedBuf::vmap) taking the lock itself; the mapping is
+    /// dropped (vunmapped, locking again) with the returned guard.
     ///
     /// Must not hold a reservation lock.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` (with a lockdep report) when this thread holds a reservation lock; then
+    /// those of [`LockedBuf::vmap`](super::LockedBuf::vmap).
     #[track_caller]
+    #[must_use = "the vmap is vunmapped when the returned guard drops"]
     pub fn vmap_unlocked(&self) -> Result<VMapGuard> {
         must_not_hold_resv("dma_buf_vmap_unlocked")?;
         let g = self.inner.resv.lock_no_ctx()?;
@@ -85,6 +91,7 @@ impl DmaBuf {
 /// A CPU mapping of a whole buffer ([`LockedBuf::vmap`](super::LockedBuf::vmap)). Reads
 /// and writes copy; CPU access still needs begin/end CPU access for coherency.
 #[derive(Clone)]
+#[must_use = "a vmap reference must be given back with LockedBuf::vunmap; dropping the VMap does not"]
 pub struct VMap {
     pub(super) segs: Arc<Vec<Segment>>,
     /// Keeps the buffer — and so its memory — alive while any copy of the mapping is:
@@ -134,7 +141,9 @@ impl VMap {
 
     /// Copy bytes at `offset` into `buf`.
     ///
-    /// Errors: `Invalid` past the end, `Overflow` if the range wraps; nothing copied.
+    /// # Errors
+    ///
+    /// `Invalid` past the end, `Overflow` if the range wraps; nothing copied.
     pub fn read_at(&self, offset: usize, buf: &mut [u8]) -> Result<()> {
         let mut done = 0;
         for (s, off, n) in self.pieces(offset, buf.len())? {
@@ -148,7 +157,9 @@ impl VMap {
 
     /// Copy `data` to `offset`.
     ///
-    /// Errors: as [`read_at`](Self::read_at); nothing written.
+    /// # Errors
+    ///
+    /// As [`read_at`](Self::read_at); nothing written.
     pub fn write_at(&self, offset: usize, data: &[u8]) -> Result<()> {
         let mut done = 0;
         for (s, off, n) in self.pieces(offset, data.len())? {
@@ -171,6 +182,7 @@ impl VMap {
 /// drops is counted done, the exporter's release freeing the memory. With lockdep off
 /// this cannot be seen: the drop locks, and under its own buffer's lock it deadlocks,
 /// as the kernel's violation would.
+#[must_use = "dropping the guard vunmaps at once"]
 pub struct VMapGuard {
     buf: DmaBuf,
     map: Option<VMap>,
