@@ -1571,3 +1571,84 @@ fn timeline_nested_inc_keeps_seqno_order() {
         );
     });
 }
+
+#[test]
+fn locked_view_checks_what_is_its_own() {
+    probe(
+        "locked view: attachments and mappings of other buffers",
+        || {
+            use dmabuf::buf::{export, ExportInfo};
+            use dmabuf::resv::Usage;
+            use std::sync::atomic::Ordering::SeqCst;
+            let ex = SimpleExporter::new(1).unwrap();
+            let b = ex.export().unwrap();
+            let other = buf();
+            let d = dev();
+            let a1 = b.attach(&d).unwrap();
+            let a2 = b.attach(&d).unwrap();
+            let mut g = b.resv().lock_no_ctx().unwrap();
+            let mut v = b.locked(&mut g).unwrap();
+            let m = v.map(&a1, Direction::ToDevice).unwrap();
+            // Another attachment of the same buffer: refused, the mapping handed back mapped.
+            let m = match v.unmap(&a2, m) {
+                Ok(()) => panic!("unmap through another attachment succeeded"),
+                Err((e, m)) => {
+                    assert_eq!(e.errno(), EINVAL, "{e:?}");
+                    m
+                }
+            };
+            assert_eq!(ex.calls.unmap.load(SeqCst), 0, "nothing unmapped");
+            // Fences go through the view (it dereferences to the guard).
+            let f = pending();
+            v.reserve_fences(1).unwrap();
+            v.add_fence(&f, Usage::Write).unwrap();
+            assert_eq!(b.resv().num_fences(), 1);
+            {
+                // Another buffer's view: the attachment is not its own.
+                let mut og = other.resv().lock_no_ctx().unwrap();
+                let ov = other.locked(&mut og).unwrap();
+                let m = match ov.unmap(&a1, m) {
+                    Ok(()) => panic!("unmap through another buffer's view succeeded"),
+                    Err((e, m)) => {
+                        assert_eq!(e.errno(), EINVAL, "{e:?}");
+                        m
+                    }
+                };
+                assert_eq!(ex.calls.unmap.load(SeqCst), 0, "still mapped");
+                drop(og);
+                v.unmap(&a1, m).map_err(|(e, _)| e).unwrap();
+            }
+            assert_eq!(ex.calls.unmap.load(SeqCst), 1, "unmapped once");
+            drop(g);
+            f.signal().unwrap();
+            // Two buffers sharing one reservation object: one guard makes the view of each,
+            // and each view refuses the other buffer's attachment.
+            let shared = b.resv().clone();
+            let mut info = ExportInfo::new("shared-resv", 4096, ex.clone());
+            info.resv = Some(shared.clone());
+            let c = export(info).unwrap();
+            let ac = c.attach(&d).unwrap();
+            let mut g = shared.lock_no_ctx().unwrap();
+            errno(
+                "map another buffer's attachment",
+                EINVAL,
+                b.locked(&mut g).unwrap().map(&ac, Direction::ToDevice),
+            );
+            let m = c
+                .locked(&mut g)
+                .unwrap()
+                .map(&ac, Direction::ToDevice)
+                .unwrap();
+            c.locked(&mut g)
+                .unwrap()
+                .unmap(&ac, m)
+                .map_err(|(e, _)| e)
+                .unwrap();
+            assert_eq!(c.locked(&mut g).unwrap().attachments().len(), 1);
+            assert_eq!(b.locked(&mut g).unwrap().attachments().len(), 2);
+            drop(g);
+            drop((ac, a1, a2));
+            assert!(dmabuf::buf::wait_deferred_detaches(Duration::from_secs(5)));
+        },
+    );
+}
