@@ -13,7 +13,7 @@
 //! calls do not compile without the lock, and it dereferences to the guard, so fences
 //! are added through it too:
 //!
-//! ```ignore
+//! ```text
 //! let mut g = buf.resv().lock(&ctx)?;
 //! let mut view = buf.locked(&mut g)?;
 //! let m = view.map(&att, Direction::ToDevice)?;
