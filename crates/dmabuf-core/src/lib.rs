@@ -7,6 +7,11 @@
 //! plug in through [`buf::Exporter`], and the ownership tracker through
 //! [`buf::AccessTracker`]. See the repository's `ARCHITECTURE.md`.
 
+#![deny(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::missing_errors_doc)]
+
 use dmabuf_sync::{error, fault, fence, interrupt, resv, sync_file};
 
 pub mod buf;

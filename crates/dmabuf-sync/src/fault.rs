@@ -13,7 +13,7 @@
 //! | `Mmap` | every `mmap` of buffer memory: our mapping of a memfd, each piece of a user mapping of a buffer and its reservation | `mmap` |
 //! | `HeapAlloc` | a system-heap pool take, a contiguous region's carve | the heap's page allocation |
 //! | `Export` | [`export`](crate::buf::export) | the buffer's file and descriptor |
-//! | `Vmap` | [`DmaBuf::vmap`](crate::buf::DmaBuf::vmap), before the exporter's vmap | `vmap` |
+//! | `Vmap` | `LockedBuf::vmap` (dmabuf-core), before the exporter's vmap | `vmap` |
 //! | `IommuMap` | [`Iommu::map`](crate::device::iommu::Iommu::map) | IOVA allocation |
 //! | `Thread` | an engine's worker thread | `clone` of a thread |
 //!

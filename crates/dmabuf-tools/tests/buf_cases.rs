@@ -71,7 +71,8 @@ fn stress_shared_buffers_zero_reports() {
                         })
                         .unwrap();
                         let g = ex.guard_mut(bufs[x].resv()).unwrap();
-                        let m = att.map(g, Direction::Bidirectional).unwrap();
+                        let mut g = bufs[x].locked(g).unwrap();
+                        let m = g.map(&att, Direction::Bidirectional).unwrap();
                         seq += 1;
                         fence = Fence::new(dmabuf_tools::selftest::resv::TEST_OPS, ctx_fences, seq);
                         g.reserve_fences(1).unwrap();
@@ -81,7 +82,7 @@ fn stress_shared_buffers_zero_reports() {
                             Usage::Read
                         };
                         g.add_fence(&fence, usage).unwrap();
-                        att.unmap(g, m).map_err(|(e, _)| e).unwrap();
+                        g.unmap(&att, m).map_err(|(e, _)| e).unwrap();
                     }
                     ctx.fini().unwrap();
                     fence.signal().unwrap();
@@ -102,8 +103,11 @@ fn stress_shared_buffers_zero_reports() {
     assert!(capture.is_empty(), "lockdep reports: {:#?}", capture.take());
     for (e, b) in exporters.iter().zip(bufs.iter()) {
         assert_eq!(Calls::get(&e.calls.lock_state_wrong), 0);
-        let g = b.resv().lock_no_ctx().unwrap();
-        assert!(b.attachments(&g).unwrap().is_empty(), "all detached");
+        let mut g = b.resv().lock_no_ctx().unwrap();
+        assert!(
+            b.locked(&mut g).unwrap().attachments().is_empty(),
+            "all detached"
+        );
         drop(g);
         assert_eq!(Calls::get(&e.calls.attach), Calls::get(&e.calls.detach));
     }
@@ -198,8 +202,11 @@ fn attach_callback_cannot_map_the_attachment_being_attached() {
     }
     impl Exporter for Eager {
         fn attach(&self, buf: &DmaBuf, att: &Attachment) -> dmabuf::Result<()> {
-            let g = buf.resv().lock_no_ctx().unwrap();
-            let m = att.map(&g, Direction::ToDevice).map(|_| ());
+            let mut g = buf.resv().lock_no_ctx().unwrap();
+            let m = buf
+                .locked(&mut g)
+                .and_then(|v| v.map(att, Direction::ToDevice))
+                .map(|_| ());
             self.seen.lock().push(format!("{m:?}"));
             if self.fail {
                 return Err(Error::Busy("attach refused"));

@@ -83,7 +83,7 @@ fn relocking_a_held_reservation_is_refused_with_lockdep_off() {
         let eng = Engine::new(&dev, "relock0").unwrap();
         let pending = named("relock-test", "relock", Context::new(), 1);
         {
-            let g = b.resv().lock_no_ctx().unwrap();
+            let mut g = b.resv().lock_no_ctx().unwrap();
             einval("attach", b.attach(&dev).map(drop));
             einval(
                 "map_attachment_unlocked",
@@ -103,7 +103,7 @@ fn relocking_a_held_reservation_is_refused_with_lockdep_off() {
                 "bufinfo names the buffer it could not lock"
             );
             // The buffer is as it was: one attachment, one mapping, no fence.
-            assert_eq!(b.attachments(&g).unwrap().len(), 1);
+            assert_eq!(b.locked(&mut g).unwrap().attachments().len(), 1);
             assert_eq!(b.resv().num_fences(), 0);
         }
         // A vmap dropped while its buffer's lock is held is deferred, not a hang.
@@ -135,7 +135,7 @@ fn relocking_a_held_reservation_is_refused_with_lockdep_off() {
         };
         a.detach().map_err(|(e, _)| e).unwrap();
         let _ = pending.signal();
-        let g = b.resv().lock_no_ctx().unwrap();
-        assert!(b.attachments(&g).unwrap().is_empty());
+        let mut g = b.resv().lock_no_ctx().unwrap();
+        assert!(b.locked(&mut g).unwrap().attachments().is_empty());
     });
 }

@@ -20,4 +20,6 @@ fn guards_stay_on_their_thread() {
     // A lock is released by the thread that took it.
     <dmabuf::resv::ResvGuard<'static> as AmbiguousIfSend<_>>::check();
     <dmabuf::ww::WwGuard<'static, u8> as AmbiguousIfSend<_>>::check();
+    // A buffer's locked view borrows its guard mutably: it stays on the guard's thread.
+    <dmabuf::buf::LockedBuf<'static, 'static> as AmbiguousIfSend<_>>::check();
 }

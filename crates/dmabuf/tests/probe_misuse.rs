@@ -423,8 +423,8 @@ fn map_after_detach_and_wrong_attachment_unmap() {
         let keep = a1.attachment();
         a1.detach().map_err(|(e, _)| e).unwrap();
         assert!(keep.is_detached());
-        let g = b.resv().lock_no_ctx().unwrap();
-        let r = keep.map(&g, Direction::ToDevice);
+        let mut g = b.resv().lock_no_ctx().unwrap();
+        let r = b.locked(&mut g).unwrap().map(&keep, Direction::ToDevice);
         assert!(r.is_err(), "map after detach: {r:?}");
         drop(g);
         drop(r);
@@ -476,16 +476,17 @@ fn vmap_imbalance() {
     probe("vmap imbalance", || {
         let b = buf();
         let other = buf();
-        let g = b.resv().lock_no_ctx().unwrap();
-        let v1 = b.vmap(&g).unwrap();
-        let v2 = b.vmap(&g).unwrap();
+        let mut g = b.resv().lock_no_ctx().unwrap();
+        let v = b.locked(&mut g).unwrap();
+        let v1 = v.vmap().unwrap();
+        let v2 = v.vmap().unwrap();
         assert_eq!(b.vmap_count(), 2);
-        b.vunmap(&g, v1).unwrap();
-        b.vunmap(&g, v2).unwrap();
+        v.vunmap(v1).unwrap();
+        v.vunmap(v2).unwrap();
         assert_eq!(b.vmap_count(), 0);
-        let og = other.resv().lock_no_ctx().unwrap();
-        let ov = other.vmap(&og).unwrap();
-        errno("vunmap another buffer's map", EINVAL, b.vunmap(&g, ov));
+        let mut og = other.resv().lock_no_ctx().unwrap();
+        let ov = other.locked(&mut og).unwrap().vmap().unwrap();
+        errno("vunmap another buffer's map", EINVAL, v.vunmap(ov));
         drop(og);
         drop(g);
     });
@@ -853,25 +854,31 @@ fn pin_unpin_imbalance_and_wrong_lock() {
         let d = dev();
         let a = b.dynamic_attach(&d, Some(Arc::new(Imp))).unwrap();
         let att = a.attachment();
-        let g = b.resv().lock_no_ctx().unwrap();
-        errno("unpin without pin", EINVAL, att.unpin(&g));
-        let og = other.resv().lock_no_ctx().unwrap();
-        errno("pin with the wrong lock", EINVAL, att.pin(&og));
+        let mut g = b.resv().lock_no_ctx().unwrap();
+        let v = b.locked(&mut g).unwrap();
+        errno("unpin without pin", EINVAL, v.unpin(&att));
+        let mut og = other.resv().lock_no_ctx().unwrap();
+        // The wrong lock makes no locked view of the buffer (so no pin, map,
+        // move_notify or attachment list through it)...
+        errno(
+            "locked view with the wrong lock",
+            EINVAL,
+            b.locked(&mut og).map(drop),
+        );
+        // ...and the other buffer's view refuses this buffer's attachment.
+        let ov = other.locked(&mut og).unwrap();
+        errno("pin with the wrong lock", EINVAL, ov.pin(&att));
+        errno("unpin with the wrong lock", EINVAL, ov.unpin(&att));
         errno(
             "map with the wrong lock",
             EINVAL,
-            att.map(&og, Direction::ToDevice).map(drop),
+            ov.map(&att, Direction::ToDevice).map(drop),
         );
-        errno("move_notify wrong lock", EINVAL, b.move_notify(&og));
-        errno(
-            "attachments wrong lock",
-            EINVAL,
-            b.attachments(&og).map(drop),
-        );
+        assert!(ov.attachments().is_empty(), "the other buffer lists none");
         drop(og);
-        att.pin(&g).unwrap();
-        att.unpin(&g).unwrap();
-        errno("second unpin", EINVAL, att.unpin(&g));
+        v.pin(&att).unwrap();
+        v.unpin(&att).unwrap();
+        errno("second unpin", EINVAL, v.unpin(&att));
         drop(g);
         a.detach().map_err(|(e, _)| e).unwrap();
     });
@@ -1062,8 +1069,8 @@ fn attach_guard_dropped_under_its_own_lock() {
             drop(a);
         }
         assert!(dmabuf::buf::wait_deferred_detaches(Duration::from_secs(5)));
-        let g = b.resv().lock_no_ctx().unwrap();
-        assert!(b.attachments(&g).unwrap().is_empty());
+        let mut g = b.resv().lock_no_ctx().unwrap();
+        assert!(b.locked(&mut g).unwrap().attachments().is_empty());
     });
 }
 
@@ -1077,8 +1084,8 @@ fn attach_guard_dropped_with_live_mapping() {
         drop(a);
         drop(m);
         assert!(dmabuf::buf::wait_deferred_detaches(Duration::from_secs(5)));
-        let g = b.resv().lock_no_ctx().unwrap();
-        assert!(b.attachments(&g).unwrap().is_empty());
+        let mut g = b.resv().lock_no_ctx().unwrap();
+        assert!(b.locked(&mut g).unwrap().attachments().is_empty());
     });
 }
 
@@ -1122,8 +1129,8 @@ fn move_notify_importer_relocks() {
         let d = dev();
         let a = b.dynamic_attach(&d, Some(Arc::new(Imp(tx)))).unwrap();
         {
-            let g = b.resv().lock_no_ctx().unwrap();
-            b.move_notify(&g).unwrap();
+            let mut g = b.resv().lock_no_ctx().unwrap();
+            b.locked(&mut g).unwrap().move_notify();
         }
         assert_eq!(
             rx.recv_timeout(Duration::from_secs(5)).unwrap(),
@@ -1333,7 +1340,7 @@ fn heap_page_round_wrap_and_readonly_mmap() {
             13,
             b.mmap(0, 1, true).map(drop),
         );
-        b.mmap(0, 1, false).unwrap();
+        drop(b.mmap(0, 1, false).unwrap());
         if h.get("contig").is_some() {
             errno(
                 "contig huge",
@@ -1553,4 +1560,85 @@ fn timeline_nested_inc_keeps_seqno_order() {
             "signal order"
         );
     });
+}
+
+#[test]
+fn locked_view_checks_what_is_its_own() {
+    probe(
+        "locked view: attachments and mappings of other buffers",
+        || {
+            use dmabuf::buf::{export, ExportInfo};
+            use dmabuf::resv::Usage;
+            use std::sync::atomic::Ordering::SeqCst;
+            let ex = SimpleExporter::new(1).unwrap();
+            let b = ex.export().unwrap();
+            let other = buf();
+            let d = dev();
+            let a1 = b.attach(&d).unwrap();
+            let a2 = b.attach(&d).unwrap();
+            let mut g = b.resv().lock_no_ctx().unwrap();
+            let mut v = b.locked(&mut g).unwrap();
+            let m = v.map(&a1, Direction::ToDevice).unwrap();
+            // Another attachment of the same buffer: refused, the mapping handed back mapped.
+            let m = match v.unmap(&a2, m) {
+                Ok(()) => panic!("unmap through another attachment succeeded"),
+                Err((e, m)) => {
+                    assert_eq!(e.errno(), EINVAL, "{e:?}");
+                    m
+                }
+            };
+            assert_eq!(ex.calls.unmap.load(SeqCst), 0, "nothing unmapped");
+            // Fences go through the view (it dereferences to the guard).
+            let f = pending();
+            v.reserve_fences(1).unwrap();
+            v.add_fence(&f, Usage::Write).unwrap();
+            assert_eq!(b.resv().num_fences(), 1);
+            {
+                // Another buffer's view: the attachment is not its own.
+                let mut og = other.resv().lock_no_ctx().unwrap();
+                let ov = other.locked(&mut og).unwrap();
+                let m = match ov.unmap(&a1, m) {
+                    Ok(()) => panic!("unmap through another buffer's view succeeded"),
+                    Err((e, m)) => {
+                        assert_eq!(e.errno(), EINVAL, "{e:?}");
+                        m
+                    }
+                };
+                assert_eq!(ex.calls.unmap.load(SeqCst), 0, "still mapped");
+                drop(og);
+                v.unmap(&a1, m).map_err(|(e, _)| e).unwrap();
+            }
+            assert_eq!(ex.calls.unmap.load(SeqCst), 1, "unmapped once");
+            drop(g);
+            f.signal().unwrap();
+            // Two buffers sharing one reservation object: one guard makes the view of each,
+            // and each view refuses the other buffer's attachment.
+            let shared = b.resv().clone();
+            let mut info = ExportInfo::new("shared-resv", 4096, ex.clone());
+            info.resv = Some(shared.clone());
+            let c = export(info).unwrap();
+            let ac = c.attach(&d).unwrap();
+            let mut g = shared.lock_no_ctx().unwrap();
+            errno(
+                "map another buffer's attachment",
+                EINVAL,
+                b.locked(&mut g).unwrap().map(&ac, Direction::ToDevice),
+            );
+            let m = c
+                .locked(&mut g)
+                .unwrap()
+                .map(&ac, Direction::ToDevice)
+                .unwrap();
+            c.locked(&mut g)
+                .unwrap()
+                .unmap(&ac, m)
+                .map_err(|(e, _)| e)
+                .unwrap();
+            assert_eq!(c.locked(&mut g).unwrap().attachments().len(), 1);
+            assert_eq!(b.locked(&mut g).unwrap().attachments().len(), 2);
+            drop(g);
+            drop((ac, a1, a2));
+            assert!(dmabuf::buf::wait_deferred_detaches(Duration::from_secs(5)));
+        },
+    );
 }

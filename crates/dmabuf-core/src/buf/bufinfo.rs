@@ -28,7 +28,7 @@ pub fn bufinfo() -> String {
             bytes += b.size();
             continue;
         };
-        let atts = b.attachments(&g).unwrap_or_default();
+        let atts = b.attachments_locked(&g);
         // The file count: references less the walk's own and the attachments' (in the
         // kernel attachments hold no file reference).
         let count = b.ref_count().saturating_sub(1 + atts.len());

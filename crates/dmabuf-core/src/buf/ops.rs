@@ -1,10 +1,13 @@
 //! The exporter's and the importer's callbacks (`struct dma_buf_ops`, `struct
 //! dma_buf_attach_ops`).
 //!
-//! Each callback the kernel calls with the reservation lock held receives the lock's
-//! guard as proof (`lock: &ResvGuard`); those it calls unlocked receive none and may lock.
-//! A locked callback that locks the same reservation object again gets lockdep's
-//! recursive-locking report instead of a hang.
+//! Each callback the core calls with the reservation lock held receives the lock as the
+//! reservation object's locked view, `lock: &ResvGuard` (already checked to be the
+//! buffer's); those it calls unlocked receive none and may lock. A locked callback must not
+//! lock the same reservation object again (it gets `Invalid`, and lockdep's
+//! recursive-locking report when on, instead of a hang), nor call the buffer's locked calls
+//! (a [`LockedBuf`](super::LockedBuf) is made only from a guard borrowed mutably, which a
+//! callback does not have).
 //!
 //! | callback | lock | required |
 //! |---|---|---|
@@ -47,8 +50,12 @@ pub trait Exporter: Send + Sync + 'static {
         Caps::default()
     }
 
-    /// A device attaches (unlocked): check it can reach the memory; `Busy` if it cannot
-    /// and the memory cannot move.
+    /// A device attaches (unlocked): check it can reach the memory.
+    ///
+    /// # Errors
+    ///
+    /// `Busy` when the device cannot reach the memory and the memory cannot move; any
+    /// error fails the attach (nothing is left attached).
     fn attach(&self, buf: &DmaBuf, att: &Attachment) -> Result<()> {
         let _ = (buf, att);
         Ok(())
@@ -60,6 +67,11 @@ pub trait Exporter: Send + Sync + 'static {
     }
 
     /// Keep the memory in place and reachable by every device until unpinned (locked).
+    ///
+    /// # Errors
+    ///
+    /// Any error (e.g. `Busy` when the memory cannot be pinned now) fails the pin, or the
+    /// map or attach that pins; nothing stays pinned.
     fn pin(&self, lock: &ResvGuard<'_>, att: &Attachment) -> Result<()> {
         let _ = (lock, att);
         Ok(())
@@ -72,6 +84,11 @@ pub trait Exporter: Send + Sync + 'static {
 
     /// Map the buffer for `att`'s device in `dir` (locked): a new table the caller owns,
     /// page-aligned, the memory ready (a static exporter's moves and clears finished).
+    ///
+    /// # Errors
+    ///
+    /// Any error (e.g. `NoMem`, `Interrupted`) fails the map; the core undoes the pin it
+    /// made for it.
     fn map(&self, lock: &ResvGuard<'_>, att: &Attachment, dir: Direction) -> Result<SgTable>;
 
     /// Free what [`map`](Self::map) returned (locked).
@@ -80,13 +97,21 @@ pub trait Exporter: Send + Sync + 'static {
     /// The last reference to buffer `ino` is gone (unlocked): free what backs it.
     fn release(&self, ino: u64);
 
-    /// Make the CPU's view coherent for access in `dir` (unlocked); may fail.
+    /// Make the CPU's view coherent for access in `dir` (unlocked).
+    ///
+    /// # Errors
+    ///
+    /// Any error fails the begin before the core waits for fences; it is not undone.
     fn begin_cpu_access(&self, buf: &DmaBuf, dir: Direction) -> Result<()> {
         let _ = (buf, dir);
         Ok(())
     }
 
     /// Flush CPU access in `dir` for devices (unlocked).
+    ///
+    /// # Errors
+    ///
+    /// Returned to the caller; the access counts as ended anyway.
     fn end_cpu_access(&self, buf: &DmaBuf, dir: Direction) -> Result<()> {
         let _ = (buf, dir);
         Ok(())
@@ -97,12 +122,21 @@ pub trait Exporter: Send + Sync + 'static {
     /// buffer order, covering exactly `pages` pages. `shared` says whether the mapping is
     /// `MAP_SHARED` (else `MAP_PRIVATE`); an exporter that allows only shared mappings
     /// refuses a private one with `Invalid`, as the kernel's CMA heap and udmabuf do.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` by default (no mmap) and for a refused private mapping; any error fails
+    /// the mmap, nothing mapped.
     fn mmap(&self, buf: &DmaBuf, pgoff: usize, pages: usize, shared: bool) -> Result<Vec<Segment>> {
         let _ = (buf, pgoff, pages, shared);
         Err(Error::Invalid("exporter has no mmap"))
     }
 
-    /// A CPU mapping of the whole buffer (locked).
+    /// A CPU mapping of the whole buffer (locked): its segments, in buffer order.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` by default (no vmap); any error fails the vmap, nothing mapped.
     fn vmap(&self, lock: &ResvGuard<'_>, buf: &DmaBuf) -> Result<Vec<Segment>> {
         let _ = (lock, buf);
         Err(Error::Invalid("exporter has no vmap"))
@@ -122,7 +156,9 @@ pub trait Importer: Send + Sync + 'static {
     }
 
     /// The exporter is moving the memory (called with the reservation lock held):
-    /// existing mappings stay valid for now; rebuild them as soon as possible, and add
-    /// fences for accesses that cannot stop at once.
+    /// existing mappings stay valid for now; rebuild them as soon as possible. Accesses that
+    /// cannot stop at once must be covered by fences in the reservation object (added when
+    /// they were submitted: `lock` is borrowed shared and adds none), which the exporter
+    /// waits for before it moves the memory.
     fn move_notify(&self, lock: &ResvGuard<'_>, att: &Attachment);
 }

@@ -235,11 +235,12 @@ fn static_attach_map() -> R {
         "no mapping at attach when both are static",
     )?;
     {
-        let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
-        let m = s(a.map(&g, Direction::ToDevice))?;
+        let mut g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
+        let v = s(b.locked(&mut g))?;
+        let m = s(v.map(&a, Direction::ToDevice))?;
         ensure(n(&ex.calls.map) == 1, "exporter map called")?;
         ensure(m.table().total_len() == b.size(), "table covers the buffer")?;
-        a.unmap(&g, m).map_err(|(e, _)| e.to_string())?;
+        v.unmap(&a, m).map_err(|(e, _)| e.to_string())?;
         ensure(n(&ex.calls.unmap) == 1, "exporter unmap called")?;
     }
     let m = s(a.map_unlocked(Direction::FromDevice))?;
@@ -287,16 +288,17 @@ fn dyn_importer_static_exporter() -> R {
         n(&ex.calls.map) == 1 && n(&ex.calls.pin) == 0,
         "one BIDIRECTIONAL map, no pin",
     )?;
-    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
-    let m1 = s(a.map(&g, Direction::ToDevice))?;
-    let m2 = s(a.map(&g, Direction::FromDevice))?;
+    let mut g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
+    let v = s(b.locked(&mut g))?;
+    let m1 = s(v.map(&a, Direction::ToDevice))?;
+    let m2 = s(v.map(&a, Direction::FromDevice))?;
     ensure(
         m1.is_cached() && m2.is_cached(),
         "both served from the cache",
     )?;
     ensure(n(&ex.calls.map) == 1, "exporter not called again")?;
-    a.unmap(&g, m1).map_err(|(e, _)| e.to_string())?;
-    a.unmap(&g, m2).map_err(|(e, _)| e.to_string())?;
+    v.unmap(&a, m1).map_err(|(e, _)| e.to_string())?;
+    v.unmap(&a, m2).map_err(|(e, _)| e.to_string())?;
     ensure(n(&ex.calls.unmap) == 0, "unmapping the cache is a no-op")?;
     drop(g);
     a.detach().map_err(|(e, _)| e.to_string())?;
@@ -334,22 +336,23 @@ fn cache_sgt_busy() -> R {
     let b = s(ex.export())?;
     let dev = Device::simple("cache-dev");
     let a = s(b.attach(&dev))?;
-    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
-    let m = s(a.map(&g, Direction::ToDevice))?;
+    let mut g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
+    let v = s(b.locked(&mut g))?;
+    let m = s(v.map(&a, Direction::ToDevice))?;
     ensure(m.is_cached(), "first map cached")?;
-    let again = s(a.map(&g, Direction::ToDevice))?;
+    let again = s(v.map(&a, Direction::ToDevice))?;
     ensure(
         n(&ex.calls.map) == 1,
         "same direction served from the cache",
     )?;
-    let e = a.map(&g, Direction::FromDevice);
+    let e = v.map(&a, Direction::FromDevice);
     ensure(
         e.as_ref()
             .is_err_and(|e| matches!(e, Error::Busy(_)) && e.errno() == 16),
         "incompatible direction: EBUSY",
     )?;
-    a.unmap(&g, m).map_err(|(e, _)| e.to_string())?;
-    a.unmap(&g, again).map_err(|(e, _)| e.to_string())?;
+    v.unmap(&a, m).map_err(|(e, _)| e.to_string())?;
+    v.unmap(&a, again).map_err(|(e, _)| e.to_string())?;
     Ok(())
 }
 
@@ -430,18 +433,19 @@ fn pin_unpin() -> R {
     let dev = Device::simple("pin2-dev");
     let st = s(b.attach(&dev))?;
     let dy = s(b.dynamic_attach(&dev, Some(importer())))?;
-    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
+    let mut g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
+    let v = s(b.locked(&mut g))?;
     let pins = n(&ex.calls.pin);
-    let e = st.pin(&g);
+    let e = v.pin(&st);
     ensure(
         e.is_err_and(|e| e.errno() == 22),
         "static importers may not pin",
     )?;
-    let e = dy.unpin(&g);
+    let e = v.unpin(&dy);
     ensure(e.is_err_and(|e| e.errno() == 22), "unpin without pin")?;
-    s(dy.pin(&g))?;
+    s(v.pin(&dy))?;
     ensure(n(&ex.calls.pin) == pins + 1, "exporter pin called")?;
-    s(dy.unpin(&g))?;
+    s(v.unpin(&dy))?;
     ensure(n(&ex.calls.unpin) == 1, "exporter unpin called")?;
     Ok(())
 }
@@ -455,9 +459,10 @@ fn move_notify() -> R {
     let _a2 = s(b.dynamic_attach(&dev, Some(i2.clone())))?;
     let _st = s(b.attach(&dev))?;
     {
-        let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
-        s(b.move_notify(&g))?;
-        ensure(s(b.attachments(&g))?.len() == 3, "three attachments listed")?;
+        let mut g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
+        let v = s(b.locked(&mut g))?;
+        v.move_notify();
+        ensure(v.attachments().len() == 3, "three attachments listed")?;
     }
     for i in [&i1, &i2] {
         ensure(
@@ -470,9 +475,9 @@ fn move_notify() -> R {
         )?;
     }
     let other = s(s(SimpleExporter::new(1))?.export())?;
-    let g = other.resv().lock_no_ctx().map_err(|e| e.to_string())?;
+    let mut g = other.resv().lock_no_ctx().map_err(|e| e.to_string())?;
     ensure(
-        b.move_notify(&g).is_err_and(|e| e.errno() == 22),
+        b.locked(&mut g).is_err_and(|e| e.errno() == 22),
         "another buffer's lock: EINVAL",
     )?;
     ensure(i1.moves.load(Ordering::SeqCst) == 1, "nobody told on error")
@@ -484,16 +489,23 @@ fn proof_other() -> R {
     let other = s(s(SimpleExporter::new(1))?.export())?;
     let dev = Device::simple("proof-dev");
     let a = s(b.dynamic_attach(&dev, Some(importer())))?;
-    let g = other.resv().lock_no_ctx().map_err(|e| e.to_string())?;
+    let mut g = other.resv().lock_no_ctx().map_err(|e| e.to_string())?;
     let maps = n(&ex.calls.map);
+    // A guard of another buffer's reservation makes no locked view of this one...
     ensure(
-        a.map(&g, Direction::ToDevice)
+        b.locked(&mut g).is_err_and(|e| e.errno() == 22),
+        "locked view",
+    )?;
+    // ...and the view of the other buffer refuses this buffer's attachment.
+    let v = s(other.locked(&mut g))?;
+    ensure(
+        v.map(&a, Direction::ToDevice)
             .is_err_and(|e| e.errno() == 22),
         "map",
     )?;
-    ensure(a.pin(&g).is_err_and(|e| e.errno() == 22), "pin")?;
-    ensure(b.vmap(&g).is_err_and(|e| e.errno() == 22), "vmap")?;
-    ensure(b.attachments(&g).is_err(), "attachment list")?;
+    ensure(v.pin(&a).is_err_and(|e| e.errno() == 22), "pin")?;
+    ensure(v.unpin(&a).is_err_and(|e| e.errno() == 22), "unpin")?;
+    ensure(v.attachments().is_empty(), "attachment list")?;
     ensure(
         n(&ex.calls.map) == maps && n(&ex.calls.pin) == 0,
         "exporter never called",
@@ -602,9 +614,10 @@ fn relock_in_callback() -> R {
 fn vmap_refcount() -> R {
     let ex = s(SimpleExporter::new(2))?;
     let b = s(ex.export())?;
-    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
-    let v1 = s(b.vmap(&g))?;
-    let v2 = s(b.vmap(&g))?;
+    let mut g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
+    let v = s(b.locked(&mut g))?;
+    let v1 = s(v.vmap())?;
+    let v2 = s(v.vmap())?;
     ensure(n(&ex.calls.vmap) == 1, "exporter vmap called once")?;
     s(v1.write_at(4095, b"xy"))?;
     let mut got = [0u8; 2];
@@ -615,12 +628,12 @@ fn vmap_refcount() -> R {
         "bounds",
     )?;
     let stale = v1.clone();
-    s(b.vunmap(&g, v1))?;
+    s(v.vunmap(v1))?;
     ensure(n(&ex.calls.vunmap) == 0, "not the last user")?;
-    s(b.vunmap(&g, v2))?;
+    s(v.vunmap(v2))?;
     ensure(n(&ex.calls.vunmap) == 1, "last user calls vunmap")?;
     ensure(
-        b.vunmap(&g, stale).is_err_and(|e| e.errno() == 22),
+        v.vunmap(stale).is_err_and(|e| e.errno() == 22),
         "vunmap with nothing mapped",
     )?;
     drop(g);
@@ -629,9 +642,10 @@ fn vmap_refcount() -> R {
         4096,
         Arc::new(CapsOnly(Caps::default())),
     )))?;
-    let g = nv.resv().lock_no_ctx().map_err(|e| e.to_string())?;
+    let mut g = nv.resv().lock_no_ctx().map_err(|e| e.to_string())?;
+    let v = s(nv.locked(&mut g))?;
     ensure(
-        nv.vmap(&g).is_err_and(|e| e.errno() == 22),
+        v.vmap().is_err_and(|e| e.errno() == 22),
         "no vmap op: EINVAL",
     )?;
     drop(g);
@@ -688,7 +702,7 @@ fn mmap() -> R {
         odd.mmap(0, 2, false).is_err_and(|e| e.errno() == 22),
         "partial page: EINVAL",
     )?;
-    s(odd.mmap(0, 1, false))?;
+    drop(s(odd.mmap(0, 1, false))?);
     // The access mode is checked before anything else (the VFS runs first).
     let mut info = ExportInfo::new("ro-nommap", 4096, Arc::new(CapsOnly(Caps::default())));
     info.flags = FileFlags::RDONLY;
@@ -993,8 +1007,9 @@ fn attach_failure() -> R {
         e.is_err_and(|e| e.errno() == 16),
         "exporter's EBUSY passed through",
     )?;
-    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
-    ensure(s(b.attachments(&g))?.is_empty(), "nothing listed")?;
+    let mut g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
+    let v = s(b.locked(&mut g))?;
+    ensure(v.attachments().is_empty(), "nothing listed")?;
     drop(g);
     // A map failure at attach (dynamic importer, static exporter) undoes the attach.
     ex.fail_map.store(true, Ordering::SeqCst);
@@ -1004,8 +1019,9 @@ fn attach_failure() -> R {
         "map failure at attach: ENOMEM",
     )?;
     ensure(n(&ex.calls.detach) == 1, "exporter detach undid the attach")?;
-    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
-    ensure(s(b.attachments(&g))?.is_empty(), "still nothing listed")
+    let mut g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
+    let v = s(b.locked(&mut g))?;
+    ensure(v.attachments().is_empty(), "still nothing listed")
 }
 
 /// The design's seed scenario: an importer attaches (unlocked), then locks several buffers
@@ -1029,13 +1045,15 @@ fn seed_shuffle() -> R {
     let ctx = crate::ww::AcquireCtx::new(&RESERVATION_WW_CLASS);
     {
         let resvs: Vec<&crate::resv::Resv> = bufs.iter().map(|b| &**b.resv()).collect();
-        let guards = s(crate::resv::exec::lock_all(&ctx, &resvs, None))?;
+        let mut guards = s(crate::resv::exec::lock_all(&ctx, &resvs, None))?;
         let mut maps = Vec::new();
-        for (a, g) in atts.iter().zip(&guards) {
-            maps.push(s(a.map(g, Direction::Bidirectional))?);
+        for ((b, a), g) in bufs.iter().zip(&atts).zip(&mut guards) {
+            maps.push(s(s(b.locked(g))?.map(a, Direction::Bidirectional))?);
         }
-        for ((a, g), m) in atts.iter().zip(&guards).zip(maps) {
-            a.unmap(g, m).map_err(|(e, _)| e.to_string())?;
+        for (((b, a), g), m) in bufs.iter().zip(&atts).zip(&mut guards).zip(maps) {
+            s(b.locked(g))?
+                .unmap(a, m)
+                .map_err(|(e, _)| e.to_string())?;
         }
     }
     s(ctx.fini())?;
@@ -1084,8 +1102,8 @@ fn drop_reports_once<T>(v: T, what: &str) -> R {
     Ok(())
 }
 
-fn unmap_ok(a: &Attachment, g: &ResvGuard<'_>, m: SgMapping) -> R {
-    a.unmap(g, m).map_err(|(e, _)| e.to_string())
+fn unmap_ok(v: &LockedBuf<'_, '_>, a: &Attachment, m: SgMapping) -> R {
+    v.unmap(a, m).map_err(|(e, _)| e.to_string())
 }
 
 /// A mapping dropped under its own buffer's lock: reported, the unmap deferred (no
@@ -1100,15 +1118,16 @@ fn drop_mapping_under_lock() -> R {
     let b = s(ex.export())?;
     let dev = Device::simple("defer-map-dev");
     let a = s(b.attach(&dev))?;
-    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
-    let m = s(a.map(&g, Direction::ToDevice))?;
+    let mut g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
+    let v = s(b.locked(&mut g))?;
+    let m = s(v.map(&a, Direction::ToDevice))?;
     drop_reports_once(m, "mapping dropped under its own lock")?;
     ensure(n(&ex.calls.unmap) == 0, "the unmap is deferred")?;
-    let m2 = s(a.map(&g, Direction::ToDevice))?;
+    let m2 = s(v.map(&a, Direction::ToDevice))?;
     ensure(n(&ex.calls.unmap) == 1, "the next locked map settles it")?;
-    unmap_ok(&a, &g, m2)?;
+    unmap_ok(&v, &a, m2)?;
     ensure(n(&ex.calls.unmap) == 2, "explicit unmap as usual")?;
-    let m3 = s(a.map(&g, Direction::FromDevice))?;
+    let m3 = s(v.map(&a, Direction::FromDevice))?;
     drop_reports_once(m3, "second mapping dropped under its own lock")?;
     drop(g);
     ensure(n(&ex.calls.unmap) == 2, "deferred until a locked call")?;
@@ -1132,10 +1151,11 @@ fn drop_vmap_guard_under_lock() -> R {
     let ex = s(SimpleExporter::new(1))?;
     let b = s(ex.export())?;
     let guard = s(b.vmap_unlocked())?;
-    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
+    let mut g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
+    let v = s(b.locked(&mut g))?;
     drop_reports_once(guard, "vmap guard dropped under its own lock")?;
     ensure(n(&ex.calls.vunmap) == 0, "the vunmap is deferred")?;
-    let v = s(b.vmap(&g))?;
+    let vm = s(v.vmap())?;
     ensure(
         n(&ex.calls.vunmap) == 1 && n(&ex.calls.vmap) == 2,
         "the next vmap settles it, then maps afresh",
@@ -1143,10 +1163,11 @@ fn drop_vmap_guard_under_lock() -> R {
     drop(g);
     let guard = s(b.vmap_unlocked())?;
     ensure(n(&ex.calls.vmap) == 2, "shared with the live vmap")?;
-    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
+    let mut g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
+    let v = s(b.locked(&mut g))?;
     drop_reports_once(guard, "second guard dropped under its own lock")?;
     ensure(n(&ex.calls.vunmap) == 1, "deferred again")?;
-    s(b.vunmap(&g, v))?;
+    s(v.vunmap(vm))?;
     ensure(
         n(&ex.calls.vunmap) == 2,
         "the next vunmap settles the owed one, then drops the last user",
@@ -1170,9 +1191,10 @@ fn drop_under_other_lock() -> R {
     let dev = Device::simple("defer-other-dev");
     let a = s(b.attach(&dev))?;
     let (m1, m2) = {
-        let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
-        let m1 = s(a.map(&g, Direction::ToDevice))?;
-        let m2 = s(a.map(&g, Direction::ToDevice))?;
+        let mut g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
+        let v = s(b.locked(&mut g))?;
+        let m1 = s(v.map(&a, Direction::ToDevice))?;
+        let m2 = s(v.map(&a, Direction::ToDevice))?;
         (m1, m2)
     };
     let guard = s(b.vmap_unlocked())?;
@@ -1184,8 +1206,9 @@ fn drop_under_other_lock() -> R {
         n(&ex.calls.unmap) == 0 && n(&ex.calls.vunmap) == 0,
         "both deferred",
     )?;
-    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
-    let atts = s(b.attachments(&g))?;
+    let mut g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
+    let v = s(b.locked(&mut g))?;
+    let atts = v.attachments();
     ensure(atts.len() == 1, "one attachment")?;
     drop(atts);
     ensure(
@@ -1196,10 +1219,11 @@ fn drop_under_other_lock() -> R {
     let og = other.resv().lock_no_ctx().map_err(|e| e.to_string())?;
     drop_reports_once(m2, "second mapping dropped under another buffer's lock")?;
     drop(og);
-    let g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
-    let m3 = s(a.map(&g, Direction::ToDevice))?;
+    let mut g = b.resv().lock_no_ctx().map_err(|e| e.to_string())?;
+    let v = s(b.locked(&mut g))?;
+    let m3 = s(v.map(&a, Direction::ToDevice))?;
     ensure(n(&ex.calls.unmap) == 2, "the next locked map settles it")?;
-    unmap_ok(&a, &g, m3)?;
+    unmap_ok(&v, &a, m3)?;
     drop(g);
     s(a.detach().map_err(|(e, _)| e))?;
     ensure(n(&ex.calls.lock_state_wrong) == 0, "callbacks ran locked")?;
@@ -1222,8 +1246,9 @@ fn eventually(mut cond: impl FnMut() -> bool) -> bool {
 }
 
 fn listed(b: &DmaBuf) -> Result<usize, String> {
-    let g = s(b.resv().lock_no_ctx())?;
-    Ok(s(b.attachments(&g))?.len())
+    let mut g = s(b.resv().lock_no_ctx())?;
+    let v = s(b.locked(&mut g))?;
+    Ok(v.attachments().len())
 }
 
 /// Everything of `ex`'s one buffer `ino` is undone: every map unmapped, every pin
@@ -1390,10 +1415,11 @@ fn drop_guard_then_unmap_under_lock() -> R {
         wait_deferred_detaches(Duration::from_secs(5)),
         "no deferred work left",
     )?;
-    let g = s(b.resv().lock_no_ctx())?;
-    unmap_ok(&h, &g, m)?;
+    let mut g = s(b.resv().lock_no_ctx())?;
+    let v = s(b.locked(&mut g))?;
+    unmap_ok(&v, &h, m)?;
     ensure(
-        h.is_detached() && s(b.attachments(&g))?.is_empty(),
+        h.is_detached() && v.attachments().is_empty(),
         "unlisted by the unmap",
     )?;
     drop(g);

@@ -317,20 +317,21 @@ fn vmap() -> R {
     no_leak("vmap", || {
         let (_heap, r) = system_heap();
         let b = s(alloc(&r, "fault-system", 2))?;
-        let g = s(b.resv().lock_no_ctx())?;
+        let mut g = s(b.resv().lock_no_ctx())?;
+        let v = s(b.locked(&mut g))?;
         fail_nth(Site::Vmap, 0, ENOMEM);
-        failed_with(b.vmap(&g), ENOMEM, Site::Vmap, "vmap")?;
+        failed_with(v.vmap(), ENOMEM, Site::Vmap, "vmap")?;
         ensure(b.vmap_count() == 0, "not vmapped")?;
         ensure(b.ref_count() == 1, "no vmap holds the buffer")?;
-        let v = s(b.vmap(&g))?;
+        let vm = s(v.vmap())?;
         // A second vmap shares the first: it reaches no exporter, so nothing fails.
         fail_nth(Site::Vmap, 0, ENOMEM);
-        let v2 = s(b.vmap(&g))?;
+        let v2 = s(v.vmap())?;
         ensure(pending(Site::Vmap), "a shared vmap calls no exporter")?;
         disarm();
         ensure(b.vmap_count() == 2, "two references")?;
-        s(b.vunmap(&g, v2))?;
-        s(b.vunmap(&g, v))?;
+        s(v.vunmap(v2))?;
+        s(v.vunmap(vm))?;
         ensure(b.vmap_count() == 0, "vunmapped")?;
         drop(g);
         // The unlocked form and the CPU view built on it.
@@ -430,8 +431,9 @@ fn dynamic_attach() -> R {
         )?;
         ensure(dev.dma().iommu().mapping_count() == 0, "nothing mapped")?;
         {
-            let g = s(b.resv().lock_no_ctx())?;
-            ensure(s(b.attachments(&g))?.is_empty(), "nothing attached")?;
+            let mut g = s(b.resv().lock_no_ctx())?;
+            let v = s(b.locked(&mut g))?;
+            ensure(v.attachments().is_empty(), "nothing attached")?;
         }
         ensure(b.ref_count() == 1, "no attachment holds the buffer")?;
         let att = s(b.dynamic_attach(&dev, Some(Arc::new(Quiet))))?;
