@@ -201,9 +201,6 @@ use std::sync::Arc;
 /// The writing side of an export: holds its descriptor only while another holder may
 /// wait for the record.
 mod export;
-/// Fault injection for tests, per thread (tests run beside each other).
-#[cfg(test)]
-pub(crate) mod hooks;
 mod ioctl;
 mod liveness;
 mod passing;
@@ -228,7 +225,7 @@ pub use registry::get_fence;
 
 use export::Export;
 use ioctl::file_info;
-use record::{dup, eventfd_info, readable_now};
+use record::{dup, eventfd_info, new_fd, readable_now};
 #[cfg(test)]
 use registry::stash_liveness;
 use registry::{default_name, lookup, registry, ByFd, Known, Origin, Pinned};
@@ -288,11 +285,7 @@ impl Reserved {
         use rustix::event::{eventfd, EventfdFlags};
         // Read before the eventfd exists: a fork from here on is seen (see `export`).
         let forks = export::forks();
-        #[cfg(test)]
-        if let Some(e) = hooks::fd_fails() {
-            return Err(e.into());
-        }
-        let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        let fd = new_fd(|| eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK))?;
         Ok(Reserved { fd, forks })
     }
 

@@ -95,7 +95,7 @@ pub(super) struct SweptMap<T> {
 }
 
 impl<T> SweptMap<T> {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         SweptMap {
             map: IntMap::default(),
             sweep_at: SWEEP_MIN,

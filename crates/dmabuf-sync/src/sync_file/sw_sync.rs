@@ -57,6 +57,7 @@
 //!   timeline's last close.
 
 use super::pid;
+use super::record::new_fd;
 use super::{Reserved, SyncFile};
 use crate::error::{Error, Result};
 use crate::fence::timeline::Timeline;
@@ -68,8 +69,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 
-#[cfg(test)]
-use super::hooks;
 #[cfg(doc)]
 use super::{get_fence, ioctl_merge, send_fd};
 
@@ -114,18 +113,9 @@ impl Token {
     }
 }
 
-/// A new descriptor (fault injection for tests: the hook's errno instead).
-fn fd_result<T>(r: rustix::io::Result<T>) -> Result<T> {
-    #[cfg(test)]
-    if let Some(e) = hooks::fd_fails() {
-        return Err(Error::Os(e));
-    }
-    Ok(r?)
-}
-
 /// A close-on-exec pipe.
 fn new_pipe() -> Result<(OwnedFd, OwnedFd)> {
-    fd_result(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC))
+    new_fd(|| rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC))
 }
 
 /// This process's name, as the kernel names a timeline.
@@ -340,11 +330,13 @@ fn entry(tl: BorrowedFd<'_>) -> Result<Arc<Entry>> {
     // A read end of our own: opened through procfs, it is a new open of the pipe, so
     // its flock is this process's, and it does not count as a writer.
     let path = format!("/proc/self/fd/{}", tl.as_raw_fd());
-    let read = fd_result(rustix::fs::open(
-        path.as_str(),
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    ))?;
+    let read = new_fd(|| {
+        rustix::fs::open(
+            path.as_str(),
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+    })?;
     // Same pipe still (the number may have been reused meanwhile by another thread).
     if rustix::fs::fstat(&read)?.st_ino != ino {
         return Err(Error::NoTty);
@@ -454,7 +446,7 @@ fn watcher() -> Result<Arc<W>> {
     if let Some(w) = cur.as_ref().filter(|w| w.pid == pid) {
         return Ok(w.clone());
     }
-    let ep = fd_result(epoll::create(epoll::CreateFlags::CLOEXEC))?;
+    let ep = new_fd(|| epoll::create(epoll::CreateFlags::CLOEXEC))?;
     let scratch = new_pipe()?;
     let w = Arc::new(W { pid, ep });
     let t = w.clone();
