@@ -179,6 +179,7 @@ impl FenceOps for FenceArray {
         }
     }
 
+    #[allow(private_interfaces)] // sealed: see `FenceOps::container`
     fn container(&self) -> Container<'_> {
         Container::Array(self)
     }

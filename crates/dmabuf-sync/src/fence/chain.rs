@@ -125,6 +125,7 @@ impl FenceOps for FenceChain {
         }
     }
 
+    #[allow(private_interfaces)] // sealed: see `FenceOps::container`
     fn container(&self) -> Container<'_> {
         Container::Chain(self)
     }

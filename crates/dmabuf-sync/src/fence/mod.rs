@@ -41,7 +41,7 @@ pub use array::FenceArray;
 pub use chain::FenceChain;
 pub use live::live_fences;
 pub use object::{
-    CallbackId, Container, Fence, FenceOps, CALLBACK_SECTION, DETACHED_DRIVER, MAX_ERRNO,
+    CallbackId, Fence, FenceOps, CALLBACK_SECTION, DETACHED_DRIVER, MAX_ERRNO,
     SIGNALED_TIMELINE,
 };
 pub use wait::{wait_any, wait_any_timeout, FenceFuture, MIN_REMAINING};

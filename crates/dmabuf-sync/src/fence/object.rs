@@ -169,17 +169,19 @@ pub trait FenceOps: Send + Sync + 'static {
     /// Default: nothing (dropping the ops frees them).
     fn release(&self) {}
 
+    /// Which container this is. Implemented by the crate's arrays, chains and
+    /// `sw_sync` points only: the type is crate-private, so no other implementation can
+    /// name it to override this (the method is sealed), and it is not documented.
     #[doc(hidden)]
-    /// Which container this is. Implemented by the crate's arrays and chains only.
+    #[allow(private_interfaces)]
     fn container(&self) -> Container<'_> {
         Container::None
     }
 }
 
 /// Which kind of container a fence is (crate-internal downcast).
-#[doc(hidden)]
 #[derive(Clone, Copy)]
-pub enum Container<'a> {
+pub(crate) enum Container<'a> {
     /// A plain fence.
     None,
     /// A fence array.

@@ -66,6 +66,7 @@ impl FenceOps for SyncPt {
     fn signaled(&self, fence: &Fence) -> bool {
         !seqno_is_later(fence.seqno(), u64::from(self.tl.value.load(Acquire)), false)
     }
+    #[allow(private_interfaces)] // sealed: see `FenceOps::container`
     fn container(&self) -> Container<'_> {
         Container::SwSyncPoint
     }

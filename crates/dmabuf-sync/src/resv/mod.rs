@@ -33,7 +33,7 @@
 //! later than or the same as. So a READ fence never replaces its own context's WRITE fence.
 
 pub mod exec;
-pub mod rcu;
+pub(crate) mod rcu;
 
 use crate::error::{Error, Result};
 use crate::fence::{self, array::FenceArray, is_later_or_same, Context, Fence};
