@@ -236,7 +236,9 @@ impl Drop for Timeline {
 
 /// The earliest deadline set on a sw_sync point (`SW_SYNC_GET_DEADLINE`).
 ///
-/// Errors: [`Error::Invalid`] (`EINVAL`) if `fence` is not a sw_sync point;
+/// # Errors
+///
+/// [`Error::Invalid`] (`EINVAL`) if `fence` is not a sw_sync point;
 /// [`Error::NoEntry`] (`ENOENT`) if no deadline was set.
 pub fn get_deadline(fence: &Fence) -> Result<u64> {
     if !matches!(fence.ops().container(), Container::SwSyncPoint) {

@@ -236,6 +236,7 @@ use registry::{default_name, lookup, registry, ByFd, Known, Origin, Pinned};
 ///
 /// Invariant: while it lives, the registry's fast map has an entry for its descriptor
 /// number; `fd` is `None` only inside [`into_fd`](SyncFile::into_fd) and `drop`.
+#[must_use = "dropping a SyncFile closes its descriptor at once"]
 pub struct SyncFile {
     /// The eventfd. For an export of this process, its fence callback holds it weakly,
     /// and takes it over on drop only if the export was shared (see the module docs).
@@ -280,7 +281,9 @@ pub(super) struct Reserved {
 impl Reserved {
     /// A new close-on-exec, non-blocking eventfd at 0.
     ///
-    /// Errors: OS errors creating it (`EMFILE`, `ENFILE`, `ENOMEM`).
+    /// # Errors
+    ///
+    /// OS errors creating it (`EMFILE`, `ENFILE`, `ENOMEM`).
     pub(super) fn new() -> Result<Reserved> {
         use rustix::event::{eventfd, EventfdFlags};
         // Read before the eventfd exists: a fork from here on is seen (see `export`).
@@ -301,7 +304,9 @@ impl SyncFile {
     /// `<driver>-<timeline><context>-<seqno>`. The descriptor is a close-on-exec eventfd
     /// that polls readable once the fence has signalled.
     ///
-    /// Errors: OS errors creating the eventfd (`EMFILE`…); nothing is registered then.
+    /// # Errors
+    ///
+    /// OS errors creating the eventfd (`EMFILE`…); nothing is registered then.
     pub fn new(fence: Fence) -> Result<SyncFile> {
         let name = default_name(&fence);
         Self::create(fence, name).map(|(sf, _)| sf)
@@ -309,7 +314,9 @@ impl SyncFile {
 
     /// Export `fence` under `name` (truncated to 31 bytes, as the kernel's 32-byte field).
     ///
-    /// Errors: as [`new`](SyncFile::new).
+    /// # Errors
+    ///
+    /// As [`new`](SyncFile::new).
     pub fn with_name(fence: Fence, name: &str) -> Result<SyncFile> {
         Self::create(fence, name[..name_len(name)].to_owned()).map(|(sf, _)| sf)
     }
@@ -375,7 +382,9 @@ impl SyncFile {
     /// Our own export gives back the same fence and name; another process's a proxy fence
     /// (see the module docs).
     ///
-    /// Errors: [`Error::Invalid`] (`EINVAL`) if `fd` is not a sync file (not an eventfd, or
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] (`EINVAL`) if `fd` is not a sync file (not an eventfd, or
     /// its counter is not a record, or no procfs to tell); OS errors reading its fdinfo
     /// (`EMFILE`, `ENFILE`, `ENOMEM`: nothing is known about the descriptor then) or
     /// duplicating it for a proxy (`EMFILE`). The descriptor is closed on error, as it
@@ -441,6 +450,7 @@ impl SyncFile {
     /// the process is out of descriptors (`EMFILE`), so that the duplicate cannot be made
     /// (there is then no descriptor to hand over that the callback would not close under
     /// the caller). Use `try_into_fd` where that can happen.
+    #[must_use = "dropping the descriptor closes it"]
     pub fn into_fd(self) -> OwnedFd {
         match self.try_into_fd() {
             Ok(fd) => fd,
@@ -450,7 +460,9 @@ impl SyncFile {
 
     /// [`into_fd`](SyncFile::into_fd), failing instead of panicking.
     ///
-    /// Errors: OS errors duplicating the descriptor while the fence is still pending
+    /// # Errors
+    ///
+    /// OS errors duplicating the descriptor while the fence is still pending
     /// (`EMFILE`, `ENFILE`, `ENOMEM`). The sync file is then dropped as it is when it goes
     /// out of scope: its descriptor closes (once the fence callback has written, if the
     /// export was shared: see the module docs), and nothing is leaked.
@@ -522,7 +534,9 @@ impl SyncFile {
     /// this sync file is dropped first (a duplicate made from [`as_fd`](SyncFile::as_fd)
     /// by other means does not: see the module docs).
     ///
-    /// Errors: OS errors of the duplicate (`EMFILE`, `ENFILE`, `ENOMEM`); nothing changes
+    /// # Errors
+    ///
+    /// OS errors of the duplicate (`EMFILE`, `ENFILE`, `ENOMEM`); nothing changes
     /// then.
     pub fn try_clone_fd(&self) -> Result<OwnedFd> {
         let d = dup(self.owned_fd())?;
@@ -540,7 +554,9 @@ impl SyncFile {
     /// Merge with `other` into a new sync file named `name` (`SYNC_IOC_MERGE`): its
     /// fence signals when both have (see [`merge`]).
     ///
-    /// Errors: [`Error::NoMem`] from the merge; as [`new`](SyncFile::new).
+    /// # Errors
+    ///
+    /// [`Error::NoMem`] from the merge; as [`new`](SyncFile::new).
     pub fn merge(&self, name: &str, other: &SyncFile) -> Result<SyncFile> {
         let f = merge(&[self.known.fence.clone(), other.known.fence.clone()])?;
         SyncFile::with_name(f, name)

@@ -115,7 +115,9 @@ pub(super) fn parse_fdinfo(text: &[u8]) -> Option<EventfdInfo> {
 /// itself is never used as a descriptor, so it may be closed or reused meanwhile (the
 /// answer is then about whatever it is now).
 ///
-/// Errors: [`Error::Invalid`] if it is not an eventfd; [`Error::BadFd`] if there is no
+/// # Errors
+///
+/// [`Error::Invalid`] if it is not an eventfd; [`Error::BadFd`] if there is no
 /// such descriptor (or no procfs); other errors of the open and read as [`Error::Os`].
 pub(super) fn fdinfo_of(n: RawFd) -> Result<EventfdInfo> {
     use rustix::fs::{Mode, OFlags};
@@ -153,7 +155,9 @@ pub(super) fn eventfd_info(fd: BorrowedFd<'_>) -> Result<EventfdInfo> {
 
 /// A close-on-exec duplicate (fault sites [`Site::Dup`], then [`Site::Fd`]).
 ///
-/// Errors: OS errors of the duplicate (`EMFILE`…).
+/// # Errors
+///
+/// OS errors of the duplicate (`EMFILE`…).
 pub(super) fn dup(fd: impl AsFd) -> Result<OwnedFd> {
     fault::hit(Site::Dup)?;
     new_fd(|| rustix::io::fcntl_dupfd_cloexec(fd, 0))
@@ -162,7 +166,9 @@ pub(super) fn dup(fd: impl AsFd) -> Result<OwnedFd> {
 /// A new descriptor made by `make` (fault site [`Site::Fd`]: an armed failure comes
 /// back as `make`'s own error would, and `make` is not called).
 ///
-/// Errors: `make`'s OS error, as [`Error::Os`].
+/// # Errors
+///
+/// `make`'s OS error, as [`Error::Os`].
 pub(super) fn new_fd<T>(make: impl FnOnce() -> rustix::io::Result<T>) -> Result<T> {
     fault::hit(Site::Fd)?;
     Ok(make()?)
@@ -189,7 +195,9 @@ pub(super) fn hung_up(fd: BorrowedFd<'_>) -> bool {
 /// Never blocks. `SignallerGone` is reported only for a descriptor that came with its
 /// origin's liveness descriptor (see [`recv_fd`]).
 ///
-/// Errors: [`Error::Invalid`] if `fd` is not an eventfd or its counter is not a record;
+/// # Errors
+///
+/// [`Error::Invalid`] if `fd` is not an eventfd or its counter is not a record;
 /// [`Error::BadFd`] if it is not open (or procfs is missing); OS errors reading the
 /// fdinfo.
 pub fn peek(fd: BorrowedFd<'_>) -> Result<FdState> {
@@ -234,7 +242,9 @@ fn fd_state(r: Record) -> Result<FdState> {
 /// it did (for a descriptor that reports an error or hang-up instead, whether it
 /// reported anything).
 ///
-/// Errors: OS errors of `poll` other than `EINTR`, which is retried (with the full
+/// # Errors
+///
+/// OS errors of `poll` other than `EINTR`, which is retried (with the full
 /// timeout again).
 pub fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<bool> {
     let ts = timeout.map(|d| rustix::time::Timespec {

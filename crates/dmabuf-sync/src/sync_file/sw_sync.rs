@@ -132,7 +132,9 @@ fn comm() -> [u8; 16] {
 /// Open a new timeline (the kernel's `open` of `sync/sw_sync`): value 0, named after
 /// this process. The descriptor is close-on-exec.
 ///
-/// Errors: OS errors creating the pipe (`EMFILE`, `ENFILE`, `ENOMEM`); nothing is left
+/// # Errors
+///
+/// OS errors creating the pipe (`EMFILE`, `ENFILE`, `ENOMEM`); nothing is left
 /// open then.
 pub fn open() -> Result<OwnedFd> {
     let (r, w) = new_pipe()?;
@@ -155,7 +157,9 @@ pub fn open() -> Result<OwnedFd> {
 /// with wrap-around. The point signals when any process holding the timeline
 /// increments it past `value`, or with `-ENOENT` at the timeline's last close.
 ///
-/// Errors: [`Error::NoTty`] (`ENOTTY`) if `tl` is not a timeline descriptor (see the
+/// # Errors
+///
+/// [`Error::NoTty`] (`ENOTTY`) if `tl` is not a timeline descriptor (see the
 /// module docs; a timeline whose token was damaged before this process first used it
 /// reads as one that is not); OS errors opening this process's read end of it,
 /// starting the watcher, or creating the sync file (`EMFILE`, `ENFILE`, `ENOMEM`). On error nothing is left open or registered, and the timeline has no new
@@ -175,7 +179,9 @@ pub fn create_fence(tl: BorrowedFd<'_>, value: u32) -> Result<SyncFile> {
 /// once and its points are signalled by the signalling already running on that thread,
 /// in order, after the current point: nothing waits for itself.
 ///
-/// Errors: [`Error::NoTty`] (`ENOTTY`) if `tl` is not a timeline descriptor, or is not
+/// # Errors
+///
+/// [`Error::NoTty`] (`ENOTTY`) if `tl` is not a timeline descriptor, or is not
 /// open for writing; `EIO` if the token is damaged or missing (see the module docs);
 /// OS errors opening this process's read end or starting the watcher (`EMFILE`,
 /// `ENOMEM`). Nothing changes on error.
@@ -211,7 +217,9 @@ pub fn inc(tl: BorrowedFd<'_>, n: u32) -> Result<()> {
 /// The earliest deadline set on the point behind sync file `fence` (`SW_SYNC_GET_DEADLINE`
 /// on timeline `tl`).
 ///
-/// Errors: [`Error::NoTty`] (`ENOTTY`) if `tl` is not a timeline descriptor;
+/// # Errors
+///
+/// [`Error::NoTty`] (`ENOTTY`) if `tl` is not a timeline descriptor;
 /// [`Error::Invalid`] (`EINVAL`) if `fence` is not a sync file of a sw_sync point;
 /// [`Error::NoEntry`] (`ENOENT`) if no deadline was set; errors of [`get_fence`] other
 /// than `EINVAL` (`EMFILE`…) if that cannot be told.

@@ -48,7 +48,9 @@ static CURRENT: Mutex<Option<Arc<W>>> = parking_lot::const_mutex(None);
 /// `fork`: the child's copy of the parent's shares the parent's epoll instance and has
 /// no thread. A failed attempt is not remembered: the next call tries again.
 ///
-/// Errors: OS errors of `epoll_create` (`EMFILE`, `ENOMEM`); [`Error::NoMem`] if the
+/// # Errors
+///
+/// OS errors of `epoll_create` (`EMFILE`, `ENOMEM`); [`Error::NoMem`] if the
 /// thread cannot be spawned.
 fn get() -> Result<Arc<W>> {
     let pid = pid::current();
@@ -76,7 +78,9 @@ fn get() -> Result<Arc<W>> {
 impl W {
     /// A watcher of process `pid` with an empty epoll set and no thread yet.
     ///
-    /// Errors: OS errors of `epoll_create` (`EMFILE`, `ENOMEM`).
+    /// # Errors
+    ///
+    /// OS errors of `epoll_create` (`EMFILE`, `ENOMEM`).
     fn new(pid: rustix::process::Pid) -> Result<W> {
         Ok(W {
             pid,
