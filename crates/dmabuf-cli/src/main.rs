@@ -1,5 +1,9 @@
 //! `dmabuf`: the dmabuf-rs command-line tool.
 
+#![deny(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 use std::time::Duration;

@@ -115,6 +115,7 @@ impl Interrupt {
 }
 
 /// A wake-up registered with [`Interrupt::on_interrupt`]; dropping it unregisters.
+#[must_use = "the wake-up is unregistered as soon as its registration drops"]
 pub struct Registration {
     inner: Arc<Inner>,
     id: u64,

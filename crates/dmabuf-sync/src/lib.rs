@@ -8,6 +8,11 @@
 //! hardware (`dmabuf-drivers`). It never imports any of them. See the repository's
 //! `ARCHITECTURE.md`.
 
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![warn(clippy::missing_errors_doc)]
+
 pub mod error;
 pub mod fault;
 pub mod fence;

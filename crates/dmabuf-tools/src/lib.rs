@@ -11,6 +11,8 @@
 //! criterion benches use; everything else is `pub(crate)`.
 
 #![deny(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![deny(unsafe_op_in_unsafe_fn)]
 
 use dmabuf::{
     buf, debug, device, error, fault, fence, heap, interrupt, mem, resv, sync_file, testing, ww,

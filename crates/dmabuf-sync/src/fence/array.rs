@@ -30,7 +30,9 @@ impl FenceArray {
     /// (`dma_fence_array_create`). With `signal_on_any` it signals when the first member
     /// does, else when all have.
     ///
-    /// Errors: [`Error::Invalid`] (`EINVAL`) if `fences` is empty, or if a member is itself
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] (`EINVAL`) if `fences` is empty, or if a member is itself
     /// an array or a chain (flatten with [`unwrap`](super::unwrap) instead; the kernel
     /// warns). Nothing is created then.
     pub fn create(
@@ -179,6 +181,7 @@ impl FenceOps for FenceArray {
         }
     }
 
+    #[allow(private_interfaces)] // sealed: see `FenceOps::container`
     fn container(&self) -> Container<'_> {
         Container::Array(self)
     }

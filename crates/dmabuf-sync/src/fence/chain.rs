@@ -33,7 +33,9 @@ impl FenceChain {
     /// context; otherwise it gets a fresh context, and (after a chain node) the seqno is
     /// raised to the previous one so it stays valid. Seqnos are 64-bit.
     ///
-    /// Errors: [`Error::Invalid`] if `fence` is itself a chain node (the kernel warns).
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if `fence` is itself a chain node (the kernel warns).
     pub fn create(prev: Option<Fence>, fence: Fence, seqno: u64) -> Result<Fence> {
         if fence.as_chain().is_some() {
             return Err(Error::Invalid("a chain node cannot contain a chain node"));
@@ -125,6 +127,7 @@ impl FenceOps for FenceChain {
         }
     }
 
+    #[allow(private_interfaces)] // sealed: see `FenceOps::container`
     fn container(&self) -> Container<'_> {
         Container::Chain(self)
     }
@@ -209,6 +212,7 @@ pub fn iter(head: &Fence) -> ChainIter {
 
 /// Iterator of [`iter`].
 #[derive(Debug)]
+#[must_use = "iterators are lazy and do nothing unless consumed"]
 pub struct ChainIter {
     next: Option<Fence>,
 }
@@ -227,7 +231,9 @@ impl Iterator for ChainIter {
 /// `seqno`. `Ok(None)` means the point has already signalled. `seqno` 0 is a no-op
 /// returning `head`.
 ///
-/// Errors: [`Error::Invalid`] (`EINVAL`) if `head` is not a chain node or `seqno` is later
+/// # Errors
+///
+/// [`Error::Invalid`] (`EINVAL`) if `head` is not a chain node or `seqno` is later
 /// than its seqno (a future point).
 pub fn find_seqno(head: &Fence, seqno: u64) -> Result<Option<Fence>> {
     if seqno == 0 {

@@ -10,7 +10,7 @@
 //! - Signalling annotations ([`begin_signalling`], [`might_wait`]) feed lockdep, so "waits
 //!   for a fence while holding a lock its signaller needs" is reported the first time both
 //!   paths run.
-//! - Containers: [`array`] (all-of / any-of), [`chain`] (timeline points), [`unwrap`]
+//! - Containers: [`array`](mod@array) (all-of / any-of), [`chain`] (timeline points), [`unwrap`]
 //!   (flatten, merge). [`timeline`] is the kernel's `sw_sync` test timeline.
 //!
 //! Times are `u64` nanoseconds of the monotonic clock ([`ktime_now`]), the kernel's ktime.
@@ -40,8 +40,7 @@ pub use array::FenceArray;
 pub use chain::FenceChain;
 pub use live::live_fences;
 pub use object::{
-    CallbackId, Container, Fence, FenceOps, CALLBACK_SECTION, DETACHED_DRIVER, MAX_ERRNO,
-    SIGNALED_TIMELINE,
+    CallbackId, Fence, FenceOps, CALLBACK_SECTION, DETACHED_DRIVER, MAX_ERRNO, SIGNALED_TIMELINE,
 };
 pub use wait::{wait_any, wait_any_timeout, FenceFuture, MIN_REMAINING};
 
@@ -71,7 +70,9 @@ impl Context {
     /// Reserve `n` consecutive context ids and return the first (`dma_fence_context_alloc`).
     /// Use [`nth`](Context::nth) for the others. Lock-free.
     ///
-    /// Errors: [`Error::Invalid`] if `n` is 0 (the kernel warns); nothing is reserved.
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if `n` is 0 (the kernel warns); nothing is reserved.
     pub fn alloc(n: u64) -> Result<Context> {
         if n == 0 {
             return Err(Error::Invalid("context_alloc of 0 contexts"));

@@ -169,17 +169,19 @@ pub trait FenceOps: Send + Sync + 'static {
     /// Default: nothing (dropping the ops frees them).
     fn release(&self) {}
 
+    /// Which container this is. Implemented by the crate's arrays, chains and
+    /// `sw_sync` points only: the type is crate-private, so no other implementation can
+    /// name it to override this (the method is sealed), and it is not documented.
     #[doc(hidden)]
-    /// Which container this is. Implemented by the crate's arrays and chains only.
+    #[allow(private_interfaces)]
     fn container(&self) -> Container<'_> {
         Container::None
     }
 }
 
 /// Which kind of container a fence is (crate-internal downcast).
-#[doc(hidden)]
 #[derive(Clone, Copy)]
-pub enum Container<'a> {
+pub(crate) enum Container<'a> {
     /// A plain fence.
     None,
     /// A fence array.
@@ -393,7 +395,9 @@ impl Fence {
     /// With nobody waiting and no callback this is two atomic operations and a clock read:
     /// no lock, no syscall.
     ///
-    /// Errors: [`Error::AlreadySignaled`] (`EINVAL`) if the fence was already signalled;
+    /// # Errors
+    ///
+    /// [`Error::AlreadySignaled`] (`EINVAL`) if the fence was already signalled;
     /// nothing changes then.
     #[track_caller]
     pub fn signal(&self) -> Result<()> {
@@ -401,7 +405,11 @@ impl Fence {
     }
 
     /// Signal with a given timestamp (`dma_fence_signal_timestamp`): `ts_ns` is a
-    /// monotonic time in ns (see [`ktime_now`]). Errors as [`signal`](Fence::signal).
+    /// monotonic time in ns (see [`ktime_now`]).
+    ///
+    /// # Errors
+    ///
+    /// As [`signal`](Fence::signal).
     #[track_caller]
     pub fn signal_timestamp(&self, ts_ns: u64) -> Result<()> {
         self.signal_in_section(Some(ts_ns))
@@ -514,7 +522,9 @@ impl Fence {
     /// (`-ENODATA`, `-ECANCELED`, `-ETIME`… are customary). A later call overwrites an
     /// earlier one.
     ///
-    /// Errors: [`Error::Invalid`] if `errno` is out of range or the fence is already
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] if `errno` is out of range or the fence is already
     /// signalled; the error is unchanged then.
     pub fn set_error(&self, errno: i32) -> Result<()> {
         if !(-MAX_ERRNO..=-1).contains(&errno) {
@@ -665,7 +675,9 @@ impl Fence {
     /// fence's lock (so: no waiting on this fence, no `remove_callback` on it, keep it
     /// short). Enables signalling first.
     ///
-    /// Errors: `Err((Error::NoEntry, cb))` (`ENOENT`) if the fence is already signalled:
+    /// # Errors
+    ///
+    /// `Err((Error::NoEntry, cb))` (`ENOENT`) if the fence is already signalled:
     /// the callback is handed back uncalled and nothing is registered.
     pub fn add_callback<F>(&self, cb: F) -> std::result::Result<CallbackId, (Error, F)>
     where

@@ -66,6 +66,7 @@ impl FenceOps for SyncPt {
     fn signaled(&self, fence: &Fence) -> bool {
         !seqno_is_later(fence.seqno(), u64::from(self.tl.value.load(Acquire)), false)
     }
+    #[allow(private_interfaces)] // sealed: see `FenceOps::container`
     fn container(&self) -> Container<'_> {
         Container::SwSyncPoint
     }
@@ -235,7 +236,9 @@ impl Drop for Timeline {
 
 /// The earliest deadline set on a sw_sync point (`SW_SYNC_GET_DEADLINE`).
 ///
-/// Errors: [`Error::Invalid`] (`EINVAL`) if `fence` is not a sw_sync point;
+/// # Errors
+///
+/// [`Error::Invalid`] (`EINVAL`) if `fence` is not a sw_sync point;
 /// [`Error::NoEntry`] (`ENOENT`) if no deadline was set.
 pub fn get_deadline(fence: &Fence) -> Result<u64> {
     if !matches!(fence.ops().container(), Container::SwSyncPoint) {

@@ -24,6 +24,7 @@ pub fn unwrap(fence: &Fence) -> Unwrap {
 
 /// Iterator of [`unwrap`].
 #[derive(Debug)]
+#[must_use = "iterators are lazy and do nothing unless consumed"]
 pub struct Unwrap {
     node: Option<Fence>,
     payload: Option<Fence>,
@@ -84,6 +85,8 @@ pub fn dedup_array(fences: &mut Vec<Fence>) -> usize {
 /// context keeping the newest. No pending leaf → a new signalled stub carrying the newest
 /// timestamp among the signalled leaves (0 if none); one → that fence itself; more → an
 /// array fence (fresh context, seqno 1, signal on all).
+///
+/// # Errors
 ///
 /// Never fails today (allocation failure aborts in Rust); the `Result` keeps the
 /// kernel's `-ENOMEM` shape for callers.

@@ -47,8 +47,12 @@ impl Fence {
         let _ = self.wait_until(None, None);
     }
 
-    /// Wait, returning early with [`Error::Interrupted`] (`EINTR`) if `intr` fires or its
-    /// deadline passes (`dma_fence_wait(f, true)`).
+    /// Wait, returning early if `intr` fires or its deadline passes
+    /// (`dma_fence_wait(f, true)`).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Interrupted`] (`EINTR`) if `intr` fired or its deadline passed first.
     #[track_caller]
     pub fn wait_interruptible(&self, intr: &Interrupt) -> Result<()> {
         might_wait();
@@ -56,16 +60,24 @@ impl Fence {
     }
 
     /// Wait at most `timeout` (`dma_fence_wait_timeout(f, false, t)`). A zero timeout
-    /// only polls. `Ok(remaining)` (≥ 1 ns) if the fence signalled in time,
-    /// [`Error::TimedOut`] (`ETIME`, the kernel's 0) otherwise.
+    /// only polls. `Ok(remaining)` (≥ 1 ns) if the fence signalled in time.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`] (`ETIME`, the kernel's 0) if it did not.
     #[track_caller]
     pub fn wait_timeout(&self, timeout: Duration) -> Result<Duration> {
         might_wait();
         self.wait_for(timeout, None)
     }
 
-    /// [`wait_timeout`](Fence::wait_timeout) that also returns [`Error::Interrupted`] if
-    /// `intr` fires or its deadline passes first.
+    /// [`wait_timeout`](Fence::wait_timeout) that also gives up if `intr` fires or its
+    /// deadline passes first.
+    ///
+    /// # Errors
+    ///
+    /// [`Error::TimedOut`] as [`wait_timeout`](Fence::wait_timeout);
+    /// [`Error::Interrupted`] (`EINTR`) if `intr` fired or its deadline passed first.
     #[track_caller]
     pub fn wait_timeout_interruptible(
         &self,
@@ -298,7 +310,9 @@ impl Wake for AnyWake {
 /// (`None` = forever; zero = poll), interruptibly if `intr` is given. Returns the index of
 /// the first signalled fence in slice order and the time remaining (≥ 1 ns).
 ///
-/// Errors: [`Error::Invalid`] (`EINVAL`) for an empty slice; [`Error::TimedOut`];
+/// # Errors
+///
+/// [`Error::Invalid`] (`EINVAL`) for an empty slice; [`Error::TimedOut`];
 /// [`Error::Interrupted`].
 #[track_caller]
 pub fn wait_any_timeout(
@@ -405,7 +419,12 @@ pub fn wait_any_timeout(
 }
 
 /// [`wait_any_timeout`] without a timeout; returns the index of the first signalled
-/// fence. Errors: [`Error::Invalid`] for an empty slice, [`Error::Interrupted`].
+/// fence.
+///
+/// # Errors
+///
+/// [`Error::Invalid`] (`EINVAL`) for an empty slice; [`Error::Interrupted`] (`EINTR`)
+/// if `intr` fired or its deadline passed first.
 #[track_caller]
 pub fn wait_any(fences: &[Fence], intr: Option<&Interrupt>) -> Result<usize> {
     wait_any_timeout(fences, None, intr).map(|(i, _)| i)

@@ -28,7 +28,9 @@ use crate::error::{Error, Result};
 use crate::interrupt::Interrupt;
 use crate::ww::AcquireCtx;
 
-/// A multi-object locking transaction over one acquire context.
+/// A multi-object locking transaction over one acquire context. Dropping it unlocks
+/// every object it holds.
+#[must_use = "dropping an Exec unlocks every reservation object it locked"]
 pub struct Exec<'a> {
     ctx: &'a AcquireCtx,
     locked: Vec<ResvGuard<'a>>,
@@ -58,7 +60,9 @@ impl<'a> Exec<'a> {
 
     /// Lock `obj`; a duplicate is a no-op.
     ///
-    /// Errors: `Deadlock` — every lock of the transaction has been dropped and `obj`
+    /// # Errors
+    ///
+    /// `Deadlock` — every lock of the transaction has been dropped and `obj`
     /// remembered: return it from the [`until_all_locked`](Self::until_all_locked)
     /// closure (the `?` operator does) to retry; `Interrupted`; `Invalid` for a context
     /// misuse.
@@ -86,7 +90,9 @@ impl<'a> Exec<'a> {
     /// Run `f` until it has locked everything it wanted without contention. Before each
     /// retry, the object that was contended is locked first (`lock_slow`).
     ///
-    /// Errors: whatever `f` returns other than a contention `Deadlock`, and
+    /// # Errors
+    ///
+    /// Whatever `f` returns other than a contention `Deadlock`, and
     /// `Interrupted` from the slow lock; locks taken so far stay held in `self`.
     #[track_caller]
     pub fn until_all_locked<R>(&mut self, mut f: impl FnMut(&mut Self) -> Result<R>) -> Result<R> {
@@ -116,6 +122,7 @@ impl<'a> Exec<'a> {
     }
 
     /// Give up the transaction's locks as guards.
+    #[must_use = "dropping the guards unlocks the reservation objects at once"]
     pub fn into_guards(self) -> Vec<ResvGuard<'a>> {
         self.locked
     }
@@ -124,7 +131,9 @@ impl<'a> Exec<'a> {
 /// Lock every object of `objs` (duplicates once) in one transaction on `ctx`, retrying on
 /// contention; returns the guards in order of first occurrence.
 ///
-/// Errors: `Interrupted` (with `intr`), `Invalid` for a context misuse; nothing is held
+/// # Errors
+///
+/// `Interrupted` (with `intr`), `Invalid` for a context misuse; nothing is held
 /// then.
 #[track_caller]
 pub fn lock_all<'a>(

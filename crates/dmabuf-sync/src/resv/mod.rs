@@ -9,7 +9,7 @@
 //! take `&ResvGuard` and check that it is the guard of *their* object.
 //!
 //! Readers never lock. As in the kernel, the fences live in a fixed-capacity array that
-//! unlocked readers walk ([`rcu::RcuSlots`]) while the lock holder appends into reserved
+//! unlocked readers walk (an RCU-style cell of slots, crate-private) while the lock holder appends into reserved
 //! slots and replaces entries in place; a replaced fence's reference is dropped only after
 //! a grace period, so a reader that is cloning it meanwhile is safe. Grace periods are
 //! batched, as the kernel's `call_rcu` batches them: a replaced fence stays referenced by
@@ -33,7 +33,7 @@
 //! later than or the same as. So a READ fence never replaces its own context's WRITE fence.
 
 pub mod exec;
-pub mod rcu;
+pub(crate) mod rcu;
 
 use crate::error::{Error, Result};
 use crate::fence::{self, array::FenceArray, is_later_or_same, Context, Fence};
@@ -183,7 +183,9 @@ impl Resv {
 
     /// Lock within `ctx` (`dma_resv_lock`).
     ///
-    /// Errors: `Deadlock` (EDEADLK) — drop every lock of `ctx`, then
+    /// # Errors
+    ///
+    /// `Deadlock` (EDEADLK) — drop every lock of `ctx`, then
     /// [`lock_slow`](Self::lock_slow) this one; `Already` (EALREADY) — `ctx` holds it;
     /// `Invalid` for a context misuse (see [`crate::ww`]), or when this thread already
     /// holds the lock outside `ctx` (without a context, or in another context): waiting
@@ -193,7 +195,12 @@ impl Resv {
         Ok(self.guard(self.lock.lock(ctx)?))
     }
 
-    /// [`lock`](Self::lock), interruptibly: also `Interrupted` (EINTR).
+    /// [`lock`](Self::lock), interruptibly.
+    ///
+    /// # Errors
+    ///
+    /// As [`lock`](Self::lock); also `Interrupted` (EINTR) when `intr` fires or its
+    /// deadline passes before the lock is had (nothing is held then).
     #[track_caller]
     pub fn lock_interruptible<'a>(
         &'a self,
@@ -205,7 +212,9 @@ impl Resv {
 
     /// Lock after a `Deadlock`, with nothing else of `ctx` held (`dma_resv_lock_slow`).
     ///
-    /// Errors: `Invalid` when `ctx` still holds locks or saw no `Deadlock`, or when this
+    /// # Errors
+    ///
+    /// `Invalid` when `ctx` still holds locks or saw no `Deadlock`, or when this
     /// thread holds the lock outside `ctx` (refused rather than waiting forever).
     #[track_caller]
     pub fn lock_slow<'a>(&'a self, ctx: &'a AcquireCtx) -> Result<ResvGuard<'a>> {
@@ -213,6 +222,11 @@ impl Resv {
     }
 
     /// [`lock_slow`](Self::lock_slow), interruptibly.
+    ///
+    /// # Errors
+    ///
+    /// As [`lock_slow`](Self::lock_slow); also `Interrupted` (EINTR) when `intr` fires or
+    /// its deadline passes before the lock is had (nothing is held then).
     #[track_caller]
     pub fn lock_slow_interruptible<'a>(
         &'a self,
@@ -225,7 +239,9 @@ impl Resv {
     /// Lock without a context, as a plain mutex (`dma_resv_lock(obj, NULL)`). Never
     /// mix with context locking of the same objects in one transaction.
     ///
-    /// Errors: `Invalid` when this thread already holds the lock (with or without a
+    /// # Errors
+    ///
+    /// `Invalid` when this thread already holds the lock (with or without a
     /// context): the kernel would wait forever; here it is refused, with lockdep on or
     /// off (with lockdep on it is also reported as recursive locking). Nothing changes.
     #[track_caller]
@@ -235,6 +251,7 @@ impl Resv {
 
     /// Try to lock without blocking (`dma_resv_trylock`).
     #[track_caller]
+    #[must_use = "the reservation object is unlocked as soon as its guard drops"]
     pub fn try_lock(&self) -> Option<ResvGuard<'_>> {
         self.lock.try_lock(None).map(|g| self.guard(g))
     }
@@ -255,13 +272,14 @@ impl Resv {
         self.lock.is_held_by_current_thread()
     }
 
-    /// Number of entries in the published list, signalled ones included.
+    /// Number of entries in the published list, signalled ones included. Takes no lock
+    /// (a read-side section).
     pub fn num_fences(&self) -> usize {
         self.list.read(|v| v.len())
     }
 
     /// Walk the unsignalled fences of usage `usage` or stronger without the lock
-    /// (`dma_resv_for_each_fence_unlocked`).
+    /// (`dma_resv_for_each_fence_unlocked`); works whether or not anybody holds it.
     pub fn iter_unlocked(&self, usage: Usage) -> UnlockedIter<'_> {
         UnlockedIter {
             resv: self,
@@ -272,7 +290,8 @@ impl Resv {
     }
 
     /// References to the unsignalled fences of usage `usage` or stronger
-    /// (`dma_resv_get_fences`); a restarted walk starts the collection over.
+    /// (`dma_resv_get_fences`); a restarted walk starts the collection over. Takes no
+    /// lock.
     pub fn get_fences(&self, usage: Usage) -> Vec<Fence> {
         loop {
             // References are taken inside a read-side section; the signalled ones are
@@ -300,7 +319,9 @@ impl Resv {
     /// is one, else a new all-signal array (fresh context, seqno 1). Never add the result
     /// back into a reservation object: add its members.
     ///
-    /// Errors: `NoMem` in the kernel; here only what array creation reports.
+    /// # Errors
+    ///
+    /// `NoMem` in the kernel; here only what array creation reports.
     pub fn get_singleton(&self, usage: Usage) -> Result<Option<Fence>> {
         let mut v = self.get_fences(usage);
         match v.len() {
@@ -311,16 +332,21 @@ impl Resv {
     }
 
     /// Whether no unsignalled fence of usage `usage` or stronger remains
-    /// (`dma_resv_test_signaled`).
+    /// (`dma_resv_test_signaled`). Takes no lock.
     pub fn test_signaled(&self, usage: Usage) -> bool {
         self.iter_unlocked(usage).next().is_none()
     }
 
     /// Wait for every fence of usage `usage` or stronger, each with what is left of
-    /// `timeout` (`dma_resv_wait_timeout`). A zero timeout only polls.
+    /// `timeout` (`dma_resv_wait_timeout`). A zero timeout only polls. Takes no lock; a
+    /// wait while holding a lock the fences' signallers need is reported by lockdep
+    /// (every wait is a [`fence::might_wait`]).
     ///
     /// Returns the time left (at least 1 ns when everything had signalled).
-    /// Errors: `TimedOut` (the kernel's 0), `Interrupted` when `intr` fires.
+    ///
+    /// # Errors
+    ///
+    /// `TimedOut` (the kernel's 0), `Interrupted` when `intr` fires.
     #[track_caller]
     pub fn wait_timeout(
         &self,
@@ -358,7 +384,7 @@ impl Resv {
     }
 
     /// Pass `deadline_ns` (monotonic) to every unsignalled fence of usage `usage` or
-    /// stronger (`dma_resv_set_deadline`).
+    /// stronger (`dma_resv_set_deadline`). Takes no lock.
     pub fn set_deadline(&self, usage: Usage, deadline_ns: u64) {
         for (f, _) in self.iter_unlocked(usage) {
             f.set_deadline(deadline_ns);
@@ -368,6 +394,7 @@ impl Resv {
 
 /// Holds a reservation object locked; the proof other layers ask for. Unlocks on drop,
 /// and any unused reservations die with it.
+#[must_use = "the reservation object is unlocked as soon as its guard drops"]
 pub struct ResvGuard<'a> {
     resv: &'a Resv,
     g: WwGuard<'a, Locked>,
@@ -413,7 +440,9 @@ impl<'a> ResvGuard<'a> {
 
     /// Check that this guard is the proof for `resv`.
     ///
-    /// Errors: `Invalid` when it locks another object.
+    /// # Errors
+    ///
+    /// `Invalid` when it locks another object.
     pub fn check(&self, resv: &Resv) -> Result<()> {
         if std::ptr::eq(self.resv, resv) || self.resv.id == resv.id {
             Ok(())
@@ -429,7 +458,9 @@ impl<'a> ResvGuard<'a> {
     /// (`dma_resv_reserve_fences`). Growing the storage prunes signalled fences and
     /// makes concurrent unlocked walks restart.
     ///
-    /// Errors: `Invalid` for `n == 0` (the kernel warns); `NoMem` (`ENOMEM`) when the
+    /// # Errors
+    ///
+    /// `Invalid` for `n == 0` (the kernel warns); `NoMem` (`ENOMEM`) when the
     /// room cannot be allocated (a huge `n`); nothing changes then.
     pub fn reserve_fences(&mut self, n: usize) -> Result<()> {
         if n == 0 {
@@ -488,7 +519,9 @@ impl<'a> ResvGuard<'a> {
     /// later than or the same as; else append into a reserved slot. Published at once:
     /// unlocked readers see it before the unlock.
     ///
-    /// Errors: `Invalid` when `fence` is a container (add its leaves: see
+    /// # Errors
+    ///
+    /// `Invalid` when `fence` is a container (add its leaves: see
     /// [`crate::fence::unwrap`]) or when appending needs a slot that was not reserved
     /// (also a lockdep `Misuse` report); nothing changes.
     #[track_caller]
@@ -626,6 +659,7 @@ impl<'a> ResvGuard<'a> {
 /// An unlocked walk over a reservation object's unsignalled fences; see the module docs
 /// for the restart rule. Each (re)start takes references to the entries of the usage
 /// asked for in one read-side section, then hands them out one by one.
+#[must_use = "iterators are lazy and do nothing unless consumed"]
 pub struct UnlockedIter<'a> {
     resv: &'a Resv,
     usage: Usage,

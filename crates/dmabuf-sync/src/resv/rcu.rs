@@ -46,9 +46,6 @@ const FLIP_AFTER: u32 = if cfg!(loom) { 1 } else { 32 };
 /// one: so the model checks the sleeping path.
 const SPIN_BEFORE_SLEEP: u32 = if cfg!(loom) { 1 } else { 128 };
 
-/// The reference-counted pointer the cell holds (loom's under `--cfg loom`).
-pub type Shared<T> = Arc<T>;
-
 /// Keeps the two reader counters on separate cache lines.
 #[repr(align(64))]
 struct Padded(AtomicU32);
@@ -375,11 +372,6 @@ impl<'a, E> View<'a, E> {
     /// Number of entries.
     pub fn len(&self) -> usize {
         self.slots.len.load(SeqCst)
-    }
-
-    /// Whether there are no entries.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 

@@ -154,7 +154,9 @@ fn this_file(fd: BorrowedFd<'_>) -> Result<(Fence, String)> {
 /// `data.name`; `data.fence` receives its descriptor number, which the returned
 /// `OwnedFd` owns.
 ///
-/// Errors: [`Error::Invalid`] (`EINVAL`) if `flags` or `pad` is non-zero;
+/// # Errors
+///
+/// [`Error::Invalid`] (`EINVAL`) if `flags` or `pad` is non-zero;
 /// [`Error::NoEntry`] (`ENOENT`) if `fd2` is not an open sync file; [`Error::NoTty`]
 /// (`ENOTTY`) if `fd` itself is not a sync file (wrong file for the ioctl); errors of
 /// [`get_fence`] other than `EINVAL` if either cannot be told;
@@ -211,7 +213,9 @@ pub fn ioctl_merge(fd: BorrowedFd<'_>, data: &mut SyncMergeData) -> Result<Owned
 /// leaf count only; otherwise `info.num_fences` must be at least the leaf count and
 /// `out` must hold that many entries, which are filled.
 ///
-/// Errors: [`Error::Invalid`] (`EINVAL`) if `flags` or `pad` is non-zero or
+/// # Errors
+///
+/// [`Error::Invalid`] (`EINVAL`) if `flags` or `pad` is non-zero or
 /// `0 < num_fences < count`; [`Error::Fault`] (`EFAULT`) if `out` is shorter than the
 /// leaf count (the kernel's failed copy to user); [`Error::NoTty`] if `fd` is not a sync
 /// file; errors of [`get_fence`] other than `EINVAL` (`EMFILE`…) if that cannot be told.
@@ -254,7 +258,9 @@ pub fn ioctl_file_info(
 
 /// `SYNC_IOC_SET_DEADLINE` on `fd`.
 ///
-/// Errors: [`Error::Invalid`] (`EINVAL`) if `pad` is non-zero; [`Error::NoTty`] if `fd`
+/// # Errors
+///
+/// [`Error::Invalid`] (`EINVAL`) if `pad` is non-zero; [`Error::NoTty`] if `fd`
 /// is not a sync file; errors of [`get_fence`] other than `EINVAL` (`EMFILE`…) if that
 /// cannot be told.
 pub fn ioctl_set_deadline(fd: BorrowedFd<'_>, arg: &SyncSetDeadline) -> Result<()> {
@@ -269,7 +275,9 @@ pub fn ioctl_set_deadline(fd: BorrowedFd<'_>, arg: &SyncSetDeadline) -> Result<(
 /// The status a descriptor reports (0 pending, 1 ok, negative errno), from the record
 /// alone (see [`peek`]); a dead signaller reads as `-EPIPE`.
 ///
-/// Errors: as [`peek`].
+/// # Errors
+///
+/// As [`peek`].
 pub fn fd_status(fd: BorrowedFd<'_>) -> Result<Status> {
     Ok(match peek(fd)? {
         FdState::Pending => Status::Pending,
@@ -284,7 +292,9 @@ pub fn fd_status(fd: BorrowedFd<'_>) -> Result<Status> {
 /// exported as a sync file. For a timeline that is itself a descriptor (inherited,
 /// sent, closed by its last close), see [`super::sw_sync`].
 ///
-/// Errors: as [`SyncFile::new`].
+/// # Errors
+///
+/// As [`SyncFile::new`].
 pub fn sw_sync_create_fence(tl: &crate::fence::timeline::Timeline, value: u32) -> Result<SyncFile> {
     SyncFile::new(tl.create_fence(value))
 }

@@ -21,7 +21,9 @@ static CHANNEL: Mutex<Option<Channel>> = parking_lot::const_mutex(None);
 /// The read end of this process's liveness pipe, made on first use (and again after
 /// a `fork`, closing the inherited copies).
 ///
-/// Errors: OS errors creating the pipe (`EMFILE`…).
+/// # Errors
+///
+/// OS errors creating the pipe (`EMFILE`…).
 pub(super) fn read_end() -> Result<Arc<OwnedFd>> {
     let pid = pid::current();
     let mut ch = CHANNEL.lock();

@@ -201,9 +201,6 @@ use std::sync::Arc;
 /// The writing side of an export: holds its descriptor only while another holder may
 /// wait for the record.
 mod export;
-/// Fault injection for tests, per thread (tests run beside each other).
-#[cfg(test)]
-pub(crate) mod hooks;
 mod ioctl;
 mod liveness;
 mod passing;
@@ -228,7 +225,7 @@ pub use registry::get_fence;
 
 use export::Export;
 use ioctl::file_info;
-use record::{dup, eventfd_info, readable_now};
+use record::{dup, eventfd_info, new_fd, readable_now};
 #[cfg(test)]
 use registry::stash_liveness;
 use registry::{default_name, lookup, registry, ByFd, Known, Origin, Pinned};
@@ -239,6 +236,7 @@ use registry::{default_name, lookup, registry, ByFd, Known, Origin, Pinned};
 ///
 /// Invariant: while it lives, the registry's fast map has an entry for its descriptor
 /// number; `fd` is `None` only inside [`into_fd`](SyncFile::into_fd) and `drop`.
+#[must_use = "dropping a SyncFile closes its descriptor at once"]
 pub struct SyncFile {
     /// The eventfd. For an export of this process, its fence callback holds it weakly,
     /// and takes it over on drop only if the export was shared (see the module docs).
@@ -283,16 +281,14 @@ pub(super) struct Reserved {
 impl Reserved {
     /// A new close-on-exec, non-blocking eventfd at 0.
     ///
-    /// Errors: OS errors creating it (`EMFILE`, `ENFILE`, `ENOMEM`).
+    /// # Errors
+    ///
+    /// OS errors creating it (`EMFILE`, `ENFILE`, `ENOMEM`).
     pub(super) fn new() -> Result<Reserved> {
         use rustix::event::{eventfd, EventfdFlags};
         // Read before the eventfd exists: a fork from here on is seen (see `export`).
         let forks = export::forks();
-        #[cfg(test)]
-        if let Some(e) = hooks::fd_fails() {
-            return Err(e.into());
-        }
-        let fd = eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK)?;
+        let fd = new_fd(|| eventfd(0, EventfdFlags::CLOEXEC | EventfdFlags::NONBLOCK))?;
         Ok(Reserved { fd, forks })
     }
 
@@ -308,7 +304,9 @@ impl SyncFile {
     /// `<driver>-<timeline><context>-<seqno>`. The descriptor is a close-on-exec eventfd
     /// that polls readable once the fence has signalled.
     ///
-    /// Errors: OS errors creating the eventfd (`EMFILE`…); nothing is registered then.
+    /// # Errors
+    ///
+    /// OS errors creating the eventfd (`EMFILE`…); nothing is registered then.
     pub fn new(fence: Fence) -> Result<SyncFile> {
         let name = default_name(&fence);
         Self::create(fence, name).map(|(sf, _)| sf)
@@ -316,7 +314,9 @@ impl SyncFile {
 
     /// Export `fence` under `name` (truncated to 31 bytes, as the kernel's 32-byte field).
     ///
-    /// Errors: as [`new`](SyncFile::new).
+    /// # Errors
+    ///
+    /// As [`new`](SyncFile::new).
     pub fn with_name(fence: Fence, name: &str) -> Result<SyncFile> {
         Self::create(fence, name[..name_len(name)].to_owned()).map(|(sf, _)| sf)
     }
@@ -382,7 +382,9 @@ impl SyncFile {
     /// Our own export gives back the same fence and name; another process's a proxy fence
     /// (see the module docs).
     ///
-    /// Errors: [`Error::Invalid`] (`EINVAL`) if `fd` is not a sync file (not an eventfd, or
+    /// # Errors
+    ///
+    /// [`Error::Invalid`] (`EINVAL`) if `fd` is not a sync file (not an eventfd, or
     /// its counter is not a record, or no procfs to tell); OS errors reading its fdinfo
     /// (`EMFILE`, `ENFILE`, `ENOMEM`: nothing is known about the descriptor then) or
     /// duplicating it for a proxy (`EMFILE`). The descriptor is closed on error, as it
@@ -448,6 +450,7 @@ impl SyncFile {
     /// the process is out of descriptors (`EMFILE`), so that the duplicate cannot be made
     /// (there is then no descriptor to hand over that the callback would not close under
     /// the caller). Use `try_into_fd` where that can happen.
+    #[must_use = "dropping the descriptor closes it"]
     pub fn into_fd(self) -> OwnedFd {
         match self.try_into_fd() {
             Ok(fd) => fd,
@@ -457,7 +460,9 @@ impl SyncFile {
 
     /// [`into_fd`](SyncFile::into_fd), failing instead of panicking.
     ///
-    /// Errors: OS errors duplicating the descriptor while the fence is still pending
+    /// # Errors
+    ///
+    /// OS errors duplicating the descriptor while the fence is still pending
     /// (`EMFILE`, `ENFILE`, `ENOMEM`). The sync file is then dropped as it is when it goes
     /// out of scope: its descriptor closes (once the fence callback has written, if the
     /// export was shared: see the module docs), and nothing is leaked.
@@ -529,7 +534,9 @@ impl SyncFile {
     /// this sync file is dropped first (a duplicate made from [`as_fd`](SyncFile::as_fd)
     /// by other means does not: see the module docs).
     ///
-    /// Errors: OS errors of the duplicate (`EMFILE`, `ENFILE`, `ENOMEM`); nothing changes
+    /// # Errors
+    ///
+    /// OS errors of the duplicate (`EMFILE`, `ENFILE`, `ENOMEM`); nothing changes
     /// then.
     pub fn try_clone_fd(&self) -> Result<OwnedFd> {
         let d = dup(self.owned_fd())?;
@@ -547,7 +554,9 @@ impl SyncFile {
     /// Merge with `other` into a new sync file named `name` (`SYNC_IOC_MERGE`): its
     /// fence signals when both have (see [`merge`]).
     ///
-    /// Errors: [`Error::NoMem`] from the merge; as [`new`](SyncFile::new).
+    /// # Errors
+    ///
+    /// [`Error::NoMem`] from the merge; as [`new`](SyncFile::new).
     pub fn merge(&self, name: &str, other: &SyncFile) -> Result<SyncFile> {
         let f = merge(&[self.known.fence.clone(), other.known.fence.clone()])?;
         SyncFile::with_name(f, name)

@@ -16,7 +16,9 @@ use super::SyncFile;
 /// read end goes along as a second descriptor, for [`recv_fd`] (see the module docs);
 /// any other descriptor goes alone.
 ///
-/// Errors: OS errors of `sendmsg` (`ENOTSOCK`, `EPIPE`…); OS errors creating this
+/// # Errors
+///
+/// OS errors of `sendmsg` (`ENOTSOCK`, `EPIPE`…); OS errors creating this
 /// process's liveness pipe on the first send of an own sync file (`EMFILE`); OS errors
 /// reading the fdinfo of a descriptor not owned by a live [`SyncFile`] (`EMFILE`: it
 /// cannot be told whether a liveness descriptor must go along). Nothing is sent on
@@ -59,7 +61,9 @@ pub fn send_fd(sock: BorrowedFd<'_>, fd: BorrowedFd<'_>) -> Result<()> {
 /// sender's death as `-EPIPE` (it is dropped if the received descriptor is not a sync
 /// file, or cannot be pinned for lack of descriptors).
 ///
-/// Errors: [`Error::NoEntry`] if the message carried no descriptor (or the peer closed);
+/// # Errors
+///
+/// [`Error::NoEntry`] if the message carried no descriptor (or the peer closed);
 /// OS errors of `recvmsg`.
 pub fn recv_fd(sock: BorrowedFd<'_>) -> Result<OwnedFd> {
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage};

@@ -40,7 +40,7 @@ fn cache() -> Option<&'static AtomicI32> {
 /// id yet, the child would cache its own in the parent's page.
 pub(super) fn current() -> Pid {
     #[cfg(test)]
-    if let Some(p) = super::hooks::fake_pid() {
+    if let Some(p) = FAKE_PID.with(std::cell::Cell::get) {
         return p;
     }
     let Some(c) = cache() else {
@@ -54,4 +54,21 @@ pub(super) fn current() -> Pid {
             p
         }
     }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// A pid that [`current`] reports on this thread instead of the real one: this
+    /// thread acts as a child made by `fork` would (a test hook, not a fault: see
+    /// [`crate::fault`] for those).
+    static FAKE_PID: std::cell::Cell<Option<Pid>> = const { std::cell::Cell::new(None) };
+}
+
+/// Make this thread act as if it were in child number `n` made by `fork` (`Some`), or
+/// in this process again (`None`).
+#[cfg(test)]
+pub(super) fn act_as_forked_child(n: Option<u16>) {
+    // No real pid is this large (`pid_max` is at most 2^22).
+    let pid = n.and_then(|n| Pid::from_raw(i32::MAX - i32::from(n)));
+    FAKE_PID.with(|c| c.set(pid));
 }

@@ -10,7 +10,9 @@ use std::sync::Arc;
 /// pending, the fdinfo only once readable. A counter that is not a record (somebody wrote
 /// garbage into it) reads as a signal with `-EINVAL`.
 ///
-/// Errors: those of reading the fdinfo of a readable descriptor (`EMFILE` opening it,
+/// # Errors
+///
+/// Those of reading the fdinfo of a readable descriptor (`EMFILE` opening it,
 /// procfs gone…): they say nothing about the producer, only that the record cannot be
 /// read now.
 pub(super) fn observe(efd: BorrowedFd<'_>, live: Option<BorrowedFd<'_>>) -> Result<FdState> {

@@ -1,14 +1,13 @@
 use super::registry::writer_of;
 use super::FdState;
 use crate::error::{Error, Result};
+use crate::fault::{self, Site};
 use crate::fence::{ktime_now, Fence, MAX_ERRNO};
 use rustix::event::{PollFd, PollFlags};
 use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use rustix::io::Errno;
 use std::time::Duration;
 
-#[cfg(test)]
-use super::hooks;
 #[cfg(doc)]
 use super::recv_fd;
 
@@ -116,16 +115,20 @@ pub(super) fn parse_fdinfo(text: &[u8]) -> Option<EventfdInfo> {
 /// itself is never used as a descriptor, so it may be closed or reused meanwhile (the
 /// answer is then about whatever it is now).
 ///
-/// Errors: [`Error::Invalid`] if it is not an eventfd; [`Error::BadFd`] if there is no
+/// # Errors
+///
+/// [`Error::Invalid`] if it is not an eventfd; [`Error::BadFd`] if there is no
 /// such descriptor (or no procfs); other errors of the open and read as [`Error::Os`].
 pub(super) fn fdinfo_of(n: RawFd) -> Result<EventfdInfo> {
     use rustix::fs::{Mode, OFlags};
     let path = format!("/proc/self/fdinfo/{n}");
-    let file = match rustix::fs::open(
-        path.as_str(),
-        OFlags::RDONLY | OFlags::CLOEXEC,
-        Mode::empty(),
-    ) {
+    let file = match fault::hit(Site::FdInfo).and_then(|()| {
+        rustix::fs::open(
+            path.as_str(),
+            OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+    }) {
         Ok(f) => f,
         Err(Errno::NOENT) => return Err(Error::BadFd),
         Err(e) => return Err(Error::Os(e)),
@@ -142,12 +145,7 @@ pub(super) fn fdinfo_of(n: RawFd) -> Result<EventfdInfo> {
             Err(e) => return Err(Error::Os(e)),
         }
     }
-    let info = parse_fdinfo(&buf[..len]).ok_or(Error::Invalid("not an eventfd"))?;
-    #[cfg(test)]
-    if hooks::fdinfo_fails(info.id) {
-        return Err(Error::Os(Errno::MFILE));
-    }
-    Ok(info)
+    parse_fdinfo(&buf[..len]).ok_or(Error::Invalid("not an eventfd"))
 }
 
 /// [`fdinfo_of`] an open descriptor.
@@ -155,17 +153,25 @@ pub(super) fn eventfd_info(fd: BorrowedFd<'_>) -> Result<EventfdInfo> {
     fdinfo_of(fd.as_raw_fd())
 }
 
-/// A close-on-exec duplicate.
+/// A close-on-exec duplicate (fault sites [`Site::Dup`], then [`Site::Fd`]).
+///
+/// # Errors
+///
+/// OS errors of the duplicate (`EMFILE`…).
 pub(super) fn dup(fd: impl AsFd) -> Result<OwnedFd> {
-    #[cfg(test)]
-    if hooks::dup_fails() {
-        return Err(Error::Os(Errno::MFILE));
-    }
-    #[cfg(test)]
-    if let Some(e) = hooks::fd_fails() {
-        return Err(Error::Os(e));
-    }
-    Ok(rustix::io::fcntl_dupfd_cloexec(fd, 0)?)
+    fault::hit(Site::Dup)?;
+    new_fd(|| rustix::io::fcntl_dupfd_cloexec(fd, 0))
+}
+
+/// A new descriptor made by `make` (fault site [`Site::Fd`]: an armed failure comes
+/// back as `make`'s own error would, and `make` is not called).
+///
+/// # Errors
+///
+/// `make`'s OS error, as [`Error::Os`].
+pub(super) fn new_fd<T>(make: impl FnOnce() -> rustix::io::Result<T>) -> Result<T> {
+    fault::hit(Site::Fd)?;
+    Ok(make()?)
 }
 
 /// Whether `fd` polls readable right now.
@@ -189,7 +195,9 @@ pub(super) fn hung_up(fd: BorrowedFd<'_>) -> bool {
 /// Never blocks. `SignallerGone` is reported only for a descriptor that came with its
 /// origin's liveness descriptor (see [`recv_fd`]).
 ///
-/// Errors: [`Error::Invalid`] if `fd` is not an eventfd or its counter is not a record;
+/// # Errors
+///
+/// [`Error::Invalid`] if `fd` is not an eventfd or its counter is not a record;
 /// [`Error::BadFd`] if it is not open (or procfs is missing); OS errors reading the
 /// fdinfo.
 pub fn peek(fd: BorrowedFd<'_>) -> Result<FdState> {
@@ -234,7 +242,9 @@ fn fd_state(r: Record) -> Result<FdState> {
 /// it did (for a descriptor that reports an error or hang-up instead, whether it
 /// reported anything).
 ///
-/// Errors: OS errors of `poll` other than `EINTR`, which is retried (with the full
+/// # Errors
+///
+/// OS errors of `poll` other than `EINTR`, which is retried (with the full
 /// timeout again).
 pub fn poll_readable(fd: BorrowedFd<'_>, timeout: Option<Duration>) -> Result<bool> {
     let ts = timeout.map(|d| rustix::time::Timespec {

@@ -95,7 +95,7 @@ pub(super) struct SweptMap<T> {
 }
 
 impl<T> SweptMap<T> {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         SweptMap {
             map: IntMap::default(),
             sweep_at: SWEEP_MIN,
@@ -192,7 +192,9 @@ pub(super) fn default_name(f: &Fence) -> String {
 
 /// Import without taking ownership: the fence behind `fd` (`sync_file_get_fence`).
 ///
-/// Errors: [`Error::Invalid`] (`EINVAL`) if `fd` is not a sync file (or no procfs to
+/// # Errors
+///
+/// [`Error::Invalid`] (`EINVAL`) if `fd` is not a sync file (or no procfs to
 /// tell); OS errors reading its fdinfo (`EMFILE`, `ENFILE`, `ENOMEM`) or duplicating it
 /// for a proxy (`EMFILE`).
 pub fn get_fence(fd: BorrowedFd<'_>) -> Result<Fence> {
@@ -290,7 +292,9 @@ fn lookup_slow(fd: BorrowedFd<'_>) -> Result<(Arc<Known>, Option<u64>)> {
 /// id when `fd` is not owned by a live [`SyncFile`]. With `share`, an export of this
 /// process is marked shared (its descriptor is about to reach another holder).
 ///
-/// Errors: those of `id`.
+/// # Errors
+///
+/// Those of `id`.
 pub(super) fn writer_of(
     fd: BorrowedFd<'_>,
     id: impl FnOnce() -> Result<Option<u64>>,

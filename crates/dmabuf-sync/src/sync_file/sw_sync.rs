@@ -57,6 +57,7 @@
 //!   timeline's last close.
 
 use super::pid;
+use super::record::new_fd;
 use super::{Reserved, SyncFile};
 use crate::error::{Error, Result};
 use crate::fence::timeline::Timeline;
@@ -68,8 +69,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::SeqCst};
 use std::sync::Arc;
 
-#[cfg(test)]
-use super::hooks;
 #[cfg(doc)]
 use super::{get_fence, ioctl_merge, send_fd};
 
@@ -114,18 +113,9 @@ impl Token {
     }
 }
 
-/// A new descriptor (fault injection for tests: the hook's errno instead).
-fn fd_result<T>(r: rustix::io::Result<T>) -> Result<T> {
-    #[cfg(test)]
-    if let Some(e) = hooks::fd_fails() {
-        return Err(Error::Os(e));
-    }
-    Ok(r?)
-}
-
 /// A close-on-exec pipe.
 fn new_pipe() -> Result<(OwnedFd, OwnedFd)> {
-    fd_result(rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC))
+    new_fd(|| rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC))
 }
 
 /// This process's name, as the kernel names a timeline.
@@ -142,7 +132,9 @@ fn comm() -> [u8; 16] {
 /// Open a new timeline (the kernel's `open` of `sync/sw_sync`): value 0, named after
 /// this process. The descriptor is close-on-exec.
 ///
-/// Errors: OS errors creating the pipe (`EMFILE`, `ENFILE`, `ENOMEM`); nothing is left
+/// # Errors
+///
+/// OS errors creating the pipe (`EMFILE`, `ENFILE`, `ENOMEM`); nothing is left
 /// open then.
 pub fn open() -> Result<OwnedFd> {
     let (r, w) = new_pipe()?;
@@ -165,7 +157,9 @@ pub fn open() -> Result<OwnedFd> {
 /// with wrap-around. The point signals when any process holding the timeline
 /// increments it past `value`, or with `-ENOENT` at the timeline's last close.
 ///
-/// Errors: [`Error::NoTty`] (`ENOTTY`) if `tl` is not a timeline descriptor (see the
+/// # Errors
+///
+/// [`Error::NoTty`] (`ENOTTY`) if `tl` is not a timeline descriptor (see the
 /// module docs; a timeline whose token was damaged before this process first used it
 /// reads as one that is not); OS errors opening this process's read end of it,
 /// starting the watcher, or creating the sync file (`EMFILE`, `ENFILE`, `ENOMEM`). On error nothing is left open or registered, and the timeline has no new
@@ -185,7 +179,9 @@ pub fn create_fence(tl: BorrowedFd<'_>, value: u32) -> Result<SyncFile> {
 /// once and its points are signalled by the signalling already running on that thread,
 /// in order, after the current point: nothing waits for itself.
 ///
-/// Errors: [`Error::NoTty`] (`ENOTTY`) if `tl` is not a timeline descriptor, or is not
+/// # Errors
+///
+/// [`Error::NoTty`] (`ENOTTY`) if `tl` is not a timeline descriptor, or is not
 /// open for writing; `EIO` if the token is damaged or missing (see the module docs);
 /// OS errors opening this process's read end or starting the watcher (`EMFILE`,
 /// `ENOMEM`). Nothing changes on error.
@@ -221,7 +217,9 @@ pub fn inc(tl: BorrowedFd<'_>, n: u32) -> Result<()> {
 /// The earliest deadline set on the point behind sync file `fence` (`SW_SYNC_GET_DEADLINE`
 /// on timeline `tl`).
 ///
-/// Errors: [`Error::NoTty`] (`ENOTTY`) if `tl` is not a timeline descriptor;
+/// # Errors
+///
+/// [`Error::NoTty`] (`ENOTTY`) if `tl` is not a timeline descriptor;
 /// [`Error::Invalid`] (`EINVAL`) if `fence` is not a sync file of a sw_sync point;
 /// [`Error::NoEntry`] (`ENOENT`) if no deadline was set; errors of [`get_fence`] other
 /// than `EINVAL` (`EMFILE`…) if that cannot be told.
@@ -340,11 +338,13 @@ fn entry(tl: BorrowedFd<'_>) -> Result<Arc<Entry>> {
     // A read end of our own: opened through procfs, it is a new open of the pipe, so
     // its flock is this process's, and it does not count as a writer.
     let path = format!("/proc/self/fd/{}", tl.as_raw_fd());
-    let read = fd_result(rustix::fs::open(
-        path.as_str(),
-        OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
-        rustix::fs::Mode::empty(),
-    ))?;
+    let read = new_fd(|| {
+        rustix::fs::open(
+            path.as_str(),
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            rustix::fs::Mode::empty(),
+        )
+    })?;
     // Same pipe still (the number may have been reused meanwhile by another thread).
     if rustix::fs::fstat(&read)?.st_ino != ino {
         return Err(Error::NoTty);
@@ -454,7 +454,7 @@ fn watcher() -> Result<Arc<W>> {
     if let Some(w) = cur.as_ref().filter(|w| w.pid == pid) {
         return Ok(w.clone());
     }
-    let ep = fd_result(epoll::create(epoll::CreateFlags::CLOEXEC))?;
+    let ep = new_fd(|| epoll::create(epoll::CreateFlags::CLOEXEC))?;
     let scratch = new_pipe()?;
     let w = Arc::new(W { pid, ep });
     let t = w.clone();

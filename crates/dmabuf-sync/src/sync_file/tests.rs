@@ -10,6 +10,7 @@ use super::registry::SWEEP_MIN;
 use super::*;
 use super::{export, record};
 use crate::error::Error;
+use crate::fault::{self, Site};
 use crate::fence::unwrap::unwrap;
 use crate::fence::Fence;
 use crate::fence::{ktime_now, Context, FenceOps, Status, MAX_ERRNO};
@@ -607,7 +608,7 @@ fn try_clone_fd_out_of_descriptors_or_memory_changes_nothing() {
         let sf = SyncFile::new(f.clone()).unwrap();
         let n = sf.as_fd().as_raw_fd();
         let id = eventfd_info(sf.as_fd()).unwrap().id.unwrap();
-        hooks::fail_fd_after(0, errno);
+        fault::fail_next(Site::Fd, errno);
         assert_eq!(sf.try_clone_fd().unwrap_err().errno(), errno.raw_os_error());
         // Not shared by the failed attempt: dropping still closes at once.
         drop(sf);
@@ -715,19 +716,19 @@ fn a_forked_child_releasing_or_signalling_its_copy_writes_no_record() {
     let sf = SyncFile::new(f.clone()).unwrap();
     let d = cloexec_dup(sf.as_fd());
     let releases = crate::fence::unsignalled_releases_here();
-    hooks::act_as_forked_child(Some(1));
+    pid::act_as_forked_child(Some(1));
     drop(sf);
     drop(f);
-    hooks::act_as_forked_child(None);
+    pid::act_as_forked_child(None);
     assert_eq!(crate::fence::unsignalled_releases_here(), releases + 1);
     assert_eq!(counter(d.as_fd()), 0);
     assert_eq!(fd_status(d.as_fd()).unwrap(), Status::Pending);
     // Signalled in the child: no record either (the parent's fence is still pending).
     let g = pending();
     let sf = SyncFile::new(g.clone()).unwrap();
-    hooks::act_as_forked_child(Some(1));
+    pid::act_as_forked_child(Some(1));
     g.signal().unwrap();
-    hooks::act_as_forked_child(None);
+    pid::act_as_forked_child(None);
     assert_eq!(counter(sf.as_fd()), 0);
     assert!(!sf.poll());
     // In the exporting process itself, the record is written as ever.
@@ -743,11 +744,11 @@ fn a_forked_child_gets_a_watcher_of_its_own() {
     assert_eq!(watcher::pid_of_watcher().unwrap(), real);
     let e = efd(0);
     let f = get_fence(e.as_fd()).unwrap();
-    hooks::act_as_forked_child(Some(2));
+    pid::act_as_forked_child(Some(2));
     let child = watcher::pid_of_watcher().unwrap();
     // The child's wait goes to the child's watcher, which signals it.
     f.enable_sw_signaling();
-    hooks::act_as_forked_child(None);
+    pid::act_as_forked_child(None);
     assert_ne!(child, real);
     let ts = ktime_now();
     rustix::io::write(&e, &encode_record(-3, ts).to_ne_bytes()).unwrap();
@@ -769,18 +770,20 @@ fn a_forked_child_gets_a_watcher_of_its_own() {
 #[test]
 fn a_watcher_that_cannot_start_is_reported_and_tried_again() {
     // Act as a new child, so that the next wait must start a watcher.
-    hooks::act_as_forked_child(Some(3));
-    hooks::fail_next_watcher_start();
+    pid::act_as_forked_child(Some(3));
     let e = efd(0);
     let f = get_fence(e.as_fd()).unwrap();
+    // The watcher's epoll instance cannot be made.
+    fault::fail_next(Site::Fd, Errno::NOMEM);
     f.enable_sw_signaling();
+    assert!(!fault::pending(Site::Fd), "no watcher was started");
     let (e2, g) = {
         let e2 = efd(0);
         let g = get_fence(e2.as_fd()).unwrap();
         g.enable_sw_signaling();
         (e2, g)
     };
-    hooks::act_as_forked_child(None);
+    pid::act_as_forked_child(None);
     // The failure reached the waiter, as the fence's error...
     assert!(f.test_signaled_flag());
     assert_eq!(f.status(), Status::Error(-12));
@@ -794,11 +797,10 @@ fn a_watcher_that_cannot_start_is_reported_and_tried_again() {
 #[test]
 fn an_unreadable_fdinfo_is_the_callers_error_not_a_verdict() {
     let e = efd(0);
-    let id = eventfd_info(e.as_fd()).unwrap().id.unwrap();
     // Imports, peeks and ioctls report the error (not EINVAL / ENOTTY), and change
     // nothing.
     for call in 0..4 {
-        hooks::fail_fdinfo_reads(id, 1, true);
+        fault::fail_next(Site::FdInfo, Errno::MFILE);
         let errno = match call {
             0 => get_fence(e.as_fd()).unwrap_err().errno(),
             1 => peek(e.as_fd()).unwrap_err().errno(),
@@ -808,50 +810,80 @@ fn an_unreadable_fdinfo_is_the_callers_error_not_a_verdict() {
             _ => SyncFile::from_fd(cloexec_dup(&e)).unwrap_err().errno(),
         };
         assert_eq!(errno, 24, "call {call}");
-        assert_eq!(hooks::fdinfo_failures_left(id), 0);
+        assert!(!fault::pending(Site::FdInfo), "call {call}");
     }
-    // A record that cannot be read for a while: the proxy stays pending and the
-    // watcher tries again; the right status arrives in the end.
-    let f = get_fence(e.as_fd()).unwrap();
-    let t = wait_in_thread(&f);
-    wait_until_watched(&f);
-    hooks::fail_fdinfo_reads(id, 3, false);
+    // What the watcher does when it cannot read a record: driven on this thread, where
+    // the fault is armed.
+    let mut w = watcher::Driven::new();
+    let drive = |w: &mut watcher::Driven, f: &Fence| {
+        let mut failures = 0;
+        for _ in 0..1000 {
+            if f.is_signaled() {
+                return failures;
+            }
+            w.step(Duration::from_millis(10));
+            failures = w.failures(f).unwrap_or(failures);
+        }
+        panic!("the watcher never signalled");
+    };
+    // A record that cannot be read for a while: the fence stays pending and the watcher
+    // tries again; the right status arrives in the end.
+    let e = Arc::new(efd(0));
+    let f = pending();
+    assert!(w.watch(f.clone(), &e));
+    fault::fail_times(Site::FdInfo, 3, Errno::MFILE);
     let ts = ktime_now();
-    rustix::io::write(&e, &encode_record(-9, ts).to_ne_bytes()).unwrap();
-    t.join().unwrap().unwrap();
+    rustix::io::write(&*e, &encode_record(-9, ts).to_ne_bytes()).unwrap();
+    assert_eq!(drive(&mut w, &f), 3, "one retry per failed read");
+    assert!(!fault::pending(Site::FdInfo));
     assert_eq!((f.status(), f.timestamp()), (Status::Error(-9), Some(ts)));
     // One that can never be read: -EIO, as a last resort, once the retries are spent.
-    let e = efd(0);
-    let id = eventfd_info(e.as_fd()).unwrap().id.unwrap();
-    let f = get_fence(e.as_fd()).unwrap();
-    let t = wait_in_thread(&f);
-    wait_until_watched(&f);
-    hooks::fail_fdinfo_reads(id, u32::MAX, false);
-    rustix::io::write(&e, &encode_record(1, ktime_now()).to_ne_bytes()).unwrap();
-    let r = t.join().unwrap();
-    hooks::fail_fdinfo_reads(id, 0, false);
-    r.unwrap();
+    let e = Arc::new(efd(0));
+    let f = pending();
+    assert!(w.watch(f.clone(), &e));
+    fault::fail_times(Site::FdInfo, u32::MAX, Errno::MFILE);
+    rustix::io::write(&*e, &encode_record(1, ktime_now()).to_ne_bytes()).unwrap();
+    let failures = drive(&mut w, &f);
+    fault::disarm();
+    assert_eq!(failures, 13, "every retry was tried");
     assert_eq!(f.status(), Status::Error(-5));
 }
 
 #[test]
 fn a_sweep_keeps_entries_whose_fdinfo_cannot_be_read() {
-    let f = pending();
-    let fd = SyncFile::new(f.clone()).unwrap().into_fd();
-    let id = eventfd_info(fd.as_fd()).unwrap().id.unwrap();
-    assert!(registry().lock().by_id.map.contains_key(&id));
-    hooks::fail_fdinfo_reads(id, u32::MAX, false);
-    let sweeps = registry().lock().by_id.sweeps;
-    for i in 0.. {
-        assert!(i < 10 * SWEEP_MIN, "never swept");
-        if registry().lock().by_id.sweeps != sweeps {
-            break;
+    use super::registry::{Pinned, SweptMap};
+    let e = efd(0);
+    let id = eventfd_info(e.as_fd()).unwrap().id.unwrap();
+    let pin = |fd_no| Pinned {
+        value: (),
+        _pin: Arc::new(cloexec_dup(&e)),
+        fd_no,
+    };
+    let mut m = SweptMap::new();
+    assert!(m.insert(id, pin(e.as_raw_fd())).is_empty());
+    // Entries under a number that is not open (-1): stale, once that can be read.
+    let mut fake = u64::MAX;
+    let mut fill = |m: &mut SweptMap<()>| {
+        let sweeps = m.sweeps;
+        let mut out = Vec::new();
+        while m.sweeps == sweeps {
+            assert!(fake > u64::MAX - 10 * SWEEP_MIN as u64, "never swept");
+            out.extend(m.insert(fake, pin(-1)));
+            fake -= 1;
         }
-        drop(SyncFile::new(Fence::private_stub(1)).unwrap().into_fd());
-    }
-    hooks::fail_fdinfo_reads(id, 0, false);
-    assert!(registry().lock().by_id.map.contains_key(&id));
-    assert!(Fence::ptr_eq(&get_fence(fd.as_fd()).unwrap(), &f));
+        out.len()
+    };
+    // No fdinfo can be read: nothing is known to be stale, everything stays.
+    fault::fail_times(Site::FdInfo, u32::MAX, Errno::MFILE);
+    let swept = fill(&mut m);
+    fault::disarm();
+    assert_eq!(swept, 0);
+    assert!(m.map.contains_key(&id));
+    // Readable again: the stale entries go, the live one stays.
+    let swept = fill(&mut m);
+    assert!(swept >= SWEEP_MIN, "{swept} swept");
+    assert_eq!(m.map.len(), 1);
+    assert!(m.map.contains_key(&id));
 }
 
 #[test]
@@ -1167,7 +1199,7 @@ fn try_into_fd_out_of_descriptors_is_emfile_and_leaks_nothing() {
     let sf = SyncFile::new(f.clone()).unwrap();
     let n = sf.as_fd().as_raw_fd();
     let d = sf.try_clone_fd().unwrap();
-    hooks::fail_dup_after(0);
+    fault::fail_next(Site::Dup, Errno::MFILE);
     assert_eq!(sf.try_into_fd().unwrap_err().errno(), 24);
     // Dropped as usual: out of the registry, the fence no longer referenced by it (the
     // callback keeps only the eventfd, for the shared duplicate `d`).
@@ -1182,9 +1214,9 @@ fn try_into_fd_out_of_descriptors_is_emfile_and_leaks_nothing() {
     let g = pending();
     g.signal().unwrap();
     let sf = SyncFile::new(g).unwrap();
-    hooks::fail_dup_after(0);
+    fault::fail_next(Site::Dup, Errno::MFILE);
     let fd = sf.try_into_fd().unwrap();
-    assert!(!hooks::dup_armed(), "the pin was not attempted");
+    assert!(!fault::pending(Site::Dup), "the pin was not attempted");
     assert_eq!(fd_status(fd.as_fd()).unwrap(), Status::Signaled);
 }
 
@@ -1204,10 +1236,10 @@ fn merge_ioctl_out_of_descriptors_is_an_errno_not_a_panic() {
     let mut failed = 0;
     for after in 0.. {
         assert!(after < 10, "the merge keeps duplicating");
-        hooks::fail_dup_after(after);
+        fault::fail_nth(Site::Dup, after, Errno::MFILE);
         let r = ioctl_merge(a.as_fd(), &mut d);
-        let fired = !hooks::dup_armed();
-        hooks::disarm();
+        let fired = !fault::pending(Site::Dup);
+        fault::disarm();
         match r {
             Err(e) => {
                 assert!(fired, "{e}");
@@ -1492,7 +1524,7 @@ fn sw_sync_descriptor_faults_leave_nothing_behind() {
     }
     for errno in [Errno::MFILE, Errno::NOMEM] {
         let before = open_fds();
-        hooks::fail_fd_after(0, errno);
+        fault::fail_next(Site::Fd, errno);
         assert_eq!(sw_sync::open().unwrap_err().errno(), errno.raw_os_error());
         assert_eq!(open_fds(), before);
         type Op = fn(BorrowedFd<'_>) -> Result<Option<SyncFile>>;
@@ -1508,9 +1540,10 @@ fn sw_sync_descriptor_faults_leave_nothing_behind() {
                 assert!(after < 10, "{what} keeps making descriptors");
                 let before = open_fds();
                 let had_watcher = sw_sync::watcher_running();
-                hooks::fail_fd_after(after, errno);
+                fault::fail_nth(Site::Fd, after, errno);
                 let r = op(tl.as_fd());
-                let fired = !hooks::fd_fault_armed_then_disarm();
+                let fired = !fault::pending(Site::Fd);
+                fault::disarm();
                 match r {
                     Err(e) => {
                         assert!(fired, "{what}: {e}");

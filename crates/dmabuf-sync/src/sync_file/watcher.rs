@@ -1,5 +1,5 @@
 use super::proxy::{observe, signal_from};
-use super::record::dup;
+use super::record::{dup, new_fd};
 use super::registry::IntMap;
 use super::{pid, FdState};
 use crate::error::{Error, Result};
@@ -10,9 +10,6 @@ use rustix::io::Errno;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-
-#[cfg(test)]
-use super::hooks;
 
 use rustix::event::epoll;
 
@@ -51,7 +48,9 @@ static CURRENT: Mutex<Option<Arc<W>>> = parking_lot::const_mutex(None);
 /// `fork`: the child's copy of the parent's shares the parent's epoll instance and has
 /// no thread. A failed attempt is not remembered: the next call tries again.
 ///
-/// Errors: OS errors of `epoll_create` (`EMFILE`, `ENOMEM`); [`Error::NoMem`] if the
+/// # Errors
+///
+/// OS errors of `epoll_create` (`EMFILE`, `ENOMEM`); [`Error::NoMem`] if the
 /// thread cannot be spawned.
 fn get() -> Result<Arc<W>> {
     let pid = pid::current();
@@ -59,17 +58,7 @@ fn get() -> Result<Arc<W>> {
     if let Some(w) = cur.as_ref().filter(|w| w.pid == pid) {
         return Ok(w.clone());
     }
-    #[cfg(test)]
-    if hooks::watcher_start_fails() {
-        return Err(Error::NoMem);
-    }
-    let w = Arc::new(W {
-        pid,
-        ep: epoll::create(epoll::CreateFlags::CLOEXEC)?,
-        waiting: Mutex::new(HashMap::default()),
-        retries: Mutex::new(Vec::new()),
-        next: std::sync::atomic::AtomicU64::new(2),
-    });
+    let w = Arc::new(W::new(pid)?);
     let t = w.clone();
     // On failure the closure, and with it `t`, is dropped: nothing is left behind.
     std::thread::Builder::new()
@@ -84,6 +73,23 @@ fn get() -> Result<Arc<W>> {
         std::mem::forget(old);
     }
     Ok(w)
+}
+
+impl W {
+    /// A watcher of process `pid` with an empty epoll set and no thread yet.
+    ///
+    /// # Errors
+    ///
+    /// OS errors of `epoll_create` (`EMFILE`, `ENOMEM`).
+    fn new(pid: rustix::process::Pid) -> Result<W> {
+        Ok(W {
+            pid,
+            ep: new_fd(|| epoll::create(epoll::CreateFlags::CLOEXEC))?,
+            waiting: Mutex::new(HashMap::default()),
+            retries: Mutex::new(Vec::new()),
+            next: std::sync::atomic::AtomicU64::new(2),
+        })
+    }
 }
 
 /// Move the watches of `old` (a parent's watcher copied by `fork`: proxies this child
@@ -130,13 +136,17 @@ const LIVE_FLAGS: epoll::EventFlags = epoll::EventFlags::ONESHOT;
 /// Watch `efd` (and `live`) for `fence`; false if watching is impossible (the fence
 /// is then signalled by the core, with the error set here).
 pub(super) fn watch(fence: Fence, efd: &Arc<OwnedFd>, live: Option<&OwnedFd>) -> bool {
-    let w = match get() {
-        Ok(w) => w,
+    match get() {
+        Ok(w) => watch_on(&w, fence, efd, live),
         Err(e) => {
             let _ = fence.set_error(-e.errno());
-            return false;
+            false
         }
-    };
+    }
+}
+
+/// [`watch`] on watcher `w`.
+fn watch_on(w: &W, fence: Fence, efd: &Arc<OwnedFd>, live: Option<&OwnedFd>) -> bool {
     let efd = efd.clone();
     let Ok(live) = live.map(dup).transpose() else {
         let _ = fence.set_error(-Errno::MFILE.raw_os_error());
@@ -146,7 +156,7 @@ pub(super) fn watch(fence: Fence, efd: &Arc<OwnedFd>, live: Option<&OwnedFd>) ->
     // Locked before registering: the thread cannot look the key up before it is in.
     let mut waiting = w.waiting.lock();
     // Out of epoll watches (`ENOMEM`, `ENOSPC` for `max_user_watches`).
-    if register(&w, key, &efd, live.as_ref()).is_err() {
+    if register(w, key, &efd, live.as_ref()).is_err() {
         let _ = fence.set_error(-Errno::NOMEM.raw_os_error());
         return false;
     }
@@ -196,32 +206,78 @@ const RETRY_UNIT: Duration = Duration::from_micros(100);
 fn run(w: &W) {
     let mut events: Vec<epoll::Event> = Vec::with_capacity(64);
     loop {
-        events.clear();
-        let timeout = w.retries.lock().iter().map(|r| r.0).min().map(|at| {
-            let d = at.saturating_duration_since(std::time::Instant::now());
-            rustix::time::Timespec {
-                tv_sec: d.as_secs() as i64,
-                tv_nsec: d.subsec_nanos() as _,
-            }
-        });
-        let spare = rustix::buffer::spare_capacity(&mut events);
-        if epoll::wait(&w.ep, spare, timeout.as_ref()).is_err() {
-            continue;
+        step(w, &mut events, None);
+    }
+}
+
+/// One round of the watcher's thread: wait for a descriptor to fire or a retry to be
+/// due (at most `cap`, if given), and look at what did.
+fn step(w: &W, events: &mut Vec<epoll::Event>, cap: Option<Duration>) {
+    events.clear();
+    let retry = w.retries.lock().iter().map(|r| r.0).min();
+    let wait = retry.map(|at| at.saturating_duration_since(std::time::Instant::now()));
+    let timeout = match (wait, cap) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+    .map(|d| rustix::time::Timespec {
+        tv_sec: d.as_secs() as i64,
+        tv_nsec: d.subsec_nanos() as _,
+    });
+    let spare = rustix::buffer::spare_capacity(events);
+    if epoll::wait(&w.ep, spare, timeout.as_ref()).is_err() {
+        return;
+    }
+    for ev in events.iter() {
+        let data = ev.data.u64();
+        look(w, data & !1, Some(data));
+    }
+    let now = std::time::Instant::now();
+    let due: Vec<u64> = {
+        let mut r = w.retries.lock();
+        let due = r.iter().filter(|x| x.0 <= now).map(|x| x.1).collect();
+        r.retain(|x| x.0 > now);
+        due
+    };
+    for key in due {
+        look(w, key, None);
+    }
+}
+
+/// A watcher of its own for a test, without a thread: the test drives it
+/// ([`Driven::step`]) on its own thread, so that the faults it arms there
+/// ([`crate::fault`]) reach the watcher's reads, and no other test's watches share it.
+#[cfg(test)]
+pub(super) struct Driven {
+    w: W,
+    events: Vec<epoll::Event>,
+}
+
+#[cfg(test)]
+impl Driven {
+    /// An empty watcher of this process.
+    pub(super) fn new() -> Driven {
+        Driven {
+            w: W::new(pid::current()).expect("epoll_create"),
+            events: Vec::with_capacity(64),
         }
-        for ev in events.iter() {
-            let data = ev.data.u64();
-            look(w, data & !1, Some(data));
-        }
-        let now = std::time::Instant::now();
-        let due: Vec<u64> = {
-            let mut r = w.retries.lock();
-            let due = r.iter().filter(|x| x.0 <= now).map(|x| x.1).collect();
-            r.retain(|x| x.0 > now);
-            due
-        };
-        for key in due {
-            look(w, key, None);
-        }
+    }
+
+    /// [`watch`] on this watcher.
+    pub(super) fn watch(&self, fence: Fence, efd: &Arc<OwnedFd>) -> bool {
+        watch_on(&self.w, fence, efd, None)
+    }
+
+    /// One round of the watcher's loop, waiting at most `cap`.
+    pub(super) fn step(&mut self, cap: Duration) {
+        step(&self.w, &mut self.events, Some(cap));
+    }
+
+    /// Failed reads of `fence`'s record so far (`None`: not watched).
+    pub(super) fn failures(&self, fence: &Fence) -> Option<u32> {
+        let waiting = self.w.waiting.lock();
+        let mut it = waiting.values().filter(|x| Fence::ptr_eq(&x.fence, fence));
+        it.next().map(|x| x.failures)
     }
 }
 

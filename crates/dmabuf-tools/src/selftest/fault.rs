@@ -42,6 +42,7 @@ pub(crate) fn cases() -> Vec<Case> {
         "fault/dynamic-attach" => dynamic_attach,
         "fault/pinned-attach-and-export" => pinned_attach_and_export,
         "fault/engine-start" => engine_start,
+        "fault/sync-file" => sync_file,
     ]
 }
 
@@ -495,6 +496,34 @@ fn engine_start() -> R {
             failed_with(Engine::new(&dev, "fault"), e, Site::Thread, "Engine::new")?;
             let eng = s(Engine::new(&dev, "fault"))?;
             ensure(eng.pending() == 0, "a later engine starts")
+        })?;
+    }
+    Ok(())
+}
+
+/// Sync files: a descriptor that cannot be made (the export's eventfd, a duplicate) or
+/// an fdinfo that cannot be read (an import) is the call's errno, and changes nothing:
+/// the fence gains no reference, and the next call works and finds the same fence.
+fn sync_file() -> R {
+    use crate::fence::Fence;
+    use crate::sync_file::{get_fence, SyncFile};
+    for e in [EMFILE, ENOMEM] {
+        no_leak(&format!("sync file {}", name(e)), || {
+            let f = crate::testing::mock();
+            fail_nth(Site::Fd, 0, e);
+            failed_with(SyncFile::new(f.clone()), e, Site::Fd, "SyncFile::new")?;
+            ensure(f.ref_count() == 1, "a failed export holds no reference")?;
+            let sf = s(SyncFile::new(f.clone()))?;
+            fail_nth(Site::Dup, 0, e);
+            failed_with(sf.try_clone_fd(), e, Site::Dup, "try_clone_fd")?;
+            // A duplicate made behind the crate's back: importing it reads its fdinfo.
+            let raw = s(rustix::io::fcntl_dupfd_cloexec(sf.as_fd(), 0).map_err(Into::into))?;
+            fail_nth(Site::FdInfo, 0, e);
+            failed_with(get_fence(raw.as_fd()), e, Site::FdInfo, "get_fence")?;
+            let g = s(get_fence(raw.as_fd()))?;
+            ensure(Fence::ptr_eq(&g, &f), "the import finds the exported fence")?;
+            s(f.signal())?;
+            ensure(sf.poll(), "the sync file reports the signal")
         })?;
     }
     Ok(())
