@@ -17,7 +17,7 @@ fn stress_shared_buffers_zero_reports() {
     use dmabuf::buf::simple::{Calls, SimpleExporter};
     use dmabuf::buf::{Direction, DmaBuf};
     use dmabuf::device::Device;
-    use dmabuf::fence::{Context, Fence};
+    use dmabuf::fence::Context;
     use dmabuf::resv::{exec::Exec, Resv, Usage, RESERVATION_WW_CLASS};
     use dmabuf::ww::AcquireCtx;
     use std::sync::Arc;
@@ -74,7 +74,7 @@ fn stress_shared_buffers_zero_reports() {
                         let mut g = bufs[x].locked(g).unwrap();
                         let m = g.map(&att, Direction::Bidirectional).unwrap();
                         seq += 1;
-                        fence = Fence::new(dmabuf_tools::selftest::resv::TEST_OPS, ctx_fences, seq);
+                        fence = dmabuf::testing::named("selftest", "resv", ctx_fences, seq);
                         g.reserve_fences(1).unwrap();
                         let usage = if i % 3 == 0 {
                             Usage::Write

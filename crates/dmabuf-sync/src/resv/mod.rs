@@ -392,7 +392,8 @@ impl Resv {
     }
 }
 
-/// Holds a reservation object locked; the proof other layers ask for. Unlocks on drop,
+/// Holds a reservation object locked: its locked view, on which the calls that need the
+/// lock are methods (a buffer's locked view, `DmaBuf::locked`, is made from it). Unlocks on drop,
 /// and any unused reservations die with it.
 #[must_use = "the reservation object is unlocked as soon as its guard drops"]
 pub struct ResvGuard<'a> {

@@ -38,7 +38,7 @@ mod device;
 mod fault;
 mod fence;
 mod heap;
-pub mod resv; // public for its TEST_OPS, which tests/buf_cases.rs uses
+pub(crate) mod resv;
 mod sync_file;
 mod ww;
 
