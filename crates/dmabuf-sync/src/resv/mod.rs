@@ -176,6 +176,7 @@ impl Resv {
         self.id
     }
 
+    #[inline]
     fn guard<'a>(&'a self, g: WwGuard<'a, Locked>) -> ResvGuard<'a> {
         HELD_HERE.with(|n| n.set(n.get() + 1));
         ResvGuard { resv: self, g }
@@ -244,6 +245,7 @@ impl Resv {
     /// `Invalid` when this thread already holds the lock (with or without a
     /// context): the kernel would wait forever; here it is refused, with lockdep on or
     /// off (with lockdep on it is also reported as recursive locking). Nothing changes.
+    #[inline]
     #[track_caller]
     pub fn lock_no_ctx(&self) -> Result<ResvGuard<'_>> {
         Ok(self.guard(self.lock.lock_no_ctx()?))
@@ -422,6 +424,7 @@ pub fn held_by_this_thread() -> u32 {
 }
 
 impl Drop for ResvGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
         HELD_HERE.with(|n| n.set(n.get().saturating_sub(1)));
         // Reservations die at unlock: a missing re-reserve is caught next time.
@@ -463,6 +466,7 @@ impl<'a> ResvGuard<'a> {
     ///
     /// `Invalid` for `n == 0` (the kernel warns); `NoMem` (`ENOMEM`) when the
     /// room cannot be allocated (a huge `n`); nothing changes then.
+    #[inline]
     pub fn reserve_fences(&mut self, n: usize) -> Result<()> {
         if n == 0 {
             return Err(Error::Invalid("reserve_fences(0)"));
@@ -500,6 +504,7 @@ impl<'a> ResvGuard<'a> {
     }
 
     /// Number of entries (signalled ones included).
+    #[inline]
     fn len(&self) -> usize {
         self.resv.list.len(&self.g.writer)
     }
@@ -525,6 +530,7 @@ impl<'a> ResvGuard<'a> {
     /// `Invalid` when `fence` is a container (add its leaves: see
     /// [`crate::fence::unwrap`]) or when appending needs a slot that was not reserved
     /// (also a lockdep `Misuse` report); nothing changes.
+    #[inline]
     #[track_caller]
     pub fn add_fence(&mut self, fence: &Fence, usage: Usage) -> Result<()> {
         // `dma_fence_is_container`: arrays and chains only. A sw_sync point carries a

@@ -418,17 +418,20 @@ impl<E> RcuSlots<E> {
     }
 
     /// Slots of the current array.
+    #[inline]
     pub fn capacity(&self, w: &Writer) -> usize {
         self.current(w).slots.len()
     }
 
     /// Entries of the current array.
+    #[inline]
     pub fn len(&self, w: &Writer) -> usize {
         self.current(w).len.load(SeqCst)
     }
 
     /// The entries, as the writer sees them (no read-side section: nothing changes them
     /// while `w` is borrowed).
+    #[inline]
     pub fn entries<'a>(&'a self, w: &'a Writer) -> impl Iterator<Item = &'a E> + 'a {
         let s = self.current(w);
         let n = s.len.load(SeqCst);
