@@ -6,7 +6,7 @@
 //!
 //! In the kernel, memory management and the dma-mapping layer sit below dma-buf; so they
 //! do here: this crate imports only the sync core (`dmabuf-sync`, for errors and fault
-//! injection) and `lockdep`. See the repository's `ARCHITECTURE.md`.
+//! injection). See the repository's `ARCHITECTURE.md`.
 
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]

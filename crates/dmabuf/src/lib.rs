@@ -12,6 +12,11 @@
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+/// The lock validator, re-exported so that one dependency is enough: the public API
+/// names its types (`lockdep::Capture` in engine configs, `lockdep::LockClass` of ww
+/// classes), and a user's own locks join the same dependency graph.
+pub use lockdep;
+
 pub use dmabuf_sync::{error, fault, fence, interrupt, resv, sync_file, ww};
 pub use dmabuf_sync::{Error, Interrupt, Result};
 

@@ -220,7 +220,9 @@ pub use ioctl::{
     LeafInfo, SyncFenceInfo, SyncFileInfo, SyncMergeData, SyncSetDeadline,
 };
 pub use passing::{recv_fd, send_fd};
-pub use record::{encode_record, peek, poll_readable};
+#[cfg(any(test, feature = "testing"))]
+pub use record::encode_record;
+pub use record::{peek, poll_readable};
 pub use registry::get_fence;
 
 use export::Export;

@@ -1,7 +1,6 @@
 //! Classes of wound/wait mutexes: the algorithm, the stamp counter, the lockdep classes.
 
 use lockdep::LockClass;
-use std::sync::atomic::Ordering;
 
 /// Which algorithm resolves contention between acquire contexts of a class.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -120,12 +119,14 @@ impl WwClass {
         &self.acquire_class
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// The stamp counter: the last stamp handed out (the next context gets one more).
     /// For tests that steer stamps with [`set_stamp_counter`](Self::set_stamp_counter).
     pub fn stamp_counter(&self) -> u64 {
-        self.stamp.load(Ordering::Relaxed)
+        self.stamp.load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// Set the stamp counter, so that the next context gets `stamp + 1`. For tests of
     /// stamp wrap-around; never needed otherwise. Contexts already started keep their
     /// stamps, so setting it back can give a later context an *older* stamp.

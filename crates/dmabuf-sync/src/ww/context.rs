@@ -71,6 +71,7 @@ impl std::fmt::Debug for AcquireCtx {
 }
 
 impl AcquireCtx {
+    #[cfg(any(test, feature = "testing"))]
     /// Whether deadlock injection is armed on this context (made while
     /// [`set_deadlock_injection`] was on, or with [`AcquireCtx::with_deadlock_injection`]).
     pub fn deadlock_injection_armed(&self) -> bool {

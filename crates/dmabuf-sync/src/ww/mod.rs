@@ -130,6 +130,7 @@ pub use class::{WwAlgorithm, WwClass};
 pub use context::{set_deadlock_injection, AcquireCtx};
 pub use lock_all::{lock_all, lock_all_interruptible};
 pub use mutex::{WwGuard, WwMutex};
+#[cfg(any(test, feature = "testing"))]
 pub use slot::younger;
 
 /// Report misuse `what` of a mutex or context of `class` to lockdep (which may panic,

@@ -438,6 +438,7 @@ impl<T: ?Sized> WwMutex<T> {
         lockdep::is_instance_held(self.class.lock_class(), self.addr())
     }
 
+    #[cfg(any(test, feature = "testing"))]
     /// How many threads wait for the mutex (tests and diagnostics); takes the wait-list
     /// lock for a moment. A snapshot.
     pub fn waiter_count(&self) -> usize {
