@@ -113,6 +113,9 @@ pub(super) struct BufInner {
     /// Whether work is owed: `locked.owed_vmaps` non-empty, or an attachment has
     /// deferred unmaps (see [`DmaBuf::settle_owed`]).
     pub(super) owed: AtomicBool,
+    /// The identity of the buffer's file, once a descriptor of it left (or the buffer
+    /// came in as one): the key of the buffer in `fd`'s table.
+    pub(super) file_key: OnceLock<(u64, u64)>,
 }
 
 /// A DMA-BUF: a fixed-size buffer owned by its exporter, shared by reference. `clone`
@@ -215,6 +218,7 @@ pub fn export(info: ExportInfo) -> Result<DmaBuf> {
         locked: Mutex::new(BufLocked::default()),
         tracker: OnceLock::new(),
         owed: AtomicBool::new(false),
+        file_key: OnceLock::new(),
     });
     registry().lock().insert(ino, Arc::downgrade(&inner));
     Ok(DmaBuf { inner })
@@ -223,6 +227,9 @@ pub fn export(info: ExportInfo) -> Result<DmaBuf> {
 impl Drop for BufInner {
     fn drop(&mut self) {
         registry().lock().remove(&self.ino);
+        if let Some(&key) = self.file_key.get() {
+            super::fd::unlist(key, self);
+        }
         let l = self.locked.get_mut();
         // A vunmap still owed here (a VMapGuard dropped under a reservation lock, holding
         // the last reference, or with no locked call since) cannot reach the exporter —
@@ -360,7 +367,9 @@ impl DmaBuf {
         self.inner.name.lock().clone()
     }
 
-    /// Set the name, any time (`DMA_BUF_SET_NAME`).
+    /// Set the name, any time (`DMA_BUF_SET_NAME`). Once a descriptor of the buffer has
+    /// left ([`fd`](Self::fd)), the name is stored in its file too, where other
+    /// processes' [`get`](super::get) read it.
     ///
     /// # Errors
     ///
@@ -372,7 +381,13 @@ impl DmaBuf {
         if name.contains('\0') {
             return Err(Error::Invalid("name contains NUL"));
         }
-        *self.inner.name.lock() = Some(name.to_string());
+        let mut n = self.inner.name.lock();
+        *n = Some(name.to_string());
+        if self.inner.file_key.get().is_some() {
+            if let Some(f) = self.inner.ops.file() {
+                super::fd::write_name_attr(f, Some(name));
+            }
+        }
         Ok(())
     }
 

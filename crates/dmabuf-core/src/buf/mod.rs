@@ -37,9 +37,11 @@ mod attach;
 pub mod bufinfo;
 mod cpu_access;
 mod dmabuf;
+mod fd;
 mod implicit_sync;
 mod locked;
 mod map;
+pub mod memory;
 mod mmap;
 pub mod ops;
 mod tracker;
@@ -52,9 +54,11 @@ pub use dmabuf::{
     Whence, NAME_MAX,
 };
 pub use dmabuf_mem::{sg, Direction, Segment, SgTable};
+pub use fd::{fdinfo, get, get_raw, recv, send, Received, FD_VALID_FLAGS};
 pub use implicit_sync::sync_flags;
 pub use locked::LockedBuf;
 pub use map::SgMapping;
+pub use memory::{Backing, MemoryExporter, Rules};
 pub use mmap::UserMapping;
 pub use ops::{Caps, Exporter, Importer};
 pub use tracker::AccessTracker;

@@ -19,10 +19,13 @@
 //! | [`Exporter::mmap`] | not held | optional |
 //! | [`Exporter::vmap`], [`Exporter::vunmap`] | held | optional |
 //! | [`Importer::move_notify`] | held | yes, for dynamic importers |
+//! | [`Exporter::file`] | any | optional (no descriptor without it) |
 
 use super::{Attachment, Direction, DmaBuf, Segment, SgTable};
 use crate::error::{Error, Result};
 use crate::resv::ResvGuard;
+use dmabuf_mem::memfd::Memfd;
+use std::sync::Arc;
 
 /// Which optional callbacks an exporter implements — the NULL/non-NULL pointers of the
 /// kernel's ops table, checked at export.
@@ -145,6 +148,19 @@ pub trait Exporter: Send + Sync + 'static {
     /// Undo [`vmap`](Self::vmap) (locked).
     fn vunmap(&self, lock: &ResvGuard<'_>, buf: &DmaBuf) {
         let _ = (lock, buf);
+    }
+
+    /// The one file that holds the whole buffer — a memfd of exactly the buffer's size
+    /// whose bytes from offset 0 are the buffer's — which the buffer's descriptors are
+    /// ([`DmaBuf::fd`]). No lock; any thread. The core marks it
+    /// [shared](Memfd::mark_shared) before a descriptor of it leaves, so an exporter
+    /// that pools memory must not reuse a shared one.
+    ///
+    /// `None` (the default) means the memory is not one such file (pieces of a region, a
+    /// caller's memory): the buffer has no descriptor and [`DmaBuf::fd`] returns
+    /// `EOPNOTSUPP`.
+    fn file(&self) -> Option<&Arc<Memfd>> {
+        None
     }
 }
 

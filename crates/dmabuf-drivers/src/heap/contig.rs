@@ -4,8 +4,8 @@
 //! hole punching) when the buffer is released. Mappings are shared only, as the CMA heap
 //! requires.
 
-use super::exporter::{Backing, HeapBuffer, Rules};
 use super::{check_alloc, Heap};
+use crate::buf::memory::{Backing, MemoryExporter, Rules};
 use crate::buf::{export, DmaBuf, ExportInfo, FileFlags};
 use crate::error::{Error, Result};
 use dmabuf_mem::memfd::page_size;
@@ -73,7 +73,7 @@ impl Heap for ContigHeap {
         check_alloc(len, heap_flags)?;
         let block = self.region.alloc(len / page_size())?;
         let seg = block.segment();
-        let ops = HeapBuffer::new(
+        let ops = MemoryExporter::new(
             vec![seg],
             Rules {
                 shared_only: true,

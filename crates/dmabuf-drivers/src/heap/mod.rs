@@ -23,12 +23,12 @@
 //! buffer refuses a shared writable mapping with `Access` (EACCES). The buffer itself
 //! is returned where the kernel returns a new fd.
 //!
-//! Every buffer of these heaps is exported by one exporter (`exporter.rs`), parameterised
+//! Every buffer of these heaps is exported by the core's
+//! [`MemoryExporter`](crate::buf::MemoryExporter), parameterised
 //! by a few per-heap rules: contiguous and udmabuf buffers map shared only; udmabuf
 //! refuses `end_cpu_access` before the first `begin_cpu_access`.
 
 pub mod contig;
-pub(crate) mod exporter;
 mod registry;
 pub mod system;
 mod uapi;

@@ -9,6 +9,7 @@ use crate::buf::DmaBuf;
 use crate::error::{Error, Result};
 use dmabuf_mem::memfd;
 use parking_lot::RwLock;
+use rustix::fd::{AsRawFd, OwnedFd};
 use std::sync::{Arc, OnceLock};
 
 /// Heaps by name (the kernel's heap list and minor table). Heaps are added, never
@@ -155,6 +156,44 @@ impl HeapFile {
             .allocate(len, file_flags(data.fd_flags), data.heap_flags)
     }
 
+    /// `DMA_HEAP_IOCTL_ALLOC` as userspace sees it: [`alloc`](Self::alloc), then a new
+    /// descriptor of the buffer ([`DmaBuf::fd`]) installed with `fd_flags` (close-on-exec
+    /// with `O_CLOEXEC`; the access mode is the buffer's), its number written to
+    /// `data.fd`. The buffer lives while the descriptor (or a buffer made from it with
+    /// [`get`](crate::buf::get)) does; this call keeps no other reference.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`alloc`](Self::alloc); then those of [`DmaBuf::fd`] (`EOPNOTSUPP` for
+    /// a heap whose buffers are not one file — the contiguous heap —, `EMFILE`).
+    /// Nothing is allocated and `data` is unchanged on error.
+    pub fn alloc_fd(&self, data: &mut AllocData) -> Result<OwnedFd> {
+        let buf = self.alloc(data)?;
+        let fd = buf.fd(data.fd_flags)?;
+        data.fd = fd.as_raw_fd() as u32;
+        Ok(fd)
+    }
+
+    /// The heap's ioctl as userspace calls it: [`ioctl`](Self::ioctl)'s dispatch and
+    /// checks, then a descriptor as [`alloc_fd`](Self::alloc_fd) makes, its number
+    /// written back into `arg`'s `fd` field when the command has the read direction.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`ioctl`](Self::ioctl), then those of [`DmaBuf::fd`]; `arg` is unchanged
+    /// on error.
+    pub fn ioctl_fd(&self, cmd: u32, arg: &mut [u8]) -> Result<OwnedFd> {
+        let mut data = Self::decode(cmd, arg)?;
+        let fd = self.alloc_fd(&mut data)?;
+        let size = ((cmd >> 16) & 0x3fff) as usize;
+        if (cmd >> 30) & IOC_READ != 0 {
+            if let Some(out) = arg.get_mut(8..12).filter(|_| size >= 12) {
+                out.copy_from_slice(&data.fd.to_ne_bytes());
+            }
+        }
+        Ok(fd)
+    }
+
     /// The heap's ioctl dispatcher: `cmd` is an ioctl number whose nr selects the
     /// request (0 = ALLOC) and whose size says how much of `arg` userspace passed. As
     /// in the kernel, a shorter (older) struct is zero-extended and a longer (newer) one
@@ -165,6 +204,12 @@ impl HeapFile {
     /// `Invalid` for an nr beyond the table (not `NoTty`); `Fault` when `arg` is
     /// shorter than the size `cmd` claims; then those of [`alloc`](Self::alloc).
     pub fn ioctl(&self, cmd: u32, arg: &[u8]) -> Result<DmaBuf> {
+        self.alloc(&Self::decode(cmd, arg)?)
+    }
+
+    /// The argument of `cmd` as the kernel copies it in: dispatch checks, then a
+    /// shorter struct zero-extended, a longer one truncated.
+    fn decode(cmd: u32, arg: &[u8]) -> Result<AllocData> {
         if cmd & 0xff != 0 {
             return Err(Error::Invalid("unknown dma-heap ioctl nr"));
         }
@@ -178,7 +223,7 @@ impl HeapFile {
         let mut k = [0u8; AllocData::SIZE];
         let n = in_size.min(AllocData::SIZE);
         k[..n].copy_from_slice(&arg[..n]);
-        self.alloc(&AllocData::from_bytes(&k))
+        Ok(AllocData::from_bytes(&k))
     }
 }
 

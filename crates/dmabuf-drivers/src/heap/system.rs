@@ -8,8 +8,8 @@
 //! table or vmap outlives the buffer), so no buffer ever shows another's data. Private
 //! mappings are allowed, as in the kernel.
 
-use super::exporter::{Backing, HeapBuffer, Rules};
 use super::{check_alloc, Heap};
+use crate::buf::memory::{Backing, MemoryExporter, Rules};
 use crate::buf::{export, DmaBuf, ExportInfo, FileFlags, Segment};
 use crate::error::{Error, Result};
 use dmabuf_mem::memfd::{page_size, Memfd, MemfdPool};
@@ -41,6 +41,8 @@ impl Default for Options {
 /// The system heap; see the module docs.
 pub struct SystemHeap {
     name: String,
+    /// `dmabuf:<name>`: what the buffers' descriptors are named (see `buf::get`).
+    memfd_name: String,
     pool: Arc<MemfdPool>,
     prefault: bool,
 }
@@ -91,6 +93,7 @@ impl SystemHeap {
     pub fn with_options(name: &str, opts: Options) -> Arc<Self> {
         Arc::new(SystemHeap {
             name: name.to_string(),
+            memfd_name: format!("dmabuf:{name}"),
             pool: Arc::new(MemfdPool::new(opts.pool_limit)),
             prefault: opts.prefault,
         })
@@ -119,7 +122,7 @@ impl Heap for SystemHeap {
         check_alloc(len, heap_flags)?;
         let mem = self
             .pool
-            .get("dmabuf-system", len / page_size(), false)
+            .get(&self.memfd_name, len / page_size(), false)
             .map_err(|e| match e {
                 // A size the file or the address space cannot hold: out of memory, as
                 // the kernel says for a request beyond what it has.
@@ -131,7 +134,7 @@ impl Heap for SystemHeap {
         }
         let mem = Arc::new(mem);
         let segs = chunk_segments(&mem, len)?;
-        let ops = HeapBuffer::new(
+        let ops = MemoryExporter::new(
             segs,
             Rules {
                 shared_only: false,

@@ -8,9 +8,9 @@
 //! the buffer for its whole life), maps shared only, and refuses `end_cpu_access` before
 //! the first `begin_cpu_access` with `Invalid`, as udmabuf does.
 
+use crate::buf::memory::{Backing, MemoryExporter, Rules};
 use crate::buf::{export, DmaBuf, ExportInfo, FileFlags, Segment};
 use crate::error::{Error, Result};
-use crate::heap::exporter::{Backing, HeapBuffer, Rules};
 use dmabuf_mem::memfd::{page_size, Memfd};
 use rustix::fd::{AsFd, BorrowedFd};
 use rustix::fs::SealFlags;
@@ -111,7 +111,7 @@ pub fn create(memfd: BorrowedFd<'_>, offset: u64, size: u64, flags: u32) -> Resu
 pub fn create_list(items: &[Item<'_>], flags: u32) -> Result<DmaBuf> {
     let segs = collect(items, flags)?;
     let len = segs.iter().map(|s| s.len).sum();
-    let ops = HeapBuffer::new(
+    let ops = MemoryExporter::new(
         segs,
         Rules {
             shared_only: true,

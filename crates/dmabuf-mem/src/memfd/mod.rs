@@ -28,6 +28,8 @@ use crate::error::{Error, Result};
 use crate::fault::{self, Site};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::fs::{MemfdFlags, SealFlags, SeekFrom};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 /// The system page size.
 pub fn page_size() -> usize {
@@ -39,15 +41,30 @@ pub fn round_to_pages(len: u64) -> Option<u64> {
     let p = page_size() as u64;
     len.checked_add(p - 1).map(|l| l / p * p)
 }
+/// The seals every memfd made here carries: it can neither shrink nor grow (so no
+/// mapping of it ever reaches past its end, and no `SIGBUS`), and nobody — this process
+/// or one it is sent to — can add another seal (a write seal would break our writable
+/// mappings).
+pub const SEALS: SealFlags = SealFlags::SHRINK
+    .union(SealFlags::GROW)
+    .union(SealFlags::SEAL);
+
 /// A sealed memfd of a fixed number of pages, with our own shared mapping of it.
 ///
 /// Closed (and unmapped) on drop. No lock: the size never changes (sealed), and the
 /// memory is reached through [`map`](Self::map).
+///
+/// A memfd is *shared* once its descriptor may be held outside this object
+/// ([`mark_shared`](Self::mark_shared): a descriptor handed out, sent to another
+/// process): from then on other holders may read and write it whenever they like, so
+/// a [`MemfdPool`] never takes it back for reuse.
 #[must_use = "dropping a Memfd closes it and unmaps its memory"]
 pub struct Memfd {
     fd: OwnedFd,
     pages: usize,
     map: Mapping,
+    shared: AtomicBool,
+    id: OnceLock<(u64, u64)>,
 }
 
 impl std::fmt::Debug for Memfd {
@@ -72,31 +89,78 @@ impl Memfd {
         fault::hit(Site::MemfdCreate)?;
         let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)?;
         rustix::fs::ftruncate(&fd, len as u64)?;
-        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW)?;
+        rustix::fs::fcntl_add_seals(&fd, SEALS)?;
         let map = Mapping::new(fd.as_fd(), len, populate)?;
-        Ok(Memfd { fd, pages, map })
+        Ok(Memfd {
+            fd,
+            pages,
+            map,
+            shared: AtomicBool::new(false),
+            id: OnceLock::new(),
+        })
     }
 
-    /// Wrap an existing shared-memory file (e.g. a caller's memfd): map all of it.
+    /// Wrap an existing shared-memory file (e.g. a caller's memfd, or a buffer's
+    /// descriptor received from another process): map all of it, read-write when the
+    /// descriptor is open for writing, else read-only. The result counts as
+    /// [shared](Self::mark_shared): others hold the file too.
     ///
     /// # Errors
     ///
     /// `Invalid` for an empty file or one whose size is not whole pages; `NoMem` for a
-    /// size beyond the address space; `Os` for `fstat`/`mmap` errors (`EACCES` for an
-    /// fd not open read-write). `fd` is closed on error.
+    /// size beyond the address space; `Access` for a descriptor not open for reading;
+    /// `Os` for `fstat`/`fcntl`/`mmap` errors. `fd` is closed on error.
     pub fn from_fd(fd: OwnedFd) -> Result<Self> {
-        let size = rustix::fs::fstat(&fd)?.st_size as u64;
+        let st = rustix::fs::fstat(&fd)?;
+        let size = st.st_size as u64;
         let p = page_size() as u64;
         if size == 0 || size % p != 0 {
             return Err(Error::Invalid("file size is not whole pages"));
         }
         let len = usize::try_from(size).map_err(|_| Error::NoMem)?;
-        let map = Mapping::new(fd.as_fd(), len, false)?;
+        let mode = rustix::fs::fcntl_getfl(&fd)? & rustix::fs::OFlags::ACCMODE;
+        let map = if mode == rustix::fs::OFlags::RDWR {
+            Mapping::new(fd.as_fd(), len, false)?
+        } else if mode == rustix::fs::OFlags::RDONLY {
+            Mapping::new_pieces(&[(fd.as_fd(), 0, len)], false, true)?
+        } else {
+            return Err(Error::Access("descriptor not open for reading"));
+        };
         Ok(Memfd {
             fd,
             pages: len / page_size(),
             map,
+            shared: AtomicBool::new(true),
+            id: OnceLock::new(),
         })
+    }
+
+    /// Note that the descriptor may now be held outside this object (handed out, sent
+    /// away): the memory is never pooled for reuse again. Idempotent; takes no lock.
+    pub fn mark_shared(&self) {
+        self.shared.store(true, Ordering::Release);
+    }
+
+    /// Whether the descriptor may be held outside this object (see
+    /// [`mark_shared`](Self::mark_shared)).
+    pub fn is_shared(&self) -> bool {
+        self.shared.load(Ordering::Acquire)
+    }
+
+    /// The file's identity, `(st_dev, st_ino)`: equal for every descriptor of the same
+    /// file, in any process, while the file lives. Read once (`fstat`), then cached.
+    ///
+    /// # Errors
+    ///
+    /// `fstat`'s, on the first call only.
+    pub fn file_id(&self) -> Result<(u64, u64)> {
+        if let Some(id) = self.id.get() {
+            return Ok(*id);
+        }
+        let st = rustix::fs::fstat(&self.fd)?;
+        let id = (st.st_dev, st.st_ino);
+        let _ = self.id.set(id);
+        Ok(id)
     }
 
     /// Size in pages.

@@ -55,11 +55,14 @@ impl MemfdPool {
         }
     }
 
-    /// Give `m` back: it is zeroed and kept for reuse, or closed when the pool is full
-    /// or zeroing fails. Only call it when nobody else holds the memory (no other
-    /// mapping or fd of it is live), or another user could see the next owner's data.
+    /// Give `m` back: it is zeroed and kept for reuse, or closed when the pool is full,
+    /// zeroing fails, or the memfd is [shared](Memfd::is_shared) — a descriptor of it
+    /// left this object, so some other holder may still read or write it and it must
+    /// never become another buffer's memory. Only call it when nobody else in this
+    /// process holds the memory (no other mapping of it is live), or another user
+    /// could see the next owner's data.
     pub fn put(&self, m: Memfd) {
-        if m.len() > self.limit_bytes || m.zero().is_err() {
+        if m.is_shared() || m.len() > self.limit_bytes || m.zero().is_err() {
             return;
         }
         let mut g = self.inner.lock();

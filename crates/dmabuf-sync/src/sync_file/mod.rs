@@ -219,7 +219,7 @@ pub use ioctl::{
     fd_status, ioctl_file_info, ioctl_merge, ioctl_set_deadline, sw_sync_create_fence, FileInfo,
     LeafInfo, SyncFenceInfo, SyncFileInfo, SyncMergeData, SyncSetDeadline,
 };
-pub use passing::{recv_fd, send_fd};
+pub use passing::{recv_fd, recv_fds, send_fd, send_fds, MAX_FDS, MAX_PAYLOAD};
 #[cfg(any(test, feature = "testing"))]
 pub use record::encode_record;
 pub use record::{peek, poll_readable};

@@ -1,10 +1,12 @@
-//! The exporter behind every heap buffer — system, contiguous and udmabuf — parameterised
-//! by the buffer's segments and a few per-heap rules.
+//! [`MemoryExporter`]: the exporter of memory the core can reach — segments of memfds —
+//! parameterised by a few per-exporter rules. Every heap buffer (system, contiguous,
+//! udmabuf) is exported by it, and so is a buffer that came in as a descriptor
+//! ([`get`](super::get) of another process's buffer).
 //!
 //! It follows the kernel's system heap:
 //!
 //! - each attachment gets its own state ([`Exporter::attach`]) with at most ONE live DMA
-//!   mapping, made through the attachment's device ([`Dma::map`](crate::device::dma::Dma::map))
+//!   mapping, made through the attachment's device ([`Dma::map`](dmabuf_mem::dma::Dma::map))
 //!   when the importer maps and unmapped when it unmaps; the state's `Option<DmaMap>` is
 //!   the kernel's per-attachment "mapped" flag;
 //! - `begin_cpu_access` syncs every *mapped* attachment for the CPU, `end_cpu_access`
@@ -12,6 +14,9 @@
 //!   here — the core does those;
 //! - `vmap` hands out all segments (the core refcounts it); `mmap` hands out the range's
 //!   segments.
+//!
+//! The buffer has a descriptor ([`Exporter::file`]) when its memory is one whole memfd
+//! of ours: a pooled system-heap memfd, or a file that came in as a descriptor.
 //!
 //! Per-heap rules: a contiguous or udmabuf buffer maps shared only (a private mapping is
 //! `Invalid`); a udmabuf buffer refuses `end_cpu_access` before any `begin_cpu_access`
@@ -29,19 +34,19 @@
 //! each attachment's `map` mutex is taken under it (CPU access) or alone (map/unmap,
 //! which run under the reservation lock).
 
-use crate::buf::{Attachment, Caps, Direction, DmaBuf, Exporter, Segment, SgTable};
-use crate::device::dma::DmaMap;
-use crate::device::Device;
+use super::{Attachment, Caps, Direction, DmaBuf, Exporter, Segment, SgTable};
 use crate::error::{Error, Result};
 use crate::resv::ResvGuard;
+use dmabuf_mem::dma::DmaMap;
 use dmabuf_mem::memfd::{page_size, Memfd, MemfdPool};
 use dmabuf_mem::region::Block;
+use dmabuf_mem::Device;
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-/// Where a heap buffer's memory came from, and where it goes back.
-pub(crate) enum Backing {
+/// Where a buffer's memory came from, and where it goes back.
+pub enum Backing {
     /// A memfd of the system heap's pool: returned to the pool when unreachable.
     Pooled {
         /// The memfd.
@@ -53,11 +58,14 @@ pub(crate) enum Backing {
     Block(Block),
     /// A caller's memory (udmabuf): the duplicated fds close when the segments drop.
     Imported,
+    /// One whole memfd of ours that others hold too (a buffer that came in as a
+    /// descriptor): closed when the buffer goes, never pooled. It is the buffer's file.
+    File(Arc<Memfd>),
 }
 
-/// What differs between heaps.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct Rules {
+/// What differs between exporters.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Rules {
     /// Private mappings are refused with `Invalid` (CMA heap, udmabuf).
     pub shared_only: bool,
     /// `end_cpu_access` before any `begin_cpu_access` is `Invalid` (udmabuf).
@@ -71,36 +79,53 @@ struct HeapAttachment {
     map: Mutex<Option<DmaMap>>,
 }
 
-/// The exporter of one heap buffer; see the module docs.
-pub(crate) struct HeapBuffer {
+/// The exporter of one buffer of memfd memory; see the module docs.
+pub struct MemoryExporter {
     segs: Vec<Segment>,
     len: usize,
     rules: Rules,
     backing: Option<Backing>,
+    /// The buffer's file, when its memory is one whole memfd ([`Exporter::file`]).
+    file: Option<Arc<Memfd>>,
     /// The buffer lock: the attachments, in attach order.
     attachments: Mutex<Vec<Arc<HeapAttachment>>>,
     /// Whether `begin_cpu_access` ever ran (udmabuf's rule).
     begun: AtomicBool,
 }
 
-impl std::fmt::Debug for HeapBuffer {
+impl std::fmt::Debug for MemoryExporter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("HeapBuffer")
+        f.debug_struct("MemoryExporter")
             .field("segments", &self.segs.len())
             .field("len", &self.len)
             .finish()
     }
 }
 
-impl HeapBuffer {
-    /// An exporter over `segs` (non-empty, in buffer order).
-    pub(crate) fn new(segs: Vec<Segment>, rules: Rules, backing: Backing) -> Arc<Self> {
+impl MemoryExporter {
+    /// An exporter over `segs` (non-empty, in buffer order), whose memory goes back to
+    /// `backing` when the buffer is released.
+    pub fn new(segs: Vec<Segment>, rules: Rules, backing: Backing) -> Arc<Self> {
         let len = segs.iter().map(|s| s.len).sum();
-        Arc::new(HeapBuffer {
+        // A descriptor only for memory that is one whole memfd of ours from offset 0:
+        // the file then shows exactly the buffer's bytes and size. A caller's memfd
+        // (udmabuf) or a block of a region is not such a file.
+        let whole = |m: &Arc<Memfd>| {
+            m.len() == len
+                && segs.iter().try_fold(0usize, |at, s| {
+                    (Arc::ptr_eq(&s.mem, m) && s.offset == at).then_some(at + s.len)
+                }) == Some(len)
+        };
+        let file = match &backing {
+            Backing::Pooled { mem, .. } | Backing::File(mem) if whole(mem) => Some(mem.clone()),
+            _ => None,
+        };
+        Arc::new(MemoryExporter {
             segs,
             len,
             rules,
             backing: Some(backing),
+            file,
             attachments: Mutex::new(Vec::new()),
             begun: AtomicBool::new(false),
         })
@@ -150,7 +175,7 @@ impl HeapBuffer {
     }
 }
 
-impl Exporter for HeapBuffer {
+impl Exporter for MemoryExporter {
     fn caps(&self) -> Caps {
         Caps {
             vmap: true,
@@ -226,6 +251,10 @@ impl Exporter for HeapBuffer {
 
     fn release(&self, _ino: u64) {}
 
+    fn file(&self) -> Option<&Arc<Memfd>> {
+        self.file.as_ref()
+    }
+
     /// Syncs every mapped attachment for the CPU.
     fn begin_cpu_access(&self, _buf: &DmaBuf, _dir: Direction) -> Result<()> {
         self.begun.store(true, Ordering::Release);
@@ -270,7 +299,7 @@ impl Exporter for HeapBuffer {
     }
 }
 
-impl Drop for HeapBuffer {
+impl Drop for MemoryExporter {
     fn drop(&mut self) {
         // Attachments outlive nothing: the core detached them all before the release.
         for a in self.attachments.get_mut().drain(..) {
@@ -280,6 +309,7 @@ impl Drop for HeapBuffer {
             }
         }
         self.segs.clear();
+        self.file = None;
         match self.backing.take() {
             Some(Backing::Pooled { mem, pool }) => {
                 // Only memory nobody else can reach goes back to the pool.
@@ -288,7 +318,7 @@ impl Drop for HeapBuffer {
                 }
             }
             Some(Backing::Block(b)) => drop(b),
-            Some(Backing::Imported) | None => {}
+            Some(Backing::Imported | Backing::File(_)) | None => {}
         }
     }
 }

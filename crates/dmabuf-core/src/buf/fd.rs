@@ -1,0 +1,417 @@
+//! Buffers as file descriptors: [`DmaBuf::fd`] (`dma_buf_fd`), [`get`] (`dma_buf_get`),
+//! [`fdinfo`], and [`send`] / [`recv`] of a buffer with its fences in one message.
+//!
+//! # The descriptor
+//!
+//! A buffer whose memory is one whole memfd of ours ([`Exporter::file`](super::Exporter::file):
+//! every system-heap buffer, every buffer that came in as a descriptor) *is* that memfd:
+//! its descriptors are descriptors of the file, so what userspace sees of them is the
+//! buffer:
+//!
+//! - `mmap` of the descriptor maps the buffer's bytes (`MAP_SHARED`: zero copy, in any
+//!   process); `lseek(SEEK_END)` gives the size; the size never changes (the memfd is
+//!   sealed against shrinking and growing, and against further seals, so no holder can
+//!   truncate it under another's mapping or seal it against writing);
+//! - it crosses `SCM_RIGHTS` and `fork` like any descriptor; in the other process
+//!   [`get`] gives a buffer over the same memory;
+//! - the memfd is named `dmabuf:<exp_name>`, so `/proc/<pid>/fd/<n>` and
+//!   `/proc/<pid>/maps` read `/memfd:dmabuf:<exp_name> (deleted)` where the kernel's
+//!   read `/dmabuf:<name>`; the user-set name travels in the file's extended attribute
+//!   `user.dmabuf.name` (kept up to date by [`DmaBuf::set_name`] once a descriptor has
+//!   left), and in [`send`]'s message;
+//! - [`fdinfo`] gives the kernel's `/proc/<pid>/fdinfo` lines for a buffer (`size`,
+//!   `count`, `exp_name`, `name`): the procfs file itself is the memfd's and has none
+//!   of them.
+//!
+//! Memory a descriptor has left with is never recycled: the memfd is marked
+//! [shared](dmabuf_mem::memfd::Memfd::mark_shared) before the descriptor is made, and a
+//! pool never takes a shared memfd back. It is freed when the last holder anywhere (a
+//! descriptor, a mapping, a buffer object in any process) goes away.
+//!
+//! # Identity
+//!
+//! In the process that made the descriptor, [`get`] returns the same buffer object
+//! (same reservation object, one more reference), found by the file's identity
+//! (`st_dev`, `st_ino`) in a table of buffers whose descriptors left. In another
+//! process the first [`get`] of the file makes a buffer over the same memory (exported
+//! there by a [`MemoryExporter`] with the file as its backing), with the size, the
+//! exporter's name and the name; later gets of the same file there return that one.
+//!
+//! # Differences from the kernel
+//!
+//! - The descriptor does not hold a reference to the buffer *object*: the object (its
+//!   reservation object, attachments, fences) is released when its last Rust handle
+//!   goes, even while descriptors of it are open; the memory stays while any holder
+//!   does, and a later [`get`] of such a descriptor makes a new object over it.
+//! - A buffer imported in another process has its own reservation object: implicit
+//!   sync does not cross processes. Cross-process ordering is explicit — sync files sent
+//!   with the buffer ([`send`]), as Vulkan and Wayland explicit sync do.
+//! - The descriptor's file is a memfd, so `read(2)`/`write(2)` work on it (the kernel's
+//!   dma-buf refuses `read` with `EINVAL`); `lseek` accepts any offset; its fdinfo is
+//!   the memfd's (use [`fdinfo`]).
+//! - A buffer whose memory is not one whole memfd (a contiguous-heap block, a udmabuf)
+//!   has no descriptor: [`DmaBuf::fd`] returns `EOPNOTSUPP`.
+
+use super::dmabuf::BufInner;
+use super::memory::{Backing, MemoryExporter, Rules};
+use super::{export, DmaBuf, ExportInfo, FileFlags, Segment, NAME_MAX};
+use crate::error::{Error, Result};
+use crate::fault::{self, Site};
+use crate::sync_file::{self, SyncFile};
+use dmabuf_mem::memfd::{Memfd, SEALS};
+use parking_lot::Mutex;
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use rustix::fs::{FileType, OFlags, SealFlags};
+use rustix::io::Errno;
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+/// `O_ACCMODE`.
+const O_ACCMODE: u32 = 0o3;
+/// `O_CLOEXEC`.
+const O_CLOEXEC: u32 = 0o2_000_000;
+/// The flags [`DmaBuf::fd`] accepts: `O_CLOEXEC` and an access mode.
+pub const FD_VALID_FLAGS: u32 = O_CLOEXEC | O_ACCMODE;
+
+/// The memfd name prefix that marks a file as a buffer of ours.
+pub(crate) const NAME_PREFIX: &str = "dmabuf:";
+/// The extended attribute holding the user-set name.
+const XATTR_NAME: &str = "user.dmabuf.name";
+/// `TMPFS_MAGIC`: memfds live on shmem.
+const TMPFS_MAGIC: i64 = 0x0102_1994;
+
+/// Buffers by the identity `(st_dev, st_ino)` of their file.
+type FileTable = HashMap<(u64, u64), Weak<BufInner>>;
+
+/// Buffers whose descriptors left (or that came in as one), by file identity. A leaf
+/// lock, held only to look up, insert or remove.
+fn by_file() -> &'static Mutex<FileTable> {
+    static R: std::sync::OnceLock<Mutex<FileTable>> = std::sync::OnceLock::new();
+    R.get_or_init(Default::default)
+}
+
+/// Forget `inner`'s file, if it is the one listed (called as the buffer is released).
+pub(super) fn unlist(key: (u64, u64), inner: *const BufInner) {
+    let mut t = by_file().lock();
+    if t.get(&key).is_some_and(|w| std::ptr::eq(w.as_ptr(), inner)) {
+        t.remove(&key);
+    }
+}
+
+/// Write `name` into the file's attribute (remove it for `None`). Best effort: a file
+/// system without user attributes keeps the name in this process (and in [`send`]'s
+/// messages) only.
+pub(super) fn write_name_attr(file: &Memfd, name: Option<&str>) {
+    let r = match name {
+        Some(n) => rustix::fs::fsetxattr(
+            file.fd(),
+            XATTR_NAME,
+            n.as_bytes(),
+            rustix::fs::XattrFlags::empty(),
+        ),
+        None => match rustix::fs::fremovexattr(file.fd(), XATTR_NAME) {
+            Err(Errno::NODATA) => Ok(()),
+            r => r,
+        },
+    };
+    if let Err(e) = r {
+        tracing::debug!("dma-buf name not stored in the file: {e}");
+    }
+}
+
+/// The name stored in the file's attribute, if any (and valid).
+fn read_name_attr(fd: BorrowedFd<'_>) -> Option<String> {
+    let mut b = [0u8; NAME_MAX + 1];
+    let n = rustix::fs::fgetxattr(fd, XATTR_NAME, &mut b).ok()?;
+    if n > NAME_MAX {
+        return None;
+    }
+    let s = std::str::from_utf8(&b[..n]).ok()?;
+    (!s.contains('\0')).then(|| s.to_string())
+}
+
+impl DmaBuf {
+    /// A new descriptor of the buffer (`dma_buf_fd`), close-on-exec with `O_CLOEXEC`.
+    /// The descriptor's file is the buffer's (see the module docs): `mmap` of it shows
+    /// the buffer's bytes, `lseek(SEEK_END)` gives the size, and it may be sent to other
+    /// processes, where [`get`] turns it back into a buffer over the same memory.
+    ///
+    /// The access mode in `flags` says what the descriptor may do: `O_RDWR` needs a
+    /// read-write buffer, `O_WRONLY` a writable one; `O_RDONLY` (0) gives a read-only
+    /// descriptor of any readable buffer (a shared writable `mmap` of it fails with
+    /// `EACCES`, in any process). A read-write buffer is thus shared read-write with
+    /// `O_RDWR | O_CLOEXEC`, as the kernel's heaps hand out their buffers.
+    ///
+    /// From the first descriptor on, the buffer's memory is never reused for another
+    /// buffer, and the buffer's name is kept in the file (for other processes).
+    ///
+    /// Takes no reservation lock; any thread.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` for flags outside `O_CLOEXEC | O_ACCMODE` or access mode 3; `Access`
+    /// for an access mode the buffer's own does not allow; `EOPNOTSUPP` (`Os`) when the
+    /// buffer's memory is not one file ([`Exporter::file`](super::Exporter::file):
+    /// contiguous heap, udmabuf, an exporter without a file); descriptor exhaustion
+    /// (`EMFILE`, `ENFILE`) and `fstat`/`open` errors as `Os`; an injected
+    /// [`Site::Fd`] fault. Nothing changes on error.
+    pub fn fd(&self, flags: u32) -> Result<OwnedFd> {
+        if flags & !FD_VALID_FLAGS != 0 {
+            return Err(Error::Invalid(
+                "dma-buf fd flags outside O_CLOEXEC | O_ACCMODE",
+            ));
+        }
+        let (read, write) = match flags & O_ACCMODE {
+            0 => (true, false),
+            1 => (false, true),
+            2 => (true, true),
+            _ => return Err(Error::Invalid("access mode 3")),
+        };
+        let mine = self.inner.flags;
+        if (read && !mine.read) || (write && !mine.write) {
+            return Err(Error::Access("access mode beyond the buffer's"));
+        }
+        let file = self.inner.ops.file().ok_or(Error::Os(Errno::OPNOTSUPP))?;
+        fault::check(Site::Fd)?;
+        self.list_file(file)?;
+        let cloexec = flags & O_CLOEXEC != 0;
+        if read && write {
+            return Ok(if cloexec {
+                rustix::io::fcntl_dupfd_cloexec(file.fd(), 0)?
+            } else {
+                rustix::io::dup(file.fd())?
+            });
+        }
+        // A narrower mode needs a new open file of the same memfd.
+        let mut o = if write {
+            OFlags::WRONLY
+        } else {
+            OFlags::RDONLY
+        };
+        if cloexec {
+            o |= OFlags::CLOEXEC;
+        }
+        let path = format!("/proc/self/fd/{}", file.fd().as_raw_fd());
+        Ok(rustix::fs::open(path, o, rustix::fs::Mode::empty())?)
+    }
+
+    /// Mark `file` shared, store the name in it and list the buffer by the file's
+    /// identity — once, on the first descriptor.
+    fn list_file(&self, file: &Arc<Memfd>) -> Result<()> {
+        if self.inner.file_key.get().is_some() {
+            return Ok(());
+        }
+        let key = file.file_id()?;
+        // Under the name lock, so that a concurrent set_name writes after us.
+        let name = self.inner.name.lock();
+        file.mark_shared();
+        if self.inner.file_key.set(key).is_ok() {
+            if let Some(n) = name.as_deref() {
+                write_name_attr(file, Some(n));
+            }
+            by_file().lock().insert(key, Arc::downgrade(&self.inner));
+        }
+        Ok(())
+    }
+
+    /// The lines the kernel shows in `/proc/<pid>/fdinfo/<fd>` for a dma-buf
+    /// descriptor, after the generic ones: `size:`, `count:` (references to the buffer
+    /// other than this call's), `exp_name:`, and `name:` when set. No lock.
+    pub fn fdinfo(&self) -> String {
+        let mut s = format!(
+            "size:\t{}\ncount:\t{}\nexp_name:\t{}\n",
+            self.inner.size,
+            self.ref_count().saturating_sub(1),
+            self.inner.exp_name
+        );
+        if let Some(n) = self.name() {
+            s.push_str(&format!("name:\t{n}\n"));
+        }
+        s
+    }
+}
+
+/// The buffer behind descriptor number `fd` (`dma_buf_get`); see [`get`]. A number
+/// that is not open is `BadFd`.
+///
+/// # Errors
+///
+/// `BadFd` (`EBADF`) for a negative number or one that is not open; then those of
+/// [`get`].
+pub fn get_raw(fd: RawFd) -> Result<DmaBuf> {
+    if fd < 0 {
+        return Err(Error::BadFd);
+    }
+    // SAFETY: the borrow lives for this call only and the number is never closed here;
+    // a number that is not open only makes the first system call on it fail with EBADF.
+    let b = unsafe { BorrowedFd::borrow_raw(fd) };
+    get(b)
+}
+
+/// The buffer a descriptor refers to (`dma_buf_get`). A descriptor of one of this
+/// process's buffers gives that very buffer (same object, same reservation object, one
+/// more reference); a descriptor of a buffer of another process (received over a
+/// socket, inherited) gives a buffer over the same memory, with its size, exporter
+/// name, name and access mode (see the module docs). The descriptor is not consumed:
+/// close it when done, as with the kernel's.
+///
+/// Must not hold a reservation lock (a new import exports a buffer).
+///
+/// # Errors
+///
+/// `BadFd` (`EBADF`) when `fd` is not open; `Invalid` (`EINVAL`) when it is not a
+/// dma-buf: not a regular file (a pipe, a socket, an eventfd, a sync file), not a
+/// memfd of ours (a plain file, a memfd named otherwise), or one without our seals
+/// (it could be truncated under a mapping, or sealed against writing); `Invalid` (with
+/// a lockdep report) while holding a reservation lock and the import is new; `Access`
+/// for a descriptor not open for reading; `fstat`/`mmap` errors and descriptor
+/// exhaustion (`EMFILE`) as `Os`; an injected [`Site::Dup`] fault. Nothing changes on
+/// error.
+pub fn get(fd: BorrowedFd<'_>) -> Result<DmaBuf> {
+    let st = rustix::fs::fstat(fd).map_err(|e| match e {
+        Errno::BADF => Error::BadFd,
+        e => Error::Os(e),
+    })?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err(Error::Invalid("not a dma-buf: not a regular file"));
+    }
+    let key = (st.st_dev, st.st_ino);
+    if let Some(inner) = by_file().lock().get(&key).and_then(Weak::upgrade) {
+        return Ok(DmaBuf { inner });
+    }
+    let exp_name = check_ours(fd)?;
+    super::must_not_hold_resv("dma_buf_get")?;
+    let mode = rustix::fs::fcntl_getfl(fd)? & OFlags::ACCMODE;
+    let flags = FileFlags {
+        read: mode != OFlags::WRONLY,
+        write: mode != OFlags::RDONLY,
+        nonblock: false,
+    };
+    fault::hit(Site::Dup)?;
+    let mem = Arc::new(Memfd::from_fd(rustix::io::fcntl_dupfd_cloexec(fd, 0)?)?);
+    let size = mem.len();
+    let seg = Segment::new(mem.clone(), 0, size)?;
+    let ops = MemoryExporter::new(vec![seg], Rules::default(), Backing::File(mem.clone()));
+    let mut info = ExportInfo::new(&exp_name, size, ops);
+    info.flags = flags;
+    let buf = export(info)?;
+    if let Some(n) = read_name_attr(fd) {
+        *buf.inner.name.lock() = Some(n);
+    }
+    // Another thread may have imported the same file meanwhile: one object per file.
+    let mut t = by_file().lock();
+    if let Some(inner) = t.get(&key).and_then(Weak::upgrade) {
+        return Ok(DmaBuf { inner });
+    }
+    let _ = buf.inner.file_key.set(key);
+    t.insert(key, Arc::downgrade(&buf.inner));
+    Ok(buf)
+}
+
+/// Check that `fd` (a regular file) is a memfd of ours; its exporter's name.
+fn check_ours(fd: BorrowedFd<'_>) -> Result<String> {
+    let fs = rustix::fs::fstatfs(fd)?;
+    if fs.f_type as i64 != TMPFS_MAGIC {
+        return Err(Error::Invalid("not a dma-buf: not a memfd"));
+    }
+    let path = format!("/proc/self/fd/{}", fd.as_raw_fd());
+    let link = rustix::fs::readlink(path, Vec::new())
+        .map_err(|_| Error::Invalid("not a dma-buf: its name cannot be read"))?;
+    let link = link.to_string_lossy();
+    let exp_name = link
+        .strip_prefix("/memfd:")
+        .and_then(|n| n.strip_prefix(NAME_PREFIX))
+        .map(|n| n.strip_suffix(" (deleted)").unwrap_or(n))
+        .filter(|n| !n.is_empty())
+        .ok_or(Error::Invalid(
+            "not a dma-buf: a file that is not one of ours",
+        ))?;
+    let seals = rustix::fs::fcntl_get_seals(fd)
+        .map_err(|_| Error::Invalid("not a dma-buf: a file without seals"))?;
+    if !seals.contains(SEALS) {
+        return Err(Error::Invalid(
+            "not a dma-buf: not sealed against resizing (its size could change)",
+        ));
+    }
+    if seals.intersects(SealFlags::WRITE | SealFlags::FUTURE_WRITE) {
+        return Err(Error::Invalid("not a dma-buf: sealed against writing"));
+    }
+    Ok(exp_name.to_string())
+}
+
+/// The kernel's fdinfo lines for the buffer behind descriptor `fd` (see
+/// [`DmaBuf::fdinfo`]): what `/proc/<pid>/fdinfo/<fd>` shows for a kernel dma-buf.
+///
+/// # Errors
+///
+/// Those of [`get`].
+pub fn fdinfo(fd: BorrowedFd<'_>) -> Result<String> {
+    Ok(get(fd)?.fdinfo())
+}
+
+/// The payload tag of [`send`]'s messages.
+const MSG_TAG: &[u8; 4] = b"DBF1";
+
+/// Send `buf` and `fences` over the Unix socket `sock` in one message (`SCM_RIGHTS`),
+/// for [`recv`]: a read-write (or, for a read-only buffer, read-only) descriptor of
+/// the buffer, the fences' sync files with their signallers' liveness descriptors, and
+/// the buffer's name. A buffer with pending fences or in the middle of a CPU access
+/// can be sent: what the peer may touch when is the fences' business.
+///
+/// # Errors
+///
+/// Those of [`DmaBuf::fd`] (`EOPNOTSUPP` for a buffer without a file, `EMFILE`); `Invalid`
+/// for more fences than fit one message ([`sync_file::MAX_FDS`], liveness descriptors
+/// included); those of [`sync_file::send_fds`] (`EPIPE` when the peer is gone). The
+/// temporary descriptor is closed; nothing is sent on error.
+pub fn send(sock: BorrowedFd<'_>, buf: &DmaBuf, fences: &[&SyncFile]) -> Result<()> {
+    let mode = if buf.flags().write { 2 } else { 0 };
+    let fd = buf.fd(O_CLOEXEC | mode)?;
+    let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(1 + fences.len());
+    fds.push(fd.as_fd());
+    fds.extend(fences.iter().map(|f| f.as_fd()));
+    let mut payload = MSG_TAG.to_vec();
+    payload.extend_from_slice(buf.name().unwrap_or_default().as_bytes());
+    sync_file::send_fds(sock, &payload, &fds)
+}
+
+/// A buffer and its fences as [`recv`] received them.
+#[derive(Debug)]
+pub struct Received {
+    /// The buffer (the same object, if it was this process's).
+    pub buf: DmaBuf,
+    /// The fences sent with it, in order.
+    pub fences: Vec<SyncFile>,
+}
+
+/// Receive a buffer and its fences sent by [`send`] (blocking). The buffer's descriptor
+/// is closed once the buffer is made; the sync files own theirs.
+///
+/// Must not hold a reservation lock.
+///
+/// # Errors
+///
+/// `NoEntry` when the peer closed the socket (it exited, or died); `TooManyFiles`
+/// (`EMFILE`) when the descriptors did not fit this process's table (the message is
+/// lost); `Invalid` for a message that is not [`send`]'s (no buffer descriptor, or a
+/// descriptor that is not a dma-buf or a sync file); those of [`get`] and
+/// [`SyncFile::from_fd`]; OS errors of `recvmsg`. Every descriptor received is
+/// closed on error.
+pub fn recv(sock: BorrowedFd<'_>) -> Result<Received> {
+    let (payload, fds) = sync_file::recv_fds(sock)?;
+    let name = payload
+        .strip_prefix(MSG_TAG)
+        .ok_or(Error::Invalid("not a dma-buf message"))?;
+    let mut fds = fds.into_iter();
+    let bfd = fds
+        .next()
+        .ok_or(Error::Invalid("dma-buf message without a buffer"))?;
+    let buf = get(bfd.as_fd())?;
+    drop(bfd);
+    if buf.name().is_none() && !name.is_empty() {
+        let n = std::str::from_utf8(name).map_err(|_| Error::Invalid("name not UTF-8"))?;
+        buf.set_name(n)?;
+    }
+    let fences = fds.map(SyncFile::from_fd).collect::<Result<Vec<_>>>()?;
+    Ok(Received { buf, fences })
+}

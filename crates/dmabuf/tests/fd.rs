@@ -1,0 +1,581 @@
+//! Buffers as file descriptors: `DmaBuf::fd`, `buf::get`, the heap's descriptor uapi,
+//! memory safety across holders, and sharing with another process (this test binary
+//! run again as the peer: the ignored test `peer` reads its role from the environment
+//! and its socket from standard input).
+
+use dmabuf::buf::{self, sync_flags, Direction, DmaBuf, FileFlags};
+use dmabuf::device::Device;
+use dmabuf::fault::{self, Site};
+use dmabuf::fence::{Context, Fence};
+use dmabuf::heap::system::SystemHeap;
+use dmabuf::heap::{heaps, AllocData, Heap, O_CLOEXEC, O_RDONLY, O_RDWR};
+use dmabuf::sync_file::SyncFile;
+use dmabuf::Error;
+use rustix::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use rustix::fs::{MemfdFlags, SealFlags, SeekFrom};
+use rustix::mm::{MapFlags, ProtFlags};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const EINVAL: i32 = 22;
+const EBADF: i32 = 9;
+const EACCES: i32 = 13;
+const EMFILE: i32 = 24;
+const EOPNOTSUPP: i32 = 95;
+
+fn errno<T>(r: Result<T, Error>) -> i32 {
+    match r {
+        Ok(_) => 0,
+        Err(e) => e.errno(),
+    }
+}
+
+fn page() -> usize {
+    rustix::param::page_size()
+}
+
+fn sys(len: usize) -> DmaBuf {
+    heaps()
+        .alloc("system", &AllocData::new(len as u64))
+        .unwrap()
+}
+
+fn pending(seqno: u64) -> Fence {
+    dmabuf_sync::testing::named("fdtest", "fdtest", Context::new(), seqno)
+}
+
+/// Map `len` bytes of `fd` shared (read-only unless `write`), copy them out, unmap.
+fn read_fd(fd: BorrowedFd<'_>, len: usize) -> Vec<u8> {
+    // SAFETY: a fresh mapping chosen by the kernel; read within its length, then
+    // unmapped; nothing else refers to it.
+    unsafe {
+        let p = rustix::mm::mmap(
+            std::ptr::null_mut(),
+            len,
+            ProtFlags::READ,
+            MapFlags::SHARED,
+            fd,
+            0,
+        )
+        .unwrap();
+        let v = std::slice::from_raw_parts(p.cast::<u8>(), len).to_vec();
+        rustix::mm::munmap(p, len).unwrap();
+        v
+    }
+}
+
+/// The buffer's bytes, read through a CPU access bracket and a vmap.
+fn contents(b: &DmaBuf) -> Vec<u8> {
+    let acc = b.cpu_access(Direction::FromDevice).unwrap();
+    let v = b.vmap_unlocked().unwrap();
+    let mut out = vec![0u8; b.size()];
+    v.read_at(0, &mut out).unwrap();
+    drop(v);
+    acc.end().unwrap();
+    out
+}
+
+fn fill(b: &DmaBuf, byte: u8) {
+    let acc = b.cpu_access(Direction::ToDevice).unwrap();
+    let v = b.vmap_unlocked().unwrap();
+    v.write_at(0, &vec![byte; b.size()]).unwrap();
+    drop(v);
+    acc.end().unwrap();
+}
+
+// ---- fd and get in one process -----------------------------------------------------
+
+#[test]
+fn fd_flags_are_checked_as_the_kernel_does() {
+    let b = sys(page());
+    assert_eq!(errno(b.fd(0o4000)), EINVAL, "O_NONBLOCK");
+    assert_eq!(errno(b.fd(O_RDWR | 0o100)), EINVAL, "O_CREAT");
+    assert_eq!(errno(b.fd(3)), EINVAL, "access mode 3");
+    let ro = heaps()
+        .alloc(
+            "system",
+            &AllocData {
+                fd_flags: O_RDONLY | O_CLOEXEC,
+                ..AllocData::new(page() as u64)
+            },
+        )
+        .unwrap();
+    assert_eq!(errno(ro.fd(O_RDWR)), EACCES, "write on a read-only buffer");
+    assert_eq!(errno(ro.fd(1)), EACCES, "O_WRONLY on a read-only buffer");
+    let fd = ro.fd(O_RDONLY | O_CLOEXEC).unwrap();
+    assert_eq!(
+        rustix::fs::fcntl_getfl(&fd).unwrap() & rustix::fs::OFlags::ACCMODE,
+        rustix::fs::OFlags::RDONLY
+    );
+    // A read-only descriptor cannot be mapped shared-writable, by anyone.
+    // SAFETY: a fresh mapping request; it fails, so nothing is mapped.
+    let w = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            page(),
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::SHARED,
+            &fd,
+            0,
+        )
+    };
+    assert_eq!(w.unwrap_err().raw_os_error(), EACCES);
+    // Close-on-exec exactly when asked.
+    let c = b.fd(O_RDWR | O_CLOEXEC).unwrap();
+    assert!(rustix::io::fcntl_getfd(&c)
+        .unwrap()
+        .contains(rustix::io::FdFlags::CLOEXEC));
+    let n = b.fd(O_RDWR).unwrap();
+    assert!(!rustix::io::fcntl_getfd(&n)
+        .unwrap()
+        .contains(rustix::io::FdFlags::CLOEXEC));
+}
+
+#[test]
+fn get_in_the_exporting_process_is_the_same_buffer() {
+    let b = sys(2 * page());
+    b.set_name("frame").unwrap();
+    let fd = b.fd(O_RDWR | O_CLOEXEC).unwrap();
+    let refs = b.ref_count();
+    let g = buf::get(fd.as_fd()).unwrap();
+    assert!(DmaBuf::ptr_eq(&b, &g));
+    assert!(std::sync::Arc::ptr_eq(b.resv(), g.resv()));
+    assert_eq!(b.ref_count(), refs + 1);
+    // A duplicate, a second descriptor, the raw number: all the same buffer.
+    let fd2 = b.fd(O_RDWR).unwrap();
+    assert!(DmaBuf::ptr_eq(&b, &buf::get(fd2.as_fd()).unwrap()));
+    assert!(DmaBuf::ptr_eq(&b, &buf::get_raw(fd.as_raw_fd()).unwrap()));
+    drop(g);
+    assert_eq!(b.ref_count(), refs);
+    assert_eq!(
+        buf::fdinfo(fd.as_fd()).unwrap(),
+        format!(
+            "size:\t{}\ncount:\t{}\nexp_name:\tsystem\nname:\tframe\n",
+            2 * page(),
+            refs
+        )
+    );
+}
+
+#[test]
+fn the_descriptor_shows_the_buffer() {
+    let b = sys(3 * page());
+    fill(&b, 0x5a);
+    let fd = b.fd(O_RDWR | O_CLOEXEC).unwrap();
+    assert_eq!(
+        rustix::fs::seek(&fd, SeekFrom::End(0)).unwrap(),
+        (3 * page()) as u64
+    );
+    assert!(read_fd(fd.as_fd(), 3 * page()).iter().all(|&x| x == 0x5a));
+    // Written through the descriptor, read through the buffer: zero copy.
+    // SAFETY: a fresh shared mapping, written within its length, then unmapped.
+    unsafe {
+        let p = rustix::mm::mmap(
+            std::ptr::null_mut(),
+            page(),
+            ProtFlags::READ | ProtFlags::WRITE,
+            MapFlags::SHARED,
+            &fd,
+            page() as u64,
+        )
+        .unwrap();
+        std::ptr::write_bytes(p.cast::<u8>(), 0xa5, page());
+        rustix::mm::munmap(p, page()).unwrap();
+    }
+    let c = contents(&b);
+    assert!(c[..page()].iter().all(|&x| x == 0x5a));
+    assert!(c[page()..2 * page()].iter().all(|&x| x == 0xa5));
+    // The size is invariant: nobody can truncate, grow or seal the file.
+    assert!(rustix::fs::ftruncate(&fd, 0).is_err());
+    assert!(rustix::fs::ftruncate(&fd, (8 * page()) as u64).is_err());
+    assert!(rustix::fs::fcntl_add_seals(&fd, SealFlags::FUTURE_WRITE).is_err());
+    // The file says what it is.
+    let link =
+        rustix::fs::readlink(format!("/proc/self/fd/{}", fd.as_raw_fd()), Vec::new()).unwrap();
+    assert!(link.to_string_lossy().starts_with("/memfd:dmabuf:system"));
+}
+
+#[test]
+fn get_refuses_what_is_not_a_dma_buf() {
+    assert_eq!(errno(buf::get_raw(-1)), EBADF);
+    // A number far beyond any descriptor table is never open.
+    assert_eq!(errno(buf::get_raw(i32::MAX)), EBADF);
+    let (r, w) = rustix::pipe::pipe().unwrap();
+    assert_eq!(errno(buf::get(r.as_fd())), EINVAL, "pipe");
+    assert_eq!(errno(buf::get(w.as_fd())), EINVAL, "pipe");
+    let ev = rustix::event::eventfd(0, rustix::event::EventfdFlags::CLOEXEC).unwrap();
+    assert_eq!(errno(buf::get(ev.as_fd())), EINVAL, "eventfd");
+    let sf = SyncFile::new(pending(1)).unwrap();
+    assert_eq!(errno(buf::get(sf.as_fd())), EINVAL, "sync file");
+    sf.fence().signal().unwrap();
+    let (s1, _s2) = rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::STREAM,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap();
+    assert_eq!(errno(buf::get(s1.as_fd())), EINVAL, "socket");
+    let null = rustix::fs::open(
+        "/dev/null",
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::CLOEXEC,
+        rustix::fs::Mode::empty(),
+    )
+    .unwrap();
+    assert_eq!(errno(buf::get(null.as_fd())), EINVAL, "character device");
+    let dir = std::env::temp_dir().join(format!("dmabuf-fd-test-{}", std::process::id()));
+    std::fs::write(&dir, vec![0u8; page()]).unwrap();
+    let plain = std::fs::File::open(&dir).unwrap();
+    std::fs::remove_file(&dir).unwrap();
+    assert_eq!(errno(buf::get(plain.as_fd())), EINVAL, "plain file");
+    // Memfds that are not ours: another name; our name without our seals; our name and
+    // seals plus a write seal.
+    let memfd = |name: &str, seals: SealFlags| {
+        let fd = rustix::fs::memfd_create(name, MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
+            .unwrap();
+        rustix::fs::ftruncate(&fd, page() as u64).unwrap();
+        if !seals.is_empty() {
+            rustix::fs::fcntl_add_seals(&fd, seals).unwrap();
+        }
+        fd
+    };
+    let all = SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL;
+    assert_eq!(errno(buf::get(memfd("other", all).as_fd())), EINVAL);
+    assert_eq!(
+        errno(buf::get(memfd("dmabuf:x", SealFlags::empty()).as_fd())),
+        EINVAL
+    );
+    assert_eq!(
+        errno(buf::get(memfd("dmabuf:x", SealFlags::SHRINK).as_fd())),
+        EINVAL
+    );
+    assert_eq!(
+        errno(buf::get(memfd("dmabuf:x", all | SealFlags::WRITE).as_fd())),
+        EINVAL
+    );
+    assert_eq!(
+        errno(buf::get(
+            memfd("dmabuf:x", all | SealFlags::FUTURE_WRITE).as_fd()
+        )),
+        EINVAL
+    );
+    // One of ours made elsewhere (as another process's would be) imports.
+    let b = buf::get(memfd("dmabuf:elsewhere", all).as_fd()).unwrap();
+    assert_eq!((b.size(), b.exp_name()), (page(), "elsewhere"));
+}
+
+#[test]
+fn buffers_without_one_file_have_no_descriptor() {
+    let c = heaps()
+        .alloc("contig", &AllocData::new(page() as u64))
+        .unwrap();
+    assert_eq!(errno(c.fd(O_RDWR | O_CLOEXEC)), EOPNOTSUPP);
+    let mut d = AllocData::new(page() as u64);
+    let f = heaps().open("contig").unwrap();
+    assert_eq!(errno(f.alloc_fd(&mut d)), EOPNOTSUPP);
+    assert_eq!(d.fd, 0, "unchanged on error");
+}
+
+#[test]
+fn heap_uapi_returns_a_descriptor() {
+    let f = heaps().open("system").unwrap();
+    let mut d = AllocData::new(3 * page() as u64 - 7);
+    let fd = f.alloc_fd(&mut d).unwrap();
+    assert_eq!(d.fd as i32, fd.as_raw_fd());
+    let b = buf::get(fd.as_fd()).unwrap();
+    assert_eq!((b.size(), b.exp_name()), (3 * page(), "system"));
+    assert!(read_fd(fd.as_fd(), b.size()).iter().all(|&x| x == 0));
+    // The ioctl form writes the number back into the struct.
+    let mut arg = AllocData::new(page() as u64).to_bytes();
+    let fd2 = f
+        .ioctl_fd(dmabuf::heap::DMA_HEAP_IOCTL_ALLOC, &mut arg)
+        .unwrap();
+    assert_eq!(
+        u32::from_ne_bytes(arg[8..12].try_into().unwrap()) as i32,
+        fd2.as_raw_fd()
+    );
+    assert!(rustix::io::fcntl_getfd(&fd2)
+        .unwrap()
+        .contains(rustix::io::FdFlags::CLOEXEC));
+    // Bad input: the kernel's errnos, the struct unchanged.
+    let mut bad = AllocData {
+        fd_flags: 0o4000,
+        ..AllocData::new(page() as u64)
+    };
+    assert_eq!(errno(f.alloc_fd(&mut bad)), EINVAL);
+    assert_eq!(bad.fd, 0);
+    let mut bad = AllocData {
+        fd: 5,
+        ..AllocData::new(page() as u64)
+    };
+    assert_eq!(errno(f.alloc_fd(&mut bad)), EINVAL);
+    assert_eq!(bad.fd, 5);
+}
+
+#[test]
+fn emfile_while_handing_out_changes_nothing() {
+    let h = SystemHeap::new("fd-emfile");
+    let b = h.allocate(page(), FileFlags::RDWR, 0).unwrap();
+    fault::fail_next(Site::Fd, rustix::io::Errno::MFILE);
+    assert_eq!(errno(b.fd(O_RDWR | O_CLOEXEC)), EMFILE);
+    // Nothing left: the memory still recycles, as a buffer that never had a fd.
+    drop(b);
+    assert_eq!(h.pool().pooled_bytes(), page());
+    // An import that cannot duplicate the descriptor: EMFILE, no buffer made.
+    let b = h.allocate(page(), FileFlags::RDWR, 0).unwrap();
+    let fd = b.fd(O_RDWR | O_CLOEXEC).unwrap();
+    drop(b);
+    fault::fail_next(Site::Dup, rustix::io::Errno::MFILE);
+    assert_eq!(errno(buf::get(fd.as_fd())), EMFILE);
+    // Nothing was listed: the next get imports afresh, and is then found again.
+    let g = buf::get(fd.as_fd()).unwrap();
+    assert_eq!(g.size(), page());
+    assert!(DmaBuf::ptr_eq(&g, &buf::get(fd.as_fd()).unwrap()));
+}
+
+// ---- memory safety across holders --------------------------------------------------
+
+#[test]
+fn memory_that_left_as_a_descriptor_is_never_recycled() {
+    let h = SystemHeap::new("fd-recycle");
+    let a = h.allocate(4 * page(), FileFlags::RDWR, 0).unwrap();
+    fill(&a, 0x77);
+    let kept = a.fd(O_RDWR | O_CLOEXEC).unwrap();
+    drop(a);
+    assert_eq!(h.pool().pooled_bytes(), 0, "a shared memfd is not pooled");
+    // The next buffer of that size is new memory: zero, and private to it.
+    let b = h.allocate(4 * page(), FileFlags::RDWR, 0).unwrap();
+    assert!(contents(&b).iter().all(|&x| x == 0));
+    fill(&b, 0x11);
+    assert!(read_fd(kept.as_fd(), 4 * page()).iter().all(|&x| x == 0x77));
+    // A buffer that never had a descriptor is recycled, zeroed.
+    drop(b);
+    assert_eq!(h.pool().pooled_bytes(), 4 * page());
+    let c = h.allocate(4 * page(), FileFlags::RDWR, 0).unwrap();
+    assert!(contents(&c).iter().all(|&x| x == 0));
+    // The descriptor outlives the buffer object: get makes a new one over the memory.
+    let again = buf::get(kept.as_fd()).unwrap();
+    assert!(contents(&again).iter().all(|&x| x == 0x77));
+}
+
+// ---- across processes ----------------------------------------------------------------
+
+/// Run this binary again as the peer `role`, with `sock` as its standard input.
+fn spawn_peer(role: &str, sock: OwnedFd) -> std::process::Child {
+    Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "peer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("DMABUF_FD_PEER", role)
+        .stdin(Stdio::from(sock))
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn pair() -> (OwnedFd, OwnedFd) {
+    rustix::net::socketpair(
+        rustix::net::AddressFamily::UNIX,
+        rustix::net::SocketType::SEQPACKET,
+        rustix::net::SocketFlags::CLOEXEC,
+        None,
+    )
+    .unwrap()
+}
+
+/// The peer's side, when run by `spawn_peer`; a no-op otherwise.
+#[test]
+#[ignore = "run by the other tests as their peer process"]
+fn peer() {
+    let Ok(role) = std::env::var("DMABUF_FD_PEER") else {
+        return;
+    };
+    // SAFETY: standard input is the socket the parent gave us; owned from here on.
+    let sock = unsafe { <OwnedFd as rustix::fd::FromRawFd>::from_raw_fd(0) };
+    let code = match role.as_str() {
+        "consumer" => consumer(sock.as_fd()),
+        "name" => {
+            let r = buf::recv(sock.as_fd()).unwrap();
+            let fd = r.buf.fd(O_RDWR | O_CLOEXEC).unwrap();
+            // The name in the file (not the message): a fresh get of another file
+            // would read it the same way.
+            let n = r.buf.name().unwrap_or_default();
+            rustix::io::write(&sock, n.as_bytes()).unwrap();
+            drop(fd);
+            0
+        }
+        "die" => {
+            // Receive, then die without signalling the fence we promised.
+            let r = buf::recv(sock.as_fd()).unwrap();
+            let mine = pending(1);
+            let sf = SyncFile::new(mine.clone()).unwrap();
+            buf::send(sock.as_fd(), &r.buf, &[&sf]).unwrap();
+            std::process::exit(3)
+        }
+        "emfile" => {
+            // Nearly out of descriptors: the receive fails EMFILE, no hang, no leak.
+            let mut held = Vec::new();
+            while let Ok(fd) = rustix::io::fcntl_dupfd_cloexec(&sock, 0) {
+                held.push(fd);
+            }
+            // Room for one descriptor: the message brings three.
+            drop(held.pop());
+            let r = buf::recv(sock.as_fd());
+            drop(held);
+            let verdict: &[u8] = if errno(r) == EMFILE { b"E" } else { b"?" };
+            rustix::io::write(&sock, verdict).unwrap();
+            0
+        }
+        _ => 2,
+    };
+    std::process::exit(code);
+}
+
+/// Receive a buffer and a fence; wait; check the producer's bytes; attach to a
+/// device of our own and read it there too; write our answer; send it back with our
+/// fence, signalled after the write.
+fn consumer(sock: BorrowedFd<'_>) -> i32 {
+    let r = buf::recv(sock).unwrap();
+    let b = r.buf;
+    if b.exp_name() != "system" || b.name().as_deref() != Some("shared") {
+        return 10;
+    }
+    r.fences[0]
+        .fence()
+        .wait_timeout(Duration::from_secs(10))
+        .unwrap();
+    if !contents(&b).iter().all(|&x| x == 0x3c) {
+        return 11;
+    }
+    let dev = Device::new("peer-dev", u32::MAX as u64, false, false).unwrap();
+    let att = b.attach(&dev).unwrap();
+    let m = att.map_unlocked(Direction::FromDevice).unwrap();
+    if m.table().is_empty() {
+        return 12;
+    }
+    drop(m);
+    drop(att);
+    let done = pending(7);
+    let sf = SyncFile::new(done.clone()).unwrap();
+    buf::send(sock, &b, &[&sf]).unwrap();
+    fill(&b, 0xc3);
+    done.signal().unwrap();
+    // Wait for the parent to hang up.
+    let mut x = [0u8; 1];
+    let _ = rustix::io::read(sock, &mut x);
+    0
+}
+
+#[test]
+fn a_buffer_and_its_fences_cross_to_another_process() {
+    let (mine, theirs) = pair();
+    let mut child = spawn_peer("consumer", theirs);
+    let b = sys(8 * page());
+    b.set_name("shared").unwrap();
+    let ready = pending(1);
+    let sf = SyncFile::new(ready.clone()).unwrap();
+    // Sent mid-CPU-access and with the fence pending: the fence orders the peer.
+    let acc = b.cpu_access(Direction::ToDevice).unwrap();
+    buf::send(mine.as_fd(), &b, &[&sf]).unwrap();
+    let v = b.vmap_unlocked().unwrap();
+    v.write_at(0, &vec![0x3c; b.size()]).unwrap();
+    drop(v);
+    acc.end().unwrap();
+    ready.signal().unwrap();
+    // Back: the same buffer object, and the peer's fence.
+    let back = buf::recv(mine.as_fd()).unwrap();
+    assert!(DmaBuf::ptr_eq(&back.buf, &b));
+    back.fences[0]
+        .fence()
+        .wait_timeout(Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(back.fences[0].fence().get_status(), 1);
+    assert!(contents(&b).iter().all(|&x| x == 0xc3), "the peer's write");
+    drop(mine);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn the_name_crosses_in_the_file() {
+    let (mine, theirs) = pair();
+    let mut child = spawn_peer("name", theirs);
+    let b = sys(page());
+    let fd = b.fd(O_RDWR | O_CLOEXEC).unwrap();
+    // Set after the descriptor left: the file carries it.
+    b.set_name("late-name").unwrap();
+    let msg_name = b.name();
+    assert_eq!(msg_name.as_deref(), Some("late-name"));
+    buf::send(mine.as_fd(), &b, &[]).unwrap();
+    let mut got = [0u8; 32];
+    let n = rustix::io::read(&mine, &mut got).unwrap();
+    assert_eq!(&got[..n], b"late-name");
+    drop(fd);
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn a_peer_that_dies_is_an_error_not_a_hang() {
+    let (mine, theirs) = pair();
+    let mut child = spawn_peer("die", theirs);
+    let b = sys(page());
+    let sf = SyncFile::new(pending(1)).unwrap();
+    sf.fence().signal().unwrap();
+    buf::send(mine.as_fd(), &b, &[&sf]).unwrap();
+    let back = buf::recv(mine.as_fd()).unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+    // Its fence signals with -EPIPE once it is gone, and the socket says end of file.
+    back.fences[0]
+        .fence()
+        .wait_timeout(Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(back.fences[0].fence().get_status(), -32);
+    assert!(matches!(buf::recv(mine.as_fd()), Err(Error::NoEntry(_))));
+    // Dying before sending anything: end of file at once.
+    let (mine, theirs) = pair();
+    drop(theirs);
+    assert!(matches!(buf::recv(mine.as_fd()), Err(Error::NoEntry(_))));
+}
+
+#[test]
+fn emfile_while_receiving() {
+    let (mine, theirs) = pair();
+    let mut child = spawn_peer("emfile", theirs);
+    let b = sys(page());
+    let sf = SyncFile::new(pending(1)).unwrap();
+    sf.fence().signal().unwrap();
+    buf::send(mine.as_fd(), &b, &[&sf]).unwrap();
+    let mut v = [0u8; 1];
+    assert_eq!(rustix::io::read(&mine, &mut v).unwrap(), 1);
+    assert_eq!(&v, b"E", "the peer saw EMFILE");
+    assert!(child.wait().unwrap().success());
+}
+
+#[test]
+fn bad_messages_are_refused() {
+    let (a, b) = pair();
+    // A plain descriptor message is not a buffer message.
+    dmabuf::sync_file::send_fds(a.as_fd(), b"nope", &[]).unwrap();
+    assert_eq!(errno(buf::recv(b.as_fd())), EINVAL);
+    // A buffer message whose descriptor is not a buffer.
+    let (r, _w) = rustix::pipe::pipe().unwrap();
+    dmabuf::sync_file::send_fds(a.as_fd(), b"DBF1", &[r.as_fd()]).unwrap();
+    assert_eq!(errno(buf::recv(b.as_fd())), EINVAL);
+    // Too many fences for one message.
+    let fences: Vec<SyncFile> = (0..dmabuf::sync_file::MAX_FDS)
+        .map(|i| {
+            let f = pending(i as u64 + 1);
+            f.signal().unwrap();
+            SyncFile::new(f).unwrap()
+        })
+        .collect();
+    let refs: Vec<&SyncFile> = fences.iter().collect();
+    assert_eq!(errno(buf::send(a.as_fd(), &sys(page()), &refs)), EINVAL);
+    // Sending to a closed peer: EPIPE, nothing else changes.
+    drop(b);
+    assert_eq!(errno(buf::send(a.as_fd(), &sys(page()), &[])), 32);
+    let _ = sync_flags::READ;
+}
