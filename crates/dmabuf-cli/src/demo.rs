@@ -3,7 +3,7 @@
 //! any report.
 
 use dmabuf::buf::DmaBuf;
-use dmabuf_tools::demo::{self, DemoConfig};
+use dmabuf_tools::demo::{self, processes, DemoConfig};
 use std::process::ExitCode;
 
 /// Parse a size like `4096`, `256K`, `1M`.
@@ -20,13 +20,68 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("bad size {s:?}: a positive number, optionally with K or M"))
 }
 
-pub fn main(cfg: DemoConfig, alloc: &dyn Fn(usize) -> dmabuf::Result<DmaBuf>) -> ExitCode {
+/// Where the stages run.
+pub enum Mode {
+    /// All in this process.
+    Threads,
+    /// One process per stage; optionally kill one mid-run.
+    Processes(Option<processes::Kill>),
+}
+
+/// Run one stage of a multi-process demo: the control socket is standard input.
+pub fn stage(name: &str, cfg: &DemoConfig) -> ExitCode {
+    // SAFETY: the parent made standard input our control socket; we own it from here
+    // and nothing else in this process uses descriptor 0.
+    let ctl = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(0) };
+    ExitCode::from(processes::stage_main(name, cfg, ctl) as u8)
+}
+
+/// The arguments that make a stage process see the same configuration.
+fn stage_args(cfg: &DemoConfig, name: &str) -> Vec<String> {
+    let mut a = vec![
+        "demo".to_string(),
+        "--stage".into(),
+        name.into(),
+        "--frames".into(),
+        cfg.frames.to_string(),
+        "--size".into(),
+        cfg.frame_bytes.to_string(),
+        "--ring".into(),
+        cfg.ring.to_string(),
+        "--inspect-every".into(),
+        cfg.inspect_every.to_string(),
+    ];
+    if cfg.isp_coherent {
+        a.push("--isp-coherent".into());
+    }
+    a
+}
+
+pub fn main(
+    cfg: DemoConfig,
+    mode: Mode,
+    alloc: &dyn Fn(usize) -> dmabuf::Result<DmaBuf>,
+) -> ExitCode {
     let bar = indicatif::ProgressBar::new(cfg.frames as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} frames {per_sec} {msg}")
             .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
     );
-    let report = match demo::run(&cfg, alloc, &|done, _| bar.set_position(done as u64)) {
+    let progress = |done: usize, _| bar.set_position(done as u64);
+    let result = match &mode {
+        Mode::Threads => demo::run(&cfg, alloc, &progress),
+        Mode::Processes(kill) => {
+            let spawn = |name: &str, ctl: std::os::fd::OwnedFd| {
+                std::process::Command::new(std::env::current_exe()?)
+                    .args(stage_args(&cfg, name))
+                    .stdin(std::process::Stdio::from(ctl))
+                    .stdout(std::process::Stdio::null())
+                    .spawn()
+            };
+            processes::run(&cfg, alloc, &spawn, kill.as_ref(), &progress)
+        }
+    };
+    let report = match result {
         Ok(r) => r,
         Err(e) => {
             bar.abandon();
@@ -38,10 +93,14 @@ pub fn main(cfg: DemoConfig, alloc: &dyn Fn(usize) -> dmabuf::Result<DmaBuf>) ->
     let secs = report.elapsed.as_secs_f64();
     let frame_mib = cfg.frame_bytes as f64 / (1024.0 * 1024.0);
     println!(
-        "pipeline: camera (coherent) -> isp ({}) -> cpu inspect every {} -> encoder (coherent), ring of {}",
+        "pipeline: camera (coherent) -> isp ({}) -> cpu inspect every {} -> encoder (coherent), ring of {}{}",
         if cfg.isp_coherent { "coherent" } else { "non-coherent, bounce-buffered" },
         cfg.inspect_every,
-        cfg.ring
+        cfg.ring,
+        match mode {
+            Mode::Threads => "",
+            Mode::Processes(_) => "; one process per stage, buffers shared as descriptors, fences as sync files",
+        }
     );
     println!(
         "frames:     {} run, {} verified ok, {} inspected by the CPU",
@@ -63,11 +122,15 @@ pub fn main(cfg: DemoConfig, alloc: &dyn Fn(usize) -> dmabuf::Result<DmaBuf>) ->
         ms(100.0)
     );
     println!(
-        "reports:    {} lockdep, {} ownership, {} IOMMU faults, {} failed jobs",
+        "reports:    {} lockdep, {} ownership, {} IOMMU faults, {} failed jobs{}",
         report.lockdep.len(),
         report.ownership.len(),
         report.faults,
-        report.failed_jobs
+        report.failed_jobs,
+        match mode {
+            Mode::Threads => String::new(),
+            Mode::Processes(_) => format!(", {} in the stage processes", report.stage_reports),
+        }
     );
     for r in &report.lockdep {
         println!("{r}");

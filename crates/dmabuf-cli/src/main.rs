@@ -46,6 +46,22 @@ enum Cmd {
         /// The heap the ring is allocated from (`system`, `contig`).
         #[arg(long, default_value = "system")]
         heap: String,
+        /// Run the camera, isp and encoder as separate processes of this binary,
+        /// sharing the ring as descriptors and each frame's fences as sync files
+        /// (the ring must come from a heap whose buffers have descriptors: `system`).
+        #[arg(long)]
+        processes: bool,
+        /// With --processes: kill this stage (camera, isp, encoder) mid-run, to see
+        /// the others report it and the run fail cleanly.
+        #[arg(long, requires = "processes")]
+        kill_stage: Option<String>,
+        /// With --kill-stage: frames done before the kill.
+        #[arg(long, default_value_t = 10, requires = "kill_stage")]
+        kill_after: usize,
+        /// Internal: run as this stage of a multi-process demo (standard input is the
+        /// control socket).
+        #[arg(long, hide = true, conflicts_with = "processes")]
+        stage: Option<String>,
     },
     /// Run the ports of the kernel's self-tests; ends with `N passed, M failed`.
     Selftest {
@@ -92,19 +108,34 @@ fn main() -> ExitCode {
             inspect_every,
             isp_coherent,
             heap,
-        } => demo::main(
-            dmabuf_tools::demo::DemoConfig {
+            processes,
+            kill_stage,
+            kill_after,
+            stage,
+        } => {
+            let cfg = dmabuf_tools::demo::DemoConfig {
                 frames,
                 frame_bytes: size,
                 ring,
                 inspect_every,
                 isp_coherent,
-            },
-            &|bytes| {
+            };
+            if let Some(name) = stage {
+                return demo::stage(&name, &cfg);
+            }
+            let mode = if processes {
+                demo::Mode::Processes(kill_stage.map(|stage| dmabuf_tools::demo::processes::Kill {
+                    stage,
+                    after: kill_after,
+                }))
+            } else {
+                demo::Mode::Threads
+            };
+            demo::main(cfg, mode, &|bytes| {
                 let data = dmabuf::heap::AllocData::new(bytes as u64);
                 dmabuf::heap::heaps().alloc(&heap, &data)
-            },
-        ),
+            })
+        }
         Cmd::Selftest {
             filter,
             list,

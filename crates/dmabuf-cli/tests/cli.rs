@@ -84,3 +84,61 @@ fn misuse_with_lockdep_off_ends_with_an_errno_not_a_hang() {
     assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
     assert!(out.contains("1 passed, 0 failed"), "{out}");
 }
+
+#[test]
+fn demo_across_processes_is_clean_and_checks_for_leaks() {
+    let (code, out, err) = run(
+        &["demo", "--processes", "--frames", "48", "--size", "64K"],
+        &[],
+    );
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(
+        out.contains("48 run, 48 verified ok, 12 inspected"),
+        "{out}"
+    );
+    assert!(out.contains("one process per stage"), "{out}");
+    assert!(
+        out.contains("3 stages exited 0") && out.contains("buffers 0 -> 0"),
+        "{out}"
+    );
+    assert!(out.contains("demo: clean"), "{out}");
+}
+
+#[test]
+fn a_stage_killed_mid_run_is_named_and_the_run_fails_quickly() {
+    for stage in ["camera", "isp", "encoder"] {
+        let t = std::time::Instant::now();
+        let (code, out, err) = run(
+            &[
+                "demo",
+                "--processes",
+                "--frames",
+                "100000",
+                "--size",
+                "16K",
+                "--kill-stage",
+                stage,
+                "--kill-after",
+                "30",
+            ],
+            &[],
+        );
+        assert_ne!(code, 0, "{stage}: stdout: {out}\nstderr: {err}");
+        assert!(
+            err.contains(&format!("stage {stage} was killed by signal 9")),
+            "{stage}: {err}"
+        );
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(8),
+            "{stage}: took {:?}",
+            t.elapsed()
+        );
+    }
+}
+
+#[test]
+fn demo_across_processes_refuses_a_heap_without_descriptors() {
+    let (code, _out, err) = run(&["demo", "--processes", "--heap", "contig"], &[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("no descriptors"), "{err}");
+}

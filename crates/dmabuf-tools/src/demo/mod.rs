@@ -25,6 +25,8 @@
 //! the run are captured. The run's [`DemoReport`] counts wrong frames and reports of
 //! every kind: a clean run has none.
 
+pub mod processes;
+
 use crate::buf::{AttachGuard, Direction, DmaBuf, SgMapping};
 use crate::debug::ownership::{OwnershipReport, Tracker};
 use crate::device::cpu::CpuView;
@@ -86,6 +88,9 @@ pub struct DemoReport {
     pub failed_jobs: usize,
     /// The kernel-format `bufinfo` taken while the ring was still allocated.
     pub bufinfo: String,
+    /// Reports of any kind (lockdep, ownership, IOMMU faults, failed jobs) counted by
+    /// the stage processes of a multi-process run ([`processes`]), which print them.
+    pub stage_reports: usize,
 }
 
 impl DemoReport {
@@ -96,6 +101,7 @@ impl DemoReport {
             && self.lockdep.is_empty()
             && self.faults == 0
             && self.failed_jobs == 0
+            && self.stage_reports == 0
     }
 
     /// The `p`-th percentile (0..=100) of the frame latencies.
