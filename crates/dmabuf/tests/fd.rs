@@ -416,6 +416,48 @@ fn peer() {
             buf::send(sock.as_fd(), &r.buf, &[&sf]).unwrap();
             std::process::exit(3)
         }
+        "inherit" => {
+            // Standard input is the buffer's descriptor itself, inherited over
+            // fork + exec; standard output our answer.
+            let b = buf::get_raw(0).unwrap();
+            let ok = b.exp_name() == "system" && contents(&b).iter().all(|&x| x == 0x42);
+            fill(&b, 0x24);
+            if ok {
+                0
+            } else {
+                1
+            }
+        }
+        "fork" => {
+            // A buffer received, then a fork without exec: the child's get of the
+            // inherited descriptor gives its copy of the same buffer, over the same
+            // memory; its write is seen here.
+            let r = buf::recv(sock.as_fd()).unwrap();
+            let fd = r.buf.fd(O_RDWR | O_CLOEXEC).unwrap();
+            // SAFETY: this process runs one test on one thread; the child only makes
+            // system calls and the buffer calls below, then `_exit`s.
+            let pid = unsafe { libc::fork() };
+            if pid == 0 {
+                let code = match buf::get(fd.as_fd()) {
+                    Ok(c) if DmaBuf::ptr_eq(&c, &r.buf) => {
+                        fill(&c, 0x99);
+                        0
+                    }
+                    _ => 1,
+                };
+                // SAFETY: leaving the forked child without running the parent's
+                // destructors or atexit handlers.
+                unsafe { libc::_exit(code) }
+            }
+            let mut st = 0;
+            // SAFETY: waiting for the child just forked.
+            unsafe { libc::waitpid(pid, &mut st, 0) };
+            let ok = libc::WIFEXITED(st)
+                && libc::WEXITSTATUS(st) == 0
+                && contents(&r.buf).iter().all(|&x| x == 0x99);
+            rustix::io::write(&sock, if ok { b"K" } else { b"?" }).unwrap();
+            0
+        }
         "emfile" => {
             // Nearly out of descriptors: the receive fails EMFILE, no hang, no leak.
             let mut held = Vec::new();
@@ -500,6 +542,90 @@ fn a_buffer_and_its_fences_cross_to_another_process() {
 }
 
 #[test]
+fn the_descriptor_is_inherited_over_fork_and_exec() {
+    let b = sys(2 * page());
+    fill(&b, 0x42);
+    // Not close-on-exec: the child gets it as its standard input.
+    let fd = b.fd(O_RDWR).unwrap();
+    let st = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "peer",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("DMABUF_FD_PEER", "inherit")
+        .stdin(Stdio::from(fd))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert!(contents(&b).iter().all(|&x| x == 0x24), "the child's write");
+}
+
+#[test]
+fn a_forked_child_shares_the_buffer() {
+    let (mine, theirs) = pair();
+    let mut child = spawn_peer("fork", theirs);
+    let b = sys(page());
+    buf::send(mine.as_fd(), &b, &[]).unwrap();
+    let mut v = [0u8; 1];
+    assert_eq!(rustix::io::read(&mine, &mut v).unwrap(), 1);
+    assert_eq!(&v, b"K");
+    assert!(child.wait().unwrap().success());
+    assert!(
+        contents(&b).iter().all(|&x| x == 0x99),
+        "the grandchild's write"
+    );
+}
+
+#[test]
+fn concurrent_imports_of_one_file_give_one_buffer() {
+    for _ in 0..20 {
+        let fd = rustix::fs::memfd_create(
+            "dmabuf:race",
+            MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING,
+        )
+        .unwrap();
+        rustix::fs::ftruncate(&fd, page() as u64).unwrap();
+        rustix::fs::fcntl_add_seals(&fd, SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL)
+            .unwrap();
+        let fd = std::sync::Arc::new(fd);
+        let got: Vec<DmaBuf> = (0..4)
+            .map(|_| {
+                let fd = fd.clone();
+                std::thread::spawn(move || buf::get(fd.as_fd()).unwrap())
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|h| h.join().unwrap())
+            .collect();
+        assert!(got.iter().all(|g| DmaBuf::ptr_eq(g, &got[0])));
+    }
+}
+
+#[test]
+fn a_buffer_with_pending_implicit_fences_can_be_sent() {
+    // The importer has its own reservation object: implicit fences stay here, and the
+    // order across processes is the sync file sent beside the buffer.
+    let b = sys(page());
+    let f = pending(1);
+    b.import_sync_fence(sync_flags::WRITE, &f).unwrap();
+    assert_eq!(b.poll(), (false, false));
+    let (a, c) = pair();
+    buf::send(a.as_fd(), &b, &[]).unwrap();
+    let r = buf::recv(c.as_fd()).unwrap();
+    assert!(
+        DmaBuf::ptr_eq(&r.buf, &b),
+        "same process: same object, same fences"
+    );
+    assert_eq!(r.buf.poll(), (false, false));
+    f.signal().unwrap();
+    assert_eq!(b.poll(), (true, true));
+}
+
+#[test]
 fn the_name_crosses_in_the_file() {
     let (mine, theirs) = pair();
     let mut child = spawn_peer("name", theirs);
@@ -577,5 +703,4 @@ fn bad_messages_are_refused() {
     // Sending to a closed peer: EPIPE, nothing else changes.
     drop(b);
     assert_eq!(errno(buf::send(a.as_fd(), &sys(page()), &[])), 32);
-    let _ = sync_flags::READ;
 }
