@@ -10,8 +10,8 @@
 //! ```
 //!
 //! - The parent allocates the ring once and sends each stage the buffers it touches
-//!   ([`buf::send`](crate::buf::send)): inputs to the camera, both to the isp, outputs to
-//!   the encoder. Each stage imports them ([`buf::recv`](crate::buf::recv): zero copy,
+//!   ([`buf::send`]): inputs to the camera, both to the isp, outputs to
+//!   the encoder. Each stage imports them ([`buf::recv`]: zero copy,
 //!   its own buffer objects and reservation objects) and attaches them to its own
 //!   simulated device.
 //! - Per frame the parent asks the camera for frame `i` in slot `i mod ring`; the
