@@ -137,8 +137,23 @@ fn a_stage_killed_mid_run_is_named_and_the_run_fails_quickly() {
 }
 
 #[test]
-fn demo_across_processes_refuses_a_heap_without_descriptors() {
-    let (code, _out, err) = run(&["demo", "--processes", "--heap", "contig"], &[]);
-    assert_eq!(code, 1);
-    assert!(err.contains("no descriptors"), "{err}");
+fn demo_across_processes_on_the_contiguous_heap() {
+    let (code, out, err) = run(
+        &[
+            "demo",
+            "--processes",
+            "--heap",
+            "contig",
+            "--frames",
+            "24",
+            "--size",
+            "64K",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(
+        out.contains("24 run, 24 verified ok") && out.contains("demo: clean"),
+        "{out}"
+    );
 }

@@ -2,12 +2,17 @@
 //! physically contiguous blocks by a buddy allocator (internal to this crate). The
 //! contiguous heap is its user; drivers reach it only through that heap.
 //!
-//! The region is one sealed memfd reserved up front. [`Region::alloc`] returns a
-//! [`Block`]: whole pages, contiguous, zero-filled; dropping the block returns its pages.
-//! Zeroing happens on the way back: the pages of the block that hold data
-//! (`SEEK_DATA`) are punched out of the memfd (`FALLOC_FL_PUNCH_HOLE`), which both
-//! zeroes them and gives their memory back to the system, so an untouched block costs
-//! one `lseek` to recycle and an idle region holds no memory.
+//! The region is a range of "physical" pages reserved up front, which the buddy
+//! allocator carves. [`Region::alloc`] returns a [`Block`]: whole pages, contiguous in
+//! that range, zero-filled; dropping the block returns its pages. Each block's memory is
+//! a sealed memfd of exactly the block's size, so that a block can be shared as a
+//! buffer's descriptor (its file shows just the block, nothing of its neighbours).
+//! Zeroing happens on the way back: the pages of the memfd that hold data (`SEEK_DATA`)
+//! are punched out (`FALLOC_FL_PUNCH_HOLE`), which both zeroes them and gives their
+//! memory back to the system, and the empty memfd is kept for the next block of that
+//! size; so an untouched block costs one `lseek` to recycle and an idle region holds no
+//! memory. A memfd that was [shared](Memfd::mark_shared) (its descriptor left) is
+//! never kept: it is closed, and freed once its last holder anywhere goes.
 //!
 //! Freed (already zeroed) blocks first wait in a small cache of recently freed runs —
 //! the kernel's per-CPU page lists play this role — and an allocation of the same
@@ -22,6 +27,7 @@ use crate::memfd::{page_size, Memfd};
 use crate::Segment;
 use parking_lot::Mutex;
 use rustix::fs::{FallocateFlags, SeekFrom};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Most freed runs kept in the cache.
@@ -32,8 +38,12 @@ const CACHE_RUNS: usize = 16;
 /// Lock: one mutex over the buddy allocator and the cache of freed runs, a leaf held
 /// only to carve or return a run — never while zeroing, never by a caller.
 pub struct Region {
-    mem: Arc<Memfd>,
+    pages: usize,
+    /// What the blocks' memfds are named.
+    name: String,
     alloc: Mutex<Carver>,
+    /// Empty (zeroed, punched) memfds of freed blocks, by pages, for reuse; a leaf lock.
+    spare: Mutex<HashMap<usize, Vec<Memfd>>>,
 }
 
 /// The buddy allocator and the cache of freed, zeroed runs in front of it.
@@ -81,7 +91,7 @@ impl Carver {
 impl std::fmt::Debug for Region {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Region")
-            .field("pages", &self.mem.pages())
+            .field("pages", &self.pages)
             .field("free_pages", &self.free_pages())
             .finish()
     }
@@ -94,6 +104,8 @@ pub struct Block {
     region: Arc<Region>,
     first: usize,
     pages: usize,
+    /// The block's memory; taken back at drop.
+    mem: Option<Arc<Memfd>>,
 }
 
 impl std::fmt::Debug for Block {
@@ -106,25 +118,29 @@ impl std::fmt::Debug for Block {
 }
 
 impl Region {
-    /// Reserve a region of `pages` pages.
+    /// Reserve a region of `pages` pages whose blocks' memfds are named `name`.
     ///
     /// # Errors
     ///
-    /// Those of [`Memfd::create`] (`Invalid` for zero pages, `Os` when the memfd cannot
-    /// be made). Nothing is reserved on error.
+    /// `Invalid` for zero pages. Nothing is reserved on error.
     pub fn new(name: &str, pages: usize) -> Result<Arc<Self>> {
+        if pages == 0 {
+            return Err(Error::Invalid("empty region"));
+        }
         Ok(Arc::new(Region {
-            mem: Arc::new(Memfd::create(name, pages, false)?),
+            pages,
+            name: name.to_string(),
             alloc: Mutex::new(Carver {
                 buddy: Buddy::new(pages),
                 cache: Vec::with_capacity(CACHE_RUNS),
             }),
+            spare: Mutex::new(HashMap::new()),
         }))
     }
 
     /// Pages in the region.
     pub fn total_pages(&self) -> usize {
-        self.mem.pages()
+        self.pages
     }
 
     /// Pages free now.
@@ -140,41 +156,50 @@ impl Region {
         c.buddy.largest_free()
     }
 
-    /// The region's memory.
-    pub fn memory(&self) -> &Arc<Memfd> {
-        &self.mem
-    }
-
     /// Allocate `pages` contiguous zero-filled pages.
     ///
     /// # Errors
     ///
     /// `Invalid` for zero pages; `NoMem` when no contiguous run that long is free; an
-    /// injected [`HeapAlloc`](crate::fault::Site::HeapAlloc) fault. The region is
+    /// injected [`HeapAlloc`](crate::fault::Site::HeapAlloc) fault; those of
+    /// [`Memfd::create`] when no spare memfd of that size exists. The region is
     /// unchanged on error.
     pub fn alloc(self: &Arc<Self>, pages: usize) -> Result<Block> {
         crate::fault::check(crate::fault::Site::HeapAlloc)?;
         let first = self.alloc.lock().alloc(pages)?;
+        let spare = self.spare.lock().get_mut(&pages).and_then(Vec::pop);
+        let mem = match spare {
+            Some(m) => m,
+            None => match Memfd::create(&self.name, pages, false) {
+                Ok(m) => m,
+                Err(e) => {
+                    let freed = self.alloc.lock().free(first, pages);
+                    debug_assert!(freed.is_ok(), "fresh run not live");
+                    return Err(e);
+                }
+            },
+        };
         Ok(Block {
             region: self.clone(),
             first,
             pages,
+            mem: Some(Arc::new(mem)),
         })
     }
 
-    /// Zero `[off, off+len)` of the memfd by punching out the pages that hold data.
-    fn punch(&self, off: usize, len: usize) -> Result<()> {
+    /// Zero `[off, off+len)` of `mem` by punching out the pages that hold data.
+    fn punch(mem: &Memfd, off: usize, len: usize) -> Result<()> {
         let end = (off + len) as u64;
         let mut at = off as u64;
         while at < end {
-            let data = match rustix::fs::seek(self.mem.fd(), SeekFrom::Data(at)) {
+            let data = match rustix::fs::seek(mem.fd(), SeekFrom::Data(at)) {
                 Ok(d) if d < end => d,
                 Ok(_) | Err(rustix::io::Errno::NXIO) => break,
                 Err(e) => return Err(e.into()),
             };
-            let hole = rustix::fs::seek(self.mem.fd(), SeekFrom::Hole(data))?.min(end);
+            let hole = rustix::fs::seek(mem.fd(), SeekFrom::Hole(data))?.min(end);
             rustix::fs::fallocate(
-                self.mem.fd(),
+                mem.fd(),
                 FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE,
                 data,
                 hole - data,
@@ -208,12 +233,21 @@ impl Block {
 
     /// The block as one scatter-gather segment.
     pub fn segment(&self) -> Segment {
-        // A block lies inside its region, whole pages: a valid segment by construction.
+        // The block's own memfd, whole: a valid segment by construction.
         Segment {
-            mem: self.region.mem.clone(),
-            offset: self.first * page_size(),
+            mem: self.memory().clone(),
+            offset: 0,
             len: self.len(),
         }
+    }
+
+    /// The block's memory: a memfd of exactly the block's size.
+    ///
+    /// # Panics
+    ///
+    /// Never: the memory is taken only by the block's drop.
+    pub fn memory(&self) -> &Arc<Memfd> {
+        self.mem.as_ref().expect("taken only at drop")
     }
 
     /// The region it came from.
@@ -224,11 +258,17 @@ impl Block {
 
 impl Drop for Block {
     fn drop(&mut self) {
-        let p = page_size();
-        // Zero before the pages can be handed out again. Should punching fail, clear
-        // with stores instead: no block ever shows another's data.
-        if self.region.punch(self.first * p, self.len()).is_err() {
-            let _ = self.region.mem.map().fill(self.first * p, self.len(), 0);
+        // Only memory nobody else holds, and whose descriptor never left, is kept for
+        // reuse, zeroed; anything else closes here and is freed by its last holder.
+        if let Some(Ok(m)) = self.mem.take().map(Arc::try_unwrap) {
+            if !m.is_shared() && Region::punch(&m, 0, m.len()).is_ok() {
+                self.region
+                    .spare
+                    .lock()
+                    .entry(self.pages)
+                    .or_default()
+                    .push(m);
+            }
         }
         let freed = self.region.alloc.lock().free(self.first, self.pages);
         debug_assert!(freed.is_ok(), "block freed twice");
@@ -244,25 +284,35 @@ mod tests {
         let r = Region::new("cma", 64).unwrap();
         let a = r.alloc(16).unwrap();
         let p = page_size();
-        assert_eq!(a.segment().offset, a.first_page() * p);
+        assert_eq!(a.segment().offset, 0);
         assert_eq!(a.segment().len, 16 * p);
-        r.memory()
-            .map()
-            .fill(a.first_page() * p, a.len(), 0x5A)
-            .unwrap();
+        assert_eq!(
+            a.memory().len(),
+            16 * p,
+            "the block's own file, just the block"
+        );
+        a.memory().map().fill(0, a.len(), 0x5A).unwrap();
         let first = a.first_page();
+        let file = a.memory().file_id().unwrap();
         drop(a);
         assert_eq!(r.free_pages(), 64);
-        // The punched pages hold no memory.
-        assert!(r.memory().data_ranges().unwrap().is_empty());
         let b = r.alloc(16).unwrap();
         assert_eq!(b.first_page(), first, "lowest address reused");
+        assert_eq!(
+            b.memory().file_id().unwrap(),
+            file,
+            "the spare memfd reused"
+        );
+        // The punched pages hold no memory, and read as zero.
+        assert!(b.memory().data_ranges().unwrap().is_empty());
         let mut buf = vec![1u8; b.len()];
-        r.memory()
-            .map()
-            .read_at(b.first_page() * p, &mut buf)
-            .unwrap();
+        b.memory().map().read_at(0, &mut buf).unwrap();
         assert!(buf.iter().all(|&x| x == 0), "no block shows another's data");
+        // A shared memfd is never reused.
+        b.memory().mark_shared();
+        drop(b);
+        let c = r.alloc(16).unwrap();
+        assert_ne!(c.memory().file_id().unwrap(), file);
     }
 
     #[test]

@@ -266,14 +266,34 @@ fn get_refuses_what_is_not_a_dma_buf() {
 
 #[test]
 fn buffers_without_one_file_have_no_descriptor() {
-    let c = heaps()
-        .alloc("contig", &AllocData::new(page() as u64))
+    // A udmabuf over part of a caller's memfd: no file is just the buffer.
+    let m = rustix::fs::memfd_create("caller", MemfdFlags::CLOEXEC | MemfdFlags::ALLOW_SEALING)
         .unwrap();
-    assert_eq!(errno(c.fd(O_RDWR | O_CLOEXEC)), EOPNOTSUPP);
-    let mut d = AllocData::new(page() as u64);
+    rustix::fs::ftruncate(&m, (4 * page()) as u64).unwrap();
+    rustix::fs::fcntl_add_seals(&m, SealFlags::SHRINK).unwrap();
+    let u = dmabuf::heap::udmabuf::create(m.as_fd(), page() as u64, page() as u64, 0).unwrap();
+    assert_eq!(errno(u.fd(O_RDWR | O_CLOEXEC)), EOPNOTSUPP);
+    assert_eq!(errno(buf::send(pair().0.as_fd(), &u, &[])), EOPNOTSUPP);
+}
+
+#[test]
+fn contiguous_heap_buffers_have_descriptors_of_just_the_block() {
     let f = heaps().open("contig").unwrap();
-    assert_eq!(errno(f.alloc_fd(&mut d)), EOPNOTSUPP);
-    assert_eq!(d.fd, 0, "unchanged on error");
+    let mut d = AllocData::new(2 * page() as u64);
+    let fd = f.alloc_fd(&mut d).unwrap();
+    let b = buf::get(fd.as_fd()).unwrap();
+    assert_eq!((b.size(), b.exp_name()), (2 * page(), "contig"));
+    assert_eq!(
+        rustix::fs::seek(&fd, SeekFrom::End(0)).unwrap(),
+        (2 * page()) as u64
+    );
+    fill(&b, 0x6b);
+    assert!(read_fd(fd.as_fd(), 2 * page()).iter().all(|&x| x == 0x6b));
+    // The block's memory left: the next block is other memory, zero.
+    drop(b);
+    let c = f.alloc(&AllocData::new(2 * page() as u64)).unwrap();
+    assert!(contents(&c).iter().all(|&x| x == 0));
+    assert!(read_fd(fd.as_fd(), 2 * page()).iter().all(|&x| x == 0x6b));
 }
 
 #[test]

@@ -4,7 +4,8 @@
 //! # The descriptor
 //!
 //! A buffer whose memory is one whole memfd of ours ([`Exporter::file`](super::Exporter::file):
-//! every system-heap buffer, every buffer that came in as a descriptor) *is* that memfd:
+//! every system-heap and contiguous-heap buffer, every buffer that came in as a
+//! descriptor) *is* that memfd:
 //! its descriptors are descriptors of the file, so what userspace sees of them is the
 //! buffer:
 //!
@@ -49,8 +50,9 @@
 //! - The descriptor's file is a memfd, so `read(2)`/`write(2)` work on it (the kernel's
 //!   dma-buf refuses `read` with `EINVAL`); `lseek` accepts any offset; its fdinfo is
 //!   the memfd's (use [`fdinfo`]).
-//! - A buffer whose memory is not one whole memfd (a contiguous-heap block, a udmabuf)
-//!   has no descriptor: [`DmaBuf::fd`] returns `EOPNOTSUPP`.
+//! - A buffer whose memory is not one whole memfd (a udmabuf over a caller's memfd
+//!   ranges, an exporter without a file) has no descriptor: [`DmaBuf::fd`] returns
+//!   `EOPNOTSUPP`.
 
 use super::dmabuf::BufInner;
 use super::memory::{Backing, MemoryExporter, Rules};
@@ -152,7 +154,7 @@ impl DmaBuf {
     /// `Invalid` for flags outside `O_CLOEXEC | O_ACCMODE` or access mode 3; `Access`
     /// for an access mode the buffer's own does not allow; `EOPNOTSUPP` (`Os`) when the
     /// buffer's memory is not one file ([`Exporter::file`](super::Exporter::file):
-    /// contiguous heap, udmabuf, an exporter without a file); descriptor exhaustion
+    /// udmabuf, an exporter without a file); descriptor exhaustion
     /// (`EMFILE`, `ENFILE`) and `fstat`/`open` errors as `Os`; an injected
     /// [`Site::Fd`] fault. Nothing changes on error.
     pub fn fd(&self, flags: u32) -> Result<OwnedFd> {

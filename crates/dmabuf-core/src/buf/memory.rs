@@ -16,7 +16,8 @@
 //!   segments.
 //!
 //! The buffer has a descriptor ([`Exporter::file`]) when its memory is one whole memfd
-//! of ours: a pooled system-heap memfd, or a file that came in as a descriptor.
+//! of ours: a pooled system-heap memfd, a contiguous region's block, or a file that
+//! came in as a descriptor.
 //!
 //! Per-heap rules: a contiguous or udmabuf buffer maps shared only (a private mapping is
 //! `Invalid`); a udmabuf buffer refuses `end_cpu_access` before any `begin_cpu_access`
@@ -54,7 +55,7 @@ pub enum Backing {
         /// Its pool.
         pool: Arc<MemfdPool>,
     },
-    /// A block of a contiguous region: freed (and zeroed) when dropped.
+    /// A block of a contiguous region (its own memfd): freed (and zeroed) when dropped.
     Block(Block),
     /// A caller's memory (udmabuf): the duplicated fds close when the segments drop.
     Imported,
@@ -118,6 +119,7 @@ impl MemoryExporter {
         };
         let file = match &backing {
             Backing::Pooled { mem, .. } | Backing::File(mem) if whole(mem) => Some(mem.clone()),
+            Backing::Block(b) if whole(b.memory()) => Some(b.memory().clone()),
             _ => None,
         };
         Arc::new(MemoryExporter {

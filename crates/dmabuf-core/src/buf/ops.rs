@@ -156,8 +156,8 @@ pub trait Exporter: Send + Sync + 'static {
     /// [shared](Memfd::mark_shared) before a descriptor of it leaves, so an exporter
     /// that pools memory must not reuse a shared one.
     ///
-    /// `None` (the default) means the memory is not one such file (pieces of a region, a
-    /// caller's memory): the buffer has no descriptor and [`DmaBuf::fd`] returns
+    /// `None` (the default) means the memory is not one such file (a caller's memory
+    /// ranges, memory shared between buffers): the buffer has no descriptor and [`DmaBuf::fd`] returns
     /// `EOPNOTSUPP`.
     fn file(&self) -> Option<&Arc<Memfd>> {
         None

@@ -1,7 +1,8 @@
 //! The contiguous heap — the kernel's CMA heap in userspace: one [`Region`] reserved up
 //! front and carved by the buddy allocator. Every buffer is one contiguous block (one
-//! segment), zero when handed out; the block's pages return to the region (zeroed by
-//! hole punching) when the buffer is released. Mappings are shared only, as the CMA heap
+//! segment, its own memfd named `dmabuf:<heap name>`, so the buffer has descriptors),
+//! zero when handed out; the block's pages return to the region (zeroed by hole
+//! punching) when the buffer is released. Mappings are shared only, as the CMA heap
 //! requires.
 
 use super::{check_alloc, Heap};
@@ -40,7 +41,7 @@ impl ContigHeap {
         }
         Ok(Arc::new(ContigHeap {
             name: name.to_string(),
-            region: Region::new(name, pages)?,
+            region: Region::new(&format!("dmabuf:{name}"), pages)?,
         }))
     }
 

@@ -165,7 +165,7 @@ impl HeapFile {
     /// # Errors
     ///
     /// Those of [`alloc`](Self::alloc); then those of [`DmaBuf::fd`] (`EOPNOTSUPP` for
-    /// a heap whose buffers are not one file — the contiguous heap —, `EMFILE`).
+    /// a heap whose buffers are not one file, `EMFILE`).
     /// Nothing is allocated and `data` is unchanged on error.
     pub fn alloc_fd(&self, data: &mut AllocData) -> Result<OwnedFd> {
         let buf = self.alloc(data)?;
