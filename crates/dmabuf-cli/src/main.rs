@@ -99,6 +99,10 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
+    // A bench peer (the `fd` suite's consumer process) before anything else.
+    if let Some(code) = dmabuf_tools::bench::peer_main() {
+        std::process::exit(code)
+    }
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Demo {

@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+mod fd;
 mod fence;
 mod heap;
 mod resv;
@@ -77,7 +78,31 @@ pub fn suites() -> Vec<Suite> {
         ("fence", fence::cases),
         ("resv", resv::cases),
         ("heap", heap::cases),
+        ("fd", fd::cases),
     ]
+}
+
+/// The bench peer process: when this process was started as one (the environment
+/// variable `DMABUF_BENCH_PEER` is set, as the `fd` suite sets it for the consumer
+/// process it spawns by running the current executable again), serve the suite until
+/// the spawning process is gone and return the exit code; `None` otherwise.
+///
+/// Every program that runs the suites calls it first thing in `main`:
+///
+/// ```no_run
+/// if let Some(code) = dmabuf_tools::bench::peer_main() {
+///     std::process::exit(code)
+/// }
+/// ```
+pub fn peer_main() -> Option<i32> {
+    let role = std::env::var_os(fd::PEER_ENV)?;
+    Some(match role.to_str() {
+        Some("fd") => fd::peer_main(),
+        _ => {
+            eprintln!("{}={role:?}: no such bench peer", fd::PEER_ENV);
+            2
+        }
+    })
 }
 
 /// Run `body(thread, iters)` on `threads` threads released together; returns the wall
