@@ -36,7 +36,7 @@ use super::{frame_value, DemoConfig, DemoReport};
 use crate::buf::{self, AttachGuard, Direction, DmaBuf, SgMapping};
 use crate::debug::ownership::Tracker;
 use crate::device::cpu::CpuView;
-use crate::device::engine::{Engine, EngineConfig};
+use crate::device::engine::{Engine, EngineConfig, JobHandle};
 use crate::device::job::{checksum, Job, Operand};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -522,16 +522,39 @@ fn ring(s: &Stage, n: usize) -> Result<Vec<DmaBuf>> {
         .collect()
 }
 
-fn camera(s: &Stage, cfg: &DemoConfig) -> Result<()> {
-    let inputs = ring(s, cfg.ring)?;
-    let atts: Vec<AttachGuard> = inputs
+/// Receive `n` buffers, attach each to the stage's device and map it for `dir` for the
+/// whole run (the camera's and the encoder's coherent devices).
+fn mapped_ring(
+    s: &Stage,
+    n: usize,
+    dir: Direction,
+) -> Result<(Vec<DmaBuf>, Vec<AttachGuard>, Vec<SgMapping>)> {
+    let bufs = ring(s, n)?;
+    let atts: Vec<AttachGuard> = bufs
         .iter()
         .map(|b| b.attach(&s.device))
         .collect::<Result<_>>()?;
     let maps: Vec<SgMapping> = atts
         .iter()
-        .map(|a| a.map_unlocked(Direction::FromDevice))
+        .map(|a| a.map_unlocked(dir))
         .collect::<Result<_>>()?;
+    Ok((bufs, atts, maps))
+}
+
+/// Send frame `frame` of `slot` downstream to `to` with `job`'s sync file (pending or
+/// not: the receiver waits for it).
+fn pass_on(s: &Stage, to: &str, frame: u64, slot: usize, job: &JobHandle) -> Result<()> {
+    let sf = job.sync_file()?;
+    send_down(
+        s,
+        to,
+        &frame_msg(b"FRAM", frame, slot as u32),
+        &[sf.as_fd()],
+    )
+}
+
+fn camera(s: &Stage, cfg: &DemoConfig) -> Result<()> {
+    let (_inputs, _atts, maps) = mapped_ring(s, cfg.ring, Direction::FromDevice)?;
     loop {
         let (m, _) = recv_from(s, "parent")?;
         if m.starts_with(b"STOP") {
@@ -546,13 +569,7 @@ fn camera(s: &Stage, cfg: &DemoConfig) -> Result<()> {
             .engine
             .submit(Job::fill(Operand::new(map), frame_value(frame as usize)))?;
         // The fence crosses pending: the isp waits for it, not us.
-        let sf = job.sync_file()?;
-        send_down(
-            s,
-            "isp",
-            &frame_msg(b"FRAM", frame, slot as u32),
-            &[sf.as_fd()],
-        )?;
+        pass_on(s, "isp", frame, slot, &job)?;
     }
 }
 
@@ -591,26 +608,12 @@ fn isp(s: &Stage, cfg: &DemoConfig) -> Result<()> {
             .submit(Job::invert(Operand::new(&im), Operand::new(&om)))?;
         job.fence().wait_timeout(STALL)?;
         drop((im, om));
-        let sf = job.sync_file()?;
-        send_down(
-            s,
-            "encoder",
-            &frame_msg(b"FRAM", frame, slot as u32),
-            &[sf.as_fd()],
-        )?;
+        pass_on(s, "encoder", frame, slot, &job)?;
     }
 }
 
 fn encoder(s: &Stage, cfg: &DemoConfig) -> Result<()> {
-    let outputs = ring(s, cfg.ring)?;
-    let atts: Vec<AttachGuard> = outputs
-        .iter()
-        .map(|b| b.attach(&s.device))
-        .collect::<Result<_>>()?;
-    let maps: Vec<SgMapping> = atts
-        .iter()
-        .map(|a| a.map_unlocked(Direction::ToDevice))
-        .collect::<Result<_>>()?;
+    let (outputs, _atts, maps) = mapped_ring(s, cfg.ring, Direction::ToDevice)?;
     let bytes = outputs[0].size();
     let mut sums: HashMap<u8, u64> = HashMap::new();
     loop {
