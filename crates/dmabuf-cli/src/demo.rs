@@ -30,10 +30,14 @@ pub enum Mode {
 
 /// Run one stage of a multi-process demo: the control socket is standard input.
 pub fn stage(name: &str, cfg: &DemoConfig) -> ExitCode {
-    // SAFETY: the parent made standard input our control socket; we own it from here
-    // and nothing else in this process uses descriptor 0.
-    let ctl = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(0) };
-    ExitCode::from(processes::stage_main(name, cfg, ctl) as u8)
+    use std::os::fd::AsFd;
+    match std::io::stdin().as_fd().try_clone_to_owned() {
+        Ok(ctl) => ExitCode::from(processes::stage_main(name, cfg, ctl) as u8),
+        Err(e) => {
+            eprintln!("dmabuf demo ({name}): standard input: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// The arguments that make a stage process see the same configuration.
@@ -78,7 +82,11 @@ pub fn main(
                     .stdout(std::process::Stdio::null())
                     .spawn()
             };
-            processes::run(&cfg, alloc, &spawn, kill.as_ref(), &progress)
+            let opts = processes::Options {
+                kill: kill.clone(),
+                check_leaks: true,
+            };
+            processes::run(&cfg, alloc, &spawn, &opts, &progress)
         }
     };
     let report = match result {

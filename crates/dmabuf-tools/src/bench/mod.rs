@@ -9,6 +9,7 @@
 
 use std::time::Duration;
 
+mod demo;
 mod fd;
 mod fence;
 mod heap;
@@ -78,6 +79,7 @@ pub fn suites() -> Vec<Suite> {
         ("fence", fence::cases),
         ("resv", resv::cases),
         ("heap", heap::cases),
+        ("demo", demo::cases),
         ("fd", fd::cases),
     ]
 }
@@ -98,6 +100,7 @@ pub fn peer_main() -> Option<i32> {
     let role = std::env::var_os(fd::PEER_ENV)?;
     Some(match role.to_str() {
         Some("fd") => fd::peer_main(),
+        Some(r) if r.starts_with("demo:") => demo::stage_main(r),
         _ => {
             eprintln!("{}={role:?}: no such bench peer", fd::PEER_ENV);
             2
