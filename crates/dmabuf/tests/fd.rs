@@ -734,3 +734,93 @@ fn bad_messages_are_refused() {
     }
     assert_eq!(e, 32);
 }
+
+#[test]
+fn the_descriptors_ioctls_are_the_kernels() {
+    use dmabuf::buf::ioctl_nr;
+    assert_eq!(ioctl_nr::SYNC, 0x4008_6200);
+    assert_eq!(ioctl_nr::SET_NAME_A, 0x4004_6201);
+    assert_eq!(ioctl_nr::SET_NAME_B, 0x4008_6201);
+    assert_eq!(ioctl_nr::EXPORT_SYNC_FILE, 0xc008_6202);
+    assert_eq!(ioctl_nr::IMPORT_SYNC_FILE, 0x4008_6203);
+    let b = sys(page());
+    let fd = b.fd(O_RDWR | O_CLOEXEC).unwrap();
+    let fd = fd.as_fd();
+    // SYNC: start/end; bad flags EINVAL; short argument EFAULT; unknown ENOTTY.
+    let mut f = (sync_flags::READ | sync_flags::WRITE).to_ne_bytes();
+    assert_eq!(buf::ioctl(fd, ioctl_nr::SYNC, &mut f).unwrap(), 0);
+    let mut f = (sync_flags::RW | sync_flags::END).to_ne_bytes();
+    assert_eq!(buf::ioctl(fd, ioctl_nr::SYNC, &mut f).unwrap(), 0);
+    let mut f = 8u64.to_ne_bytes();
+    assert_eq!(errno(buf::ioctl(fd, ioctl_nr::SYNC, &mut f)), EINVAL);
+    let mut f = 0u64.to_ne_bytes();
+    assert_eq!(
+        errno(buf::ioctl(fd, ioctl_nr::SYNC, &mut f)),
+        EINVAL,
+        "no READ/WRITE"
+    );
+    assert_eq!(errno(buf::ioctl(fd, ioctl_nr::SYNC, &mut [1u8; 4])), 14);
+    assert_eq!(errno(buf::ioctl(fd, 0x4008_62ff, &mut [0u8; 8])), 25);
+    // SET_NAME, both numbers; 32 bytes without a NUL is EINVAL and changes nothing.
+    assert_eq!(
+        buf::ioctl(fd, ioctl_nr::SET_NAME_A, &mut b"cam0\0".to_vec()).unwrap(),
+        0
+    );
+    assert_eq!(b.name().as_deref(), Some("cam0"));
+    buf::ioctl(fd, ioctl_nr::SET_NAME_B, &mut b"cam1\0junk".to_vec()).unwrap();
+    assert_eq!(b.name().as_deref(), Some("cam1"));
+    let mut long = vec![b'x'; 32];
+    assert_eq!(
+        errno(buf::ioctl(fd, ioctl_nr::SET_NAME_A, &mut long)),
+        EINVAL
+    );
+    assert_eq!(b.name().as_deref(), Some("cam1"));
+    // EXPORT_SYNC_FILE with a pending writer: a pending sync file, owned by the caller.
+    let w = pending(1);
+    b.import_sync_fence(sync_flags::WRITE, &w).unwrap();
+    let mut arg = [0u8; 8];
+    arg[..4].copy_from_slice(&(sync_flags::READ as u32).to_ne_bytes());
+    buf::ioctl(fd, ioctl_nr::EXPORT_SYNC_FILE, &mut arg).unwrap();
+    let n = i32::from_ne_bytes(arg[4..8].try_into().unwrap());
+    // SAFETY: the ioctl handed us this new descriptor; owned from here on.
+    let sf =
+        SyncFile::from_fd(unsafe { <OwnedFd as rustix::fd::FromRawFd>::from_raw_fd(n) }).unwrap();
+    assert!(rustix::io::fcntl_getfd(sf.as_fd())
+        .unwrap()
+        .contains(rustix::io::FdFlags::CLOEXEC));
+    assert!(!sf.poll());
+    let mut bad = [0u8; 8];
+    assert_eq!(
+        errno(buf::ioctl(fd, ioctl_nr::EXPORT_SYNC_FILE, &mut bad)),
+        EINVAL
+    );
+    assert_eq!(bad, [0u8; 8], "unchanged on error");
+    w.signal().unwrap();
+    assert!(sf.fence().wait_timeout(Duration::from_secs(5)).is_ok());
+    // IMPORT_SYNC_FILE: a sync file's fence joins the buffer's; a pipe is EINVAL.
+    let r = pending(2);
+    let rsf = SyncFile::new(r.clone()).unwrap();
+    let mut arg = [0u8; 8];
+    arg[..4].copy_from_slice(&(sync_flags::WRITE as u32).to_ne_bytes());
+    arg[4..].copy_from_slice(&rsf.as_fd().as_raw_fd().to_ne_bytes());
+    buf::ioctl(fd, ioctl_nr::IMPORT_SYNC_FILE, &mut arg).unwrap();
+    assert_eq!(b.poll(), (false, false));
+    r.signal().unwrap();
+    assert_eq!(b.poll(), (true, true));
+    let (pr, _pw) = rustix::pipe::pipe().unwrap();
+    arg[4..].copy_from_slice(&pr.as_raw_fd().to_ne_bytes());
+    assert_eq!(
+        errno(buf::ioctl(fd, ioctl_nr::IMPORT_SYNC_FILE, &mut arg)),
+        EINVAL
+    );
+    arg[4..].copy_from_slice(&i32::MAX.to_ne_bytes());
+    assert_eq!(
+        errno(buf::ioctl(fd, ioctl_nr::IMPORT_SYNC_FILE, &mut arg)),
+        EINVAL
+    );
+    // Not a dma-buf: ENOTTY, as the file's own ioctl would say; not open: EBADF.
+    assert_eq!(
+        errno(buf::ioctl(pr.as_fd(), ioctl_nr::SYNC, &mut [1u8; 8])),
+        25
+    );
+}

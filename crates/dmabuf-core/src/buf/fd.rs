@@ -351,6 +351,113 @@ pub fn fdinfo(fd: BorrowedFd<'_>) -> Result<String> {
     Ok(get(fd)?.fdinfo())
 }
 
+/// The dma-buf ioctl numbers (magic `'b'`), as the kernel's uapi defines them.
+pub mod ioctl_nr {
+    const fn ioc(dir: u32, nr: u32, size: u32) -> u32 {
+        (dir << 30) | (size << 16) | ((b'b' as u32) << 8) | nr
+    }
+    /// `DMA_BUF_IOCTL_SYNC`: `_IOW('b', 0, u64)`.
+    pub const SYNC: u32 = ioc(1, 0, 8);
+    /// `DMA_BUF_SET_NAME_A`: `_IOW('b', 1, u32)`.
+    pub const SET_NAME_A: u32 = ioc(1, 1, 4);
+    /// `DMA_BUF_SET_NAME_B`: `_IOW('b', 1, u64)`.
+    pub const SET_NAME_B: u32 = ioc(1, 1, 8);
+    /// `DMA_BUF_IOCTL_EXPORT_SYNC_FILE`: `_IOWR('b', 2, struct dma_buf_export_sync_file)`.
+    pub const EXPORT_SYNC_FILE: u32 = ioc(3, 2, 8);
+    /// `DMA_BUF_IOCTL_IMPORT_SYNC_FILE`: `_IOW('b', 3, struct dma_buf_import_sync_file)`.
+    pub const IMPORT_SYNC_FILE: u32 = ioc(1, 3, 8);
+}
+
+/// An ioctl on a buffer's descriptor, as the kernel's dma-buf file takes it — the
+/// stand-in for `ioctl(2)`, which a memfd would refuse with `ENOTTY`. `arg` is the
+/// argument's bytes (native endian, the uapi layout), read and, for `EXPORT_SYNC_FILE`,
+/// written back; for `SET_NAME_A`/`_B` it is the name's bytes themselves (what the
+/// kernel's pointer points at), up to a NUL. Returns 0, as the kernel does.
+///
+/// | `cmd` | `arg` | does |
+/// |---|---|---|
+/// | [`ioctl_nr::SYNC`] | `u64` flags | [`DmaBuf::sync_ioctl`] |
+/// | [`ioctl_nr::SET_NAME_A`], [`ioctl_nr::SET_NAME_B`] | the name | [`DmaBuf::set_name`] |
+/// | [`ioctl_nr::EXPORT_SYNC_FILE`] | `{u32 flags; s32 fd}` | [`DmaBuf::export_sync_file`]; `fd` is written: a new close-on-exec descriptor the caller owns |
+/// | [`ioctl_nr::IMPORT_SYNC_FILE`] | `{u32 flags; s32 fd}` | [`DmaBuf::import_sync_file`] of `fd` (not consumed) |
+///
+/// Must not hold a reservation lock (the calls behind lock it or must run unlocked).
+///
+/// # Errors
+///
+/// `BadFd` when `fd` is not open; `NoTty` (`ENOTTY`) for an unknown command or a
+/// descriptor that is not a dma-buf (its file does not know the command); `Fault`
+/// (`EFAULT`) when `arg` is shorter than the command's argument; `Invalid` for a name
+/// of 32 bytes or more without a NUL, or not UTF-8; then the errors of the call behind
+/// (`EINVAL` for bad flags or an `fd` that is not a sync file, `EMFILE`…). `arg` is
+/// unchanged on error.
+pub fn ioctl(fd: BorrowedFd<'_>, cmd: u32, arg: &mut [u8]) -> Result<i32> {
+    let known = [
+        ioctl_nr::SYNC,
+        ioctl_nr::SET_NAME_A,
+        ioctl_nr::SET_NAME_B,
+        ioctl_nr::EXPORT_SYNC_FILE,
+        ioctl_nr::IMPORT_SYNC_FILE,
+    ];
+    let buf = get(fd).map_err(|e| match e {
+        Error::Invalid(_) => Error::NoTty,
+        e => e,
+    })?;
+    if !known.contains(&cmd) {
+        return Err(Error::NoTty);
+    }
+    let u32_at = |a: &[u8], i: usize| -> Result<u32> {
+        a.get(i..i + 4)
+            .and_then(|b| b.try_into().ok())
+            .map(u32::from_ne_bytes)
+            .ok_or(Error::Fault("argument shorter than the ioctl's"))
+    };
+    match cmd {
+        ioctl_nr::SYNC => {
+            let b: [u8; 8] = arg
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(Error::Fault("argument shorter than the ioctl's"))?;
+            buf.sync_ioctl(u64::from_ne_bytes(b))?;
+        }
+        ioctl_nr::SET_NAME_A | ioctl_nr::SET_NAME_B => {
+            let n = arg
+                .iter()
+                .take(NAME_MAX + 1)
+                .position(|&c| c == 0)
+                .ok_or(Error::Invalid("name of 32 bytes or more"))?;
+            let name =
+                std::str::from_utf8(&arg[..n]).map_err(|_| Error::Invalid("name not UTF-8"))?;
+            buf.set_name(name)?;
+        }
+        ioctl_nr::EXPORT_SYNC_FILE => {
+            let flags = u32_at(arg, 0)?;
+            u32_at(arg, 4)?;
+            let sf = buf.export_sync_file(u64::from(flags))?;
+            let out = sf.try_into_fd()?;
+            let n = rustix::fd::IntoRawFd::into_raw_fd(out);
+            arg[4..8].copy_from_slice(&n.to_ne_bytes());
+        }
+        _ => {
+            let flags = u32_at(arg, 0)?;
+            let sfd = u32_at(arg, 4)? as i32;
+            if sfd < 0 {
+                return Err(Error::Invalid("not a sync file"));
+            }
+            // SAFETY: the number is only borrowed for this call and never closed here;
+            // one that is not open makes the first system call on it fail (EBADF),
+            // which the import reports as not a sync file.
+            let sfd = unsafe { BorrowedFd::borrow_raw(sfd) };
+            buf.import_sync_file(u64::from(flags), sfd)
+                .map_err(|e| match e {
+                    Error::BadFd => Error::Invalid("not a sync file"),
+                    e => e,
+                })?;
+        }
+    }
+    Ok(0)
+}
+
 /// The payload tag of [`send`]'s messages.
 const MSG_TAG: &[u8; 4] = b"DBF1";
 

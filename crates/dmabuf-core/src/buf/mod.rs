@@ -54,7 +54,7 @@ pub use dmabuf::{
     Whence, NAME_MAX,
 };
 pub use dmabuf_mem::{sg, Direction, Segment, SgTable};
-pub use fd::{fdinfo, get, get_raw, recv, send, Received, FD_VALID_FLAGS};
+pub use fd::{fdinfo, get, get_raw, ioctl, ioctl_nr, recv, send, Received, FD_VALID_FLAGS};
 pub use implicit_sync::sync_flags;
 pub use locked::LockedBuf;
 pub use map::SgMapping;
