@@ -48,7 +48,8 @@ enum Cmd {
         heap: String,
         /// Run the camera, isp and encoder as separate processes of this binary,
         /// sharing the ring as descriptors and each frame's fences as sync files
-        /// (the ring must come from a heap whose buffers have descriptors: `system`).
+        /// (the ring must come from a heap whose buffers have descriptors: `system` and
+        /// `contig` do).
         #[arg(long)]
         processes: bool,
         /// With --processes: kill this stage (camera, isp, encoder) mid-run, to see

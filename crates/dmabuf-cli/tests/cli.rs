@@ -157,3 +157,19 @@ fn demo_across_processes_on_the_contiguous_heap() {
         "{out}"
     );
 }
+
+#[test]
+fn a_stage_with_a_bad_configuration_or_name_fails_cleanly() {
+    let (code, _out, err) = run(&["demo", "--stage", "isp", "--ring", "0"], &[]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("dmabuf demo (isp)") && err.contains("errno 22"),
+        "{err}"
+    );
+    let (code, _out, err) = run(&["demo", "--stage", "scanout"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no stage \"scanout\""), "{err}");
+    // Standard input that is not the control socket: an error, not a hang.
+    let (code, _out, err) = run(&["demo", "--stage", "camera"], &[]);
+    assert_eq!(code, 1, "{err}");
+}

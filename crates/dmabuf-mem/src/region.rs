@@ -32,6 +32,9 @@ use std::sync::Arc;
 
 /// Most freed runs kept in the cache.
 const CACHE_RUNS: usize = 16;
+/// Most empty memfds of freed blocks kept for reuse (each holds a descriptor and a
+/// mapping, no memory).
+const SPARE_MAX: usize = 64;
 
 /// A contiguous region and its allocator.
 ///
@@ -168,16 +171,27 @@ impl Region {
         crate::fault::check(crate::fault::Site::HeapAlloc)?;
         let first = self.alloc.lock().alloc(pages)?;
         let spare = self.spare.lock().get_mut(&pages).and_then(Vec::pop);
-        let mem = match spare {
-            Some(m) => m,
-            None => match Memfd::create(&self.name, pages, false) {
-                Ok(m) => m,
-                Err(e) => {
-                    let freed = self.alloc.lock().free(first, pages);
-                    debug_assert!(freed.is_ok(), "fresh run not live");
-                    return Err(e);
+        let made = match spare {
+            Some(m) => Ok(m),
+            None => Memfd::create(&self.name, pages, false).or_else(|e| match e {
+                // Out of descriptors: the spares hold some; give them back and retry.
+                Error::Os(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE)
+                    if self.spare.lock().values().any(|v| !v.is_empty()) =>
+                {
+                    let spares = std::mem::take(&mut *self.spare.lock());
+                    drop(spares);
+                    Memfd::create(&self.name, pages, false)
                 }
-            },
+                e => Err(e),
+            }),
+        };
+        let mem = match made {
+            Ok(m) => m,
+            Err(e) => {
+                let freed = self.alloc.lock().free(first, pages);
+                debug_assert!(freed.is_ok(), "fresh run not live");
+                return Err(e);
+            }
         };
         Ok(Block {
             region: self.clone(),
@@ -262,12 +276,10 @@ impl Drop for Block {
         // reuse, zeroed; anything else closes here and is freed by its last holder.
         if let Some(Ok(m)) = self.mem.take().map(Arc::try_unwrap) {
             if !m.is_shared() && Region::punch(&m, 0, m.len()).is_ok() {
-                self.region
-                    .spare
-                    .lock()
-                    .entry(self.pages)
-                    .or_default()
-                    .push(m);
+                let mut spare = self.region.spare.lock();
+                if spare.values().map(Vec::len).sum::<usize>() < SPARE_MAX {
+                    spare.entry(self.pages).or_default().push(m);
+                }
             }
         }
         let freed = self.region.alloc.lock().free(self.first, self.pages);
@@ -313,6 +325,34 @@ mod tests {
         drop(b);
         let c = r.alloc(16).unwrap();
         assert_ne!(c.memory().file_id().unwrap(), file);
+    }
+
+    #[test]
+    fn out_of_descriptors_gives_the_spares_back_first() {
+        use crate::fault::{fail_next, Site};
+        use rustix::io::Errno;
+        let r = Region::new("cma", 16).unwrap();
+        drop(r.alloc(2).unwrap());
+        // With a spare to give back, an EMFILE from the memfd's creation is retried.
+        fail_next(Site::MemfdCreate, Errno::MFILE);
+        let b = r.alloc(4).unwrap();
+        assert_eq!(b.pages(), 4);
+        drop(b);
+        // The spare of 4 pages stays; one of 2 pages is gone. Without spares of any
+        // use, the error is the caller's.
+        let r2 = Region::new("cma", 16).unwrap();
+        fail_next(Site::MemfdCreate, Errno::MFILE);
+        assert!(matches!(r2.alloc(4), Err(Error::Os(Errno::MFILE))));
+        assert_eq!(r2.free_pages(), 16, "unchanged on error");
+    }
+
+    #[test]
+    fn spares_are_bounded() {
+        let r = Region::new("cma", 256).unwrap();
+        let v: Vec<Block> = (0..100).map(|_| r.alloc(1).unwrap()).collect();
+        drop(v);
+        let kept: usize = r.spare.lock().values().map(Vec::len).sum();
+        assert_eq!(kept, SPARE_MAX);
     }
 
     #[test]

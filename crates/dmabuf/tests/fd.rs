@@ -90,7 +90,24 @@ fn fd_flags_are_checked_as_the_kernel_does() {
     let b = sys(page());
     assert_eq!(errno(b.fd(0o4000)), EINVAL, "O_NONBLOCK");
     assert_eq!(errno(b.fd(O_RDWR | 0o100)), EINVAL, "O_CREAT");
-    assert_eq!(errno(b.fd(3)), EINVAL, "access mode 3");
+    // Access mode 3, as open(2) takes it: a descriptor that can neither read nor write.
+    let none = b.fd(3 | O_CLOEXEC).unwrap();
+    assert_eq!(
+        rustix::fs::fcntl_getfl(&none).unwrap() & rustix::fs::OFlags::ACCMODE,
+        rustix::fs::OFlags::RDWR | rustix::fs::OFlags::WRONLY
+    );
+    // SAFETY: a mapping request that fails: nothing is mapped.
+    let m = unsafe {
+        rustix::mm::mmap(
+            std::ptr::null_mut(),
+            page(),
+            ProtFlags::READ,
+            MapFlags::SHARED,
+            &none,
+            0,
+        )
+    };
+    assert_eq!(m.unwrap_err().raw_os_error(), EACCES);
     let ro = heaps()
         .alloc(
             "system",
@@ -147,6 +164,7 @@ fn get_in_the_exporting_process_is_the_same_buffer() {
     assert!(DmaBuf::ptr_eq(&b, &buf::get_raw(fd.as_raw_fd()).unwrap()));
     drop(g);
     assert_eq!(b.ref_count(), refs);
+    assert!(b.fdinfo().contains(&format!("count:\t{refs}\n")));
     assert_eq!(
         buf::fdinfo(fd.as_fd()).unwrap(),
         format!(
@@ -241,6 +259,17 @@ fn get_refuses_what_is_not_a_dma_buf() {
     };
     let all = SealFlags::SHRINK | SealFlags::GROW | SealFlags::SEAL;
     assert_eq!(errno(buf::get(memfd("other", all).as_fd())), EINVAL);
+    assert_eq!(
+        errno(buf::get(memfd("dmabuf:x\nname:\tforged", all).as_fd())),
+        EINVAL,
+        "control characters in the exporter's name"
+    );
+    let long = format!("dmabuf:{}", "e".repeat(65));
+    assert_eq!(
+        errno(buf::get(memfd(&long, all).as_fd())),
+        EINVAL,
+        "name too long"
+    );
     assert_eq!(
         errno(buf::get(memfd("dmabuf:x", SealFlags::empty()).as_fd())),
         EINVAL
@@ -354,6 +383,67 @@ fn emfile_while_handing_out_changes_nothing() {
 }
 
 // ---- memory safety across holders --------------------------------------------------
+
+#[test]
+fn the_files_mode_is_the_buffers() {
+    let mode = |fd: &OwnedFd| rustix::fs::fstat(fd).unwrap().st_mode & 0o777;
+    let rw = sys(page());
+    assert_eq!(mode(&rw.fd(O_RDWR | O_CLOEXEC).unwrap()), 0o600);
+    let ro = heaps()
+        .alloc(
+            "system",
+            &AllocData {
+                fd_flags: O_RDONLY,
+                ..AllocData::new(page() as u64)
+            },
+        )
+        .unwrap();
+    let fd = ro.fd(O_RDONLY | O_CLOEXEC).unwrap();
+    assert_eq!(mode(&fd), 0o400);
+    let imported = buf::get(fd.as_fd()).unwrap();
+    assert!(DmaBuf::ptr_eq(&imported, &ro));
+}
+
+#[test]
+fn memory_another_object_holds_is_never_recycled() {
+    // A second object of a buffer's file behind its back (a udmabuf of a segment's
+    // memfd): the buffer's memory must not go back to the pool while it lives.
+    let h = SystemHeap::new("fd-udmabuf-alias");
+    let x = h.allocate(2 * page(), FileFlags::RDWR, 0).unwrap();
+    fill(&x, 0x31);
+    let dev = Device::new("alias", u32::MAX as u64, true, false).unwrap();
+    let att = x.attach(&dev).unwrap();
+    let m = att.map_unlocked(Direction::Bidirectional).unwrap();
+    let seg = m.table().segments().next().unwrap().mem.clone();
+    let u = dmabuf::heap::udmabuf::create(seg.fd(), 0, (2 * page()) as u64, 0).unwrap();
+    drop((m, att, seg, x));
+    assert_eq!(h.pool().pooled_bytes(), 0, "another object holds the file");
+    let y = h.allocate(2 * page(), FileFlags::RDWR, 0).unwrap();
+    assert!(contents(&y).iter().all(|&b| b == 0));
+    fill(&y, 0x77);
+    assert!(
+        contents(&u).iter().all(|&b| b == 0x31),
+        "the alias never sees y's data"
+    );
+}
+
+#[test]
+fn a_refused_message_changes_no_buffer() {
+    let b = sys(page());
+    let (a, c) = pair();
+    let bfd = b.fd(O_RDWR | O_CLOEXEC).unwrap();
+    let (r, _w) = rustix::pipe::pipe().unwrap();
+    // The exporter's own buffer, a name, and a pipe where a fence should be.
+    dmabuf::sync_file::send_fds(a.as_fd(), b"DBF1evil", &[bfd.as_fd(), r.as_fd()]).unwrap();
+    assert_eq!(errno(buf::recv(c.as_fd())), EINVAL);
+    assert_eq!(b.name(), None, "not renamed");
+    // A name over 31 bytes is refused too.
+    let mut long = b"DBF1".to_vec();
+    long.extend_from_slice(&[b'n'; 40]);
+    dmabuf::sync_file::send_fds(a.as_fd(), &long, &[bfd.as_fd()]).unwrap();
+    assert_eq!(errno(buf::recv(c.as_fd())), EINVAL);
+    assert_eq!(b.name(), None);
+}
 
 #[test]
 fn memory_that_left_as_a_descriptor_is_never_recycled() {

@@ -53,6 +53,23 @@
 //! - A buffer whose memory is not one whole memfd (a udmabuf over a caller's memfd
 //!   ranges, an exporter without a file) has no descriptor: [`DmaBuf::fd`] returns
 //!   `EOPNOTSUPP`.
+//! - The dma-buf ioctls are calls ([`ioctl`] takes the uapi's numbers and argument
+//!   layouts); `ioctl(2)` on the descriptor itself is the memfd's (`ENOTTY`). `poll(2)`
+//!   on it is always ready: poll the buffer ([`DmaBuf::poll`]).
+//! - A memfd can be reopened through `/proc/<pid>/fd`: the file's permission bits are
+//!   narrowed to the buffer's access mode at the first descriptor, which stops other
+//!   users' and unprivileged reopens beyond it, but not root's; a narrower descriptor of
+//!   a read-write buffer is no boundary against a process of the same user.
+//! - Capacity: a contiguous-heap block whose descriptor left gives its run back to the
+//!   region when this process's buffer object is released, while other holders keep
+//!   the memory; the region counts what this process's objects hold (so descriptors
+//!   from the heaps' `alloc_fd`, which keep no object, never exhaust it,
+//!   where the kernel's CMA heap would say `ENOMEM`). An import has the default rules
+//!   of its exporter: a contiguous buffer imported elsewhere maps privately too (the
+//!   CMA heap refuses that with `EINVAL`).
+//! - Identity holds for descriptors of the buffer's file from [`DmaBuf::fd`]: another
+//!   descriptor of the same memory reached another way (a segment's memfd through a
+//!   mapping's table) imports as a new buffer object over it.
 
 use super::dmabuf::BufInner;
 use super::memory::{Backing, MemoryExporter, Rules};
@@ -79,6 +96,9 @@ pub const FD_VALID_FLAGS: u32 = O_CLOEXEC | O_ACCMODE;
 pub(crate) const NAME_PREFIX: &str = "dmabuf:";
 /// The extended attribute holding the user-set name.
 const XATTR_NAME: &str = "user.dmabuf.name";
+/// Longest exporter name an imported file may carry (no control characters either, so
+/// that it cannot forge lines of fdinfo or bufinfo).
+const EXP_NAME_MAX: usize = 64;
 /// `TMPFS_MAGIC`: memfds live on shmem.
 const TMPFS_MAGIC: i64 = 0x0102_1994;
 
@@ -139,66 +159,77 @@ impl DmaBuf {
     /// processes, where [`get`] turns it back into a buffer over the same memory.
     ///
     /// The access mode in `flags` says what the descriptor may do: `O_RDWR` needs a
-    /// read-write buffer, `O_WRONLY` a writable one; `O_RDONLY` (0) gives a read-only
-    /// descriptor of any readable buffer (a shared writable `mmap` of it fails with
-    /// `EACCES`, in any process). A read-write buffer is thus shared read-write with
-    /// `O_RDWR | O_CLOEXEC`, as the kernel's heaps hand out their buffers.
+    /// read-write buffer, `O_WRONLY` a writable one, `O_RDONLY` (0) a readable one (a
+    /// shared writable `mmap` of a read-only descriptor fails with `EACCES`), and
+    /// `O_ACCMODE` (3) gives a descriptor that can neither read nor write, as `open(2)`
+    /// does. A read-write buffer is thus shared read-write with `O_RDWR | O_CLOEXEC`, as
+    /// the kernel's heaps hand out their buffers.
     ///
     /// From the first descriptor on, the buffer's memory is never reused for another
-    /// buffer, and the buffer's name is kept in the file (for other processes).
+    /// buffer, the buffer's name is kept in the file (for other processes), and the
+    /// file's permission bits are the buffer's access mode for its owner (`0600` for a
+    /// read-write buffer, `0400` for a read-only one), so that a holder of a descriptor
+    /// cannot reopen it through `/proc` for more than the buffer allows — except a
+    /// process that may override file permissions (root): unlike the kernel's dma-buf, a
+    /// memfd can be reopened. A narrower descriptor of a read-write buffer is thus no
+    /// security boundary against processes of the same user.
     ///
     /// Takes no reservation lock; any thread.
     ///
     /// # Errors
     ///
-    /// `Invalid` for flags outside `O_CLOEXEC | O_ACCMODE` or access mode 3; `Access`
-    /// for an access mode the buffer's own does not allow; `EOPNOTSUPP` (`Os`) when the
-    /// buffer's memory is not one file ([`Exporter::file`](super::Exporter::file):
-    /// udmabuf, an exporter without a file); descriptor exhaustion
-    /// (`EMFILE`, `ENFILE`) and `fstat`/`open` errors as `Os`; an injected
-    /// [`Site::Fd`] fault. Nothing changes on error.
+    /// `Invalid` for flags outside `O_CLOEXEC | O_ACCMODE`; `Access` for an access mode
+    /// the buffer's own does not allow; `EOPNOTSUPP` (`Os`) when the buffer's memory is
+    /// not one file ([`Exporter::file`](super::Exporter::file): udmabuf, an exporter
+    /// without a file); descriptor exhaustion (`EMFILE`, `ENFILE`) and `fstat`/`open`
+    /// errors as `Os`; an injected [`Site::Fd`] fault. Nothing changes on error (the
+    /// descriptor is made before the buffer is marked shared).
     pub fn fd(&self, flags: u32) -> Result<OwnedFd> {
         if flags & !FD_VALID_FLAGS != 0 {
             return Err(Error::Invalid(
                 "dma-buf fd flags outside O_CLOEXEC | O_ACCMODE",
             ));
         }
-        let (read, write) = match flags & O_ACCMODE {
+        let acc = flags & O_ACCMODE;
+        let (read, write) = match acc {
             0 => (true, false),
             1 => (false, true),
             2 => (true, true),
-            _ => return Err(Error::Invalid("access mode 3")),
+            _ => (false, false),
         };
         let mine = self.inner.flags;
         if (read && !mine.read) || (write && !mine.write) {
             return Err(Error::Access("access mode beyond the buffer's"));
         }
         let file = self.inner.ops.file().ok_or(Error::Os(Errno::OPNOTSUPP))?;
-        fault::check(Site::Fd)?;
-        self.list_file(file)?;
+        fault::hit(Site::Fd)?;
         let cloexec = flags & O_CLOEXEC != 0;
-        if read && write {
-            return Ok(if cloexec {
+        let fd = if read && write {
+            if cloexec {
                 rustix::io::fcntl_dupfd_cloexec(file.fd(), 0)?
             } else {
                 rustix::io::dup(file.fd())?
-            });
-        }
-        // A narrower mode needs a new open file of the same memfd.
-        let mut o = if write {
-            OFlags::WRONLY
+            }
         } else {
-            OFlags::RDONLY
+            // A narrower mode needs a new open file of the same memfd.
+            let mut o = match acc {
+                0 => OFlags::RDONLY,
+                1 => OFlags::WRONLY,
+                _ => OFlags::RDWR | OFlags::WRONLY,
+            };
+            if cloexec {
+                o |= OFlags::CLOEXEC;
+            }
+            let path = format!("/proc/self/fd/{}", file.fd().as_raw_fd());
+            rustix::fs::open(path, o, rustix::fs::Mode::empty())?
         };
-        if cloexec {
-            o |= OFlags::CLOEXEC;
-        }
-        let path = format!("/proc/self/fd/{}", file.fd().as_raw_fd());
-        Ok(rustix::fs::open(path, o, rustix::fs::Mode::empty())?)
+        self.list_file(file)?;
+        Ok(fd)
     }
 
-    /// Mark `file` shared, store the name in it and list the buffer by the file's
-    /// identity — once, on the first descriptor.
+    /// Mark `file` shared, store the name in it, narrow its permission bits to the
+    /// buffer's access mode and list the buffer by the file's identity — once, on the
+    /// first descriptor.
     fn list_file(&self, file: &Arc<Memfd>) -> Result<()> {
         if self.inner.file_key.get().is_some() {
             return Ok(());
@@ -211,20 +242,27 @@ impl DmaBuf {
             if let Some(n) = name.as_deref() {
                 write_name_attr(file, Some(n));
             }
+            let f = self.inner.flags;
+            let mode = if f.read { 0o400 } else { 0 } | if f.write { 0o200 } else { 0 };
+            if let Err(e) = rustix::fs::fchmod(file.fd(), rustix::fs::Mode::from_raw_mode(mode)) {
+                tracing::debug!("dma-buf file mode not narrowed: {e}");
+            }
             by_file().lock().insert(key, Arc::downgrade(&self.inner));
         }
         Ok(())
     }
 
     /// The lines the kernel shows in `/proc/<pid>/fdinfo/<fd>` for a dma-buf
-    /// descriptor, after the generic ones: `size:`, `count:` (references to the buffer
-    /// other than this call's), `exp_name:`, and `name:` when set. No lock.
+    /// descriptor, after the generic ones: `size:`, `count:` (the buffer's references,
+    /// [`ref_count`](Self::ref_count)), `exp_name:`, and `name:` when set. No lock.
     pub fn fdinfo(&self) -> String {
+        self.fdinfo_with_count(self.ref_count())
+    }
+
+    fn fdinfo_with_count(&self, count: usize) -> String {
         let mut s = format!(
-            "size:\t{}\ncount:\t{}\nexp_name:\t{}\n",
-            self.inner.size,
-            self.ref_count().saturating_sub(1),
-            self.inner.exp_name
+            "size:\t{}\ncount:\t{count}\nexp_name:\t{}\n",
+            self.inner.size, self.inner.exp_name
         );
         if let Some(n) = self.name() {
             s.push_str(&format!("name:\t{n}\n"));
@@ -324,7 +362,7 @@ fn check_ours(fd: BorrowedFd<'_>) -> Result<String> {
         .strip_prefix("/memfd:")
         .and_then(|n| n.strip_prefix(NAME_PREFIX))
         .map(|n| n.strip_suffix(" (deleted)").unwrap_or(n))
-        .filter(|n| !n.is_empty())
+        .filter(|n| !n.is_empty() && n.len() <= EXP_NAME_MAX && !n.chars().any(char::is_control))
         .ok_or(Error::Invalid(
             "not a dma-buf: a file that is not one of ours",
         ))?;
@@ -342,13 +380,15 @@ fn check_ours(fd: BorrowedFd<'_>) -> Result<String> {
 }
 
 /// The kernel's fdinfo lines for the buffer behind descriptor `fd` (see
-/// [`DmaBuf::fdinfo`]): what `/proc/<pid>/fdinfo/<fd>` shows for a kernel dma-buf.
+/// [`DmaBuf::fdinfo`]): what `/proc/<pid>/fdinfo/<fd>` shows for a kernel dma-buf, its
+/// `count` less the reference this call takes (as the kernel's less procfs' own).
 ///
 /// # Errors
 ///
 /// Those of [`get`].
 pub fn fdinfo(fd: BorrowedFd<'_>) -> Result<String> {
-    Ok(get(fd)?.fdinfo())
+    let b = get(fd)?;
+    Ok(b.fdinfo_with_count(b.ref_count().saturating_sub(1)))
 }
 
 /// The dma-buf ioctl numbers (magic `'b'`), as the kernel's uapi defines them.
@@ -474,7 +514,13 @@ const MSG_TAG: &[u8; 4] = b"DBF1";
 /// included); those of [`sync_file::send_fds`] (`EPIPE` when the peer is gone). The
 /// temporary descriptor is closed; nothing is sent on error.
 pub fn send(sock: BorrowedFd<'_>, buf: &DmaBuf, fences: &[&SyncFile]) -> Result<()> {
-    let mode = if buf.flags().write { 2 } else { 0 };
+    let f = buf.flags();
+    let mode = match (f.read, f.write) {
+        (true, true) => 2,
+        (true, false) => 0,
+        (false, true) => 1,
+        (false, false) => 3,
+    };
     let fd = buf.fd(O_CLOEXEC | mode)?;
     let mut fds: Vec<BorrowedFd<'_>> = Vec::with_capacity(1 + fences.len());
     fds.push(fd.as_fd());
@@ -503,9 +549,11 @@ pub struct Received {
 /// `NoEntry` when the peer closed the socket (it exited, or died); `TooManyFiles`
 /// (`EMFILE`) when the descriptors did not fit this process's table (the message is
 /// lost); `Invalid` for a message that is not [`send`]'s (no buffer descriptor, or a
-/// descriptor that is not a dma-buf or a sync file); those of [`get`] and
-/// [`SyncFile::from_fd`]; OS errors of `recvmsg`. Every descriptor received is
-/// closed on error.
+/// descriptor that is not a dma-buf or a sync file, a name over 31 bytes); those of
+/// [`get`] and [`SyncFile::from_fd`]; OS errors of `recvmsg`. Every descriptor
+/// received is closed on error, and no buffer is changed (the name is set last); the
+/// liveness descriptors that came with sync files stay with the sync-file registry
+/// until their sync files' numbers are swept, as after [`sync_file::recv_fd`].
 pub fn recv(sock: BorrowedFd<'_>) -> Result<Received> {
     let (payload, fds) = sync_file::recv_fds(sock)?;
     let name = payload
@@ -515,12 +563,21 @@ pub fn recv(sock: BorrowedFd<'_>) -> Result<Received> {
     let bfd = fds
         .next()
         .ok_or(Error::Invalid("dma-buf message without a buffer"))?;
+    let fences = fds.map(SyncFile::from_fd).collect::<Result<Vec<_>>>()?;
+    let name = if name.is_empty() {
+        None
+    } else {
+        let n = std::str::from_utf8(name).map_err(|_| Error::Invalid("name not UTF-8"))?;
+        if n.len() > NAME_MAX || n.contains('\0') {
+            return Err(Error::Invalid("name longer than 31 bytes"));
+        }
+        Some(n)
+    };
     let buf = get(bfd.as_fd())?;
     drop(bfd);
-    if buf.name().is_none() && !name.is_empty() {
-        let n = std::str::from_utf8(name).map_err(|_| Error::Invalid("name not UTF-8"))?;
+    // Last, so that a refused message changes no buffer.
+    if let (None, Some(n)) = (buf.name(), name) {
         buf.set_name(n)?;
     }
-    let fences = fds.map(SyncFile::from_fd).collect::<Result<Vec<_>>>()?;
     Ok(Received { buf, fences })
 }

@@ -54,10 +54,14 @@ pub const SEALS: SealFlags = SealFlags::SHRINK
 /// Closed (and unmapped) on drop. No lock: the size never changes (sealed), and the
 /// memory is reached through [`map`](Self::map).
 ///
-/// A memfd is *shared* once its descriptor may be held outside this object
-/// ([`mark_shared`](Self::mark_shared): a descriptor handed out, sent to another
-/// process): from then on other holders may read and write it whenever they like, so
-/// a [`MemfdPool`] never takes it back for reuse.
+/// A memfd is *shared* once its file may be held outside this object: a descriptor of
+/// it handed out or sent away ([`mark_shared`](Self::mark_shared)), or another `Memfd`
+/// of this process made of the same file ([`from_fd`](Self::from_fd) of a duplicate —
+/// udmabuf, an imported descriptor). Other holders may then read and write it whenever
+/// they like, so a [`MemfdPool`] (or a region) never takes it back for reuse. The
+/// second case is tracked by file identity in a process-wide table, so the original
+/// object sees it too. A duplicate of [`fd`](Self::fd) made by hand and kept is not
+/// seen: call [`mark_shared`](Self::mark_shared) for it.
 #[must_use = "dropping a Memfd closes it and unmaps its memory"]
 pub struct Memfd {
     fd: OwnedFd,
@@ -126,25 +130,45 @@ impl Memfd {
         } else {
             return Err(Error::Access("descriptor not open for reading"));
         };
-        Ok(Memfd {
+        let m = Memfd {
             fd,
             pages: len / page_size(),
             map,
-            shared: AtomicBool::new(true),
+            shared: AtomicBool::new(false),
             id: OnceLock::new(),
-        })
+        };
+        let _ = m.id.set((st.st_dev, st.st_ino));
+        m.mark_shared();
+        Ok(m)
     }
 
-    /// Note that the descriptor may now be held outside this object (handed out, sent
-    /// away): the memory is never pooled for reuse again. Idempotent; takes no lock.
+    /// Note that the file may now be held outside this object (a descriptor handed out,
+    /// sent away): the memory is never pooled for reuse again, by this object or any
+    /// other `Memfd` of the same file in this process. Idempotent; takes the table's
+    /// leaf lock the first time.
     pub fn mark_shared(&self) {
-        self.shared.store(true, Ordering::Release);
+        if !self.shared.swap(true, Ordering::AcqRel) {
+            match self.file_id() {
+                Ok(id) => shared::add(id),
+                // The file's identity cannot be read: other objects of the same file
+                // cannot be told; this one is shared all the same.
+                Err(e) => tracing::debug!("memfd shared without its identity: {e}"),
+            }
+        }
     }
 
-    /// Whether the descriptor may be held outside this object (see
-    /// [`mark_shared`](Self::mark_shared)).
+    /// Whether the file may be held outside this object (see the type's docs). One
+    /// atomic load while no file of this process is shared; else the file's identity
+    /// (an `fstat`, once) and the table's leaf lock. A memfd whose identity cannot be
+    /// read counts as shared.
     pub fn is_shared(&self) -> bool {
-        self.shared.load(Ordering::Acquire)
+        if self.shared.load(Ordering::Acquire) {
+            return true;
+        }
+        if shared::none() {
+            return false;
+        }
+        self.file_id().map_or(true, shared::contains)
     }
 
     /// The file's identity, `(st_dev, st_ino)`: equal for every descriptor of the same
@@ -223,6 +247,55 @@ impl Memfd {
             self.map.fill(off, len, 0)?;
         }
         Ok(())
+    }
+}
+
+impl Drop for Memfd {
+    fn drop(&mut self) {
+        if *self.shared.get_mut() {
+            if let Some(&id) = self.id.get() {
+                shared::remove(id);
+            }
+        }
+    }
+}
+
+/// Files of this process that are shared: by identity, how many `Memfd` objects marked
+/// them. A leaf lock, held only to look up or count.
+mod shared {
+    use parking_lot::Mutex;
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    static TABLE: Mutex<Option<HashMap<(u64, u64), usize>>> = parking_lot::const_mutex(None);
+    static LEN: AtomicUsize = AtomicUsize::new(0);
+
+    pub(super) fn none() -> bool {
+        LEN.load(Ordering::Acquire) == 0
+    }
+
+    pub(super) fn add(id: (u64, u64)) {
+        let mut t = TABLE.lock();
+        let t = t.get_or_insert_with(HashMap::new);
+        *t.entry(id).or_insert(0) += 1;
+        LEN.store(t.len(), Ordering::Release);
+    }
+
+    pub(super) fn remove(id: (u64, u64)) {
+        let mut g = TABLE.lock();
+        if let Some(t) = g.as_mut() {
+            if let Some(n) = t.get_mut(&id) {
+                *n -= 1;
+                if *n == 0 {
+                    t.remove(&id);
+                }
+            }
+            LEN.store(t.len(), Ordering::Release);
+        }
+    }
+
+    pub(super) fn contains(id: (u64, u64)) -> bool {
+        TABLE.lock().as_ref().is_some_and(|t| t.contains_key(&id))
     }
 }
 

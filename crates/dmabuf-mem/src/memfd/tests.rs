@@ -93,3 +93,26 @@ fn round_to_pages_wraps_to_none() {
     assert_eq!(round_to_pages(0), Some(0));
     assert_eq!(round_to_pages(u64::MAX), None);
 }
+
+#[test]
+fn another_object_of_the_same_file_makes_it_shared_for_the_pool() {
+    let pool = MemfdPool::new(1 << 20);
+    let m = pool.get("t", 2, false).unwrap();
+    assert!(!m.is_shared());
+    // A second object of the same file (as udmabuf or an import makes): the original
+    // is shared while it lives, and the pool refuses it.
+    let dup = Memfd::from_fd(m.fd().try_clone_to_owned().unwrap()).unwrap();
+    assert!(dup.is_shared() && m.is_shared());
+    pool.put(m);
+    assert_eq!(
+        pool.pooled_bytes(),
+        0,
+        "a memfd another object holds is never pooled"
+    );
+    drop(dup);
+    // Once no other object of the file is left, a fresh memfd is not shared.
+    let n = pool.get("t", 2, false).unwrap();
+    assert!(!n.is_shared());
+    pool.put(n);
+    assert_eq!(pool.pooled_bytes(), 2 * page_size());
+}

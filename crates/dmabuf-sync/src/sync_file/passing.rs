@@ -153,6 +153,7 @@ pub fn recv_fds(sock: BorrowedFd<'_>) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
             "descriptors do not match the message header",
         ));
     }
+    // The header matches the descriptors: only now are liveness descriptors kept.
     let mut it = got.into_iter();
     let mut out = Vec::with_capacity(n);
     for &f in flags {

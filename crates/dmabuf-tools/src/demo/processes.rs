@@ -28,7 +28,9 @@
 //!   `EPIPE` on a send, or `-EPIPE` on its sync files (the liveness channel), and by the
 //!   parent through `waitpid`: each stage that sees it says which neighbour went and
 //!   exits non-zero; the parent names the stage that died, ends the others within
-//!   about two seconds, and fails. No wait is unbounded.
+//!   about two seconds, and fails. No wait is unbounded: fence waits and the parent's
+//!   polls give up after 10 s, and so do sends (the sockets' send timeout) to a stage
+//!   that is alive but stopped reading.
 //! - At the end, failed or not, the parent checks that every stage was reaped (and, on
 //!   success, exited 0) and, with [`Options::check_leaks`], that its own descriptors and
 //!   buffers are back to where they were before the run.
@@ -80,13 +82,23 @@ pub struct Kill {
     pub after: usize,
 }
 
+/// A socket pair whose sends give up after [`STALL`] (`EAGAIN`) when the peer stops
+/// reading, so that no send blocks forever either.
 fn seqpacket() -> Result<(OwnedFd, OwnedFd)> {
-    Ok(rustix::net::socketpair(
+    let (a, b) = rustix::net::socketpair(
         AddressFamily::UNIX,
         SocketType::SEQPACKET,
         SocketFlags::CLOEXEC,
         None,
-    )?)
+    )?;
+    for s in [&a, &b] {
+        rustix::net::sockopt::set_socket_timeout(
+            s,
+            rustix::net::sockopt::Timeout::Send,
+            Some(STALL),
+        )?;
+    }
+    Ok((a, b))
 }
 
 /// A frame message: tag, frame number, slot.
@@ -290,7 +302,7 @@ fn parent<'a>(
         // Our copies close here: a stage's death is then its neighbours' end of file.
     }
     if let Err(e) = inputs[0].fd(0) {
-        eprintln!("dmabuf demo: the ring's buffers have no descriptors ({e}): use a heap whose buffers do (system)");
+        eprintln!("dmabuf demo: the ring's buffers have no descriptors ({e}): use a heap whose buffers do (system, contig)");
         return Err(e);
     }
     for s in 0..cfg.ring {
@@ -482,6 +494,11 @@ fn wait_for(s: &Stage, from: &str, sf: &SyncFile) -> Result<()> {
 }
 
 fn stage(name: &'static str, cfg: &DemoConfig, ctl: OwnedFd) -> Result<usize> {
+    if cfg.frames == 0 || cfg.frame_bytes == 0 || cfg.ring == 0 || cfg.inspect_every == 0 {
+        return Err(Error::Invalid(
+            "demo of zero frames, bytes, ring or inspection rate",
+        ));
+    }
     let capture = lockdep::Capture::new();
     let _cap = capture.install();
     let ecfg = EngineConfig {
