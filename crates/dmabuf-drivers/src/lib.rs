@@ -13,7 +13,7 @@
 #![warn(clippy::missing_errors_doc, clippy::missing_panics_doc)]
 
 use dmabuf_core::buf;
-use dmabuf_sync::{error, fault, fence, interrupt, resv, sync_file, ww};
+use dmabuf_sync::{error, fault, fence, interrupt, resv, sync_file, trace, ww};
 
 pub mod debug;
 pub mod device;

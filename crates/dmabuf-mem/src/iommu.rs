@@ -253,6 +253,15 @@ impl Iommu {
             buffer,
         };
         tracing::warn!("{fault}");
+        if dmabuf_sync::trace::enabled() {
+            dmabuf_sync::trace::instant(
+                dmabuf_sync::trace::Track::Thread,
+                "IOMMU fault",
+                "error",
+                dmabuf_sync::fence::ktime_now(),
+                vec![("fault", fault.to_string())],
+            );
+        }
         st.faults.push(fault);
         Err(Error::Fault("IOMMU fault"))
     }

@@ -22,6 +22,7 @@ pub(crate) mod shim;
 pub mod sync_file;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod trace;
 pub mod ww;
 
 pub use error::{Error, Result};

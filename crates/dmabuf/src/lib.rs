@@ -17,7 +17,7 @@
 /// classes), and a user's own locks join the same dependency graph.
 pub use lockdep;
 
-pub use dmabuf_sync::{error, fault, fence, interrupt, resv, sync_file, ww};
+pub use dmabuf_sync::{error, fault, fence, interrupt, resv, sync_file, trace, ww};
 pub use dmabuf_sync::{Error, Interrupt, Result};
 
 /// Memory, devices and dma-mapping (`dmabuf-mem`): what a driver needs below the

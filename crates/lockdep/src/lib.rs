@@ -350,6 +350,25 @@ pub fn set_on_report(mode: OnReport) {
     imp::set_on_report(mode)
 }
 
+/// A function told of every report, on the reporting thread, before the report goes to
+/// its capture or policy (a tracer records them, for one). `None` removes it. The
+/// listener must not lock tracked locks or raise reports itself. With lockdep compiled
+/// out there are no reports and this does nothing.
+pub fn set_report_listener(listener: Option<fn(&Report)>) {
+    *REPORT_LISTENER.write().unwrap_or_else(|e| e.into_inner()) = listener;
+}
+
+static REPORT_LISTENER: std::sync::RwLock<Option<fn(&Report)>> = std::sync::RwLock::new(None);
+
+/// Tell the listener of `report`, if one is set.
+#[allow(dead_code)]
+pub(crate) fn tell_listener(report: &Report) {
+    let l = *REPORT_LISTENER.read().unwrap_or_else(|e| e.into_inner());
+    if let Some(l) = l {
+        l(report);
+    }
+}
+
 /// The current report policy.
 pub fn on_report() -> OnReport {
     imp::on_report()

@@ -313,9 +313,13 @@ impl Fence {
             ops,
         });
         crate::fence::live::fence_made();
-        Fence {
+        let f = Fence {
             inner: Rc::from_box(block),
+        };
+        if crate::trace::enabled() {
+            crate::trace::fence_created(&f);
         }
+        f
     }
 
     /// The fence's context (timeline).
@@ -453,6 +457,10 @@ impl Fence {
         // and readers that see SIGNALED wait only for the store below, not for a clock
         // read.
         let t = ts.unwrap_or_else(ktime_now).min(NO_TS - 1);
+        if crate::trace::enabled() {
+            // While the names can still be read (they detach at the signal).
+            crate::trace::fence_named(self);
+        }
         let st = &self.inner.state;
         let old = st.fetch_or(SIGNALED, AcqRel);
         if old & SIGNALED != 0 {
@@ -465,6 +473,9 @@ impl Fence {
             }
         }
         self.inner.timestamp.store(t, Release);
+        if crate::trace::enabled() {
+            crate::trace::fence_signalled(self, t);
+        }
         let _section = (section && old & (HAS_CALLBACKS | HAS_WAKERS) != 0)
             .then(annotations::begin_signalling);
         if old & HAS_CALLBACKS != 0 {

@@ -115,6 +115,16 @@ impl Fence {
         if self.is_complete() {
             return Ok(());
         }
+        if !crate::trace::enabled() {
+            return self.wait_until_inner(deadline, intr);
+        }
+        let t0 = crate::fence::ktime_now();
+        let r = self.wait_until_inner(deadline, intr);
+        crate::trace::fence_waited(self, t0, crate::fence::ktime_now());
+        r
+    }
+
+    fn wait_until_inner(&self, deadline: Option<Instant>, intr: Option<&Interrupt>) -> Result<()> {
         let bound = earliest(deadline, intr.and_then(|i| i.deadline()));
         // Signalled wins over interrupted and timed out; then only the callback run of
         // the signaller is left to wait for.

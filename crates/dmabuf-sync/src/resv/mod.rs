@@ -179,7 +179,16 @@ impl Resv {
     #[inline]
     fn guard<'a>(&'a self, g: WwGuard<'a, Locked>) -> ResvGuard<'a> {
         HELD_HERE.with(|n| n.set(n.get() + 1));
-        ResvGuard { resv: self, g }
+        let since = if crate::trace::enabled() {
+            crate::fence::ktime_now()
+        } else {
+            0
+        };
+        ResvGuard {
+            resv: self,
+            g,
+            since,
+        }
     }
 
     /// Lock within `ctx` (`dma_resv_lock`).
@@ -401,6 +410,8 @@ impl Resv {
 pub struct ResvGuard<'a> {
     resv: &'a Resv,
     g: WwGuard<'a, Locked>,
+    /// When the lock was taken, if a trace was being recorded then (else 0).
+    since: u64,
 }
 
 impl std::fmt::Debug for ResvGuard<'_> {
@@ -432,6 +443,16 @@ impl Drop for ResvGuard<'_> {
         let len = self.resv.list.len(&g.writer);
         if g.reserved_to != len {
             g.reserved_to = len;
+        }
+        if self.since != 0 {
+            crate::trace::complete(
+                crate::trace::Track::Thread,
+                &format!("resv {} held", self.resv.id),
+                "lock",
+                self.since,
+                crate::fence::ktime_now(),
+                Vec::new(),
+            );
         }
     }
 }

@@ -82,6 +82,7 @@ fn print_splat(text: &str) {
 /// panicking is not allowed (thread-local destructors).
 pub(super) fn deliver(p: Pending, may_panic: bool) {
     let Pending { report, sink } = p;
+    crate::tell_listener(&report);
     if let Some(sink) = sink {
         sink.lock().push(report);
         return;

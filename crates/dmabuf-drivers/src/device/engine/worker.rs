@@ -94,6 +94,9 @@ fn run(s: &Shared, q: Queued) {
             }
         }
         let ts = ktime_now();
+        if crate::trace::enabled() {
+            trace_job(s, &q, started_ns, ts, status);
+        }
         let record = JobRecord {
             engine: s.name.to_string(),
             seqno: q.fence.seqno(),
@@ -125,6 +128,41 @@ fn run(s: &Shared, q: Queued) {
     }
     // Dropping the job's operands and dependencies happens here, after the section.
     drop(q);
+}
+
+/// Record the job on the engine's trace track: a slice from its start (or its
+/// completion, for one that never ran) to its signal, and a flow from each fence it
+/// waited for.
+fn trace_job(s: &Shared, q: &Queued, started_ns: Option<u64>, ts: u64, status: i32) {
+    use crate::trace;
+    let Some(track) = trace::named_track(&format!("engine {}", s.name)) else {
+        return;
+    };
+    let start = started_ns.unwrap_or(ts);
+    let deps: Vec<String> = q
+        .deps
+        .iter()
+        .map(|d| format!("{}:{}", d.context().id(), d.seqno()))
+        .collect();
+    trace::complete(
+        track,
+        &format!("{:?}", q.job.op.kind()),
+        "job",
+        start,
+        ts,
+        vec![
+            (
+                "fence",
+                format!("{}:{}", q.fence.context().id(), q.fence.seqno()),
+            ),
+            ("deps", deps.join(" ")),
+            ("status", status.to_string()),
+            ("bytes", q.job.op.len().to_string()),
+        ],
+    );
+    for d in &q.deps {
+        trace::released_by(d, track, start);
+    }
 }
 
 /// Sleep `d` of simulated device time, in slices, unless the deadline passes or the
