@@ -729,6 +729,15 @@ pub struct Stats {
     pub printed: u64,
 }
 
+/// Lockdep's classes and their dependencies, as the kernel's `/proc/lockdep` lists
+/// them: a line of counters, then per class (in registration order) its id, the
+/// number of forward (`FD`) and backward (`BD`) dependencies and its name, and one
+/// ` -> [id] name` line per class taken while it was held (with `/subclass` where not
+/// 0). Takes the class list's and the graph's locks briefly.
+pub fn classes_text() -> String {
+    imp::classes_text()
+}
+
 /// A snapshot of lockdep's counters (see [`Stats`]).
 pub fn stats() -> Stats {
     imp::stats()

@@ -234,7 +234,8 @@ pub const DEFAULT_SYSTEM_POOL_BYTES: usize = 256 << 20;
 
 /// The process-wide registry, made on first use with the `"system"` heap and the
 /// `"contig"` heap ([`DEFAULT_CONTIG_BYTES`]; left out if its region cannot be
-/// reserved).
+/// reserved). Making it also starts the debug socket when the environment asks for it
+/// (`DMABUF_DEBUG_SOCKET=1`, see [`debug::server`](crate::debug::server)).
 ///
 /// # Panics
 ///
@@ -243,6 +244,7 @@ pub const DEFAULT_SYSTEM_POOL_BYTES: usize = 256 << 20;
 pub fn heaps() -> &'static HeapRegistry {
     static R: OnceLock<HeapRegistry> = OnceLock::new();
     R.get_or_init(|| {
+        crate::debug::server::serve_if_asked();
         let r = HeapRegistry::new();
         let sys = system::SystemHeap::with_options(
             "system",

@@ -600,6 +600,34 @@ impl Drop for SyncFile {
     }
 }
 
+/// This process's sync objects in the layout of the kernel's sw_sync debugfs file
+/// `sync/info`: under `objs:` each `sw_sync` timeline this process uses (its name,
+/// value and pending points), under `fences:` each sync file it holds (its name and
+/// status: 1 signalled, 0 pending, negative an error) with its fence (driver, timeline,
+/// `context:seqno`). Takes the registries' locks briefly.
+pub fn info_text() -> String {
+    use std::fmt::Write as _;
+    let mut o = String::from("objs:\n--------------\n");
+    for (name, value, pending) in sw_sync::timelines() {
+        let _ = writeln!(o, "{name}: {value} ({pending} pending)");
+    }
+    o.push_str("fences:\n--------------\n");
+    for (name, f) in registry::live() {
+        let st = f.get_status();
+        let _ = writeln!(o, "{name}: {st}");
+        let _ = writeln!(
+            o,
+            "  {} {} {}:{} {}",
+            f.driver_name(),
+            f.timeline_name(),
+            f.context().id(),
+            f.seqno(),
+            if st == 0 { "unsignalled" } else { "signalled" }
+        );
+    }
+    o
+}
+
 /// The length of `name` cut to the kernel's 31 bytes (plus NUL), on a char boundary.
 fn name_len(name: &str) -> usize {
     let mut end = name.len().min(31);

@@ -348,3 +348,24 @@ pub(super) fn stash_liveness(fd: BorrowedFd<'_>, live: OwnedFd) {
     );
     drop(out);
 }
+
+/// The sync files this process holds (live [`SyncFile`]s, and those that left theirs or
+/// came from elsewhere), by name, each with its fence: for [`info_text`](super::info_text).
+pub(super) fn live() -> Vec<(String, Fence)> {
+    let r = registry().lock();
+    let mut out: Vec<(String, Fence)> = r
+        .by_fd
+        .values()
+        .map(|e| (e.known.name.clone(), e.known.fence.clone()))
+        .chain(
+            r.by_id
+                .map
+                .values()
+                .map(|p| (p.value.name.clone(), p.value.fence.clone())),
+        )
+        .collect();
+    drop(r);
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    out.dedup_by(|a, b| a.0 == b.0 && Fence::ptr_eq(&a.1, &b.1));
+    out
+}

@@ -537,3 +537,20 @@ pub(super) fn watcher_running() -> bool {
     let pid = pid::current();
     WATCHER.lock().as_ref().is_some_and(|w| w.pid == pid)
 }
+
+/// This process's timelines: name, value, pending points (for
+/// [`info_text`](super::info_text)).
+pub(super) fn timelines() -> Vec<(String, u32, usize)> {
+    let g = LOCAL.lock();
+    let mut v: Vec<(String, u32, usize)> = g
+        .as_ref()
+        .map(|l| {
+            l.map
+                .values()
+                .map(|e| (e.tl.name().to_string(), e.tl.value(), e.tl.pending_count()))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}

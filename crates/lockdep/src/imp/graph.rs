@@ -130,6 +130,11 @@ impl Graph {
         self.edges.len()
     }
 
+    /// Every edge, in the order they were recorded.
+    pub(crate) fn edges(&self) -> &[Edge] {
+        &self.edges
+    }
+
     /// Record that `next` is acquired while `prev` is held, unless that closes a strong
     /// cycle. `prev` and `next` must be different nodes.
     pub(crate) fn add_dep(&mut self, prev: &Held, next: &Held) -> AddDep {

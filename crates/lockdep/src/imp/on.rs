@@ -38,6 +38,55 @@ pub(crate) fn stats() -> Stats {
     }
 }
 
+pub(crate) fn classes_text() -> String {
+    use std::fmt::Write as _;
+    let classes: Vec<&'static LockClass> = CLASSES.lock().clone();
+    let edges: Vec<(u32, u8, u32, u8, String)> = super::validate::GRAPH
+        .lock()
+        .edges()
+        .iter()
+        .map(|e| {
+            (
+                e.from_class.id(),
+                e.from_sub,
+                e.to_class.id(),
+                e.to_sub,
+                e.to_class.name().to_string(),
+            )
+        })
+        .collect();
+    let st = stats();
+    let mut o = format!(
+        "lock classes: {}, dependencies: {}, chains: {}, validations: {}\n",
+        st.classes, st.edges, st.chains, st.validations
+    );
+    for c in classes {
+        let id = c.id();
+        let fd = edges.iter().filter(|e| e.0 == id).count();
+        let bd = edges.iter().filter(|e| e.2 == id).count();
+        let _ = writeln!(o, "{id:08x} FD:{fd:4} BD:{bd:4} {}", c.name());
+        for e in edges.iter().filter(|e| e.0 == id) {
+            let sub = |s: u8| {
+                if s == 0 {
+                    String::new()
+                } else {
+                    format!("/{s}")
+                }
+            };
+            let _ = writeln!(
+                o,
+                " -> [{:08x}] {}{} (from {}{})",
+                e.2,
+                e.4,
+                sub(e.3),
+                c.name(),
+                sub(e.1)
+            );
+        }
+    }
+    o
+}
+
 #[inline]
 pub(crate) fn acquire(class: &'static LockClass, instance: usize, how: Acquire, at: Loc) {
     let id = class.id();
