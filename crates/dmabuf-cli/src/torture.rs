@@ -20,7 +20,14 @@ pub fn main(seconds: u64, filter: Option<&str>, limit: Duration) -> ExitCode {
         .filter(|c| is_racing(c.name))
         .collect();
     if cases.is_empty() {
-        eprintln!("dmabuf torture: no racing scenario matches");
+        let racing = selftest::select(None)
+            .into_iter()
+            .filter(|c| is_racing(c.name))
+            .count();
+        eprintln!(
+            "dmabuf torture: no racing scenario's name contains {:?}; the {racing} racing ones have \"stress\", \"race\" or \"contention\" in their names (`dmabuf selftest --list` lists every case)",
+            filter.unwrap_or("")
+        );
         return ExitCode::from(2);
     }
     lockdep::set_on_report(lockdep::OnReport::Collect);
