@@ -102,9 +102,13 @@ enum Cmd {
         /// Shorter sampling (for CI and smoke runs).
         #[arg(long)]
         quick: bool,
-        /// Print one JSON array of {suite, case, ours_ns, baseline, baseline_ns, ratio}.
+        /// Print one JSON array of {suite, case, ours_ns, baseline, baseline_ns, ratio,
+        /// target, target_of, met} (and overhead_ns for overhead cases).
         #[arg(long)]
         json: bool,
+        /// Exit 1 when any case misses its target (naming each on stderr).
+        #[arg(long)]
+        check: bool,
     },
 }
 
@@ -174,7 +178,12 @@ fn main() -> ExitCode {
             list,
             timeout,
         } => selftest::main(filter.as_deref(), list, Duration::from_secs(timeout)),
-        Cmd::Bench { suite, quick, json } => bench::main(&suite, quick, json),
+        Cmd::Bench {
+            suite,
+            quick,
+            json,
+            check,
+        } => bench::main(&suite, quick, json, check),
         Cmd::Torture {
             seconds,
             filter,

@@ -99,6 +99,9 @@ pub fn note(msg: std::fmt::Arguments<'_>) {
 /// indicatif's: `{rate}` (steps per second, 3 significant digits) and `{eta_s}` (the
 /// ETA, blank until it can be estimated).
 pub fn bar(len: u64, template: &str, unit: &'static str) -> ProgressBar {
+    if QUIET.load(Ordering::Relaxed) {
+        return ProgressBar::hidden();
+    }
     let style = ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .with_key(

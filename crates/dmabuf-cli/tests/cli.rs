@@ -342,3 +342,91 @@ fn running_out_of_descriptors_names_the_limit() {
         );
     }
 }
+
+#[test]
+fn bench_prints_targets_beside_ratios_in_100_columns() {
+    let (code, out, err) = run(&["bench", "ww", "--quick"], &[]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    for line in out.lines() {
+        assert!(
+            line.chars().count() <= 100,
+            "{} columns: {line}",
+            line.chars().count()
+        );
+    }
+    assert!(out.starts_with("suite") && out.contains("target"), "{out}");
+    assert!(
+        out.contains("≤ 1.5") && out.contains("≤ 80 ns") && out.contains("vs std::sync::Mutex"),
+        "{out}"
+    );
+    let marks = out
+        .lines()
+        .filter(|l| l.ends_with(" ok") || l.ends_with(" MISS"))
+        .count();
+    assert_eq!(marks, 4, "{out}");
+    assert!(out.contains("targets: "), "{out}");
+    let (code, _, err) = run(&["bench", "nope"], &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("\"nope\"") && err.contains("ww, fence"),
+        "{err}"
+    );
+}
+
+#[test]
+fn bench_check_exits_1_naming_each_miss_and_json_carries_the_targets() {
+    let (code, out, err) = run(&["bench", "ww", "--quick", "--json", "--check"], &[]);
+    let cases: serde_json::Value = serde_json::from_str(&out).expect("JSON on stdout");
+    let cases = cases.as_array().expect("an array");
+    assert_eq!(cases.len(), 4, "{out}");
+    let mut missed = Vec::new();
+    for c in cases {
+        for k in [
+            "suite",
+            "case",
+            "ours_ns",
+            "baseline",
+            "baseline_ns",
+            "ratio",
+            "target",
+            "target_of",
+            "met",
+        ] {
+            assert!(c.get(k).is_some(), "{k} in {c}");
+        }
+        let t = c["target"].as_f64().expect("every ww case has a target");
+        let (of, measured) = match c["target_of"].as_str() {
+            Some("ratio") => ("ratio", c["ratio"].as_f64().unwrap()),
+            Some("overhead_ns") => ("overhead", c["overhead_ns"].as_f64().unwrap()),
+            other => panic!("target_of {other:?}"),
+        };
+        let met = c["met"].as_bool().unwrap();
+        // Rounded in the JSON: compare away from the boundary.
+        if (measured - t).abs() > 0.01 {
+            assert_eq!(met, measured <= t, "{of}: {c}");
+        }
+        if !met {
+            missed.push(c["case"].as_str().unwrap().to_string());
+        }
+    }
+    let overhead = cases
+        .iter()
+        .find(|c| c["target_of"] == "overhead_ns")
+        .expect("the lockdep case");
+    assert_eq!(overhead["target"].as_f64(), Some(80.0));
+    if missed.is_empty() {
+        assert_eq!(code, 0, "{err}");
+    } else {
+        assert_eq!(code, 1, "{err}");
+        assert!(
+            err.contains(&format!("{} of 4 cases missed", missed.len())),
+            "{err}"
+        );
+        for m in &missed {
+            assert!(
+                err.contains(&format!("ww/{m}: ")) && err.contains("target ≤"),
+                "{m}: {err}"
+            );
+        }
+    }
+}
