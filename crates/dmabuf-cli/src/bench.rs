@@ -41,6 +41,9 @@ pub fn main(suite: &str, quick: bool, json: bool, check: bool) -> ExitCode {
             cases.len() as u64,
             "{elapsed:>4} [{bar:20}] {pos}/{len} cases {eta_s}  {wide_msg}",
             "cases",
+            &cases
+                .first()
+                .map_or(String::new(), |c| format!("{}/{}", c.suite, c.case)),
         )
     };
     let mut results = Vec::new();

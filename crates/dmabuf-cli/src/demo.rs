@@ -57,6 +57,7 @@ pub fn main(
         cfg.frames as u64,
         "{elapsed:>4} [{bar:30}] {pos}/{len} frames, {rate} {eta_s}",
         "frames",
+        "",
     );
     let progress = |done: usize, _| bar.set_position(done as u64);
     let result = match &mode {

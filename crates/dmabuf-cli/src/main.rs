@@ -28,6 +28,10 @@ struct Cli {
     /// Errors only: no warnings, notes or progress.
     #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
+    /// Progress on standard error: bars on a terminal (auto), a plain line a second
+    /// (plain: for logs and CI), or none.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    progress: ui::Progress,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -118,6 +122,7 @@ fn main() -> ExitCode {
         std::process::exit(code)
     }
     let cli = Cli::parse();
+    ui::init_progress(cli.progress, cli.quiet);
     ui::init_logging(cli.verbose, cli.quiet);
     match cli.cmd {
         Cmd::Demo {

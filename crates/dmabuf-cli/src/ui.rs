@@ -30,6 +30,71 @@ fn bars() -> &'static MultiProgress {
     BARS.get_or_init(MultiProgress::new)
 }
 
+/// Where progress goes (`--progress`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Progress {
+    /// Bars on standard error when it is a terminal.
+    Auto,
+    /// A plain line on standard error every second, terminal or not (for logs and CI).
+    Plain,
+    /// None.
+    Never,
+}
+
+/// Progress as plain lines, no cursor movement: a redraw is a line, at most one a
+/// second (indicatif's refresh limit does not hold back explicit updates).
+#[derive(Debug, Default)]
+struct PlainLines(std::sync::Mutex<Option<std::time::Instant>>);
+
+impl indicatif::TermLike for PlainLines {
+    fn width(&self) -> u16 {
+        100
+    }
+    fn move_cursor_up(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_down(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_right(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn move_cursor_left(&self, _: usize) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn write_line(&self, s: &str) -> std::io::Result<()> {
+        self.write_str(s)
+    }
+    fn write_str(&self, s: &str) -> std::io::Result<()> {
+        let s = s.trim_end();
+        let mut last = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if s.is_empty() || last.is_some_and(|t| t.elapsed() < Duration::from_secs(1)) {
+            return Ok(());
+        }
+        *last = Some(std::time::Instant::now());
+        writeln!(std::io::stderr(), "{s}")
+    }
+    fn clear_line(&self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn flush(&self) -> std::io::Result<()> {
+        std::io::stderr().flush()
+    }
+}
+
+/// Set where progress goes; before any bar (and `-q` means none).
+pub fn init_progress(mode: Progress, quiet: bool) {
+    use indicatif::ProgressDrawTarget;
+    let target = match (mode, quiet) {
+        (_, true) | (Progress::Never, _) => ProgressDrawTarget::hidden(),
+        (Progress::Plain, _) => {
+            ProgressDrawTarget::term_like_with_hz(Box::<PlainLines>::default(), 1)
+        }
+        (Progress::Auto, _) => ProgressDrawTarget::stderr(),
+    };
+    let _ = BARS.set(MultiProgress::with_draw_target(target));
+}
+
 /// Standard error, written between redraws of the progress bars.
 struct LogWriter;
 
@@ -98,11 +163,27 @@ pub fn note(msg: std::fmt::Arguments<'_>) {
 /// a terminal), redrawn at least every 200 ms so elapsed time and ETA move. Keys beyond
 /// indicatif's: `{rate}` (steps per second, 3 significant digits) and `{eta_s}` (the
 /// ETA, blank until it can be estimated).
-pub fn bar(len: u64, template: &str, unit: &'static str) -> ProgressBar {
+pub fn bar(len: u64, template: &str, unit: &'static str, msg: &str) -> ProgressBar {
+    bar_with(len, style(template, unit), msg)
+}
+
+/// A progress bar of `len` steps in `style`, showing `msg` from its first draw (see
+/// [`bar`]).
+pub fn bar_with(len: u64, style: ProgressStyle, msg: &str) -> ProgressBar {
     if QUIET.load(Ordering::Relaxed) {
         return ProgressBar::hidden();
     }
-    let style = ProgressStyle::with_template(template)
+    let b = ProgressBar::new(len)
+        .with_style(style)
+        .with_message(msg.to_string());
+    let b = bars().add(b);
+    b.enable_steady_tick(Duration::from_millis(200));
+    b
+}
+
+/// [`bar`]'s style: `template` with the keys `{rate}` (in `unit`s) and `{eta_s}`.
+pub fn style(template: &str, unit: &'static str) -> ProgressStyle {
+    ProgressStyle::with_template(template)
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .with_key(
             "rate",
@@ -115,10 +196,7 @@ pub fn bar(len: u64, template: &str, unit: &'static str) -> ProgressBar {
                 let _ = write!(w, "ETA {}", duration(s.eta()));
             }
         })
-        .progress_chars("=> ");
-    let b = bars().add(ProgressBar::new(len).with_style(style));
-    b.enable_steady_tick(Duration::from_millis(200));
-    b
+        .progress_chars("=> ")
 }
 
 /// `x` with three significant digits (`0.0123`, `1.23`, `123`, `12300`).

@@ -430,3 +430,62 @@ fn bench_check_exits_1_naming_each_miss_and_json_carries_the_targets() {
         }
     }
 }
+
+/// The progress lines of a `--progress plain` run's stderr that contain `key`.
+fn progress_lines<'a>(err: &'a str, key: &str) -> Vec<&'a str> {
+    err.lines().filter(|l| l.contains(key)).collect()
+}
+
+#[test]
+fn progress_shows_elapsed_eta_rates_and_what_runs() {
+    let (code, out, err) = run(
+        &[
+            "--progress",
+            "plain",
+            "demo",
+            "--frames",
+            "3000",
+            "--size",
+            "64K",
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    let lines = progress_lines(&err, "/3000 frames");
+    assert!(
+        lines[0].trim_start().starts_with("0s [") && lines[0].contains("0/3000 frames, 0 frames/s"),
+        "{err}"
+    );
+    // Later lines (the run takes over a second in a debug build) carry a rate and an ETA.
+    for l in &lines[1..] {
+        assert!(
+            l.contains(" frames/s ETA ") && !l.contains(", 0 frames/s"),
+            "{l}"
+        );
+    }
+    let (code, _, err) = run(&["--progress", "plain", "torture", "--seconds", "2"], &[]);
+    assert_eq!(code, 0, "{err}");
+    let lines = progress_lines(&err, "of 2s");
+    assert!(!lines.is_empty(), "{err}");
+    for l in &lines {
+        assert!(
+            l.contains("ETA ") && l.contains(" runs, ") && l.contains(" failed; now "),
+            "{l}"
+        );
+    }
+    let (code, _, err) = run(&["--progress", "plain", "bench", "ww", "--quick"], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("0/4 cases") && err.contains("ww/uncontended lock+unlock"),
+        "{err}"
+    );
+    // -q: no progress at all; without --progress, none when stderr is not a terminal.
+    for args in [
+        &["-q", "--progress", "plain", "demo", "--frames", "8"][..],
+        &["demo", "--frames", "8"][..],
+    ] {
+        let (code, _, err) = run(args, &[]);
+        assert_eq!(code, 0, "{err}");
+        assert!(!err.contains("frames/s"), "{args:?}: {err}");
+    }
+}
