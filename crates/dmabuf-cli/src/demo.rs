@@ -2,23 +2,10 @@
 //! with progress, a summary and the final bufinfo. Exits non-zero on any wrong frame or
 //! any report.
 
+use crate::ui;
 use dmabuf::buf::DmaBuf;
 use dmabuf_tools::demo::{self, processes, DemoConfig};
 use std::process::ExitCode;
-
-/// Parse a size like `4096`, `256K`, `1M`.
-pub fn parse_size(s: &str) -> Result<usize, String> {
-    let (num, mul) = match s.chars().last() {
-        Some('K' | 'k') => (&s[..s.len() - 1], 1024),
-        Some('M' | 'm') => (&s[..s.len() - 1], 1024 * 1024),
-        _ => (s, 1),
-    };
-    num.parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(mul))
-        .filter(|&n| n > 0)
-        .ok_or_else(|| format!("bad size {s:?}: a positive number, optionally with K or M"))
-}
 
 /// Where the stages run.
 pub enum Mode {
@@ -34,7 +21,7 @@ pub fn stage(name: &str, cfg: &DemoConfig) -> ExitCode {
     match std::io::stdin().as_fd().try_clone_to_owned() {
         Ok(ctl) => ExitCode::from(processes::stage_main(name, cfg, ctl) as u8),
         Err(e) => {
-            eprintln!("dmabuf demo ({name}): standard input: {e}");
+            eprintln!("dmabuf demo ({name}): standard input (the control socket): {e}");
             ExitCode::FAILURE
         }
     }
@@ -66,10 +53,11 @@ pub fn main(
     mode: Mode,
     alloc: &dyn Fn(usize) -> dmabuf::Result<DmaBuf>,
 ) -> ExitCode {
-    let bar = indicatif::ProgressBar::new(cfg.frames as u64);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} frames {per_sec} {msg}")
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    let bar = ui::bar(
+        cfg.frames as u64,
+        "{elapsed:>4} [{bar:30}] {pos}/{len} frames, {rate} {eta_s}",
+        "frames",
+        "",
     );
     let progress = |done: usize, _| bar.set_position(done as u64);
     let result = match &mode {
@@ -79,6 +67,7 @@ pub fn main(
                 std::process::Command::new(std::env::current_exe()?)
                     .args(stage_args(&cfg, name))
                     .stdin(std::process::Stdio::from(ctl))
+                    .env("RUST_LOG", ui::log_filter())
                     .stdout(std::process::Stdio::null())
                     .spawn()
             };
@@ -94,6 +83,23 @@ pub fn main(
         Err(e) => {
             bar.abandon();
             eprintln!("dmabuf demo: {e} (errno {})", e.errno());
+            if let Some(why) = ui::explain(e.errno()) {
+                eprintln!("dmabuf demo: {why}");
+            }
+            if e.errno() == 24 {
+                let per = match mode {
+                    Mode::Threads => "",
+                    Mode::Processes(_) => " in each stage process",
+                };
+                // Two buffers a slot, and some descriptors of the process's own.
+                let fits = (ui::nofile().0.unwrap_or(u64::MAX).saturating_sub(64) / 2).max(1);
+                eprintln!(
+                    "dmabuf demo: a ring of {} holds {} buffers{per}, each a descriptor: {}",
+                    cfg.ring,
+                    2 * cfg.ring,
+                    ui::nofile_advice(&format!("--ring {fits} or less"))
+                );
+            }
             return ExitCode::FAILURE;
         }
     };

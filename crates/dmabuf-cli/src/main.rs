@@ -12,6 +12,7 @@ mod bench;
 mod demo;
 mod selftest;
 mod torture;
+mod ui;
 
 #[derive(Parser)]
 #[command(
@@ -20,6 +21,17 @@ mod torture;
     about = "DMA-BUF buffer sharing in userspace"
 )]
 struct Cli {
+    /// More log output: -v debug, -vv trace, for the dmabuf crates (wins over RUST_LOG,
+    /// which is honoured otherwise; the default is warnings).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Errors only: no warnings, notes or progress.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    quiet: bool,
+    /// Progress on standard error: bars on a terminal (auto), a plain line a second
+    /// (plain: for logs and CI), or none.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    progress: ui::Progress,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -28,23 +40,24 @@ struct Cli {
 enum Cmd {
     /// Push frames through a pipeline of simulated devices and check every one.
     Demo {
-        /// Frames to run.
-        #[arg(long, default_value_t = 240)]
+        /// Frames to run (1 or more).
+        #[arg(long, default_value_t = 240, value_parser = ui::count, allow_negative_numbers = true)]
         frames: usize,
-        /// Bytes per frame (e.g. 4096, 256K, 1M).
-        #[arg(long, default_value = "256K", value_parser = demo::parse_size)]
+        /// Bytes per frame (e.g. 4096, 256K, 1.5M, 1MiB, 1G; K/M/G are powers of 1024);
+        /// buffers are rounded up to whole pages.
+        #[arg(long, default_value = "256K", value_parser = ui::size, allow_negative_numbers = true)]
         size: usize,
-        /// Buffer pairs in the ring.
-        #[arg(long, default_value_t = 4)]
+        /// Buffer pairs in the ring (1 or more; each buffer is a descriptor).
+        #[arg(long, default_value_t = 4, value_parser = ui::count, allow_negative_numbers = true)]
         ring: usize,
-        /// The CPU inspects every n-th frame.
-        #[arg(long, default_value_t = 4)]
+        /// The CPU inspects every n-th frame (1 or more).
+        #[arg(long, default_value_t = 4, value_parser = ui::count, allow_negative_numbers = true)]
         inspect_every: usize,
         /// Make the processing device coherent (default: non-coherent, bounce buffers).
         #[arg(long)]
         isp_coherent: bool,
         /// The heap the ring is allocated from (`system`, `contig`).
-        #[arg(long, default_value = "system")]
+        #[arg(long, default_value = "system", value_parser = ui::heap)]
         heap: String,
         /// Run the camera, isp and encoder as separate processes of this binary,
         /// sharing the ring as descriptors and each frame's fences as sync files
@@ -54,7 +67,7 @@ enum Cmd {
         processes: bool,
         /// With --processes: kill this stage (camera, isp, encoder) mid-run, to see
         /// the others report it and the run fail cleanly.
-        #[arg(long, requires = "processes")]
+        #[arg(long, requires = "processes", value_parser = ["camera", "isp", "encoder"])]
         kill_stage: Option<String>,
         /// With --kill-stage: frames done before the kill.
         #[arg(long, default_value_t = 10, requires = "kill_stage")]
@@ -72,18 +85,18 @@ enum Cmd {
         #[arg(long)]
         list: bool,
         /// Seconds a case may run before the watchdog calls it hung (a FAIL).
-        #[arg(long, default_value_t = 60, value_parser = parse_secs)]
+        #[arg(long, default_value_t = 60, value_parser = ui::secs)]
         timeout: u64,
     },
     /// Run the racing self-test scenarios over and over for a while, lockdep on.
     Torture {
         /// How long to run, in seconds (at least 1).
-        #[arg(long, default_value_t = 10, value_parser = parse_secs)]
+        #[arg(long, default_value_t = 10, value_parser = ui::secs)]
         seconds: u64,
         /// Only scenarios whose name contains this text.
         filter: Option<String>,
         /// Seconds one run of a scenario may take before the watchdog calls it hung.
-        #[arg(long, default_value_t = 60, value_parser = parse_secs)]
+        #[arg(long, default_value_t = 60, value_parser = ui::secs)]
         timeout: u64,
     },
     /// Run a benchmark suite beside its baselines and print the ratios.
@@ -93,9 +106,13 @@ enum Cmd {
         /// Shorter sampling (for CI and smoke runs).
         #[arg(long)]
         quick: bool,
-        /// Print one JSON array of {suite, case, ours_ns, baseline, baseline_ns, ratio}.
+        /// Print one JSON array of {suite, case, ours_ns, baseline, baseline_ns, ratio,
+        /// target, target_of, met} (and overhead_ns for overhead cases).
         #[arg(long)]
         json: bool,
+        /// Exit 1 when any case misses its target (naming each on stderr).
+        #[arg(long)]
+        check: bool,
     },
 }
 
@@ -105,6 +122,8 @@ fn main() -> ExitCode {
         std::process::exit(code)
     }
     let cli = Cli::parse();
+    ui::init_progress(cli.progress, cli.quiet);
+    ui::init_logging(cli.verbose, cli.quiet);
     match cli.cmd {
         Cmd::Demo {
             frames,
@@ -128,6 +147,24 @@ fn main() -> ExitCode {
             if let Some(name) = stage {
                 return demo::stage(&name, &cfg);
             }
+            tracing::debug!(
+                frames,
+                size,
+                ring,
+                inspect_every,
+                isp_coherent,
+                heap = %heap,
+                processes,
+                "demo configuration"
+            );
+            let page = dmabuf::mem::page_size();
+            if size % page != 0 {
+                let rounded = size.div_ceil(page) * page;
+                ui::note(format_args!(
+                    "dmabuf demo: note: --size {size} is not a whole number of {page}-byte pages; each buffer will be rounded up to {rounded} bytes ({} pages)",
+                    rounded / page
+                ));
+            }
             let mode = if processes {
                 demo::Mode::Processes(kill_stage.map(|stage| dmabuf_tools::demo::processes::Kill {
                     stage,
@@ -146,20 +183,16 @@ fn main() -> ExitCode {
             list,
             timeout,
         } => selftest::main(filter.as_deref(), list, Duration::from_secs(timeout)),
-        Cmd::Bench { suite, quick, json } => bench::main(&suite, quick, json),
+        Cmd::Bench {
+            suite,
+            quick,
+            json,
+            check,
+        } => bench::main(&suite, quick, json, check),
         Cmd::Torture {
             seconds,
             filter,
             timeout,
         } => torture::main(seconds, filter.as_deref(), Duration::from_secs(timeout)),
-    }
-}
-
-/// A whole number of seconds, at least 1.
-fn parse_secs(s: &str) -> Result<u64, String> {
-    match s.parse::<u64>() {
-        Ok(0) => Err("must be at least 1 second (0 would run nothing)".into()),
-        Ok(n) => Ok(n),
-        Err(e) => Err(format!("not a whole number of seconds: {e}")),
     }
 }

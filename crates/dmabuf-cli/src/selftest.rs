@@ -31,6 +31,14 @@ pub fn main(filter: Option<&str>, list: bool, limit: Duration) -> ExitCode {
     // message is printed on its FAIL line. Keep the default hook's noise out.
     std::panic::set_hook(Box::new(|_| {}));
     let width = cases.iter().map(|c| c.name.len()).max().unwrap_or(0);
+    let bar = crate::ui::bar(
+        cases.len() as u64,
+        "{elapsed:>4} [{bar:20}] {pos}/{len} cases {eta_s}  {wide_msg}",
+        "cases",
+        cases.first().map_or("", |c| c.name),
+    );
+    let mut failed_so_far = 0;
+    let mut next = cases.iter().map(|c| c.name).skip(1);
     // Each case runs under a watchdog: a hang is a FAIL with the case's name, and the run
     // goes on, so it ends in bounded time.
     let tally = selftest::run(&cases, limit, |o| {
@@ -40,10 +48,21 @@ pub fn main(filter: Option<&str>, list: bool, limit: Duration) -> ExitCode {
             (Ok(()), None) => format!("{:<width$}  ok    {ms:9.2} ms", o.name),
             (Err(why), None) => format!("{:<width$}  FAIL  {ms:9.2} ms  {why}", o.name),
         };
-        let _ = writeln!(out, "{line}");
-        let _ = out.flush();
+        bar.suspend(|| {
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        });
+        failed_so_far += usize::from(o.skipped.is_none() && o.result.is_err());
+        bar.inc(1);
+        let now = next.next().unwrap_or("");
+        if failed_so_far > 0 {
+            bar.set_message(format!("{failed_so_far} failed so far; now {now}"));
+        } else {
+            bar.set_message(now);
+        }
         ControlFlow::Continue(())
     });
+    bar.finish_and_clear();
     let (passed, failed, skipped) = (tally.passed, tally.failures.len(), tally.skipped);
     let tail = if skipped > 0 {
         format!(", {skipped} skipped")

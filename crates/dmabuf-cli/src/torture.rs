@@ -2,6 +2,7 @@
 //! against each other (stress, races, contention), run over and over for a while with
 //! lockdep on — the long runs that `cargo test` keeps short.
 
+use crate::ui;
 use dmabuf_tools::selftest;
 use std::ops::ControlFlow;
 use std::process::ExitCode;
@@ -20,24 +21,57 @@ pub fn main(seconds: u64, filter: Option<&str>, limit: Duration) -> ExitCode {
         .filter(|c| is_racing(c.name))
         .collect();
     if cases.is_empty() {
-        eprintln!("dmabuf torture: no racing scenario matches");
+        let racing = selftest::select(None)
+            .into_iter()
+            .filter(|c| is_racing(c.name))
+            .count();
+        eprintln!(
+            "dmabuf torture: no racing scenario's name contains {:?}; the {racing} racing ones have \"stress\", \"race\" or \"contention\" in their names (`dmabuf selftest --list` lists every case)",
+            filter.unwrap_or("")
+        );
         return ExitCode::from(2);
     }
     lockdep::set_on_report(lockdep::OnReport::Collect);
     std::panic::set_hook(Box::new(|_| {}));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let (mut runs, mut failures) = (0u64, Vec::new());
-    let bar = indicatif::ProgressBar::new(seconds);
     let start = Instant::now();
+    let status =
+        |runs: u64, failed: usize, next: &str| format!("{runs} runs, {failed} failed; now {next}");
+    let bar = ui::bar_with(
+        seconds,
+        ui::style("{elapsed:>4} of {len}s [{bar:20}] {left}  {wide_msg}", "s").with_key(
+            "left",
+            move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(
+                    w,
+                    "ETA {}",
+                    ui::duration(deadline.saturating_duration_since(Instant::now()))
+                );
+            },
+        ),
+        &status(0, 0, cases[0].name),
+    );
+    let mut at = 0; // the case running now, by the runner's order
     let mut base = None; // live counts after the warm-up pass, and the runs then
     while Instant::now() < deadline {
         // Under the watchdog: a run that hangs is a failure and the loop goes on, so the
         // command ends in bounded time.
+        let (ran_before, failed_before) = (runs, failures.len());
+        let (mut ran, mut failed) = (0, 0);
         let pass = selftest::run(&cases, limit, |o| {
+            at = (at + 1) % cases.len();
             if o.skipped.is_some() {
                 return ControlFlow::Continue(());
             }
+            ran += 1;
+            failed += usize::from(o.result.is_err());
             bar.set_position(start.elapsed().as_secs().min(seconds));
+            bar.set_message(status(
+                ran_before + ran,
+                failed_before + failed,
+                cases[at].name,
+            ));
             if Instant::now() >= deadline {
                 ControlFlow::Break(())
             } else {

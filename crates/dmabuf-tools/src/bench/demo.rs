@@ -34,7 +34,8 @@ pub(crate) fn cases() -> Vec<BenchCase> {
         "the same pipeline in one process",
         across_processes,
         in_one_process,
-    )]
+    )
+    .target(1.43)]
 }
 
 fn config(frames: u64) -> DemoConfig {

@@ -60,10 +60,11 @@ pub(crate) fn cases() -> Vec<BenchCase> {
             "dup+close of a memfd",
             fd_get,
             dup_close,
-        ),
+        )
+        .target(3.0),
         c("frame hand-off 4 KiB", STREAM, hand_4k, stream_4k),
         c("frame hand-off 256 KiB", STREAM, hand_256k, stream_256k),
-        c("frame hand-off 1 MiB", STREAM, hand_1m, stream_1m),
+        c("frame hand-off 1 MiB", STREAM, hand_1m, stream_1m).target(0.2),
         c("frame hand-off 16 MiB", STREAM, hand_16m, stream_16m),
     ]
 }

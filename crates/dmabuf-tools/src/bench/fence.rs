@@ -62,37 +62,43 @@ pub(crate) fn cases() -> Vec<BenchCase> {
             "obvious fence (Mutex<bool>+Condvar+Mutex<Vec<cb>>)",
             create_signal_drop as fn(u64) -> Duration,
             obvious_create_signal_drop as fn(u64) -> Duration,
-        ),
+        )
+        .target(0.25),
         c(
             "is-signaled",
             "Arc<AtomicBool> load",
             is_signaled,
             atomic_bool_load,
-        ),
+        )
+        .target(2.0),
         c(
             "add-callback-signal",
             "obvious fence",
             add_callback_signal,
             obvious_add_callback_signal,
-        ),
+        )
+        .target(0.5),
         c(
             "signal-wake-roundtrip",
             "Mutex+Condvar ping-pong",
             signal_wake_roundtrip,
             condvar_roundtrip,
-        ),
+        )
+        .target(1.0),
         c(
             "merge-64x8",
             "sort+dedup of 64 Arcs in a Vec",
             merge_64x8,
             sort_dedup_64x8,
-        ),
+        )
+        .target(3.0),
         c(
             "sync-file-roundtrip",
             "eventfd written and polled",
             super::sync_file::bench_export_poll_import,
             super::sync_file::bench_eventfd_baseline,
-        ),
+        )
+        .target(2.0),
     ]
 }
 

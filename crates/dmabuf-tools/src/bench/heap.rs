@@ -34,33 +34,37 @@ pub(crate) fn cases() -> Vec<BenchCase> {
     const BASE_TOUCH: &str = "memfd_create+ftruncate+mmap+touch+munmap+close";
     let c = |case, baseline, ours, base| BenchCase::new("heap", case, baseline, ours, base);
     vec![
-        c("system alloc+free 4 KiB", BASE, sys_4k, memfd_4k),
-        c("system alloc+free 1 MiB", BASE, sys_1m, memfd_1m),
-        c("system alloc+free 16 MiB", BASE, sys_16m, memfd_16m),
+        c("system alloc+free 4 KiB", BASE, sys_4k, memfd_4k).target(0.5),
+        c("system alloc+free 1 MiB", BASE, sys_1m, memfd_1m).target(0.5),
+        c("system alloc+free 16 MiB", BASE, sys_16m, memfd_16m).target(0.5),
         c(
             "system alloc+touch+free 4 KiB",
             BASE_TOUCH,
             sys_touch_4k,
             memfd_touch_4k,
-        ),
+        )
+        .target(0.8),
         c(
             "system alloc+touch+free 1 MiB",
             BASE_TOUCH,
             sys_touch_1m,
             memfd_touch_1m,
-        ),
+        )
+        .target(0.8),
         c(
             "system alloc+touch+free 16 MiB",
             BASE_TOUCH,
             sys_touch_16m,
             memfd_touch_16m,
-        ),
+        )
+        .target(0.8),
         c(
             "contig alloc+free mixed sizes, 4 live",
             "system heap, same sequence",
             contig_mixed,
             system_mixed,
-        ),
+        )
+        .target(1.0),
     ]
 }
 

@@ -33,6 +33,10 @@ pub struct BenchCase {
     /// When set, the target is not the ratio but the overhead ours − baseline in ns per
     /// iteration (e.g. lockdep on vs off); the ratio is still reported.
     pub overhead: bool,
+    /// The target (README's bench table): the ratio ours / baseline must be at most this,
+    /// or, for an [`overhead`](Self::overhead) case, ours − baseline at most this many
+    /// ns per iteration. `None`: measured for information, no target.
+    pub target: Option<f64>,
 }
 
 impl BenchCase {
@@ -51,6 +55,16 @@ impl BenchCase {
             ours,
             base,
             overhead: false,
+            target: None,
+        }
+    }
+
+    /// The same case with its target (a ratio bound, or an ns bound once
+    /// [`overhead`](Self::overhead)).
+    pub(crate) const fn target(self, target: f64) -> Self {
+        BenchCase {
+            target: Some(target),
+            ..self
         }
     }
 
@@ -207,19 +221,51 @@ pub struct Measurement {
     pub ratio: f64,
     /// Whether the target is an overhead rather than a ratio.
     pub overhead: bool,
+    /// The case's [`target`](BenchCase::target).
+    pub target: Option<f64>,
 }
 
 impl Measurement {
-    /// The JSON object of DESIGN.md's bench contract.
+    /// ours − baseline, ns per iteration.
+    pub fn overhead_ns(&self) -> f64 {
+        self.ours_ns - self.baseline_ns
+    }
+
+    /// What the target bounds: the overhead for an overhead case, else the ratio.
+    pub fn measured(&self) -> f64 {
+        if self.overhead {
+            self.overhead_ns()
+        } else {
+            self.ratio
+        }
+    }
+
+    /// Whether the case met its target; `None` without one. A measurement that is not a
+    /// number (a side took no time) misses.
+    pub fn met(&self) -> Option<bool> {
+        self.target.map(|t| self.measured() <= t)
+    }
+
+    /// The JSON object of the bench contract: `suite`, `case`, `ours_ns`, `baseline`,
+    /// `baseline_ns`, `ratio`, and the target: `target` (a number or null), `target_of`
+    /// (`"ratio"` or `"overhead_ns"`), `met` (a bool, null without a target), and for
+    /// overhead cases `overhead_ns`.
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut j = serde_json::json!({
             "suite": self.suite,
             "case": self.case,
             "ours_ns": round2(self.ours_ns),
             "baseline": self.baseline,
             "baseline_ns": round2(self.baseline_ns),
             "ratio": round3(self.ratio),
-        })
+            "target": self.target,
+            "target_of": if self.overhead { "overhead_ns" } else { "ratio" },
+            "met": self.met(),
+        });
+        if self.overhead {
+            j["overhead_ns"] = serde_json::json!(round2(self.overhead_ns()));
+        }
+        j
     }
 }
 
@@ -286,6 +332,7 @@ pub fn run(case: &BenchCase, settings: Settings) -> Measurement {
         baseline_ns,
         ratio: ours_ns / baseline_ns,
         overhead: case.overhead,
+        target: case.target,
     }
 }
 
@@ -336,6 +383,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn targets_are_positive_and_only_informational_cases_lack_one() {
+        for (_, cases) in suites() {
+            for c in cases() {
+                match c.target {
+                    Some(t) => assert!(t.is_finite() && t > 0.0, "{c:?}"),
+                    // README: the 4 KiB, 256 KiB and 16 MiB hand-offs have no target.
+                    None => assert!(
+                        c.suite == "fd"
+                            && c.case.starts_with("frame hand-off")
+                            && !c.case.ends_with(" 1 MiB"),
+                        "{c:?}"
+                    ),
+                }
+            }
+        }
+    }
+
+    #[test]
     fn median_of_odd_and_even() {
         assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&mut [4.0, 1.0, 3.0, 2.0]), 2.5);
@@ -373,6 +438,7 @@ mod tests {
             ours: spin,
             base: spin,
             overhead: false,
+            target: Some(1e9),
         };
         let m = run(
             &c,
@@ -390,8 +456,22 @@ mod tests {
             "baseline",
             "baseline_ns",
             "ratio",
+            "target",
+            "target_of",
+            "met",
         ] {
             assert!(j.get(k).is_some(), "{k}");
         }
+        assert_eq!(j["met"], serde_json::json!(true));
+        assert_eq!(j["target_of"], "ratio");
+        let over = Measurement {
+            ours_ns: 30.0,
+            baseline_ns: 10.0,
+            overhead: true,
+            target: Some(15.0),
+            ..m
+        };
+        assert_eq!(over.met(), Some(false));
+        assert_eq!(over.to_json()["overhead_ns"], serde_json::json!(20.0));
     }
 }

@@ -50,25 +50,29 @@ pub(crate) fn cases() -> Vec<BenchCase> {
             "Mutex<Vec<Fence>> push",
             add_fence,
             add_fence_base,
-        ),
+        )
+        .target(3.0),
         c(
             "unlocked get_fences of 8 while a writer adds",
             "Mutex<Vec<Fence>> clone",
             get_fences,
             get_fences_base,
-        ),
+        )
+        .target(1.0),
         c(
             "2 threads lock 16 of 256 objects, helper",
             "16 std Mutexes locked in address order",
             lock_sets,
             lock_sets_base,
-        ),
+        )
+        .target(2.0),
         c(
             "map_unlocked + unmap_unlocked, static attachment",
             "Mutex lock + Vec clone of the sg table",
             map_unmap,
             map_unmap_base,
-        ),
+        )
+        .target(3.0),
     ]
 }
 

@@ -17,26 +17,30 @@ pub(crate) fn cases() -> Vec<BenchCase> {
             "std::sync::Mutex",
             no_ctx,
             std_mutex,
-        ),
+        )
+        .target(1.5),
         c(
             "uncontended lock+unlock with ctx",
             "std::sync::Mutex",
             with_ctx,
             std_mutex,
-        ),
+        )
+        .target(2.5),
         c(
             "2 threads lock 8 random of 256, back-off",
             "std Mutexes locked in address order",
             random_sets_ww,
             random_sets_std,
-        ),
+        )
+        .target(1.5),
         c(
             "lockdep on: lock+unlock, validated chain",
             "same lock, lockdep off",
             lockdep_on,
             no_ctx,
         )
-        .overhead(),
+        .overhead()
+        .target(80.0),
     ]
 }
 
