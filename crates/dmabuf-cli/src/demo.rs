@@ -48,11 +48,26 @@ fn stage_args(cfg: &DemoConfig, name: &str) -> Vec<String> {
     a
 }
 
+/// Where `--trace` writes, and how many events it keeps.
+pub struct TraceTo {
+    /// The JSON file.
+    pub path: std::path::PathBuf,
+    /// The ring's capacity.
+    pub events: usize,
+}
+
 pub fn main(
     cfg: DemoConfig,
     mode: Mode,
+    trace: Option<&TraceTo>,
     alloc: &dyn Fn(usize) -> dmabuf::Result<DmaBuf>,
 ) -> ExitCode {
+    if let Some(t) = trace {
+        if let Err(e) = dmabuf::trace::start(t.events) {
+            eprintln!("dmabuf demo: --trace: {e} (errno {})", e.errno());
+            return ExitCode::FAILURE;
+        }
+    }
     let bar = ui::bar(
         cfg.frames as u64,
         "{elapsed:>4} [{bar:30}] {pos}/{len} frames, {rate} {eta_s}",
@@ -78,6 +93,24 @@ pub fn main(
             processes::run(&cfg, alloc, &spawn, &opts, &progress)
         }
     };
+    if let Some(t) = trace {
+        if let Some(tr) = dmabuf::trace::stop() {
+            let json = tr.to_json();
+            match std::fs::write(&t.path, &json) {
+                Ok(()) => ui::note(format_args!(
+                    "dmabuf demo: trace: {} events ({} dropped), {} bytes in {} (open it in ui.perfetto.dev)",
+                    tr.len(),
+                    tr.dropped(),
+                    json.len(),
+                    t.path.display()
+                )),
+                Err(e) => {
+                    eprintln!("dmabuf demo: --trace {}: {e}", t.path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
     let report = match result {
         Ok(r) => r,
         Err(e) => {

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 mod bench;
 mod demo;
+mod inspect;
 mod selftest;
 mod torture;
 mod ui;
@@ -76,6 +77,32 @@ enum Cmd {
         /// control socket).
         #[arg(long, hide = true, conflicts_with = "processes")]
         stage: Option<String>,
+        /// Record a Chrome/Perfetto JSON trace of the run into FILE (open it in
+        /// ui.perfetto.dev): engines, fences, waits, lock holds, errors.
+        #[arg(long, value_name = "FILE", conflicts_with = "processes")]
+        trace: Option<std::path::PathBuf>,
+        /// With --trace: most events kept (the oldest are dropped first).
+        #[arg(long, default_value_t = 1 << 18, value_parser = ui::count, allow_negative_numbers = true, requires = "trace")]
+        trace_events: usize,
+    },
+    /// Print a process's buffers as the kernel's debugfs `dma_buf/bufinfo` does; without
+    /// --pid, list the processes that expose their state (DMABUF_DEBUG_SOCKET=1).
+    Bufinfo {
+        /// The process (one of this user's, serving its debug socket).
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// Print a process's sw_sync timelines and sync files as the kernel's `sync/info`.
+    Fences {
+        /// The process (one of this user's, serving its debug socket).
+        #[arg(long)]
+        pid: Option<u32>,
+    },
+    /// Print a process's lockdep classes and dependencies as `/proc/lockdep`.
+    Lockdep {
+        /// The process (one of this user's, serving its debug socket).
+        #[arg(long)]
+        pid: Option<u32>,
     },
     /// Run the ports of the kernel's self-tests; ends with `N passed, M failed`.
     Selftest {
@@ -136,6 +163,8 @@ fn main() -> ExitCode {
             kill_stage,
             kill_after,
             stage,
+            trace,
+            trace_events,
         } => {
             let cfg = dmabuf_tools::demo::DemoConfig {
                 frames,
@@ -173,11 +202,18 @@ fn main() -> ExitCode {
             } else {
                 demo::Mode::Threads
             };
-            demo::main(cfg, mode, &|bytes| {
+            let trace = trace.map(|path| demo::TraceTo {
+                path,
+                events: trace_events,
+            });
+            demo::main(cfg, mode, trace.as_ref(), &|bytes| {
                 let data = dmabuf::heap::AllocData::new(bytes as u64);
                 dmabuf::heap::heaps().alloc(&heap, &data)
             })
         }
+        Cmd::Bufinfo { pid } => inspect::main(inspect::Query::Bufinfo, pid),
+        Cmd::Fences { pid } => inspect::main(inspect::Query::Fences, pid),
+        Cmd::Lockdep { pid } => inspect::main(inspect::Query::Lockdep, pid),
         Cmd::Selftest {
             filter,
             list,

@@ -489,3 +489,96 @@ fn progress_shows_elapsed_eta_rates_and_what_runs() {
         assert!(!err.contains("frames/s"), "{args:?}: {err}");
     }
 }
+
+#[test]
+fn demo_trace_writes_a_perfetto_json_trace() {
+    let path = std::env::temp_dir().join(format!("dmabuf-cli-trace-{}.json", std::process::id()));
+    let p = path.to_str().unwrap();
+    let (code, out, err) = run(
+        &["demo", "--frames", "20", "--size", "16K", "--trace", p],
+        &[],
+    );
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(
+        err.contains("trace: ") && err.contains("0 dropped"),
+        "{err}"
+    );
+    let json = std::fs::read_to_string(&path).unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert!(json.starts_with("{\"traceEvents\":["));
+    for want in [
+        "engine camera",
+        "engine isp",
+        "engine encoder",
+        "\"cat\":\"job\"",
+        "\"ph\":\"s\"",
+    ] {
+        assert!(json.contains(want), "no {want} in the trace");
+    }
+    let (code, _, err) = run(&["demo", "--processes", "--trace", p], &[]);
+    assert_eq!(code, 2, "--trace is for the one-process demo: {err}");
+}
+
+#[test]
+fn bufinfo_fences_and_lockdep_of_a_live_process() {
+    let dir = std::env::temp_dir().join(format!("dmabuf-cli-debug-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let xdg = dir.to_str().unwrap();
+    let envs = [("XDG_RUNTIME_DIR", xdg)];
+    let (code, out, _) = run(&["bufinfo"], &envs);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("no process of this user exposes its state"),
+        "{out}"
+    );
+    let mut demo = dmabuf()
+        .args([
+            "demo",
+            "--frames",
+            "10000000",
+            "--size",
+            "4K",
+            "--progress",
+            "never",
+        ])
+        .env("XDG_RUNTIME_DIR", xdg)
+        .env("DMABUF_DEBUG_SOCKET", "1")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = demo.id().to_string();
+    let t = std::time::Instant::now();
+    loop {
+        let (_, out, _) = run(&["bufinfo"], &envs);
+        if out.contains(&pid) {
+            break;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(20),
+            "never served: {out}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let (code, out, err) = run(&["bufinfo", "--pid", &pid], &envs);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Dma-buf Objects:") && out.contains("ring0-in"),
+        "{out}"
+    );
+    let (code, out, _) = run(&["fences", "--pid", &pid], &envs);
+    assert_eq!(code, 0);
+    assert!(out.starts_with("objs:") && out.contains("fences:"), "{out}");
+    let (code, out, _) = run(&["lockdep", "--pid", &pid], &envs);
+    assert_eq!(code, 0);
+    assert!(
+        out.starts_with("lock classes:") && out.contains("reservation_ww_class"),
+        "{out}"
+    );
+    demo.kill().unwrap();
+    demo.wait().unwrap();
+    let (code, _, err) = run(&["bufinfo", "--pid", &pid], &envs);
+    assert_eq!(code, 1);
+    assert!(err.contains(&format!("process {pid}")), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

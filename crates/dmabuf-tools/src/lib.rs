@@ -15,7 +15,8 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 use dmabuf::{
-    buf, debug, device, error, fault, fence, heap, interrupt, mem, resv, sync_file, testing, ww,
+    buf, debug, device, error, fault, fence, heap, interrupt, mem, resv, sync_file, testing, trace,
+    ww,
 };
 use dmabuf::{Interrupt, Result};
 

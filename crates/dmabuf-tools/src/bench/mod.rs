@@ -15,6 +15,7 @@ mod fence;
 mod heap;
 mod resv;
 mod sync_file;
+mod trace;
 mod ww;
 
 /// One workload beside its baseline.
@@ -94,6 +95,7 @@ pub fn suites() -> Vec<Suite> {
         ("resv", resv::cases),
         ("heap", heap::cases),
         ("demo", demo::cases),
+        ("trace", trace::cases),
         ("fd", fd::cases),
     ]
 }
