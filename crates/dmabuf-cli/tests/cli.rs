@@ -569,6 +569,10 @@ fn bufinfo_fences_and_lockdep_of_a_live_process() {
     let (code, out, _) = run(&["fences", "--pid", &pid], &envs);
     assert_eq!(code, 0);
     assert!(out.starts_with("objs:") && out.contains("fences:"), "{out}");
+    assert!(
+        out.contains("contexts:") && out.contains("engine camera (device camera): context"),
+        "{out}"
+    );
     let (code, out, _) = run(&["lockdep", "--pid", &pid], &envs);
     assert_eq!(code, 0);
     assert!(

@@ -16,7 +16,7 @@
 //! | word | answer, in the kernel's format |
 //! |---|---|
 //! | `bufinfo` | debugfs `dma_buf/bufinfo`: buffers, their attachments and fences ([`bufinfo`](crate::buf::bufinfo::bufinfo)) |
-//! | `fences` | sw_sync's `sync/info`: timelines and sync files ([`info_text`](crate::sync_file::info_text)) |
+//! | `fences` | sw_sync's `sync/info`: timelines and sync files ([`info_text`](crate::sync_file::info_text)), then the engines' fence contexts ([`contexts_text`](crate::device::engine::contexts_text)) |
 //! | `lockdep` | `/proc/lockdep`: classes and dependencies ([`lockdep::classes_text`]) |
 //!
 //! An unknown word gets one line, `unknown query`. The server is one thread, answering
@@ -60,7 +60,11 @@ impl Query {
     pub fn answer(self) -> String {
         match self {
             Query::Bufinfo => crate::buf::bufinfo::bufinfo(),
-            Query::Fences => crate::sync_file::info_text(),
+            Query::Fences => {
+                let mut t = crate::sync_file::info_text();
+                t.push_str(&crate::device::engine::contexts_text());
+                t
+            }
             Query::Lockdep => lockdep::classes_text(),
         }
     }

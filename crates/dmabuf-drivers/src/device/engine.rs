@@ -138,6 +138,33 @@ struct Shared {
     failed: AtomicU64,
 }
 
+/// Every engine made, weakly (for [`contexts_text`]). A leaf lock.
+static LIVE: Mutex<Vec<std::sync::Weak<Shared>>> = parking_lot::const_mutex(Vec::new());
+
+/// The live engines' fence contexts, one line each: the engine's name, its context,
+/// the jobs issued, signalled and failed, and how many are pending — the contexts the
+/// debug socket's `fences` answer lists beside the sync files. Takes the list's and each
+/// engine's queue lock briefly.
+pub fn contexts_text() -> String {
+    use std::fmt::Write as _;
+    let live: Vec<Arc<Shared>> = LIVE.lock().iter().filter_map(|w| w.upgrade()).collect();
+    let mut o = String::from("contexts:\n--------------\n");
+    for s in live {
+        let issued = s.queue.lock().next_seqno - 1;
+        let done = s.completed.load(Ordering::Acquire);
+        let failed = s.failed.load(Ordering::Acquire);
+        let _ = writeln!(
+            o,
+            "engine {} (device {}): context {}, {issued} issued, {done} signalled ({failed} failed), {} pending",
+            s.name,
+            s.device.name(),
+            s.context.id(),
+            issued.saturating_sub(done)
+        );
+    }
+    o
+}
+
 /// A DMA engine of one device. Dropping it cancels queued jobs (their fences signal
 /// with `-ECANCELED`) and joins the worker.
 ///
@@ -274,6 +301,11 @@ impl Engine {
         });
         let s = shared.clone();
         crate::fault::hit(crate::fault::Site::Thread)?;
+        {
+            let mut live = LIVE.lock();
+            live.retain(|w| w.strong_count() > 0);
+            live.push(Arc::downgrade(&shared));
+        }
         let worker = std::thread::Builder::new()
             .name(format!("engine:{name}"))
             .spawn(move || worker::worker(s))?;
