@@ -35,7 +35,7 @@ pub struct BenchCase {
     /// iteration (e.g. lockdep on vs off); the ratio is still reported.
     pub overhead: bool,
     /// The target (README's bench table): the ratio ours / baseline must be at most this,
-    /// or, for an [`overhead`](Self::overhead) case, ours − baseline at most this many
+    /// or, for an `overhead` case, ours − baseline at most this many
     /// ns per iteration. `None`: measured for information, no target.
     pub target: Option<f64>,
 }
@@ -223,7 +223,7 @@ pub struct Measurement {
     pub ratio: f64,
     /// Whether the target is an overhead rather than a ratio.
     pub overhead: bool,
-    /// The case's [`target`](BenchCase::target).
+    /// The case's `target` (see [`BenchCase`]).
     pub target: Option<f64>,
 }
 
