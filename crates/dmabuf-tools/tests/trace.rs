@@ -5,7 +5,7 @@
 use dmabuf::heap::{heaps, AllocData};
 use dmabuf_tools::demo::{self, DemoConfig};
 use serde_json::Value;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 #[test]
 fn a_demo_trace_has_every_frames_chain() {
@@ -71,25 +71,47 @@ fn a_demo_trace_has_every_frames_chain() {
     };
     let [cam, isp, enc] = engines.map(jobs);
     assert_eq!((cam.len(), isp.len(), enc.len()), (12, 12, 12));
-    // Flows start at a fence's signal and are named after it.
-    let flows: HashSet<String> = events
+    // Each job's fence has its slice, from its creation to its signal, on its
+    // context's track: (end, name "ctx:seqno").
+    let fence_end: HashMap<String, f64> = events
         .iter()
-        .filter(|e| e["ph"] == "s")
-        .map(|e| e["name"].as_str().unwrap().to_string())
+        .filter(|e| e["ph"] == "X" && e["cat"] == "fence")
+        .map(|e| {
+            let name = format!(
+                "{}:{}",
+                e["args"]["context"].as_str().unwrap(),
+                e["name"].as_str().unwrap().trim_start_matches("seqno ")
+            );
+            (name, e["ts"].as_f64().unwrap() + e["dur"].as_f64().unwrap())
+        })
         .collect();
-    let ends = events.iter().filter(|e| e["ph"] == "f").count();
-    assert_eq!(ends, events.iter().filter(|e| e["ph"] == "s").count());
+    // The chain, frame by frame: each stage's job starts after the previous stage's
+    // fence signalled, and the fences of every stage are there.
     for k in 0..12 {
-        assert!(cam[k].1 <= isp[k].0, "frame {k}: the isp after the camera");
-        assert!(isp[k].1 <= enc[k].0, "frame {k}: the encoder after the isp");
+        let (c, i, n) = (&cam[k].2, &isp[k].2, &enc[k].2);
+        let (cs, is) = (fence_end[c], fence_end[i]);
+        assert!(fence_end.contains_key(n), "frame {k}: the encoder's fence");
         assert!(
-            flows.contains(&cam[k].2),
-            "frame {k}: the camera's fence released a wait"
+            cs <= isp[k].0,
+            "frame {k}: the isp after the camera's fence"
         );
         assert!(
-            flows.contains(&isp[k].2),
-            "frame {k}: the isp's fence released a wait"
+            is <= enc[k].0,
+            "frame {k}: the encoder after the isp's fence"
         );
+    }
+    // Flows start at a fence's signal (one per wait or job it released) and end after.
+    let starts: Vec<&Value> = events.iter().filter(|e| e["ph"] == "s").collect();
+    let ends: HashMap<u64, f64> = events
+        .iter()
+        .filter(|e| e["ph"] == "f")
+        .map(|e| (e["id"].as_u64().unwrap(), e["ts"].as_f64().unwrap()))
+        .collect();
+    assert!(!starts.is_empty(), "some fence released a wait");
+    assert_eq!(starts.len(), ends.len());
+    for s in starts {
+        assert!(fence_end.contains_key(s["name"].as_str().unwrap()));
+        assert!(ends[&s["id"].as_u64().unwrap()] >= s["ts"].as_f64().unwrap());
     }
     // Fence slices, waits and lock holds are there too.
     for cat in ["fence", "wait", "lock"] {
