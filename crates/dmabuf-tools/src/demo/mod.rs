@@ -65,6 +65,22 @@ impl Default for DemoConfig {
     }
 }
 
+impl DemoConfig {
+    /// Check the configuration.
+    ///
+    /// # Errors
+    ///
+    /// `Invalid` for zero frames, bytes, ring slots or inspection rate.
+    pub fn check(&self) -> Result<()> {
+        if self.frames == 0 || self.frame_bytes == 0 || self.ring == 0 || self.inspect_every == 0 {
+            return Err(Error::Invalid(
+                "demo of zero frames, bytes, ring or inspection rate",
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// What happened.
 #[derive(Debug, Default)]
 pub struct DemoReport {
@@ -153,11 +169,7 @@ pub fn run(
     alloc: &dyn Fn(usize) -> Result<DmaBuf>,
     progress: &dyn Fn(usize, usize),
 ) -> Result<DemoReport> {
-    if cfg.frames == 0 || cfg.frame_bytes == 0 || cfg.ring == 0 || cfg.inspect_every == 0 {
-        return Err(Error::Invalid(
-            "demo of zero frames, bytes, ring or inspection rate",
-        ));
-    }
+    cfg.check()?;
     let capture = lockdep::Capture::new();
     let _cap = capture.install();
     let ecfg = EngineConfig {

@@ -148,11 +148,7 @@ pub fn run(
     progress: &dyn Fn(usize, usize),
 ) -> Result<DemoReport> {
     let kill = opts.kill.as_ref();
-    if cfg.frames == 0 || cfg.frame_bytes == 0 || cfg.ring == 0 || cfg.inspect_every == 0 {
-        return Err(Error::Invalid(
-            "demo of zero frames, bytes, ring or inspection rate",
-        ));
-    }
+    cfg.check()?;
     // Process-wide state made on first use (a heap registry's reserved region) is not
     // the run's: make it before counting.
     drop(alloc(cfg.frame_bytes)?);
@@ -494,11 +490,7 @@ fn wait_for(s: &Stage, from: &str, sf: &SyncFile) -> Result<()> {
 }
 
 fn stage(name: &'static str, cfg: &DemoConfig, ctl: OwnedFd) -> Result<usize> {
-    if cfg.frames == 0 || cfg.frame_bytes == 0 || cfg.ring == 0 || cfg.inspect_every == 0 {
-        return Err(Error::Invalid(
-            "demo of zero frames, bytes, ring or inspection rate",
-        ));
-    }
+    cfg.check()?;
     let capture = lockdep::Capture::new();
     let _cap = capture.install();
     let ecfg = EngineConfig {
