@@ -575,8 +575,10 @@ fn bufinfo_fences_and_lockdep_of_a_live_process() {
     );
     let (code, out, _) = run(&["lockdep", "--pid", &pid], &envs);
     assert_eq!(code, 0);
+    // (With lockdep compiled out there are no classes to list, and it says so.)
     assert!(
-        out.starts_with("lock classes:") && out.contains("reservation_ww_class"),
+        (out.starts_with("lock classes:") && out.contains("reservation_ww_class"))
+            || out == "lockdep is compiled out: no classes\n",
         "{out}"
     );
     demo.kill().unwrap();
