@@ -44,14 +44,16 @@ pub struct Region {
     pages: usize,
     /// What the blocks' memfds are named.
     name: String,
+    /// The buddy, its cache of freed runs, and the empty memfds of freed blocks: one
+    /// lock for a block's carve and its memory.
     alloc: Mutex<Carver>,
-    /// Empty (zeroed, punched) memfds of freed blocks, by pages, for reuse; a leaf lock.
-    spare: Mutex<HashMap<usize, Vec<Memfd>>>,
 }
 
 /// The buddy allocator and the cache of freed, zeroed runs in front of it.
 struct Carver {
     buddy: Buddy,
+    /// Empty (zeroed, punched) memfds of freed blocks, by pages, for reuse.
+    spare: HashMap<usize, Vec<Memfd>>,
     /// `(first page, pages)` of runs freed but still live in `buddy`.
     cache: Vec<(usize, usize)>,
 }
@@ -136,8 +138,8 @@ impl Region {
             alloc: Mutex::new(Carver {
                 buddy: Buddy::new(pages),
                 cache: Vec::with_capacity(CACHE_RUNS),
+                spare: HashMap::new(),
             }),
-            spare: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -169,16 +171,19 @@ impl Region {
     /// unchanged on error.
     pub fn alloc(self: &Arc<Self>, pages: usize) -> Result<Block> {
         crate::fault::check(crate::fault::Site::HeapAlloc)?;
-        let first = self.alloc.lock().alloc(pages)?;
-        let spare = self.spare.lock().get_mut(&pages).and_then(Vec::pop);
+        let (first, spare) = {
+            let mut c = self.alloc.lock();
+            let first = c.alloc(pages)?;
+            (first, c.spare.get_mut(&pages).and_then(Vec::pop))
+        };
         let made = match spare {
             Some(m) => Ok(m),
             None => Memfd::create(&self.name, pages, false).or_else(|e| match e {
                 // Out of descriptors: the spares hold some; give them back and retry.
                 Error::Os(rustix::io::Errno::MFILE | rustix::io::Errno::NFILE)
-                    if self.spare.lock().values().any(|v| !v.is_empty()) =>
+                    if self.alloc.lock().spare.values().any(|v| !v.is_empty()) =>
                 {
-                    let spares = std::mem::take(&mut *self.spare.lock());
+                    let spares = std::mem::take(&mut self.alloc.lock().spare);
                     drop(spares);
                     Memfd::create(&self.name, pages, false)
                 }
@@ -274,15 +279,17 @@ impl Drop for Block {
     fn drop(&mut self) {
         // Only memory nobody else holds, and whose descriptor never left, is kept for
         // reuse, zeroed; anything else closes here and is freed by its last holder.
-        if let Some(Ok(m)) = self.mem.take().map(Arc::try_unwrap) {
-            if !m.is_shared() && Region::punch(&m, 0, m.len()).is_ok() {
-                let mut spare = self.region.spare.lock();
-                if spare.values().map(Vec::len).sum::<usize>() < SPARE_MAX {
-                    spare.entry(self.pages).or_default().push(m);
-                }
+        let keep = match self.mem.take().map(Arc::try_unwrap) {
+            Some(Ok(m)) if !m.is_shared() && Region::punch(&m, 0, m.len()).is_ok() => Some(m),
+            _ => None,
+        };
+        let mut c = self.region.alloc.lock();
+        if let Some(m) = keep {
+            if c.spare.values().map(Vec::len).sum::<usize>() < SPARE_MAX {
+                c.spare.entry(self.pages).or_default().push(m);
             }
         }
-        let freed = self.region.alloc.lock().free(self.first, self.pages);
+        let freed = c.free(self.first, self.pages);
         debug_assert!(freed.is_ok(), "block freed twice");
     }
 }
@@ -351,7 +358,7 @@ mod tests {
         let r = Region::new("cma", 256).unwrap();
         let v: Vec<Block> = (0..100).map(|_| r.alloc(1).unwrap()).collect();
         drop(v);
-        let kept: usize = r.spare.lock().values().map(Vec::len).sum();
+        let kept: usize = r.alloc.lock().spare.values().map(Vec::len).sum();
         assert_eq!(kept, SPARE_MAX);
     }
 

@@ -335,6 +335,8 @@ pub fn released_by(f: &Fence, to: Track, to_ns: u64) {
 
 /// Hook: `f` is about to signal: its context's track is named now, while its driver
 /// and timeline names can still be read.
+#[cold]
+#[inline(never)]
 pub(crate) fn fence_named(f: &Fence) {
     with(|r| {
         r.context_track(f);
@@ -342,6 +344,8 @@ pub(crate) fn fence_named(f: &Fence) {
 }
 
 /// Hook: `f` was created.
+#[cold]
+#[inline(never)]
 pub(crate) fn fence_created(f: &Fence) {
     with(|r| {
         r.context_track(f);
@@ -353,6 +357,8 @@ pub(crate) fn fence_created(f: &Fence) {
 }
 
 /// Hook: `f` was signalled at `ts_ns` (its error, if any, already set).
+#[cold]
+#[inline(never)]
 pub(crate) fn fence_signalled(f: &Fence, ts_ns: u64) {
     with(|r| {
         let track = r.context_track(f);
@@ -388,6 +394,8 @@ pub(crate) fn fence_signalled(f: &Fence, ts_ns: u64) {
 }
 
 /// Hook: this thread waited for `f` from `start_ns` to `end_ns`.
+#[cold]
+#[inline(never)]
 pub(crate) fn fence_waited(f: &Fence, start_ns: u64, end_ns: u64) {
     complete(
         Track::Thread,

@@ -86,8 +86,8 @@ pub struct MemoryExporter {
     len: usize,
     rules: Rules,
     backing: Option<Backing>,
-    /// The buffer's file, when its memory is one whole memfd ([`Exporter::file`]).
-    file: Option<Arc<Memfd>>,
+    /// Whether the memory is one whole memfd of ours, the backing's ([`Exporter::file`]).
+    whole_file: bool,
     /// The buffer lock: the attachments, in attach order.
     attachments: Mutex<Vec<Arc<HeapAttachment>>>,
     /// Whether `begin_cpu_access` ever ran (udmabuf's rule).
@@ -106,6 +106,7 @@ impl std::fmt::Debug for MemoryExporter {
 impl MemoryExporter {
     /// An exporter over `segs` (non-empty, in buffer order), whose memory goes back to
     /// `backing` when the buffer is released.
+    #[inline]
     pub fn new(segs: Vec<Segment>, rules: Rules, backing: Backing) -> Arc<Self> {
         let len = segs.iter().map(|s| s.len).sum();
         // A descriptor only for memory that is one whole memfd of ours from offset 0:
@@ -117,17 +118,17 @@ impl MemoryExporter {
                     (Arc::ptr_eq(&s.mem, m) && s.offset == at).then_some(at + s.len)
                 }) == Some(len)
         };
-        let file = match &backing {
-            Backing::Pooled { mem, .. } | Backing::File(mem) if whole(mem) => Some(mem.clone()),
-            Backing::Block(b) if whole(b.memory()) => Some(b.memory().clone()),
-            _ => None,
+        let whole_file = match &backing {
+            Backing::Pooled { mem, .. } | Backing::File(mem) => whole(mem),
+            Backing::Block(b) => whole(b.memory()),
+            Backing::Imported => false,
         };
         Arc::new(MemoryExporter {
             segs,
             len,
             rules,
             backing: Some(backing),
-            file,
+            whole_file,
             attachments: Mutex::new(Vec::new()),
             begun: AtomicBool::new(false),
         })
@@ -254,7 +255,14 @@ impl Exporter for MemoryExporter {
     fn release(&self, _ino: u64) {}
 
     fn file(&self) -> Option<&Arc<Memfd>> {
-        self.file.as_ref()
+        if !self.whole_file {
+            return None;
+        }
+        match self.backing.as_ref()? {
+            Backing::Pooled { mem, .. } | Backing::File(mem) => Some(mem),
+            Backing::Block(b) => Some(b.memory()),
+            Backing::Imported => None,
+        }
     }
 
     /// Syncs every mapped attachment for the CPU.
@@ -302,6 +310,7 @@ impl Exporter for MemoryExporter {
 }
 
 impl Drop for MemoryExporter {
+    #[inline]
     fn drop(&mut self) {
         // Attachments outlive nothing: the core detached them all before the release.
         for a in self.attachments.get_mut().drain(..) {
@@ -311,7 +320,6 @@ impl Drop for MemoryExporter {
             }
         }
         self.segs.clear();
-        self.file = None;
         match self.backing.take() {
             Some(Backing::Pooled { mem, pool }) => {
                 // Only memory nobody else can reach goes back to the pool.

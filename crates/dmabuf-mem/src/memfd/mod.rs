@@ -161,6 +161,7 @@ impl Memfd {
     /// atomic load while no file of this process is shared; else the file's identity
     /// (an `fstat`, once) and the table's leaf lock. A memfd whose identity cannot be
     /// read counts as shared.
+    #[inline]
     pub fn is_shared(&self) -> bool {
         if self.shared.load(Ordering::Acquire) {
             return true;

@@ -179,15 +179,10 @@ impl Resv {
     #[inline]
     fn guard<'a>(&'a self, g: WwGuard<'a, Locked>) -> ResvGuard<'a> {
         HELD_HERE.with(|n| n.set(n.get() + 1));
-        let since = if crate::trace::enabled() {
-            crate::fence::ktime_now()
-        } else {
-            0
-        };
         ResvGuard {
             resv: self,
             g,
-            since,
+            since: hold_start(),
         }
     }
 
@@ -445,16 +440,39 @@ impl Drop for ResvGuard<'_> {
             g.reserved_to = len;
         }
         if self.since != 0 {
-            crate::trace::complete(
-                crate::trace::Track::Thread,
-                &format!("resv {} held", self.resv.id),
-                "lock",
-                self.since,
-                crate::fence::ktime_now(),
-                Vec::new(),
-            );
+            trace_hold(self.resv.id, self.since);
         }
     }
+}
+
+/// Record a lock hold in the trace (out of line: the unlock path stays small).
+#[cold]
+#[inline(never)]
+fn trace_hold(id: u64, since: u64) {
+    crate::trace::complete(
+        crate::trace::Track::Thread,
+        &format!("resv {id} held"),
+        "lock",
+        since,
+        crate::fence::ktime_now(),
+        Vec::new(),
+    );
+}
+
+/// When a traced lock hold began: now, if a trace is recording, else 0.
+#[inline]
+fn hold_start() -> u64 {
+    if crate::trace::enabled() {
+        trace_now()
+    } else {
+        0
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn trace_now() -> u64 {
+    crate::fence::ktime_now()
 }
 
 impl<'a> ResvGuard<'a> {
