@@ -20,7 +20,6 @@ use super::BenchCase;
 use crate::demo::{self, processes, DemoConfig};
 use crate::heap::{heaps, AllocData};
 use rustix::fd::OwnedFd;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 /// Frames at least, per sample.
@@ -64,21 +63,7 @@ fn in_one_process(iters: u64) -> Duration {
 fn across_processes(iters: u64) -> Duration {
     let frames = iters.max(MIN_FRAMES);
     let cfg = config(frames);
-    let spawn = |name: &str, ctl: OwnedFd| {
-        let mut c = Command::new(std::env::current_exe()?);
-        if cfg!(test) {
-            c.args([
-                "--ignored",
-                "--exact",
-                "bench::fd::tests::peer",
-                "--test-threads=1",
-            ]);
-        }
-        c.env(super::fd::PEER_ENV, peer_role(name, &cfg))
-            .stdin(Stdio::from(ctl))
-            .stdout(Stdio::null())
-            .spawn()
-    };
+    let spawn = |name: &str, ctl: OwnedFd| super::fd::spawn_peer(&peer_role(name, &cfg), ctl);
     let r = processes::run(
         &cfg,
         &alloc,

@@ -162,10 +162,10 @@ fn stream_pair() -> (OwnedFd, OwnedFd) {
     .expect("socketpair")
 }
 
-/// This executable again, as the peer, with `sock` as its standard input.
-fn spawn(sock: OwnedFd) -> Child {
-    let exe = std::env::current_exe().expect("current_exe");
-    let mut c = Command::new(exe);
+/// This executable again as a bench peer of `role` ([`peer_main`](super::peer_main)),
+/// with `stdin` as its standard input.
+pub(super) fn spawn_peer(role: &str, stdin: OwnedFd) -> std::io::Result<Child> {
+    let mut c = Command::new(std::env::current_exe()?);
     if cfg!(test) {
         // The unit-test binary: run only the test that turns into the peer.
         c.args([
@@ -175,11 +175,15 @@ fn spawn(sock: OwnedFd) -> Child {
             "--test-threads=1",
         ]);
     }
-    c.env(PEER_ENV, "fd")
-        .stdin(Stdio::from(sock))
+    c.env(PEER_ENV, role)
+        .stdin(Stdio::from(stdin))
         .stdout(Stdio::null())
         .spawn()
-        .expect("spawn the bench peer")
+}
+
+/// The `fd` suite's consumer, with `sock` as its standard input.
+fn spawn(sock: OwnedFd) -> Child {
+    spawn_peer("fd", sock).expect("spawn the bench peer")
 }
 
 fn peer() -> std::sync::MutexGuard<'static, Peer> {
