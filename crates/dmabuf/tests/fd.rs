@@ -914,3 +914,23 @@ fn the_descriptors_ioctls_are_the_kernels() {
         25
     );
 }
+
+#[test]
+fn a_sync_file_received_with_its_liveness_reads_epipe_when_its_signaller_dies() {
+    // recv_sync_file: recv_fd and from_fd in one, the liveness descriptor handed
+    // straight to the proxy.
+    let (mine, theirs) = pair();
+    let mut child = spawn_peer("die", theirs);
+    let b = sys(page());
+    buf::send(mine.as_fd(), &b, &[]).unwrap();
+    // The peer answers with a buf::send of the buffer and a fence it never signals.
+    let (payload, mut fds) = dmabuf::sync_file::recv_message(mine.as_fd()).unwrap();
+    assert!(payload.starts_with(b"DBF1"));
+    assert_eq!(fds.len(), 2);
+    let sf = fds.pop().unwrap().into_sync_file().unwrap();
+    let bfd = fds.pop().unwrap().into_fd();
+    assert!(DmaBuf::ptr_eq(&buf::get(bfd.as_fd()).unwrap(), &b));
+    assert_eq!(child.wait().unwrap().code(), Some(3));
+    sf.fence().wait_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(sf.fence().get_status(), -32);
+}

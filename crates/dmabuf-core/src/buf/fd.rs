@@ -555,15 +555,18 @@ pub struct Received {
 /// liveness descriptors that came with sync files stay with the sync-file registry
 /// until their sync files' numbers are swept, as after [`sync_file::recv_fd`].
 pub fn recv(sock: BorrowedFd<'_>) -> Result<Received> {
-    let (payload, fds) = sync_file::recv_fds(sock)?;
+    let (payload, fds) = sync_file::recv_message(sock)?;
     let name = payload
         .strip_prefix(MSG_TAG)
         .ok_or(Error::Invalid("not a dma-buf message"))?;
     let mut fds = fds.into_iter();
     let bfd = fds
         .next()
-        .ok_or(Error::Invalid("dma-buf message without a buffer"))?;
-    let fences = fds.map(SyncFile::from_fd).collect::<Result<Vec<_>>>()?;
+        .ok_or(Error::Invalid("dma-buf message without a buffer"))?
+        .into_fd();
+    let fences = fds
+        .map(sync_file::Incoming::into_sync_file)
+        .collect::<Result<Vec<_>>>()?;
     let name = if name.is_empty() {
         None
     } else {

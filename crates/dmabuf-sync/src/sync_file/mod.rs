@@ -219,7 +219,10 @@ pub use ioctl::{
     fd_status, ioctl_file_info, ioctl_merge, ioctl_set_deadline, sw_sync_create_fence, FileInfo,
     LeafInfo, SyncFenceInfo, SyncFileInfo, SyncMergeData, SyncSetDeadline,
 };
-pub use passing::{recv_fd, recv_fds, send_fd, send_fds, MAX_FDS, MAX_PAYLOAD};
+pub use passing::{
+    recv_fd, recv_fds, recv_message, recv_sync_file, send_fd, send_fds, Incoming, MAX_FDS,
+    MAX_PAYLOAD,
+};
 #[cfg(any(test, feature = "testing"))]
 pub use record::encode_record;
 pub use record::{peek, poll_readable};
@@ -393,6 +396,17 @@ impl SyncFile {
     /// was handed over.
     pub fn from_fd(fd: OwnedFd) -> Result<SyncFile> {
         let (known, id) = lookup(fd.as_fd())?;
+        Ok(Self::from_known(fd, known, id))
+    }
+
+    /// [`from_fd`](Self::from_fd) of a descriptor that just arrived beside `live` (its
+    /// origin's liveness descriptor): one fdinfo read instead of two.
+    pub(crate) fn from_received(fd: OwnedFd, live: Option<OwnedFd>) -> Result<SyncFile> {
+        let (known, id) = registry::lookup_received(fd.as_fd(), live)?;
+        Ok(Self::from_known(fd, known, id))
+    }
+
+    fn from_known(fd: OwnedFd, known: Arc<registry::Known>, id: Option<Option<u64>>) -> SyncFile {
         // A second holder of one of our exports: it must get the record even if the
         // export's own sync file goes first.
         if let Origin::Local(e) = &known.origin {
@@ -406,10 +420,10 @@ impl SyncFile {
             },
         );
         drop(old);
-        Ok(SyncFile {
+        SyncFile {
             fd: Some(Arc::new(fd)),
             known,
-        })
+        }
     }
 
     /// The fence.

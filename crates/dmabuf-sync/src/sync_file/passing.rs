@@ -1,12 +1,10 @@
 use super::liveness;
 use super::record::eventfd_info;
 use super::registry::{stash_liveness, writer_of};
+use super::SyncFile;
 use crate::error::{Error, Result};
 use rustix::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::net::{RecvFlags, SendFlags};
-
-#[cfg(doc)]
-use super::SyncFile;
 
 // ---- passing descriptors ----------------------------------------------------------------
 
@@ -113,9 +111,40 @@ pub fn send_fds(sock: BorrowedFd<'_>, payload: &[u8], fds: &[BorrowedFd<'_>]) ->
     Ok(())
 }
 
+/// A descriptor received by [`recv_message`], with the liveness descriptor that came
+/// beside it, if any. Turn it into a plain descriptor ([`into_fd`](Self::into_fd)) or
+/// import it as a sync file ([`into_sync_file`](Self::into_sync_file)).
+#[derive(Debug)]
+#[must_use = "dropping an incoming descriptor closes it"]
+pub struct Incoming {
+    fd: OwnedFd,
+    live: Option<OwnedFd>,
+}
+
+impl Incoming {
+    /// The descriptor; a liveness descriptor that came beside it is kept for later
+    /// imports of its sync file (as [`recv_fd`] does).
+    pub fn into_fd(self) -> OwnedFd {
+        if let Some(live) = self.live {
+            stash_liveness(self.fd.as_fd(), live);
+        }
+        self.fd
+    }
+
+    /// Import it as a sync file ([`SyncFile::from_fd`]), with the liveness descriptor
+    /// that came beside it: one fdinfo read, where `into_fd` and then `from_fd` read
+    /// twice.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`SyncFile::from_fd`]; the descriptors are closed then.
+    pub fn into_sync_file(self) -> Result<SyncFile> {
+        SyncFile::from_received(self.fd, self.live)
+    }
+}
+
 /// Receive one message sent by [`send_fds`] (blocking): its payload and its
-/// descriptors, in the order sent. Liveness descriptors that came along are kept for
-/// later imports of their sync files (as [`recv_fd`] does).
+/// descriptors, in the order sent, each with its liveness descriptor.
 ///
 /// # Errors
 ///
@@ -123,7 +152,7 @@ pub fn send_fds(sock: BorrowedFd<'_>, payload: &[u8], fds: &[BorrowedFd<'_>]) ->
 /// when the descriptors did not fit this process's table (the kernel dropped them:
 /// the message is lost); `Invalid` for a message that is not of [`send_fds`]'s form
 /// (every descriptor that came is closed); OS errors of `recvmsg`.
-pub fn recv_fds(sock: BorrowedFd<'_>) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+pub fn recv_message(sock: BorrowedFd<'_>) -> Result<(Vec<u8>, Vec<Incoming>)> {
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage, ReturnFlags};
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
     let mut anc = RecvAncillaryBuffer::new(&mut space);
@@ -153,30 +182,48 @@ pub fn recv_fds(sock: BorrowedFd<'_>) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
             "descriptors do not match the message header",
         ));
     }
-    // The header matches the descriptors: only now are liveness descriptors kept.
     let mut it = got.into_iter();
     let mut out = Vec::with_capacity(n);
     for &f in flags {
         let fd = it.next().ok_or(Error::Invalid("descriptor missing"))?;
-        if f == 1 {
-            let live = it.next().ok_or(Error::Invalid("descriptor missing"))?;
-            stash_liveness(fd.as_fd(), live);
-        }
-        out.push(fd);
+        let live = if f == 1 {
+            Some(it.next().ok_or(Error::Invalid("descriptor missing"))?)
+        } else {
+            None
+        };
+        out.push(Incoming { fd, live });
     }
     Ok((msg[1 + n..].to_vec(), out))
 }
 
-/// Receive one descriptor sent by [`send_fd`] (blocking). If a liveness descriptor came
-/// along, it is kept for later imports of the received descriptor, so that they see the
-/// sender's death as `-EPIPE` (it is dropped if the received descriptor is not a sync
-/// file, or cannot be pinned for lack of descriptors).
+/// Receive one message sent by [`send_fds`] (blocking): its payload and its
+/// descriptors, in the order sent. Liveness descriptors that came along are kept for
+/// later imports of their sync files (as [`recv_fd`] does); [`recv_message`] hands
+/// them over instead.
 ///
 /// # Errors
 ///
-/// [`Error::NoEntry`] if the message carried no descriptor (or the peer closed);
-/// OS errors of `recvmsg`.
-pub fn recv_fd(sock: BorrowedFd<'_>) -> Result<OwnedFd> {
+/// Those of [`recv_message`].
+pub fn recv_fds(sock: BorrowedFd<'_>) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+    let (payload, fds) = recv_message(sock)?;
+    Ok((payload, fds.into_iter().map(Incoming::into_fd).collect()))
+}
+
+/// Receive one sync file sent by [`send_fd`] (blocking) and import it, with the
+/// liveness descriptor that came beside it: [`recv_fd`] and [`SyncFile::from_fd`] in
+/// one, reading the descriptor's fdinfo once.
+///
+/// # Errors
+///
+/// `NoEntry` if the message carried no descriptor (or the peer closed); OS errors of
+/// `recvmsg`; those of [`SyncFile::from_fd`].
+pub fn recv_sync_file(sock: BorrowedFd<'_>) -> Result<SyncFile> {
+    let (fd, live) = recv_one(sock)?;
+    SyncFile::from_received(fd, live)
+}
+
+/// One descriptor of a [`send_fd`] message, and the liveness descriptor beside it.
+fn recv_one(sock: BorrowedFd<'_>) -> Result<(OwnedFd, Option<OwnedFd>)> {
     use rustix::net::{RecvAncillaryBuffer, RecvAncillaryMessage};
     let mut space = [std::mem::MaybeUninit::uninit(); rustix::cmsg_space!(ScmRights(2))];
     let mut anc = RecvAncillaryBuffer::new(&mut space);
@@ -191,7 +238,21 @@ pub fn recv_fd(sock: BorrowedFd<'_>) -> Result<OwnedFd> {
     }
     let mut got = got.into_iter();
     let fd = got.next().ok_or(Error::NoEntry("no descriptor received"))?;
-    if let Some(live) = got.next() {
+    Ok((fd, got.next()))
+}
+
+/// Receive one descriptor sent by [`send_fd`] (blocking). If a liveness descriptor came
+/// along, it is kept for later imports of the received descriptor, so that they see the
+/// sender's death as `-EPIPE` (it is dropped if the received descriptor is not a sync
+/// file, or cannot be pinned for lack of descriptors).
+///
+/// # Errors
+///
+/// [`Error::NoEntry`] if the message carried no descriptor (or the peer closed);
+/// OS errors of `recvmsg`.
+pub fn recv_fd(sock: BorrowedFd<'_>) -> Result<OwnedFd> {
+    let (fd, live) = recv_one(sock)?;
+    if let Some(live) = live {
         stash_liveness(fd.as_fd(), live);
     }
     Ok(fd)

@@ -214,6 +214,30 @@ pub(super) fn lookup(fd: BorrowedFd<'_>) -> Result<(Arc<Known>, Option<Option<u6
 /// new proxy.
 #[cold]
 fn lookup_slow(fd: BorrowedFd<'_>) -> Result<(Arc<Known>, Option<u64>)> {
+    lookup_slow_with(fd, None)
+}
+
+/// [`lookup`] of a descriptor that just arrived with `live`, its origin's liveness
+/// descriptor: one fdinfo read, and a new proxy takes `live` directly (nothing is
+/// stashed). A sync file this process already knows by id is the answer (`live` is
+/// dropped then: the known one keeps the liveness it was made with).
+pub(super) fn lookup_received(
+    fd: BorrowedFd<'_>,
+    live: Option<OwnedFd>,
+) -> Result<(Arc<Known>, Option<Option<u64>>)> {
+    if let Some(e) = registry().lock().by_fd.get(&fd.as_raw_fd()) {
+        return Ok((e.known.clone(), e.id));
+    }
+    let (known, id) = lookup_slow_with(fd, Some(live.map(Arc::new)))?;
+    Ok((known, Some(id)))
+}
+
+/// [`lookup_slow`], with the liveness descriptor `given` (`Some`) instead of the one
+/// stashed for the eventfd's id (`None`).
+fn lookup_slow_with(
+    fd: BorrowedFd<'_>,
+    given: Option<Option<Arc<OwnedFd>>>,
+) -> Result<(Arc<Known>, Option<u64>)> {
     let not = || Error::Invalid("not a sync file");
     // Not an eventfd, or no procfs to tell: not a sync file. An fdinfo that cannot be
     // read now (`EMFILE`…) is the caller's error, not a verdict on the descriptor.
@@ -225,13 +249,16 @@ fn lookup_slow(fd: BorrowedFd<'_>) -> Result<(Arc<Known>, Option<u64>)> {
     if record == Record::Invalid {
         return Err(not());
     }
-    let mut liveness = None;
+    let mut liveness = given.clone().flatten();
     if let Some(id) = info.id {
         let mut r = registry().lock();
         if let Some(k) = r.known_by_id(id, Some(fd.as_raw_fd())) {
             return Ok((k, info.id));
         }
-        liveness = r.received.map.get(&id).map(|p| p.value.clone());
+        liveness = match &given {
+            Some(g) => g.clone(),
+            None => r.received.map.get(&id).map(|p| p.value.clone()),
+        };
     }
     // The proxy's own duplicate: it pins the eventfd (and so its id) for the id map,
     // and the watcher registers it with epoll.

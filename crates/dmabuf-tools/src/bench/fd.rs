@@ -385,11 +385,10 @@ fn serve(sock: BorrowedFd<'_>) -> Result<()> {
                     local.resize(len, 0);
                 }
                 for _ in 0..iters {
-                    let fd = match sync_file::recv_fd(sock) {
+                    let sf = match sync_file::recv_sync_file(sock) {
                         Err(Error::NoEntry(_)) => return Ok(()),
                         r => r?,
                     };
-                    let sf = SyncFile::from_fd(fd)?;
                     // Wait as userspace waits on a sync file: poll its descriptor
                     // (`sync_wait`); the status then reads the record.
                     if !sync_file::poll_readable(sf.as_fd(), Some(FENCE_TIMEOUT))? {
