@@ -446,17 +446,37 @@ pub fn stage_main(name: &str, cfg: &DemoConfig, ctl: OwnedFd) -> i32 {
 }
 
 /// Receive on a neighbour's socket; its end of file names it.
-fn recv_from(s: &Stage, from: &str) -> Result<(Vec<u8>, Vec<OwnedFd>)> {
+fn recv_from(s: &Stage, from: &str) -> Result<(Vec<u8>, Vec<sync_file::Incoming>)> {
     let fd = if from == "parent" {
         &s.ctl
     } else {
         s.up.as_ref().ok_or(Error::Invalid("no upstream"))?
     };
-    sync_file::recv_fds(fd.as_fd()).inspect_err(|e| {
+    sync_file::recv_message(fd.as_fd()).inspect_err(|e| {
         if matches!(e, Error::NoEntry(_)) {
             eprintln!("dmabuf demo ({}): {from} went away (end of file)", s.name);
         }
     })
+}
+
+/// The next frame from upstream `from`: its number, slot and fence (imported with the
+/// liveness descriptor that came beside it); `None` at `STOP`, which goes on to
+/// `down` first, if there is one.
+fn recv_frame(s: &Stage, from: &str, down: Option<&str>) -> Result<Option<(u64, usize, SyncFile)>> {
+    let (m, fds) = recv_from(s, from)?;
+    if m.starts_with(b"STOP") {
+        if let Some(to) = down {
+            send_down(s, to, b"STOP", &[])?;
+        }
+        return Ok(None);
+    }
+    let (frame, slot) = parse_frame(&m)?;
+    let sf = fds
+        .into_iter()
+        .next()
+        .ok_or(Error::Invalid("frame without a fence"))?
+        .into_sync_file()?;
+    Ok(Some((frame, slot, sf)))
 }
 
 /// Send downstream; a closed socket names the neighbour.
@@ -614,17 +634,9 @@ fn isp(s: &Stage, cfg: &DemoConfig) -> Result<()> {
         outs.push(b[1].attach(&s.device)?);
     }
     loop {
-        let (m, fds) = recv_from(s, "camera")?;
-        if m.starts_with(b"STOP") {
-            send_down(s, "encoder", b"STOP", &[])?;
+        let Some((frame, slot, cam)) = recv_frame(s, "camera", Some("encoder"))? else {
             return Ok(());
-        }
-        let (frame, slot) = parse_frame(&m)?;
-        let fd = fds
-            .into_iter()
-            .next()
-            .ok_or(Error::Invalid("frame without a fence"))?;
-        let cam = SyncFile::from_fd(fd)?;
+        };
         wait_for(s, "camera", &cam)?;
         let (ia, oa) = (
             ins.get(slot)
@@ -649,16 +661,9 @@ fn encoder(s: &Stage, cfg: &DemoConfig) -> Result<()> {
     let bytes = outputs[0].size();
     let mut sums: HashMap<u8, u64> = HashMap::new();
     loop {
-        let (m, fds) = recv_from(s, "isp")?;
-        if m.starts_with(b"STOP") {
+        let Some((frame, slot, isp)) = recv_frame(s, "isp", None)? else {
             return Ok(());
-        }
-        let (frame, slot) = parse_frame(&m)?;
-        let fd = fds
-            .into_iter()
-            .next()
-            .ok_or(Error::Invalid("frame without a fence"))?;
-        let isp = SyncFile::from_fd(fd)?;
+        };
         let map = maps
             .get(slot)
             .ok_or(Error::Invalid("slot beyond the ring"))?;
