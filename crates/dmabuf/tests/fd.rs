@@ -934,3 +934,28 @@ fn a_sync_file_received_with_its_liveness_reads_epipe_when_its_signaller_dies() 
     sf.fence().wait_timeout(Duration::from_secs(10)).unwrap();
     assert_eq!(sf.fence().get_status(), -32);
 }
+
+#[test]
+fn recv_sync_file_refuses_what_is_not_a_sync_file() {
+    let (a, b) = pair();
+    let (r, _w) = rustix::pipe::pipe().unwrap();
+    dmabuf::sync_file::send_fd(a.as_fd(), r.as_fd()).unwrap();
+    assert_eq!(
+        errno(dmabuf::sync_file::recv_sync_file(b.as_fd())),
+        EINVAL,
+        "a pipe"
+    );
+    // A real one imports, signalled as sent.
+    let f = pending(9);
+    f.signal().unwrap();
+    let sf = SyncFile::new(f).unwrap();
+    dmabuf::sync_file::send_fd(a.as_fd(), sf.as_fd()).unwrap();
+    let got = dmabuf::sync_file::recv_sync_file(b.as_fd()).unwrap();
+    assert_eq!(got.fence().get_status(), 1);
+    // The peer gone: end of file, not a hang.
+    drop(a);
+    assert!(matches!(
+        dmabuf::sync_file::recv_sync_file(b.as_fd()),
+        Err(Error::NoEntry(_))
+    ));
+}
